@@ -1,0 +1,79 @@
+"""durable: durable functions for Python, on trio, checkpointed in LMDB."""
+
+from ._context import Context as Context
+from ._context import StepInfo as StepInfo
+from ._context import current_step as current_step
+from ._engine import Engine as Engine
+from ._events import Event as Event
+from ._events import EventBus as EventBus
+from ._events import Subscription as Subscription
+from ._ir import ChoiceState as ChoiceState
+from ._ir import Graph as Graph
+from ._ir import ParallelState as ParallelState
+from ._ir import PassState as PassState
+from ._ir import TaskState as TaskState
+from ._ir import When as When
+from ._records import InstanceStatus as InstanceStatus
+from ._records import StepResult as StepResult
+from ._records import StepStatus as StepStatus
+from ._records import WorkflowInstance as WorkflowInstance
+from ._retry import Retry as Retry
+from ._version import __version__ as __version__
+from ._workflow import workflow as workflow
+from .errors import DurableError as DurableError
+from .errors import GraphError as GraphError
+from .errors import InstanceNotFound as InstanceNotFound
+from .errors import JobNotFound as JobNotFound
+from .errors import NoChoiceMatched as NoChoiceMatched
+from .errors import NonDeterminismError as NonDeterminismError
+from .errors import ParallelFailed as ParallelFailed
+from .errors import SerializationError as SerializationError
+from .errors import StepFailed as StepFailed
+from .errors import StepTimeout as StepTimeout
+from .errors import StoreError as StoreError
+from .errors import WorkflowCancelled as WorkflowCancelled
+from .errors import WorkflowNotFound as WorkflowNotFound
+from .errors import WorkflowTimeout as WorkflowTimeout
+from .stores import LMDBStore as LMDBStore
+from .stores import MemoryStore as MemoryStore
+from .stores import Store as Store
+
+__all__ = [
+    "ChoiceState",
+    "Context",
+    "DurableError",
+    "Engine",
+    "Event",
+    "EventBus",
+    "Graph",
+    "GraphError",
+    "InstanceNotFound",
+    "InstanceStatus",
+    "JobNotFound",
+    "LMDBStore",
+    "MemoryStore",
+    "NoChoiceMatched",
+    "NonDeterminismError",
+    "ParallelFailed",
+    "ParallelState",
+    "PassState",
+    "Retry",
+    "SerializationError",
+    "StepFailed",
+    "StepInfo",
+    "StepResult",
+    "StepStatus",
+    "StepTimeout",
+    "Store",
+    "StoreError",
+    "Subscription",
+    "TaskState",
+    "When",
+    "WorkflowCancelled",
+    "WorkflowInstance",
+    "WorkflowNotFound",
+    "WorkflowTimeout",
+    "__version__",
+    "current_step",
+    "workflow",
+]

@@ -1,0 +1,172 @@
+"""The state-machine builder: ``workflow("name").task(...).choice(...)...build()``.
+
+The builder only assembles and validates a :class:`~durable.Graph`; the
+engine's interpreter runs it. A state given neither ``next`` nor ``end`` falls
+through to the next declared state, and the last such state ends the workflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, final
+
+import attrs
+
+from ._ir import ChoiceState, Graph, OnError, ParallelState, PassState, State, TaskState, When, validate_graph
+from ._retry import Retry
+from .errors import GraphError
+
+if TYPE_CHECKING:
+    from ._context import Context
+
+__all__ = ["WorkflowBuilder"]
+
+
+def _job_name(job: str | Callable[..., Any]) -> tuple[str, Callable[..., Any] | None]:
+    if isinstance(job, str):
+        return job, None
+    if callable(job):
+        name = getattr(job, "__qualname__", None) or getattr(job, "__name__", None) or repr(job)
+        return f"{getattr(job, '__module__', '?')}.{name}", job
+    raise TypeError(f"task job must be a registered job name or a callable, got {job!r}")
+
+
+@final
+class WorkflowBuilder:
+    """Assembles a workflow graph state by state; :meth:`build` validates it.
+
+    Every method returns the builder, so calls chain as in the TypeScript original.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a workflow name must be a non-empty str, got {name!r}")
+        self._name = name
+        self._states: list[State] = []
+        self._timeout: float | None = None
+        self._default_retry: Retry | None = None
+
+    def _add(self, state: State) -> WorkflowBuilder:
+        if not isinstance(state.name, str) or not state.name:
+            raise GraphError(f"a state name must be a non-empty str, got {state.name!r}", workflow=self._name)
+        self._states.append(state)
+        return self
+
+    def task(
+        self,
+        name: str,
+        *,
+        job: str | Callable[..., Any],
+        input: Callable[[Context], Any] | None = None,
+        output: Callable[[Any, Context], Any] | None = None,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        next: str | None = None,
+        end: bool = False,
+    ) -> WorkflowBuilder:
+        """Add a task running ``job`` (a name registered with ``engine.jobs``, or a callable).
+
+        Args:
+            name: the state's name, unique in this workflow.
+            job: the job to run; it is called with the task's input.
+            input: ``input(ctx)`` computes the job's input (default: ``ctx.input``).
+            output: ``output(result, ctx)`` turns the job's result into the step's output.
+            retry: this task's retry policy, merged field by field over ``default_retry``.
+            timeout: seconds allowed for each attempt.
+            next: the state to go to afterwards.
+            end: end the workflow after this task.
+        """
+        job_name, fn = _job_name(job)
+        if retry is not None and not isinstance(retry, Retry):
+            raise TypeError(f"task {name!r}: retry must be a Retry, got {retry!r}")
+        if timeout is not None and timeout <= 0:
+            raise GraphError(f"timeout must be > 0, got {timeout!r}", workflow=self._name, step=name)
+        return self._add(
+            TaskState(
+                name=name, job=job_name, fn=fn, input=input, output=output,
+                retry=retry, timeout=timeout, next=next, end=end,
+            )
+        )
+
+    def choice(self, name: str, *, choices: Sequence[When], default: str | None = None) -> WorkflowBuilder:
+        """Add a choice: the first :class:`When` whose condition holds picks the next state.
+
+        With no match and no ``default``, the instance fails with
+        :class:`~durable.errors.NoChoiceMatched`.
+        """
+        rules = tuple(choices)
+        for rule in rules:
+            if not isinstance(rule, When):
+                raise TypeError(f"choice {name!r}: choices must be When(condition, next), got {rule!r}")
+        return self._add(ChoiceState(name=name, choices=rules, default=default))
+
+    def parallel(
+        self,
+        name: str,
+        *,
+        branches: Iterable[Graph],
+        on_error: OnError = "fail-fast",
+        next: str | None = None,
+        end: bool = False,
+    ) -> WorkflowBuilder:
+        """Add a parallel state running each branch (built with ``workflow.branch(name)``) at once.
+
+        Its output is a dict keyed by branch name. ``on_error="fail-fast"``
+        cancels the other branches on the first failure; ``"wait-all"`` lets
+        every branch finish, then fails with every branch's error.
+        """
+        if on_error not in ("fail-fast", "wait-all"):
+            raise GraphError(f"on_error must be 'fail-fast' or 'wait-all', got {on_error!r}", workflow=self._name, step=name)
+        graphs = tuple(branches)
+        for b in graphs:
+            if not isinstance(b, Graph):
+                raise TypeError(f"parallel {name!r}: branches must be built graphs, got {b!r}")
+        return self._add(ParallelState(name=name, branches=graphs, on_error=on_error, next=next, end=end))
+
+    def pass_(
+        self,
+        name: str,
+        *,
+        transform: Callable[[Context], Any] | None = None,
+        result: Any = None,
+        next: str | None = None,
+        end: bool = False,
+    ) -> WorkflowBuilder:
+        """Add a pass state whose output is ``transform(ctx)``, or the static ``result``."""
+        if transform is not None and result is not None:
+            raise GraphError("pass state takes transform or result, not both", workflow=self._name, step=name)
+        return self._add(PassState(name=name, transform=transform, result=result, next=next, end=end))
+
+    def end(self, name: str) -> WorkflowBuilder:
+        """Shorthand for a pass state that ends the workflow."""
+        return self.pass_(name, end=True)
+
+    def default_retry(self, retry: Retry) -> WorkflowBuilder:
+        """The retry policy every task inherits; a task's own ``retry`` overrides it field by field."""
+        if not isinstance(retry, Retry):
+            raise TypeError(f"default_retry takes a Retry, got {retry!r}")
+        self._default_retry = retry
+        return self
+
+    def timeout(self, seconds: float) -> WorkflowBuilder:
+        """Time allowed for the whole workflow; past it the instance ends ``timed_out``."""
+        if seconds <= 0:
+            raise GraphError(f"timeout must be > 0, got {seconds!r}", workflow=self._name)
+        self._timeout = float(seconds)
+        return self
+
+    def build(self) -> Graph:
+        """Resolve fall-through transitions and validate; raises :class:`GraphError`."""
+        states: list[State] = []
+        for i, s in enumerate(self._states):
+            if not isinstance(s, ChoiceState) and s.next is None and not s.end:
+                if i + 1 < len(self._states):
+                    s = attrs.evolve(s, next=self._states[i + 1].name)
+                else:
+                    s = attrs.evolve(s, end=True)
+            states.append(s)
+        graph = Graph(self._name, tuple(states), timeout=self._timeout, default_retry=self._default_retry)
+        validate_graph(graph)
+        return graph

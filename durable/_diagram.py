@@ -1,0 +1,135 @@
+"""Render a :class:`~durable.Graph` as Mermaid or Graphviz DOT text.
+
+Node ids are generated (``n0``, ``n1``, ...) so that any state name, with
+dashes, spaces or quotes, gives a diagram the viewers accept; the state's name
+is the node's label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ._ir import ChoiceState, Graph, ParallelState, PassState, State, TaskState
+
+__all__ = ["to_dot", "to_mermaid"]
+
+
+class _Ids:
+    def __init__(self) -> None:
+        self._n = 0
+
+    def new(self) -> str:
+        self._n += 1
+        return f"n{self._n - 1}"
+
+
+def _mermaid_label(text: str) -> str:
+    return '"' + text.replace('"', "#quot;").replace("\n", " ") + '"'
+
+
+def _node_text(state: State) -> str:
+    if isinstance(state, TaskState) and state.job != state.name:
+        return f"{state.name}\n({state.job})" if state.label is None else state.label
+    return state.label or state.name
+
+
+def _edges(state: State) -> Iterator[tuple[str, str | None]]:
+    if isinstance(state, ChoiceState):
+        for i, rule in enumerate(state.choices):
+            yield rule.next, rule.label or f"#{i + 1}"
+        if state.default is not None:
+            yield state.default, "default"
+    elif state.next is not None:
+        yield state.next, None
+
+
+def _mermaid_body(graph: Graph, ids: _Ids, indent: str) -> tuple[list[str], str, list[str]]:
+    """Lines for ``graph``; returns (lines, id of the start node, ids of end nodes)."""
+    lines: list[str] = []
+    node = {s.name: ids.new() for s in graph.states}
+    ends: list[str] = []
+    for s in graph.states:
+        nid = node[s.name]
+        label = _mermaid_label(_node_text(s))
+        if isinstance(s, ParallelState):
+            lines.append(f"{indent}subgraph {nid} [{_mermaid_label(s.label or s.name + ' (parallel)')}]")
+            lines.append(f"{indent}  direction TB")
+            for branch in s.branches:
+                bid = ids.new()
+                lines.append(f"{indent}  subgraph {bid} [{_mermaid_label(branch.name)}]")
+                inner, _, _ = _mermaid_body(branch, ids, indent + "    ")
+                lines.extend(inner)
+                lines.append(f"{indent}  end")
+            lines.append(f"{indent}end")
+        elif isinstance(s, ChoiceState):
+            lines.append(f"{indent}{nid}{{{label}}}")
+        elif isinstance(s, PassState):
+            lines.append(f"{indent}{nid}([{label}])")
+        else:
+            lines.append(f"{indent}{nid}[{label}]")
+    for s in graph.states:
+        for target, edge_label in _edges(s):
+            arrow = f"-->|{_mermaid_label(edge_label)}|" if edge_label else "-->"
+            lines.append(f"{indent}{node[s.name]} {arrow} {node[target]}")
+        if s.end:
+            ends.append(node[s.name])
+    return lines, node[graph.states[0].name] if graph.states else "", ends
+
+
+def to_mermaid(graph: Graph) -> str:
+    """A Mermaid ``flowchart TD`` of ``graph`` with start and end markers."""
+    ids = _Ids()
+    body, start, ends = _mermaid_body(graph, ids, "    ")
+    lines = ["flowchart TD", "    start((start))", "    stop((end))"]
+    lines.extend(body)
+    if start:
+        lines.append(f"    start --> {start}")
+    lines.extend(f"    {e} --> stop" for e in ends)
+    return "\n".join(lines) + "\n"
+
+
+def _dot_label(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _dot_body(graph: Graph, ids: _Ids, indent: str) -> tuple[list[str], dict[str, str], list[str]]:
+    lines: list[str] = []
+    node: dict[str, str] = {}
+    ends: list[str] = []
+    for s in graph.states:
+        nid = ids.new()
+        node[s.name] = nid
+        if isinstance(s, ParallelState):
+            lines.append(f"{indent}subgraph cluster_{nid} {{ label={_dot_label(s.name + ' (parallel)')};")
+            lines.append(f"{indent}  {nid} [shape=point];")
+            for branch in s.branches:
+                lines.append(f"{indent}  subgraph cluster_{ids.new()} {{ label={_dot_label(branch.name)};")
+                inner, inner_nodes, _ = _dot_body(branch, ids, indent + "    ")
+                lines.extend(inner)
+                if branch.states:
+                    lines.append(f"{indent}    {nid} -> {inner_nodes[branch.states[0].name]} [style=dashed];")
+                lines.append(f"{indent}  }}")
+            lines.append(f"{indent}}}")
+            continue
+        shape = {"choice": "diamond", "pass": "ellipse"}.get(s.type, "box")
+        lines.append(f"{indent}{nid} [label={_dot_label(_node_text(s))}, shape={shape}];")
+    for s in graph.states:
+        for target, edge_label in _edges(s):
+            attr = f" [label={_dot_label(edge_label)}]" if edge_label else ""
+            lines.append(f"{indent}{node[s.name]} -> {node[target]}{attr};")
+        if s.end:
+            ends.append(node[s.name])
+    return lines, node, ends
+
+
+def to_dot(graph: Graph) -> str:
+    """A Graphviz ``digraph`` of ``graph``."""
+    ids = _Ids()
+    body, node, ends = _dot_body(graph, ids, "  ")
+    lines = [f"digraph {_dot_label(graph.name)} {{", "  start [shape=circle];", "  stop [shape=doublecircle, label=end];"]
+    lines.extend(body)
+    if graph.states:
+        lines.append(f"  start -> {node[graph.states[0].name]};")
+    lines.extend(f"  {e} -> stop;" for e in ends)
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,201 @@
+"""Workflow events: the nine events of the TypeScript original, listeners and subscriptions.
+
+Listeners registered with :meth:`EventBus.on` are called in the order they
+were added; a sync listener runs inline, an async one in the engine's
+nursery. A listener that raises is logged and never breaks a workflow.
+:meth:`EventBus.subscribe` gives an async iterator (for an SSE stream, say).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, final
+
+import attrs
+import trio
+
+__all__ = ["EVENT_NAMES", "TERMINAL_EVENTS", "Event", "EventBus", "Subscription"]
+
+log = logging.getLogger("durable.events")
+
+EVENT_NAMES = (
+    "workflow.started",
+    "workflow.progress",
+    "workflow.completed",
+    "workflow.failed",
+    "workflow.cancelled",
+    "workflow.step.started",
+    "workflow.step.completed",
+    "workflow.step.failed",
+    "workflow.step.retry",
+)
+TERMINAL_EVENTS = frozenset({"workflow.completed", "workflow.failed", "workflow.cancelled"})
+
+Listener = Callable[["Event"], None | Awaitable[None]]
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Event:
+    """One event, with the original's fields in snake_case; unused fields are ``None``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    instance_id: str
+    workflow_name: str
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    progress: int | None = None
+    current_step: str | None = None
+    completed_steps: int | None = None
+    total_steps: int | None = None
+    step_name: str | None = None
+    step_type: str | None = None
+    attempt: int | None = None
+    attempts: int | None = None
+    max_attempts: int | None = None
+    delay: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that are set, as a dict (for JSON or SSE)."""
+        return {k: v for k, v in attrs.asdict(self, recurse=False).items() if v is not None}
+
+
+@final
+class Subscription:
+    """An async iterator of events; ends after its instance's last event, or on :meth:`aclose`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, bus: EventBus, instance_id: str | None, names: frozenset[str] | None) -> None:
+        self._bus = bus
+        self.instance_id = instance_id
+        self.names = names
+        self._send, self._receive = trio.open_memory_channel[Event](math.inf)
+
+    def _offer(self, event: Event) -> None:
+        if self.instance_id is not None and event.instance_id != self.instance_id:
+            return
+        if self.names is None or event.name in self.names:
+            try:
+                self._send.send_nowait(event)
+            except trio.ClosedResourceError:
+                return
+        if self.instance_id is not None and event.name in TERMINAL_EVENTS:
+            self._close()
+
+    def _close(self) -> None:
+        self._bus._subscriptions.discard(self)
+        self._send.close()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        """Stop receiving events."""
+        self._close()
+        await self._receive.aclose()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+@final
+class EventBus:
+    """Delivers events to listeners and subscriptions.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, list[Listener]] = {}
+        self._subscriptions: set[Subscription] = set()
+        self._nursery: trio.Nursery | None = None
+
+    def on(self, name: str, fn: Listener) -> Callable[[], None]:
+        """Call ``fn(event)`` for every event called ``name`` (``"*"``: every event).
+
+        Returns a function that removes the listener.
+        """
+        if name != "*" and name not in EVENT_NAMES:
+            raise ValueError(f"unknown event {name!r}; events are {', '.join(EVENT_NAMES)} or '*'")
+        self._listeners.setdefault(name, []).append(fn)
+
+        def off() -> None:
+            listeners = self._listeners.get(name, [])
+            if fn in listeners:
+                listeners.remove(fn)
+
+        return off
+
+    def subscribe(self, instance_id: str | None = None, *, names: set[str] | None = None) -> Subscription:
+        """An async iterator of the events of one instance (or of all, with ``None``).
+
+        It is registered at once, so no event emitted after this call is missed.
+        For one instance it ends after ``workflow.completed`` / ``failed`` / ``cancelled``.
+        """
+        sub = Subscription(self, instance_id, frozenset(names) if names is not None else None)
+        self._subscriptions.add(sub)
+        return sub
+
+    @property
+    def active(self) -> bool:
+        """Whether anyone listens: the engine skips building events nobody receives."""
+        return bool(self._subscriptions) or any(self._listeners.values())
+
+    def emit(self, event: Event) -> None:
+        """Deliver ``event`` (called by the engine)."""
+        for sub in list(self._subscriptions):
+            sub._offer(event)
+        for key in (event.name, "*"):
+            for fn in list(self._listeners.get(key, ())):
+                self._call(fn, event)
+
+    def _call(self, fn: Listener, event: Event) -> None:
+        try:
+            if inspect.iscoroutinefunction(fn):
+                if self._nursery is None:
+                    log.warning("async listener %r dropped: no engine is running", fn)
+                    return
+                self._nursery.start_soon(self._call_async, fn, event)
+                return
+            result = fn(event)
+            if inspect.isawaitable(result):
+                if self._nursery is not None:
+                    self._nursery.start_soon(self._await, result, fn, event)
+        except Exception:
+            log.exception("event listener %r raised on %s for instance %s", fn, event.name, event.instance_id)
+
+    async def _call_async(self, fn: Listener, event: Event) -> None:
+        try:
+            result = fn(event)
+            assert result is not None
+            await result
+        except Exception:
+            log.exception("event listener %r raised on %s for instance %s", fn, event.name, event.instance_id)
+
+    async def _await(self, awaitable: Awaitable[None], fn: Listener, event: Event) -> None:
+        try:
+            await awaitable
+        except Exception:
+            log.exception("event listener %r raised on %s for instance %s", fn, event.name, event.instance_id)
+
+    def _close_all(self) -> None:
+        for sub in list(self._subscriptions):
+            sub._close()

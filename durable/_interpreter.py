@@ -1,0 +1,134 @@
+"""The builder's interpreter: walks a graph's states, running each task as a checkpointed step.
+
+Every state execution takes the next checkpoint key of its scope, so a state
+visited twice (a loop through a choice) has two checkpoints, and a resumed
+instance re-walks the graph from the start, replaying finished states from
+their checkpoints until it reaches the first unfinished one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, final
+
+from ._context import Context
+from ._ir import ChoiceState, Graph, ParallelState, PassState, TaskState
+from ._jobs import as_async_call, inline_call
+from ._parallel import run_parallel
+from ._retry import Retry
+from ._run import Run, Scope
+from ._steps import StepSpec, run_step
+from .errors import NoChoiceMatched
+
+__all__ = ["GraphDefinition", "run_graph"]
+
+
+@final
+class GraphDefinition:
+    """Adapts a builder :class:`Graph` to what the engine runs."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    @property
+    def timeout(self) -> float | None:
+        return self.graph.timeout
+
+    def make_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        if kwargs or len(args) > 1:
+            raise TypeError(f"workflow {self.name!r} is a builder workflow: start it with one input value")
+        return (args[0] if args else None), (), {}
+
+    async def execute(self, run: Run) -> Any:
+        return await run_graph(run, self.graph, Scope(), {}, run.instance.input, self.graph.default_retry)
+
+
+async def run_graph(
+    run: Run, graph: Graph, scope: Scope, steps: dict[str, Any], input: Any, default_retry: Retry | None
+) -> Any:
+    """Walk ``graph`` from its first state to an end; returns the last state's output."""
+    ctx = Context(input, steps, run.snapshot)
+    state = graph.state(graph.states[0].name)
+    while True:
+        run.current_step = state.name
+        if isinstance(state, TaskState):
+            output = await run_step(run, scope, _task_spec(run, state, ctx, default_retry))
+        elif isinstance(state, PassState):
+            output = await run_step(run, scope, _pass_spec(state, ctx))
+        elif isinstance(state, ChoiceState):
+            target = await run_step(run, scope, _choice_spec(run, state, ctx))
+            state = graph.state(target)
+            continue
+        else:
+            assert isinstance(state, ParallelState)
+            output = await _run_parallel_state(run, scope, state, ctx, default_retry)
+        steps[state.name] = output
+        if state.end or state.next is None:
+            return output
+        state = graph.state(state.next)
+
+
+def _task_spec(run: Run, state: TaskState, ctx: Context, default_retry: Retry | None) -> StepSpec:
+    def prepare() -> tuple[Any, Any]:
+        job = state.fn or run.engine.jobs.get(state.job, workflow=run.name, instance_id=run.id, step=state.name)
+        value = state.input(ctx) if state.input is not None else ctx.input
+        return value, as_async_call(job, value)
+
+    output_fn = state.output
+    return StepSpec(
+        name=state.name,
+        function=state.job,
+        prepare=prepare,
+        retry=(state.retry or Retry()).merged_over(default_retry).resolved(),
+        timeout=state.timeout,
+        output=(lambda result: output_fn(result, ctx)) if output_fn is not None else None,
+        wrap_errors=True,
+    )
+
+
+def _pass_spec(state: PassState, ctx: Context) -> StepSpec:
+    def prepare() -> tuple[Any, Any]:
+        if state.transform is not None:
+            transform = state.transform
+            return None, inline_call(lambda: transform(ctx))
+        return None, inline_call(lambda: state.result)
+
+    return StepSpec(name=state.name, function=None, prepare=prepare, step_type="pass", durable=False)
+
+
+def _choice_spec(run: Run, state: ChoiceState, ctx: Context) -> StepSpec:
+    def choose() -> str:
+        for rule in state.choices:
+            if rule.condition is not None and rule.condition(ctx):
+                return rule.next
+        if state.default is not None:
+            return state.default
+        raise run.fail(NoChoiceMatched, "no condition of the choice matched and it has no default", step=state.name)
+
+    return StepSpec(name=state.name, function=None, prepare=lambda: (None, inline_call(choose)),
+                    step_type="choice", durable=False)
+
+
+async def _run_parallel_state(
+    run: Run, scope: Scope, state: ParallelState, ctx: Context, default_retry: Retry | None
+) -> dict[str, Any]:
+    # Each branch sees the steps finished before the parallel plus its own; after
+    # it, the parallel's output (keyed by branch) is what the workflow sees, the
+    # same on a first run and on replay.
+    def make(branch: Graph) -> Any:
+        own = dict(ctx.steps)
+
+        async def go(branch_scope: Scope) -> Any:
+            return await run_graph(run, branch, branch_scope, own, ctx.input, default_retry)
+
+        return go
+
+    labels = [b.name for b in state.branches]
+    results = await run_parallel(
+        run, scope, name=state.name, labels=labels,
+        branches=[make(b) for b in state.branches], on_error=state.on_error,
+    )
+    return dict(zip(labels, results, strict=True))

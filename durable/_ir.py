@@ -1,0 +1,252 @@
+"""The graph IR: frozen task / choice / parallel / pass states, and their validation.
+
+Both front-ends produce a :class:`Graph`: the builder directly, the decorator by
+compiling the workflow's source. The builder's graph is what the engine's
+interpreter walks; a decorator workflow's graph serves inspection, diagrams,
+progress totals and validation. This module is pure: no I/O, no engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
+
+import attrs
+
+from ._retry import Retry
+from .errors import GraphError
+
+if TYPE_CHECKING:
+    from ._context import Context
+
+__all__ = [
+    "ChoiceState",
+    "Graph",
+    "ParallelState",
+    "PassState",
+    "State",
+    "TaskState",
+    "When",
+    "validate_graph",
+]
+
+OnError: TypeAlias = Literal["fail-fast", "wait-all"]
+GraphSource: TypeAlias = Literal["builder", "source", "recorded"]
+
+
+@final
+@attrs.frozen
+class When:
+    """One rule of a choice state: go to ``next`` when ``condition(ctx)`` is true.
+
+    Args:
+        condition: a function of the workflow :class:`~durable.Context`; ``None``
+            in a graph compiled from source, where ``label`` holds the test.
+        next: the state to go to.
+        label: text shown on the diagram's edge (defaults to the rule's position).
+
+    .. versionadded:: 0.1.0
+    """
+
+    condition: Callable[[Context], Any] | None
+    next: str
+    label: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TaskState:
+    """Run a job (builder) or a step call site (decorator).
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    job: str
+    fn: Callable[..., Any] | None = attrs.field(default=None, eq=False, repr=False)
+    input: Callable[[Context], Any] | None = None
+    output: Callable[[Any, Context], Any] | None = None
+    retry: Retry | None = None
+    timeout: float | None = None
+    next: str | None = None
+    end: bool = False
+    label: str | None = None
+
+    type: str = attrs.field(default="task", init=False)
+
+
+@attrs.frozen(kw_only=True)
+class ChoiceState:
+    """Go to the ``next`` of the first :class:`When` whose condition holds, else ``default``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    choices: tuple[When, ...] = ()
+    default: str | None = None
+    label: str | None = None
+
+    type: str = attrs.field(default="choice", init=False)
+    end: bool = attrs.field(default=False, init=False)
+    next: None = attrs.field(default=None, init=False)
+
+
+@attrs.frozen(kw_only=True)
+class ParallelState:
+    """Run every branch concurrently; output is keyed by branch name.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    branches: tuple[Graph, ...]
+    on_error: OnError = "fail-fast"
+    next: str | None = None
+    end: bool = False
+    label: str | None = None
+
+    type: str = attrs.field(default="parallel", init=False)
+
+
+@attrs.frozen(kw_only=True)
+class PassState:
+    """Produce ``transform(ctx)``, or the static ``result``, or nothing.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    transform: Callable[[Context], Any] | None = None
+    result: Any = None
+    next: str | None = None
+    end: bool = False
+    label: str | None = None
+
+    type: str = attrs.field(default="pass", init=False)
+
+
+State: TypeAlias = TaskState | ChoiceState | ParallelState | PassState
+
+
+@final
+@attrs.frozen
+class Graph:
+    """A validated workflow graph.
+
+    Attributes:
+        name: the workflow's (or branch's) name.
+        states: the states, in declaration order; the first is the start.
+        timeout: the workflow's timeout in seconds, if any.
+        default_retry: the retry policy steps inherit, field by field.
+        source: ``"builder"``, ``"source"`` (compiled from the function's
+            source) or ``"recorded"`` (no source: recorded as runs unfold).
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    states: tuple[State, ...]
+    timeout: float | None = None
+    default_retry: Retry | None = None
+    source: GraphSource = "builder"
+    _by_name: dict[str, State] = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {s.name: s for s in self.states})
+
+    @property
+    def start(self) -> str | None:
+        """Name of the first state (``None`` for an empty recorded graph)."""
+        return self.states[0].name if self.states else None
+
+    def state(self, name: str) -> State:
+        """The state called ``name``; ``KeyError`` if there is none."""
+        return self._by_name[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def walk(self) -> Iterator[State]:
+        """Every state, including those inside parallel branches, depth first."""
+        for s in self.states:
+            yield s
+            if isinstance(s, ParallelState):
+                for branch in s.branches:
+                    yield from branch.walk()
+
+    @property
+    def total_steps(self) -> int:
+        """Number of states, counting those inside branches: progress's denominator."""
+        return sum(1 for _ in self.walk())
+
+    def to_mermaid(self) -> str:
+        """A Mermaid ``flowchart`` of the graph, ready to paste into any Mermaid viewer."""
+        from ._diagram import to_mermaid
+
+        return to_mermaid(self)
+
+    def to_dot(self) -> str:
+        """A Graphviz DOT rendering of the graph."""
+        from ._diagram import to_dot
+
+        return to_dot(self)
+
+
+def _targets(state: State) -> list[tuple[str, str]]:
+    """(label, target) pairs of the transitions out of ``state``."""
+    if isinstance(state, ChoiceState):
+        out = [(f"choice {i}", w.next) for i, w in enumerate(state.choices)]
+        if state.default is not None:
+            out.append(("default", state.default))
+        return out
+    return [("next", state.next)] if state.next is not None else []
+
+
+def validate_graph(graph: Graph, *, workflow: str | None = None) -> None:
+    """Raise :class:`GraphError` naming the workflow and state if ``graph`` is malformed.
+
+    Checks: duplicate state names, ``next`` together with ``end``, a transition to
+    an unknown state, a parallel with no branches, a choice with no way out,
+    states unreachable from the start, and no reachable end. Loops through a
+    choice are allowed. Branch graphs are checked the same way.
+    """
+    wf = workflow or graph.name
+    if not graph.states:
+        raise GraphError("workflow has no states", workflow=wf)
+    seen: set[str] = set()
+    for s in graph.states:
+        if s.name in seen:
+            raise GraphError(f"duplicate state name {s.name!r}", workflow=wf, step=s.name)
+        seen.add(s.name)
+    for s in graph.states:
+        if not isinstance(s, ChoiceState) and s.next is not None and s.end:
+            raise GraphError("state has both next and end", workflow=wf, step=s.name)
+        if isinstance(s, ChoiceState) and not s.choices and s.default is None:
+            raise GraphError("choice has no choices and no default: no way out", workflow=wf, step=s.name)
+        if isinstance(s, ParallelState):
+            if not s.branches:
+                raise GraphError("parallel state has no branches", workflow=wf, step=s.name)
+            names = [b.name for b in s.branches]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise GraphError(f"parallel has duplicate branch names {dupes}", workflow=wf, step=s.name)
+            for b in s.branches:
+                validate_graph(b, workflow=f"{wf}/{s.name}/{b.name}")
+        for _, target in _targets(s):
+            if target not in seen:
+                raise GraphError(f"transition to unknown state {target!r}", workflow=wf, step=s.name)
+        if not isinstance(s, ChoiceState) and s.next is None and not s.end:
+            raise GraphError("state has neither next nor end", workflow=wf, step=s.name)
+    reachable: list[str] = []
+    todo = [graph.states[0].name]
+    while todo:
+        name = todo.pop()
+        if name in reachable:
+            continue
+        reachable.append(name)
+        todo.extend(t for _, t in _targets(graph.state(name)))
+    for s in graph.states:
+        if s.name not in reachable:
+            raise GraphError("state is unreachable from the start", workflow=wf, step=s.name)
+    if not any(graph.state(n).end for n in reachable):
+        raise GraphError("no end is reachable: every path loops forever", workflow=wf, step=graph.states[0].name)

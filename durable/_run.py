@@ -1,0 +1,129 @@
+"""The live state of one instance running in this process.
+
+A :class:`Run` holds the instance record, every checkpoint loaded from the
+store (so replay never reads the store per step), progress counters and the
+cancel scope that cancel, stop and the workflow timeout act on. A
+:class:`Scope` hands out checkpoint keys: ``path + name#occurrence``, counted
+per scope, so inserting a step never shifts the keys of steps in other scopes
+or of other names.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+import trio
+
+from ._events import Event
+from ._ir import Graph
+from ._records import StepResult, WorkflowInstance
+from .errors import DurableError, SerializationError
+from .stores._join import join_steps
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = ["Definition", "Run", "Scope"]
+
+
+class Definition(Protocol):
+    """What the engine needs of a registered workflow, whichever front-end made it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def graph(self) -> Graph: ...
+
+    @property
+    def timeout(self) -> float | None: ...
+
+    def make_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        """(input, args, kwargs) to store for a ``start()`` call with these arguments."""
+        ...
+
+    async def execute(self, run: Run) -> Any:
+        """Run (or replay) the workflow body; returns its output."""
+        ...
+
+
+@attrs.define(eq=False)
+class Scope:
+    """Hands out checkpoint keys; each parallel branch gets a scope of its own."""
+
+    path: str = ""
+    counts: dict[str, int] = attrs.field(factory=dict)
+    busy: str | None = None
+
+    def next_key(self, name: str) -> str:
+        n = self.counts.get(name, 0)
+        self.counts[name] = n + 1
+        return f"{self.path}{name}#{n}"
+
+    def child(self, segment: str) -> Scope:
+        return Scope(path=f"{self.path}{segment}/")
+
+
+@attrs.define(eq=False)
+class Run:
+    """One instance in flight in this engine."""
+
+    engine: Engine
+    definition: Definition
+    instance: WorkflowInstance
+    checkpoints: dict[str, StepResult]
+    total_steps: int
+    completed_steps: int = 0
+    progress: int = 0
+    current_step: str | None = None
+    cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    done: trio.Event = attrs.field(factory=trio.Event)
+    stop_reason: str | None = None
+    finishing: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.instance.id
+
+    @property
+    def name(self) -> str:
+        return self.instance.workflow_name
+
+    def now(self) -> datetime:
+        return self.engine.now()
+
+    def snapshot(self) -> WorkflowInstance:
+        """The instance as it stands, with its step results."""
+        inst = join_steps(self.instance, self.checkpoints.values())
+        return attrs.evolve(inst, current_step=self.current_step)
+
+    def emit(self, name: str, **fields: Any) -> None:
+        bus = self.engine.events
+        if bus.active:
+            bus.emit(Event(name=name, instance_id=self.id, workflow_name=self.name, **fields))
+
+    def fail(self, cls: type[DurableError], message: str, *, step: str | None = None, **extra: Any) -> DurableError:
+        """An error of ``cls`` naming this run's workflow and instance."""
+        return cls(message, workflow=self.name, instance_id=self.id, step=step, **extra)
+
+    async def checkpoint(self, step: StepResult, *, durable: bool) -> None:
+        """Store ``step``; returns once it is on disk if ``durable``."""
+        try:
+            await self.engine.store.put_step(self.id, step, durable=durable)
+        except SerializationError as exc:
+            raise self.fail(SerializationError, exc.message, step=step.key) from exc.__cause__
+        self.checkpoints[step.key] = step
+
+    def step_completed(self, name: str, *, executed: bool) -> None:
+        """Count a finished step towards progress; emit progress if it ran now."""
+        self.completed_steps += 1
+        total = self.total_steps
+        if total:
+            self.progress = max(self.progress, min(99, self.completed_steps * 100 // total))
+        if executed:
+            self.emit(
+                "workflow.progress", progress=self.progress, current_step=name,
+                completed_steps=self.completed_steps, total_steps=total,
+            )

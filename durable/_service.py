@@ -1,0 +1,335 @@
+"""``engine.workflows``: register, start, inspect, wait for, cancel and resume instances.
+
+Durability points (what is on disk when each call returns):
+
+- ``start()``: the instance record (status ``pending``);
+- each step: its checkpoint, before the workflow moves past it;
+- completion, failure, time-out: the final record, before ``wait()`` returns it;
+- ``cancel()``: status ``cancelled``, before the call returns.
+
+Marking an instance ``running`` is bookkeeping: it rides along with the next
+durable write. ``resume()`` treats ``pending`` and ``running`` alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, final
+
+import attrs
+import trio
+
+from ._interpreter import GraphDefinition
+from ._ir import Graph
+from ._records import InstanceStatus, WorkflowInstance
+from ._run import Definition, Run
+from .errors import (
+    DurableError,
+    InstanceNotFound,
+    SerializationError,
+    WorkflowCancelled,
+    WorkflowNotFound,
+    WorkflowTimeout,
+)
+from .stores._base import check_instance_id
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = ["WorkflowService"]
+
+log = logging.getLogger("durable.engine")
+
+
+def _as_definition(workflow: Any) -> Definition | None:
+    if isinstance(workflow, Graph):
+        return GraphDefinition(workflow)
+    definition = getattr(workflow, "__durable_definition__", None)
+    return definition  # type: ignore[no-any-return]
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, DurableError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+@final
+class WorkflowService:
+    """The workflow operations of an :class:`~durable.Engine` (``engine.workflows``).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._defs: dict[str, Definition] = {}
+        self._runs: dict[str, Run] = {}
+        self._stopping = False
+
+    # -- registry ----------------------------------------------------------
+
+    def register(self, workflow: Any) -> None:
+        """Register a built :class:`~durable.Graph` (or a ``@workflow`` function) under its name."""
+        definition = _as_definition(workflow)
+        if definition is None:
+            raise TypeError(f"register() takes a built workflow graph or a @workflow function, got {workflow!r}")
+        self._defs[definition.name] = definition
+
+    def names(self) -> list[str]:
+        """The registered workflow names, sorted."""
+        return sorted(self._defs)
+
+    def _definition(self, workflow: Any) -> Definition:
+        if isinstance(workflow, str):
+            found = self._defs.get(workflow)
+            if found is None:
+                known = ", ".join(self.names()) or "none"
+                raise WorkflowNotFound(f"no workflow {workflow!r} is registered (registered: {known})",
+                                       workflow=workflow)
+            return found
+        definition = _as_definition(workflow)
+        if definition is None:
+            raise TypeError(f"expected a workflow name, graph or @workflow function, got {workflow!r}")
+        self._defs.setdefault(definition.name, definition)
+        return self._defs[definition.name]
+
+    # -- starting and running ----------------------------------------------
+
+    async def start(self, workflow: Any, /, *args: Any, id: str | None = None, **kwargs: Any) -> str:
+        """Start an instance; returns its id once its creation is durable.
+
+        Args:
+            workflow: a registered name, a built graph or a ``@workflow`` function.
+            *args: the input (one value for a builder workflow; the call's
+                arguments for a decorator workflow).
+            id: a caller-chosen id: starting twice with one id creates and runs
+                one instance, and returns the same id.
+            **kwargs: keyword arguments of a decorator workflow's call.
+        """
+        if self._stopping:
+            raise RuntimeError("the engine is stopping: no new instances can start")
+        engine = self._engine
+        engine.nursery  # fail early, with a clear message, outside 'async with'
+        definition = self._definition(workflow)
+        instance_id = check_instance_id(id) if id is not None else uuid.uuid4().hex
+        value, call_args, call_kwargs = definition.make_call(args, kwargs)
+        now = engine.now()
+        deadline = now + timedelta(seconds=definition.timeout) if definition.timeout else None
+        record = WorkflowInstance(
+            id=instance_id, workflow_name=definition.name, status=InstanceStatus.PENDING, input=value,
+            created_at=now, deadline=deadline, args=call_args, kwargs=call_kwargs,
+        )
+        try:
+            stored, created = await engine.store.create_instance(record)
+        except SerializationError as exc:
+            raise SerializationError(exc.message, workflow=definition.name, instance_id=instance_id) from exc
+        if not created:
+            if stored.workflow_name != definition.name:
+                raise DurableError(
+                    f"id {instance_id!r} already belongs to an instance of workflow {stored.workflow_name!r}",
+                    workflow=definition.name, instance_id=instance_id,
+                )
+            return instance_id
+        self._launch(definition, stored, {}, first=True)
+        return instance_id
+
+    def _launch(self, definition: Definition, instance: WorkflowInstance, checkpoints: dict[str, Any],
+                *, first: bool) -> Run:
+        run = Run(self._engine, definition, instance, checkpoints, definition.graph.total_steps)
+        self._runs[instance.id] = run
+        self._engine.nursery.start_soon(self._drive, run, first)
+        return run
+
+    async def _drive(self, run: Run, first: bool) -> None:
+        engine = self._engine
+        outcome: tuple[InstanceStatus, Any, BaseException | None] | None = None
+        try:
+            with run.cancel_scope:
+                if run.instance.deadline is not None:
+                    remaining = (run.instance.deadline - engine.now()).total_seconds()
+                    run.cancel_scope.deadline = trio.current_time() + remaining
+                run.instance = attrs.evolve(
+                    run.instance, status=InstanceStatus.RUNNING, started_at=run.instance.started_at or engine.now()
+                )
+                await engine.store.update_instance(run.instance, durable=False)
+                if first:
+                    run.emit("workflow.started", input=run.instance.input)
+                try:
+                    output = await run.definition.execute(run)
+                except Exception as exc:
+                    outcome = (InstanceStatus.FAILED, None, exc)
+                else:
+                    outcome = (InstanceStatus.COMPLETED, output, None)
+            if outcome is None:
+                if run.stop_reason is not None:
+                    return  # cancelled (already recorded) or the engine is stopping
+                timeout = run.definition.timeout
+                outcome = (InstanceStatus.TIMED_OUT, None, run.fail(
+                    WorkflowTimeout, f"timed out after {timeout:g} s" if timeout else "passed its deadline",
+                    step=run.current_step,
+                ))
+            if run.stop_reason is None:
+                with trio.CancelScope(shield=True):
+                    await self._finish(run, *outcome)
+        finally:
+            self._runs.pop(run.id, None)
+            run.done.set()
+
+    async def _finish(self, run: Run, status: InstanceStatus, output: Any, error: BaseException | None) -> None:
+        run.finishing = True
+        engine = self._engine
+        final = attrs.evolve(
+            run.instance, status=status, output=output, completed_at=engine.now(), current_step=run.current_step,
+            error=_error_text(error) if error is not None else None,
+            error_type=type(error).__name__ if error is not None else None,
+        )
+        try:
+            await engine.store.update_instance(final, durable=True)
+        except SerializationError as exc:
+            err = run.fail(SerializationError, f"cannot checkpoint the workflow's output: {exc.message}")
+            final = attrs.evolve(final, status=InstanceStatus.FAILED, output=None, error=str(err),
+                                 error_type=type(err).__name__)
+            await engine.store.update_instance(final, durable=True)
+        run.instance = final
+        if final.status == InstanceStatus.COMPLETED:
+            run.progress = 100
+            run.emit("workflow.progress", progress=100, current_step=run.current_step,
+                     completed_steps=run.completed_steps, total_steps=run.total_steps)
+            run.emit("workflow.completed", output=final.output)
+        else:
+            run.emit("workflow.failed", error=final.error)
+
+    # -- reading -----------------------------------------------------------
+
+    async def get_instance(self, instance_id: str) -> WorkflowInstance | None:
+        """The instance with its step results (live if it runs here), or ``None``."""
+        run = self._runs.get(instance_id)
+        if run is not None:
+            return run.snapshot()
+        return await self._engine.store.get_instance(instance_id)
+
+    async def get_instances(
+        self, workflow_name: str, status: InstanceStatus | str | None = None
+    ) -> list[WorkflowInstance]:
+        """Instances of ``workflow_name``, optionally only those with ``status``, oldest first."""
+        wanted = InstanceStatus(status) if status is not None else None
+        out: list[WorkflowInstance] = []
+        seen: set[str] = set()
+        for inst in await self._engine.store.get_instances_by_workflow(workflow_name, wanted):
+            seen.add(inst.id)
+            run = self._runs.get(inst.id)
+            live = run.snapshot() if run is not None else inst
+            if wanted is None or live.status == wanted:
+                out.append(live)
+        for run in self._runs.values():
+            live = run.snapshot()
+            if live.id not in seen and live.workflow_name == workflow_name and (wanted is None or live.status == wanted):
+                out.append(live)
+        return out
+
+    async def wait(self, instance_id: str, timeout: float | None = None) -> WorkflowInstance:
+        """Wait until the instance finishes; returns it.
+
+        Raises:
+            InstanceNotFound: there is no such instance.
+            TimeoutError: it did not finish within ``timeout`` seconds.
+        """
+        with trio.move_on_after(timeout if timeout is not None else float("inf")):
+            delay = 0.01
+            while True:
+                run = self._runs.get(instance_id)
+                if run is not None:
+                    await run.done.wait()
+                inst = await self._engine.store.get_instance(instance_id)
+                if inst is None:
+                    raise InstanceNotFound("no such instance", instance_id=instance_id)
+                if inst.finished:
+                    return inst
+                if instance_id not in self._runs:
+                    # Running elsewhere, or not resumed yet: poll the store.
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+        raise TimeoutError(f"instance {instance_id!r} did not finish within {timeout:g} s")
+
+    # -- control -----------------------------------------------------------
+
+    async def cancel(self, instance_id: str) -> bool:
+        """Cancel an unfinished instance: its running steps are cancelled through trio.
+
+        Returns ``True`` once status ``cancelled`` is durable; ``False`` if the
+        instance does not exist or has already finished.
+        """
+        engine = self._engine
+        run = self._runs.get(instance_id)
+        if run is not None:
+            if run.finishing or run.stop_reason is not None:
+                await run.done.wait()
+                return False
+            run.stop_reason = "cancel"
+            inst = run.instance
+        else:
+            found = await engine.store.get_instance(instance_id)
+            if found is None or found.finished:
+                return False
+            inst = found
+        err = WorkflowCancelled("cancelled", workflow=inst.workflow_name, instance_id=inst.id)
+        final = attrs.evolve(inst, status=InstanceStatus.CANCELLED, completed_at=engine.now(),
+                             error=str(err), error_type=type(err).__name__,
+                             current_step=run.current_step if run else inst.current_step)
+        final = attrs.evolve(final, step_results={})
+        await engine.store.update_instance(final, durable=True)
+        if run is not None:
+            run.instance = final
+            run.cancel_scope.cancel()
+            if engine.events.active:
+                run.emit("workflow.cancelled")
+            await run.done.wait()
+        elif engine.events.active:
+            from ._events import Event
+
+            engine.events.emit(Event(name="workflow.cancelled", instance_id=inst.id, workflow_name=inst.workflow_name))
+        return True
+
+    async def resume(self) -> list[str]:
+        """Continue every unfinished instance not already running here; returns their ids.
+
+        Finished steps are replayed from their checkpoints, not run again. An
+        instance whose deadline passed while nothing ran it ends ``timed_out``
+        without running further. Instances of unregistered workflows are left
+        as they are (and logged).
+        """
+        engine = self._engine
+        engine.nursery
+        resumed: list[str] = []
+        for inst in await engine.store.get_running_instances():
+            if inst.id in self._runs:
+                continue
+            definition = self._defs.get(inst.workflow_name)
+            if definition is None:
+                log.warning("not resuming instance %s: workflow %r is not registered", inst.id, inst.workflow_name)
+                continue
+            checkpoints = await engine.store.get_steps(inst.id)
+            bare = attrs.evolve(inst, step_results={})
+            if inst.deadline is not None and inst.deadline <= engine.now():
+                run = Run(engine, definition, bare, checkpoints, definition.graph.total_steps)
+                await self._finish(run, InstanceStatus.TIMED_OUT, None, run.fail(
+                    WorkflowTimeout, "passed its deadline while no process was running it"))
+                continue
+            self._launch(definition, bare, checkpoints, first=False)
+            resumed.append(inst.id)
+        return resumed
+
+    async def stop(self) -> None:
+        """Stop every instance running here; they stay unfinished in the store, for ``resume()``."""
+        self._stopping = True
+        runs = list(self._runs.values())
+        for run in runs:
+            if run.stop_reason is None and not run.finishing:
+                run.stop_reason = "stop"
+                run.cancel_scope.cancel()
+        for run in runs:
+            await run.done.wait()
+        self._stopping = False

@@ -1,0 +1,169 @@
+"""The checkpointed step call: the one execution core both front-ends go through.
+
+:func:`run_step` takes the next key from the scope, and either replays the
+checkpoint at that key (a completed step returns its stored output without
+running, a failed one re-raises its stored error) or executes the step with
+its retry policy and per-attempt timeout, then checkpoints the result durably
+before returning it: the workflow never moves past a step whose result could
+still be lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import attrs
+import trio
+
+from ._context import StepInfo, step_info_var
+from ._records import StepResult, StepStatus
+from ._retry import Retry
+from ._run import Run, Scope
+from .errors import DurableError, NonDeterminismError, StepFailed, StepTimeout
+
+__all__ = ["StepSpec", "run_step"]
+
+
+@attrs.frozen(kw_only=True)
+class StepSpec:
+    """How to run one step.
+
+    Attributes:
+        name: the step's name (the key's last part).
+        function: what runs it (job name or function path); replay checks it.
+        prepare: called only when the step must execute: returns the input to
+            record and a zero-argument async callable doing one attempt.
+        retry: the resolved retry policy.
+        timeout: seconds allowed per attempt.
+        step_type: ``task``, ``pass``, ``choice`` ...
+        output: turns the attempt's result into the step's output.
+        durable: checkpoint the result durably (pass and choice results can be
+            recomputed, so they ride along with the next durable write).
+        wrap_errors: raise :class:`StepFailed` (builder) instead of the step's
+            own exception (decorator, so ``try/except`` sees the real type).
+    """
+
+    name: str
+    function: str | None
+    prepare: Callable[[], tuple[Any, Callable[[], Awaitable[Any]]]]
+    retry: Retry = Retry()
+    timeout: float | None = None
+    step_type: str = "task"
+    output: Callable[[Any], Any] | None = None
+    durable: bool = True
+    wrap_errors: bool = False
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _failure(run: Run, spec: StepSpec, key: str, exc: BaseException, attempts: int) -> BaseException:
+    if not spec.wrap_errors or isinstance(exc, DurableError):
+        return exc
+    err = run.fail(
+        StepFailed, f"failed after {attempts} attempt(s): {_error_text(exc)}", step=spec.name, attempts=attempts
+    )
+    err.__cause__ = exc
+    return err
+
+
+async def run_step(run: Run, scope: Scope, spec: StepSpec) -> Any:
+    """Replay or execute one step under ``scope``; returns its output."""
+    key = scope.next_key(spec.name)
+    rec = run.checkpoints.get(key)
+    if rec is not None:
+        if rec.function != spec.function and rec.function is not None and spec.function is not None:
+            raise run.fail(
+                NonDeterminismError,
+                f"replay diverged at checkpoint {key!r}: it was written by {rec.function!r}, "
+                f"but the workflow now calls {spec.function!r} there; the workflow code between steps must be deterministic",
+                step=key,
+            )
+        if rec.status == StepStatus.COMPLETED:
+            run.step_completed(spec.name, executed=False)
+            return rec.output
+        if rec.status == StepStatus.FAILED:
+            exc = rec.exception or run.fail(StepFailed, rec.error or "failed", step=key)
+            raise _failure(run, spec, key, exc, rec.attempts)
+    if scope.busy is not None:
+        raise run.fail(
+            DurableError,
+            f"step {key!r} started while step {scope.busy!r} is still running in the same scope; "
+            "run steps concurrently only through parallel()",
+            step=key,
+        )
+    scope.busy = key
+    try:
+        return await _execute(run, key, spec, rec)
+    finally:
+        scope.busy = None
+
+
+async def _execute(run: Run, key: str, spec: StepSpec, rec: StepResult | None) -> Any:
+    policy = spec.retry
+    attempt = rec.attempts if rec is not None else 0
+    started_at = rec.started_at if rec is not None and rec.started_at else run.now()
+    run.current_step = spec.name
+    if rec is not None and rec.next_attempt_at is not None:
+        # The process stopped while this step waited out a retry delay: wait only the rest.
+        remaining = (rec.next_attempt_at - run.now()).total_seconds()
+        if remaining > 0:
+            await trio.sleep(remaining)
+    step_input, call = spec.prepare()
+    base = StepResult(
+        step_name=spec.name, status=StepStatus.RUNNING, input=step_input, started_at=started_at,
+        key=key, step_type=spec.step_type, function=spec.function,
+    )
+    run.emit("workflow.step.started", step_name=spec.name, step_type=spec.step_type, current_step=spec.name)
+    while True:
+        attempt += 1
+        await run.checkpoint(attrs.evolve(base, attempts=attempt), durable=False)
+        token = step_info_var.set(StepInfo(run.name, run.id, key, attempt))
+        try:
+            if spec.timeout is not None:
+                with trio.move_on_after(spec.timeout) as timer:
+                    result = await call()
+                if timer.cancelled_caught:
+                    raise run.fail(StepTimeout, f"attempt {attempt} timed out after {spec.timeout:g} s", step=key)
+            else:
+                result = await call()
+            output = spec.output(result) if spec.output is not None else result
+        except Exception as exc:
+            error: BaseException | None = exc
+        else:
+            error = None
+        finally:
+            step_info_var.reset(token)
+        if error is None:
+            break
+        if attempt < policy.attempts and policy.should_retry(error):
+            delay = policy.delay(attempt)
+            run.emit(
+                "workflow.step.retry", step_name=spec.name, attempt=attempt,
+                max_attempts=policy.attempts, delay=delay, error=_error_text(error),
+            )
+            waiting = attrs.evolve(
+                base, attempts=attempt, error=_error_text(error),
+                next_attempt_at=run.now() + timedelta(seconds=delay),
+            )
+            await run.checkpoint(waiting, durable=True)
+            await trio.sleep(delay)
+            continue
+        failed = attrs.evolve(
+            base, status=StepStatus.FAILED, attempts=attempt, error=_error_text(error),
+            exception=error, completed_at=run.now(),
+        )
+        await run.checkpoint(failed, durable=True)
+        run.emit("workflow.step.failed", step_name=spec.name, step_type=spec.step_type,
+                 error=_error_text(error), attempts=attempt)
+        raise _failure(run, spec, key, error, attempt)
+    done = attrs.evolve(
+        base, status=StepStatus.COMPLETED, output=output, attempts=attempt, completed_at=run.now()
+    )
+    await run.checkpoint(done, durable=spec.durable)
+    run.emit("workflow.step.completed", step_name=spec.name, step_type=spec.step_type, output=output)
+    run.step_completed(spec.name, executed=True)
+    return output

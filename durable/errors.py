@@ -1,0 +1,179 @@
+"""The public exception hierarchy of ``durable``.
+
+Every error derives from :class:`DurableError`. Each carries the names of the
+workflow, instance and step involved (where known) as attributes and in its
+message, and each survives a pickle round trip: failed steps are checkpointed
+together with their exception, so exceptions must be storable.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "DurableError",
+    "GraphError",
+    "InstanceNotFound",
+    "JobNotFound",
+    "NoChoiceMatched",
+    "NonDeterminismError",
+    "ParallelFailed",
+    "SerializationError",
+    "StepFailed",
+    "StepTimeout",
+    "StoreError",
+    "WorkflowCancelled",
+    "WorkflowNotFound",
+    "WorkflowTimeout",
+]
+
+
+def _rebuild(cls: type[DurableError], message: str, fields: dict[str, Any]) -> DurableError:
+    err = cls.__new__(cls)
+    DurableError.__init__(err, message, **fields)
+    return err
+
+
+class DurableError(Exception):
+    """Root of every error raised by ``durable``.
+
+    Args:
+        message: the human-readable message.
+        workflow: name of the workflow involved, if any.
+        instance_id: id of the instance involved, if any.
+        step: name or checkpoint key of the step involved, if any.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        workflow: str | None = None,
+        instance_id: str | None = None,
+        step: str | None = None,
+        **extra: Any,
+    ) -> None:
+        where = []
+        if workflow is not None:
+            where.append(f"workflow {workflow!r}")
+        if instance_id is not None:
+            where.append(f"instance {instance_id!r}")
+        if step is not None:
+            where.append(f"step {step!r}")
+        full = f"{message} ({', '.join(where)})" if where else message
+        super().__init__(full)
+        self.message = message
+        self.workflow = workflow
+        self.instance_id = instance_id
+        self.step = step
+        for key, value in extra.items():
+            setattr(self, key, value)
+        self._fields = {"workflow": workflow, "instance_id": instance_id, "step": step, **extra}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self._fields), self.__dict__)
+
+
+class GraphError(DurableError, ValueError):
+    """A workflow graph is malformed: raised by ``build()`` naming the state.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class WorkflowNotFound(DurableError, LookupError):
+    """No workflow of that name is registered; the message lists the registered names.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class JobNotFound(DurableError, LookupError):
+    """A task names a job that is not registered with ``engine.jobs``.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class StepFailed(DurableError):
+    """A builder task failed after all its attempts; ``__cause__`` is the last error.
+
+    Attributes:
+        attempts: how many attempts were made.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class ParallelFailed(StepFailed):
+    """A ``wait-all`` parallel state had failing branches.
+
+    Attributes:
+        errors: the error of each failed branch, keyed by branch name (builder)
+            or position (decorator ``parallel()``).
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class StepTimeout(DurableError, TimeoutError):
+    """One attempt of a step ran longer than its ``timeout``; counts as a failed attempt.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class WorkflowTimeout(DurableError, TimeoutError):
+    """A workflow instance passed its deadline and ended ``timed_out``.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class WorkflowCancelled(DurableError):
+    """A workflow instance was cancelled.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class NoChoiceMatched(DurableError):
+    """A choice state had no matching condition and no default.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class NonDeterminismError(DurableError):
+    """Replay diverged from what was checkpointed; the message says expected vs found.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class SerializationError(DurableError, TypeError):
+    """A value could not be checkpointed (it does not pickle); the instance is left intact.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class StoreError(DurableError):
+    """The store is missing, foreign, corrupt, of a newer format, or failed to write.
+
+    Attributes:
+        path: the store's path, when it has one.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class InstanceNotFound(DurableError, LookupError):
+    """No instance has that id in the store.
+
+    .. versionadded:: 0.1.0
+    """

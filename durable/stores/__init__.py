@@ -1,0 +1,7 @@
+"""Checkpoint stores: the :class:`Store` protocol, :class:`MemoryStore` and :class:`LMDBStore`."""
+
+from ._base import Store as Store
+from ._lmdb import LMDBStore as LMDBStore
+from ._memory import MemoryStore as MemoryStore
+
+__all__ = ["LMDBStore", "MemoryStore", "Store"]

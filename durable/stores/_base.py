@@ -1,0 +1,100 @@
+"""The :class:`Store` protocol every checkpoint backend implements, and its key scheme.
+
+The operations are those of the TypeScript original's workflow adapter
+(create / get / update / delete instance, instances by workflow and status,
+running instances) plus step checkpoints. Writes take ``durable``: a durable
+write has reached the disk when it returns; a non-durable one (bookkeeping
+such as "step started") may be committed later with the next durable write,
+and may be lost in a crash, which recovery tolerates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Protocol, runtime_checkable
+
+import trio
+
+from .._records import InstanceStatus, StepResult, WorkflowInstance
+
+__all__ = ["MAX_ID_LENGTH", "Store", "check_instance_id", "step_key_bytes"]
+
+MAX_ID_LENGTH = 200
+_MAX_KEY = 480
+
+
+def check_instance_id(instance_id: object) -> str:
+    """``instance_id`` if it is a usable id; ``ValueError`` naming the problem otherwise."""
+    if not isinstance(instance_id, str) or not instance_id:
+        raise ValueError(f"an instance id must be a non-empty str, got {instance_id!r}")
+    if "\0" in instance_id:
+        raise ValueError(f"an instance id may not contain NUL: {instance_id!r}")
+    if len(instance_id.encode()) > MAX_ID_LENGTH:
+        raise ValueError(f"an instance id may be at most {MAX_ID_LENGTH} bytes: {instance_id[:40]!r}...")
+    return instance_id
+
+
+def step_key_bytes(instance_id: str, key: str) -> bytes:
+    """The stored key of a step checkpoint: ``instance id NUL step key`` (long keys hashed)."""
+    raw = instance_id.encode() + b"\0" + key.encode()
+    if len(raw) > _MAX_KEY:
+        raw = raw[:400] + b"#" + hashlib.sha256(raw).hexdigest().encode()
+    return raw
+
+
+@runtime_checkable
+class Store(Protocol):
+    """**Protocol**: where instances and step checkpoints are kept.
+
+    Implementations: :class:`~durable.MemoryStore` and :class:`~durable.LMDBStore`.
+    Reads return records as stored; writes take immutable records.
+
+    .. versionadded:: 0.1.0
+    """
+
+    @property
+    def path(self) -> str | None:
+        """Where the store lives on disk (``None`` for memory)."""
+        ...
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the store's background work (a writer thread, say) until cancelled."""
+        ...
+
+    async def create_instance(self, instance: WorkflowInstance) -> tuple[WorkflowInstance, bool]:
+        """Durably store a new instance unless its id exists; returns (stored, created)."""
+        ...
+
+    async def get_instance(self, instance_id: str) -> WorkflowInstance | None:
+        """The instance with its step results keyed by step name, or ``None``."""
+        ...
+
+    async def update_instance(self, instance: WorkflowInstance, *, durable: bool = True) -> None:
+        """Replace the stored instance record (its step results are stored apart)."""
+        ...
+
+    async def delete_instance(self, instance_id: str) -> bool:
+        """Remove an instance and its checkpoints; False if there was none."""
+        ...
+
+    async def get_instances_by_workflow(
+        self, workflow_name: str, status: InstanceStatus | str | None = None
+    ) -> list[WorkflowInstance]:
+        """Instances of one workflow, optionally of one status, oldest first."""
+        ...
+
+    async def get_running_instances(self) -> list[WorkflowInstance]:
+        """Every instance whose status is pending or running, oldest first."""
+        ...
+
+    async def put_step(self, instance_id: str, step: StepResult, *, durable: bool = True) -> None:
+        """Store one step checkpoint under ``step.key``, replacing any earlier one."""
+        ...
+
+    async def get_steps(self, instance_id: str) -> dict[str, StepResult]:
+        """Every step checkpoint of an instance, keyed by checkpoint key."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's resources; further use is an error."""
+        ...

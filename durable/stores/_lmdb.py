@@ -1,0 +1,336 @@
+"""The LMDB store: the default, durable, multi-process-safe checkpoint store.
+
+Layout (named databases in one LMDB environment, a directory):
+
+``meta``       ``format`` -> the store's format version (refuses newer ones)
+``instances``  instance id -> encoded :class:`WorkflowInstance` (no step results)
+``steps``      ``id NUL step key`` -> encoded :class:`StepResult`
+``status``     instance id -> ``status NUL workflow`` (what the index holds now)
+``index``      ``status NUL workflow NUL id`` -> empty: finds running instances
+               without reading finished ones
+
+Reads run in short read transactions on the trio loop (they cost about a
+microsecond); writes go through the group-commit :class:`Writer` thread. The
+map doubles when full. The directory is created owner-only: records are
+cloudpickles, and loading a pickle runs code, so the store is exactly as
+trusted as the code that reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar, final
+
+import lmdb
+import trio
+
+from .._records import InstanceStatus, StepResult, WorkflowInstance
+from .._serde import decode_instance, decode_step, encode_instance, encode_step
+from ..errors import StoreError
+from ._base import check_instance_id, step_key_bytes
+from ._join import join_steps
+from ._writer import Writer, WriteRequest
+
+__all__ = ["FORMAT_VERSION", "LMDBStore"]
+
+FORMAT_VERSION = 1
+_DBS = (b"meta", b"instances", b"steps", b"status", b"index")
+_T = TypeVar("_T")
+
+
+@final
+class LMDBStore:
+    """A :class:`~durable.stores.Store` in an LMDB environment at ``path`` (a directory).
+
+    Args:
+        path: the store's directory; created (owner-only) if missing.
+        map_size: initial map size in bytes; the map doubles when full.
+        lazy_delay: longest time a non-durable write waits for a commit.
+
+    Raises:
+        StoreError: the path is a file, a directory that is not a store, a
+            store of a newer format, unreadable, or corrupt.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, map_size: int = 64 << 20, lazy_delay: float = 0.1) -> None:
+        self._path = os.fspath(path)
+        self._lazy_delay = lazy_delay
+        self._lock = threading.Lock()  # readers vs. map resizes in this process
+        self._writer: Writer | None = None
+        self._closed = False
+        self._env = self._open(map_size)
+
+    # -- opening ---------------------------------------------------------
+
+    def _fail(self, problem: str) -> StoreError:
+        return StoreError(f"{self._path}: {problem}", path=self._path)
+
+    def _open(self, map_size: int) -> lmdb.Environment:
+        path = self._path
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise self._fail("is a file, not a durable store directory")
+        fresh = not os.path.exists(os.path.join(path, "data.mdb"))
+        if fresh and os.path.isdir(path) and os.listdir(path):
+            raise self._fail("is a non-empty directory that is not a durable store (no data.mdb)")
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            env = lmdb.open(
+                path, map_size=map_size, max_dbs=len(_DBS) + 2, mode=0o600,
+                subdir=True, sync=True, metasync=True, lock=True, readahead=False,
+            )
+        except lmdb.Error as exc:
+            raise self._fail(f"cannot open as an LMDB store: {type(exc).__name__}: {exc}") from exc
+        except OSError as exc:
+            raise self._fail(f"cannot create or open: {exc.strerror or exc}") from exc
+        try:
+            self._dbs = {name.decode(): env.open_db(name) for name in _DBS}
+            meta = self._dbs["meta"]
+            with env.begin(write=False) as txn:
+                version = txn.get(b"format", db=meta)
+            if version is None:
+                with env.begin(write=True) as txn:
+                    if not fresh and txn.stat(self._dbs["instances"])["entries"]:
+                        raise self._fail("has records but no format marker: not a durable store")
+                    txn.put(b"format", str(FORMAT_VERSION).encode(), db=meta)
+            else:
+                try:
+                    found = int(version)
+                except ValueError:
+                    raise self._fail(f"has an unreadable format marker {version!r}") from None
+                if found > FORMAT_VERSION:
+                    raise self._fail(
+                        f"was written by a newer durable (store format {found}, this version reads up to {FORMAT_VERSION})"
+                    )
+        except StoreError:
+            env.close()
+            raise
+        except lmdb.Error as exc:
+            env.close()
+            raise self._fail(f"is not a usable durable store: {type(exc).__name__}: {exc}") from exc
+        return env
+
+    @property
+    def path(self) -> str:
+        """The store's directory."""
+        return self._path
+
+    # -- reading ---------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[lmdb.Transaction]:
+        if self._closed:
+            raise self._fail("the store is closed")
+        with self._lock:
+            try:
+                txn = self._env.begin(write=False, buffers=False)
+            except lmdb.MapResizedError:
+                self._env.set_mapsize(0)  # another process grew the map: adopt its size
+                txn = self._env.begin(write=False, buffers=False)
+            except lmdb.Error as exc:
+                raise self._fail(f"read failed: {exc}") from exc
+            try:
+                yield txn
+            finally:
+                txn.abort()
+
+    def _load_steps(self, txn: lmdb.Transaction, instance_id: str) -> dict[str, StepResult]:
+        prefix = instance_id.encode() + b"\0"
+        out: dict[str, StepResult] = {}
+        cursor = txn.cursor(db=self._dbs["steps"])
+        if cursor.set_range(prefix):
+            for k, v in cursor:
+                if not k.startswith(prefix):
+                    break
+                step = decode_step(v, f"{self._path}:steps/{k!r}")
+                out[step.key] = step
+        return out
+
+    def _load(self, txn: lmdb.Transaction, instance_id: str, with_steps: bool = True) -> WorkflowInstance | None:
+        data = txn.get(instance_id.encode(), db=self._dbs["instances"])
+        if data is None:
+            return None
+        inst = decode_instance(data, f"{self._path}:instances/{instance_id}")
+        if with_steps:
+            inst = join_steps(inst, self._load_steps(txn, instance_id).values())
+        return inst
+
+    async def get_instance(self, instance_id: str) -> WorkflowInstance | None:
+        """The instance with its step results, or ``None``."""
+        with self._read() as txn:
+            return self._load(txn, instance_id)
+
+    async def get_steps(self, instance_id: str) -> dict[str, StepResult]:
+        """Every checkpoint of an instance, keyed by checkpoint key."""
+        with self._read() as txn:
+            return self._load_steps(txn, instance_id)
+
+    def _scan_index(self, prefixes: list[bytes]) -> list[WorkflowInstance]:
+        out: list[WorkflowInstance] = []
+        with self._read() as txn:
+            cursor = txn.cursor(db=self._dbs["index"])
+            for prefix in prefixes:
+                if not cursor.set_range(prefix):
+                    continue
+                for k in cursor.iternext(keys=True, values=False):
+                    if not k.startswith(prefix):
+                        break
+                    inst = self._load(txn, k.rsplit(b"\0", 1)[1].decode())
+                    if inst is not None:
+                        out.append(inst)
+        out.sort(key=lambda i: (i.created_at is None, i.created_at or 0, i.id))
+        return out
+
+    async def get_instances_by_workflow(
+        self, workflow_name: str, status: InstanceStatus | str | None = None
+    ) -> list[WorkflowInstance]:
+        """Instances of one workflow, optionally of one status, oldest first."""
+        statuses = list(InstanceStatus) if status is None else [InstanceStatus(status)]
+        return self._scan_index([f"{s.value}\0{workflow_name}\0".encode() for s in statuses])
+
+    async def get_running_instances(self) -> list[WorkflowInstance]:
+        """Instances that are pending or running, oldest first."""
+        return self._scan_index([f"{s.value}\0".encode() for s in (InstanceStatus.PENDING, InstanceStatus.RUNNING)])
+
+    # -- writing ---------------------------------------------------------
+
+    def _run_batch(self, batch: list[WriteRequest]) -> None:
+        """Run every write of ``batch`` in one transaction and commit it (writer thread)."""
+        while True:
+            try:
+                txn = self._env.begin(write=True)
+            except lmdb.MapResizedError:
+                with self._lock:
+                    self._env.set_mapsize(0)
+                continue
+            try:
+                for r in batch:
+                    r.result = r.fn(txn)
+                txn.commit()
+                return
+            except lmdb.MapFullError:
+                txn.abort()
+                with self._lock:  # no read transaction of ours may be open during a resize
+                    self._env.set_mapsize(self._env.info()["map_size"] * 2)
+            except BaseException as exc:
+                txn.abort()
+                err = self._fail(f"write failed, nothing of this batch was stored: {type(exc).__name__}: {exc}")
+                for r in batch:
+                    r.error = err
+                return
+
+    async def _write(self, fn: Callable[[lmdb.Transaction], _T], durable: bool = True) -> _T:
+        if self._closed:
+            raise self._fail("the store is closed")
+        writer = self._writer
+        if writer is None:
+            # No writer thread (the store is used outside an engine): write inline.
+            request = WriteRequest(fn, durable, None)
+            self._run_batch([request])
+        elif not durable:
+            writer.submit(WriteRequest(fn, False, None))
+            return None  # type: ignore[return-value]
+        else:
+            request = WriteRequest(fn, True, trio.Event())
+            writer.submit(request)
+            # Shielded: once queued the write will land; the caller must not move
+            # on (or be told it failed) before knowing that it has.
+            with trio.CancelScope(shield=True):
+                assert request.done is not None
+                await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.result  # type: ignore[no-any-return]
+
+    def _put_instance(self, txn: lmdb.Transaction, inst: WorkflowInstance, data: bytes) -> None:
+        key = inst.id.encode()
+        status_db, index_db = self._dbs["status"], self._dbs["index"]
+        old = txn.get(key, db=status_db)
+        new = f"{InstanceStatus(inst.status).value}\0{inst.workflow_name}".encode()
+        if old != new:
+            if old is not None:
+                txn.delete(old + b"\0" + key, db=index_db)
+            txn.put(key, new, db=status_db)
+            txn.put(new + b"\0" + key, b"", db=index_db)
+        txn.put(key, data, db=self._dbs["instances"])
+
+    async def create_instance(self, instance: WorkflowInstance) -> tuple[WorkflowInstance, bool]:
+        """Durably store ``instance`` unless its id exists; returns (stored, created)."""
+        check_instance_id(instance.id)
+        data = encode_instance(instance)
+
+        def create(txn: lmdb.Transaction) -> bool:
+            if txn.get(instance.id.encode(), db=self._dbs["instances"]) is not None:
+                return False
+            self._put_instance(txn, instance, data)
+            return True
+
+        if await self._write(create):
+            return instance, True
+        existing = await self.get_instance(instance.id)
+        assert existing is not None
+        return existing, False
+
+    async def update_instance(self, instance: WorkflowInstance, *, durable: bool = True) -> None:
+        """Replace the instance record."""
+        data = encode_instance(instance)
+        await self._write(lambda txn: self._put_instance(txn, instance, data), durable)
+
+    async def delete_instance(self, instance_id: str) -> bool:
+        """Remove an instance and its checkpoints."""
+        key = instance_id.encode()
+
+        def delete(txn: lmdb.Transaction) -> bool:
+            old = txn.get(key, db=self._dbs["status"])
+            if old is not None:
+                txn.delete(old + b"\0" + key, db=self._dbs["index"])
+                txn.delete(key, db=self._dbs["status"])
+            cursor = txn.cursor(db=self._dbs["steps"])
+            prefix = key + b"\0"
+            if cursor.set_range(prefix):
+                while cursor.key().startswith(prefix):
+                    if not cursor.delete():
+                        break
+            return bool(txn.delete(key, db=self._dbs["instances"]))
+
+        return await self._write(delete)
+
+    async def put_step(self, instance_id: str, step: StepResult, *, durable: bool = True) -> None:
+        """Store one checkpoint under ``step.key``."""
+        data = encode_step(step, instance_id=instance_id)
+        key = step_key_bytes(instance_id, step.key)
+        await self._write(lambda txn: txn.put(key, data, db=self._dbs["steps"]), durable)
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the group-commit writer thread until cancelled, then flush and stop it."""
+        writer = Writer(self._run_batch, trio.lowlevel.current_trio_token(), self._lazy_delay)
+        writer.start()
+        self._writer = writer
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            self._writer = None
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(writer.stop)
+
+    def stats(self) -> dict[str, Any]:
+        """Map size, entries and the writer's batch counts (for benchmarks and the CLI)."""
+        info = self._env.info()
+        with self._read() as txn:
+            entries = {name: txn.stat(db)["entries"] for name, db in self._dbs.items()}
+        w = self._writer
+        return {"map_size": info["map_size"], "entries": entries,
+                "batches": w.batches if w else 0, "writes": w.writes if w else 0}
+
+    def close(self) -> None:
+        """Close the environment."""
+        if not self._closed:
+            self._closed = True
+            self._env.close()

@@ -1,0 +1,124 @@
+"""Group commit: one writer thread commits every queued write in one LMDB transaction.
+
+Callers on the trio loop queue a *write function* (``fn(txn) -> result``) and,
+for a durable write, wait on a :class:`trio.Event`. The writer thread takes
+everything queued, runs it in one write transaction, commits it (one fsync),
+and then wakes every waiter through the trio token. So N concurrent
+checkpoints cost one fsync, a lone sequential checkpoint pays exactly one and
+waits for no timer, and the trio loop never blocks on the disk.
+
+Non-durable writes do not wake the writer on their own: they ride along with
+the next durable commit, or are committed after ``lazy_delay`` seconds.
+
+Write functions must not raise except on a store failure; values are encoded
+before they are queued, so bad user data never reaches this thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import lmdb
+import trio
+
+__all__ = ["Writer", "WriteRequest"]
+
+WriteFn = Callable[[lmdb.Transaction], Any]
+
+
+@attrs.define(eq=False)
+class WriteRequest:
+    """One queued write; ``done`` is set once it is committed (or failed)."""
+
+    fn: WriteFn
+    durable: bool
+    done: trio.Event | None
+    result: Any = None
+    error: BaseException | None = None
+
+
+@attrs.define(eq=False)
+class Writer:
+    """The writer thread's state; ``run_batch`` does the transaction for one batch."""
+
+    run_batch: Callable[[list[WriteRequest]], None]
+    token: trio.lowlevel.TrioToken
+    lazy_delay: float = 0.1
+    _queue: list[WriteRequest] = attrs.field(factory=list)
+    _durable_waiting: int = 0
+    _cond: threading.Condition = attrs.field(factory=threading.Condition)
+    _stopping: bool = False
+    _thread: threading.Thread | None = None
+    batches: int = 0
+    writes: int = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="durable-lmdb-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: WriteRequest) -> None:
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the store's writer has stopped")
+            self._queue.append(request)
+            if request.durable:
+                self._durable_waiting += 1
+                self._cond.notify()
+
+    def stop(self) -> None:
+        """Commit what is queued, then end the thread (blocking: call from a worker thread)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _take(self) -> list[WriteRequest] | None:
+        with self._cond:
+            first_lazy: float | None = None
+            while True:
+                if self._durable_waiting or (self._stopping and self._queue):
+                    break
+                if self._stopping:
+                    return None
+                if self._queue:
+                    now = time.monotonic()
+                    first_lazy = first_lazy or now
+                    remaining = first_lazy + self.lazy_delay - now
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                else:
+                    first_lazy = None
+                    self._cond.wait()
+            batch, self._queue = self._queue, []
+            self._durable_waiting = 0
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                self.run_batch(batch)
+            except BaseException as exc:  # never let the thread die silently
+                for r in batch:
+                    r.error = exc
+            self.batches += 1
+            self.writes += len(batch)
+            waiters = [r.done for r in batch if r.done is not None]
+            if waiters:
+                try:
+                    self.token.run_sync_soon(_set_all, waiters)
+                except trio.RunFinishedError:
+                    return
+
+
+def _set_all(events: list[trio.Event]) -> None:
+    for e in events:
+        e.set()
