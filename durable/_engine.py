@@ -9,14 +9,14 @@ and flushes the store.
 from __future__ import annotations
 
 import os
-import time
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import final
 
 import trio
 
+from . import _clock
 from ._events import EventBus
 from ._jobs import JobRegistry
 from ._service import WorkflowService
@@ -50,7 +50,6 @@ class Engine:
         self._owns_store = False
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
-        self._epoch = 0.0
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] = "durable.lmdb", **store_options: object) -> Engine:
@@ -64,7 +63,7 @@ class Engine:
 
     def now(self) -> datetime:
         """The engine's wall-clock time, following trio's clock (so ``MockClock`` moves it)."""
-        return datetime.fromtimestamp(self._epoch + trio.current_time(), tz=UTC)
+        return _clock.now()
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -76,7 +75,6 @@ class Engine:
     async def __aenter__(self) -> Engine:
         if self._nursery is not None:
             raise RuntimeError("this engine is already running")
-        self._epoch = time.time() - trio.current_time()
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
         try:

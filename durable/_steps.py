@@ -61,7 +61,7 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _failure(run: Run, spec: StepSpec, key: str, exc: BaseException, attempts: int) -> BaseException:
-    if not spec.wrap_errors or isinstance(exc, DurableError):
+    if not spec.wrap_errors:
         return exc
     err = run.fail(
         StepFailed, f"failed after {attempts} attempt(s): {_error_text(exc)}", step=spec.name, attempts=attempts

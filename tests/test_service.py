@@ -1,0 +1,264 @@
+"""engine.workflows: start (idempotent), wait, cancel, timeouts, resume after restart, bad input."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from durable import (
+    Engine,
+    InstanceNotFound,
+    InstanceStatus,
+    SerializationError,
+    StepStatus,
+    WorkflowNotFound,
+    workflow,
+)
+
+
+def _three_steps(name: str = "three") -> Any:
+    return workflow(name).task("a", job="a").task("b", job="b").task("c", job="c").build()
+
+
+class Counts:
+    """Counts executions per job, and lets a test block one job."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.block: str | None = None
+        self.started = trio.Event()
+
+    def register(self, engine: Engine, *names: str) -> None:
+        for name in names:
+            engine.jobs.register(name, self._job(name))
+
+    def _job(self, name: str) -> Any:
+        async def job(x: Any) -> str:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            if name == self.block:
+                self.started.set()
+                await trio.sleep_forever()
+            return f"{name}-out"
+
+        return job
+
+
+async def test_start_with_id_is_idempotent(engine: Engine) -> None:
+    """Starting twice with one id returns the same id and runs the instance once."""
+    counts = Counts()
+    counts.register(engine, "a", "b", "c")
+    engine.workflows.register(_three_steps())
+    first = await engine.workflows.start("three", 1, id="order-1")
+    second = await engine.workflows.start("three", 2, id="order-1")
+    assert first == second == "order-1"
+    inst = await engine.workflows.wait("order-1")
+    assert inst.status == "completed" and inst.input == 1
+    assert counts.calls == {"a": 1, "b": 1, "c": 1}
+    await engine.workflows.start("three", 3, id="order-1")
+    assert counts.calls == {"a": 1, "b": 1, "c": 1}
+
+
+async def test_instance_is_durable_before_start_returns(engine: Engine) -> None:
+    """The store holds the instance as soon as start() returns."""
+    Counts().register(engine, "a", "b", "c")
+    engine.workflows.register(_three_steps())
+    iid = await engine.workflows.start("three", {"x": 1})
+    stored = await engine.store.get_instance(iid)
+    assert stored is not None and stored.input == {"x": 1} and stored.created_at is not None
+
+
+async def test_unknown_workflow_lists_registered_names(engine: Engine) -> None:
+    """Starting an unregistered name raises WorkflowNotFound listing the registered ones."""
+    engine.workflows.register(_three_steps("known"))
+    with pytest.raises(WorkflowNotFound, match="'nope'.*known"):
+        await engine.workflows.start("nope", 1)
+
+
+async def test_wait_unknown_and_timeout(engine: Engine, autojump_clock: Any) -> None:
+    """wait() raises InstanceNotFound for an unknown id and TimeoutError when it takes too long."""
+    counts = Counts()
+    counts.block = "b"
+    counts.register(engine, "a", "b", "c")
+    engine.workflows.register(_three_steps())
+    with pytest.raises(InstanceNotFound):
+        await engine.workflows.wait("missing")
+    iid = await engine.workflows.start("three", 1)
+    with pytest.raises(TimeoutError, match=iid):
+        await engine.workflows.wait(iid, timeout=5)
+    await engine.workflows.cancel(iid)
+
+
+async def test_unpicklable_input_is_refused_before_anything_is_stored(engine: Engine) -> None:
+    """An input that cannot be pickled raises SerializationError naming the workflow; nothing is stored."""
+    engine.workflows.register(_three_steps())
+    with pytest.raises(SerializationError, match="'three'"):
+        await engine.workflows.start("three", threading.Lock(), id="bad")
+    assert await engine.store.get_instance("bad") is None
+
+
+async def test_unpicklable_step_output_fails_instance_intact(engine: Engine) -> None:
+    """A step result that cannot be pickled fails the instance with SerializationError; earlier steps stay."""
+    engine.jobs.register("a", lambda x: "fine")
+    engine.jobs.register("b", lambda x: threading.Lock())
+    engine.workflows.register(workflow("unpick").task("a", job="a").task("b", job="b").build())
+    inst = await engine.workflows.wait(await engine.workflows.start("unpick", 0))
+    assert inst.status == "failed"
+    assert inst.error_type == "SerializationError"
+    assert "'unpick'" in (inst.error or "") and "b#0" in (inst.error or "") and inst.id in (inst.error or "")
+    stored = await engine.store.get_instance(inst.id)
+    assert stored is not None and stored.status == "failed"
+    assert stored.step_results["a"].status == StepStatus.COMPLETED and stored.step_results["a"].output == "fine"
+
+
+async def test_cancel_cancels_running_step_and_is_durable(engine: Engine) -> None:
+    """cancel() cancels the running step through trio and records status cancelled."""
+    counts = Counts()
+    counts.block = "b"
+    counts.register(engine, "a", "b", "c")
+    engine.workflows.register(_three_steps())
+    events: list[str] = []
+    engine.events.on("workflow.cancelled", lambda e: events.append(e.instance_id))
+    iid = await engine.workflows.start("three", 1)
+    await counts.started.wait()
+    assert await engine.workflows.cancel(iid) is True
+    stored = await engine.store.get_instance(iid)
+    assert stored is not None and stored.status == InstanceStatus.CANCELLED
+    assert stored.error_type == "WorkflowCancelled"
+    assert counts.calls == {"a": 1, "b": 1}
+    assert events == [iid]
+    assert await engine.workflows.cancel(iid) is False
+    assert await engine.workflows.cancel("no-such-id") is False
+    assert (await engine.workflows.wait(iid)).status == "cancelled"
+
+
+async def test_workflow_timeout_ends_timed_out(engine: Engine, autojump_clock: Any) -> None:
+    """A workflow past its timeout ends timed_out, its running step cancelled, with a failed event."""
+    counts = Counts()
+    counts.block = "b"
+    counts.register(engine, "a", "b", "c")
+    failed: list[Any] = []
+    engine.events.on("workflow.failed", failed.append)
+    g = workflow("slow").timeout(30).task("a", job="a").task("b", job="b").task("c", job="c").build()
+    engine.workflows.register(g)
+    start = trio.current_time()
+    inst = await engine.workflows.wait(await engine.workflows.start("slow", 1))
+    assert inst.status == InstanceStatus.TIMED_OUT
+    assert inst.error_type == "WorkflowTimeout" and "timed out after 30 s" in (inst.error or "")
+    assert 30 <= trio.current_time() - start < 31
+    assert "c" not in counts.calls
+    assert [e.instance_id for e in failed] == [inst.id]
+    assert inst.deadline is not None and inst.created_at is not None
+    assert (inst.deadline - inst.created_at).total_seconds() == 30
+
+
+async def test_resume_continues_without_rerunning_finished_steps(store_path: Path) -> None:
+    """An engine closed mid-workflow leaves it running; a new engine resumes it; finished steps don't rerun."""
+    counts = Counts()
+    counts.block = "b"
+    async with Engine.open(store_path) as engine:
+        counts.register(engine, "a", "b", "c")
+        engine.workflows.register(_three_steps())
+        iid = await engine.workflows.start("three", 1)
+        await counts.started.wait()
+    assert counts.calls == {"a": 1, "b": 1}
+    counts.block = None
+    async with Engine.open(store_path) as engine:
+        counts.register(engine, "a", "b", "c")
+        engine.workflows.register(_three_steps())
+        before = await engine.workflows.get_instance(iid)
+        assert before is not None and before.status == "running"
+        assert await engine.workflows.resume() == [iid]
+        inst = await engine.workflows.wait(iid)
+    assert inst.status == "completed" and inst.output == "c-out"
+    assert counts.calls == {"a": 1, "b": 2, "c": 1}
+
+
+async def test_resume_skips_unregistered_and_running_instances(engine: Engine) -> None:
+    """resume() leaves instances of unregistered workflows and those already running here alone."""
+    counts = Counts()
+    counts.block = "a"
+    counts.register(engine, "a", "b", "c")
+    engine.workflows.register(_three_steps())
+    await engine.workflows.start("three", 1)
+    await counts.started.wait()
+    assert await engine.workflows.resume() == []
+    assert counts.calls == {"a": 1}
+
+
+async def test_deadline_passed_while_stopped_times_out_on_resume(store_path: Path, disk_clock: Any) -> None:
+    """A deadline is absolute: if it passed while no engine ran, resume ends the instance timed_out."""
+    counts = Counts()
+    counts.block = "b"
+    g = workflow("dl").timeout(60).task("a", job="a").task("b", job="b").task("c", job="c").build()
+    async with Engine.open(store_path) as engine:
+        counts.register(engine, "a", "b", "c")
+        engine.workflows.register(g)
+        iid = await engine.workflows.start("dl", 1)
+        await counts.started.wait()
+    await trio.sleep(120)
+    async with Engine.open(store_path) as engine:
+        counts.register(engine, "a", "b", "c")
+        engine.workflows.register(g)
+        assert await engine.workflows.resume() == []
+        inst = await engine.workflows.get_instance(iid)
+    assert inst is not None and inst.status == "timed_out"
+    assert counts.calls == {"a": 1, "b": 1}
+
+
+async def test_deadline_survives_restart(store_path: Path, disk_clock: Any) -> None:
+    """A resumed instance gets only the rest of its time, not a fresh timeout."""
+    counts = Counts()
+    counts.block = "b"
+    g = workflow("dl2").timeout(60).task("a", job="a").task("b", job="b").task("c", job="c").build()
+    async with Engine.open(store_path) as engine:
+        counts.register(engine, "a", "b", "c")
+        engine.workflows.register(g)
+        iid = await engine.workflows.start("dl2", 1)
+        await counts.started.wait()
+    await trio.sleep(40)
+    async with Engine.open(store_path) as engine:
+        counts.register(engine, "a", "b", "c")
+        engine.workflows.register(g)
+        t0 = trio.current_time()
+        await engine.workflows.resume()
+        inst = await engine.workflows.wait(iid)
+    assert inst.status == "timed_out"
+    assert 19 <= trio.current_time() - t0 <= 21
+
+
+async def test_cancelled_instance_never_resumes(store_path: Path) -> None:
+    """A cancelled instance stays cancelled in a new engine and is not resumed."""
+    counts = Counts()
+    counts.block = "b"
+    async with Engine.open(store_path) as engine:
+        counts.register(engine, "a", "b", "c")
+        engine.workflows.register(_three_steps())
+        iid = await engine.workflows.start("three", 1)
+        await counts.started.wait()
+        assert await engine.workflows.cancel(iid)
+    async with Engine.open(store_path) as engine:
+        counts.register(engine, "a", "b", "c")
+        engine.workflows.register(_three_steps())
+        assert await engine.workflows.resume() == []
+        inst = await engine.workflows.get_instance(iid)
+    assert inst is not None and inst.status == "cancelled"
+    assert counts.calls == {"a": 1, "b": 1}
+
+
+async def test_engine_outside_async_with_is_a_clear_error() -> None:
+    """Starting on an engine that is not running says to use 'async with'."""
+    engine = Engine()
+    engine.workflows.register(_three_steps())
+    with pytest.raises(RuntimeError, match="async with"):
+        await engine.workflows.start("three", 1)
+
+
+async def test_body_exception_propagates_unwrapped(store_path: Path) -> None:
+    """An exception in the 'async with' body comes out as itself, not in an ExceptionGroup."""
+    with pytest.raises(KeyError):
+        async with Engine.open(store_path):
+            raise KeyError("mine")
