@@ -3,10 +3,14 @@
 from ._context import Context as Context
 from ._context import StepInfo as StepInfo
 from ._context import current_step as current_step
+from ._decorators import StepFunction as StepFunction
+from ._decorators import WorkflowFunction as WorkflowFunction
+from ._decorators import step as step
 from ._engine import Engine as Engine
 from ._events import Event as Event
 from ._events import EventBus as EventBus
 from ._events import Subscription as Subscription
+from ._gather import parallel as parallel
 from ._ir import ChoiceState as ChoiceState
 from ._ir import Graph as Graph
 from ._ir import ParallelState as ParallelState
@@ -60,6 +64,7 @@ __all__ = [
     "Retry",
     "SerializationError",
     "StepFailed",
+    "StepFunction",
     "StepInfo",
     "StepResult",
     "StepStatus",
@@ -70,10 +75,13 @@ __all__ = [
     "TaskState",
     "When",
     "WorkflowCancelled",
+    "WorkflowFunction",
     "WorkflowInstance",
     "WorkflowNotFound",
     "WorkflowTimeout",
     "__version__",
     "current_step",
+    "parallel",
+    "step",
     "workflow",
 ]

@@ -7,6 +7,7 @@ through to the next declared state, and the last such state ends the workflow.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, final
 
@@ -15,19 +16,30 @@ import attrs
 from ._ir import ChoiceState, Graph, OnError, ParallelState, PassState, State, TaskState, When, validate_graph
 from ._retry import Retry
 from .errors import GraphError
+from .stores._base import check_workflow_name
 
 if TYPE_CHECKING:
     from ._context import Context
 
-__all__ = ["WorkflowBuilder"]
+__all__ = ["WorkflowBuilder", "callable_name"]
+
+
+def callable_name(fn: Callable[..., Any]) -> str:
+    """A name for ``fn`` that is the same in every process: ``module.qualname``, never a repr.
+
+    Partials are named after the function they wrap; callable objects after their class.
+    """
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    target: Any = fn if hasattr(fn, "__qualname__") else type(fn)
+    return f"{getattr(target, '__module__', None) or '?'}.{target.__qualname__}"
 
 
 def _job_name(job: str | Callable[..., Any]) -> tuple[str, Callable[..., Any] | None]:
     if isinstance(job, str):
         return job, None
     if callable(job):
-        name = getattr(job, "__qualname__", None) or getattr(job, "__name__", None) or repr(job)
-        return f"{getattr(job, '__module__', '?')}.{name}", job
+        return callable_name(job), job
     raise TypeError(f"task job must be a registered job name or a callable, got {job!r}")
 
 
@@ -43,6 +55,10 @@ class WorkflowBuilder:
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name:
             raise TypeError(f"a workflow name must be a non-empty str, got {name!r}")
+        try:
+            check_workflow_name(name)
+        except ValueError as exc:
+            raise GraphError(str(exc), workflow=name[:40]) from None
         self._name = name
         self._states: list[State] = []
         self._timeout: float | None = None

@@ -37,6 +37,10 @@ class GraphDefinition:
     def timeout(self) -> float | None:
         return self.graph.timeout
 
+    @property
+    def total_steps(self) -> int:
+        return self.graph.total_steps
+
     def make_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
         if kwargs or len(args) > 1:
             raise TypeError(f"workflow {self.name!r} is a builder workflow: start it with one input value")

@@ -43,12 +43,13 @@ async def run_parallel(
     rec = run.checkpoints.get(key)
     if rec is not None:
         if rec.input is not None and list(rec.input) != labels:
-            raise run.fail(
+            run.fatal = run.fatal or run.fail(
                 NonDeterminismError,
                 f"replay diverged at parallel {key!r}: it was checkpointed with branches {list(rec.input)}, "
                 f"but now has {labels}",
                 step=key,
             )
+            raise run.fatal
         if rec.status == StepStatus.COMPLETED:
             run.step_completed(name, executed=False)
             return list(rec.output)

@@ -8,7 +8,7 @@ fills what is still unset with the defaults of the TypeScript original.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import attrs
@@ -28,11 +28,26 @@ RetryOn = Sequence[type[BaseException] | str]
 
 
 def _check_positive(instance: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
-    if value is not None and value < 0:
-        raise ValueError(f"Retry.{attribute.name} must be >= 0, got {value!r}")
+    if value is not None and not value >= 0:  # also refuses NaN
+        raise ValueError(f"Retry.{attribute.name} must be a number >= 0, got {value!r}")
 
 
-def _to_tuple(value: RetryOn | None) -> tuple[type[BaseException] | str, ...] | None:
+def _check_rate(instance: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
+    if value is not None and not value >= 1:  # as Step Functions: delays never shrink
+        raise ValueError(f"Retry.backoff_rate must be a number >= 1, got {value!r}")
+
+
+def _to_float(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number of seconds, got {value!r}")
+    return float(value)
+
+
+def _to_tuple(
+    value: RetryOn | type[BaseException] | str | Iterable[type[BaseException] | str] | None,
+) -> tuple[type[BaseException] | str, ...] | None:
     if value is None:
         return None
     if isinstance(value, (str, type)):
@@ -51,7 +66,7 @@ class Retry:
     Args:
         max_attempts: attempts in all, including the first (default 1: no retry).
         interval: seconds before the first retry (default 1).
-        backoff_rate: each further delay is multiplied by this (default 2).
+        backoff_rate: each further delay is multiplied by this (default 2, at least 1).
         max_interval: cap on any one delay, in seconds (default 30).
         retry_on: retry only errors that are instances of these exception
             types, or whose message contains one of these strings (default:
@@ -64,15 +79,15 @@ class Retry:
     """
 
     max_attempts: int | None = attrs.field(default=None)
-    interval: float | None = attrs.field(default=None, validator=_check_positive)
-    backoff_rate: float | None = attrs.field(default=None, validator=_check_positive)
-    max_interval: float | None = attrs.field(default=None, validator=_check_positive)
+    interval: float | None = attrs.field(default=None, converter=_to_float, validator=_check_positive)
+    backoff_rate: float | None = attrs.field(default=None, converter=_to_float, validator=_check_rate)
+    max_interval: float | None = attrs.field(default=None, converter=_to_float, validator=_check_positive)
     retry_on: tuple[type[BaseException] | str, ...] | None = attrs.field(default=None, converter=_to_tuple)
     jitter: Literal["full", "none"] | None = attrs.field(default=None)
 
     @max_attempts.validator
     def _check_attempts(self, attribute: attrs.Attribute[int | None], value: int | None) -> None:
-        if value is not None and (not isinstance(value, int) or value < 1):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"Retry.max_attempts must be an int >= 1, got {value!r}")
 
     @jitter.validator
@@ -124,7 +139,7 @@ class Retry:
         try:
             base = r.interval * (r.backoff_rate**exponent)
         except OverflowError:
-            base = r.max_interval
+            base = r.max_interval if r.interval > 0 else 0.0
         base = min(base, r.max_interval)
         if r.jitter == "full":
             return (rng or random).uniform(0.0, base)

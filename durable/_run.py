@@ -40,6 +40,11 @@ class Definition(Protocol):
     @property
     def timeout(self) -> float | None: ...
 
+    @property
+    def total_steps(self) -> int:
+        """How many step completions make a full run (progress's denominator)."""
+        ...
+
     def make_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
         """(input, args, kwargs) to store for a ``start()`` call with these arguments."""
         ...
@@ -82,6 +87,7 @@ class Run:
     done: trio.Event = attrs.field(factory=trio.Event)
     stop_reason: str | None = None
     finishing: bool = False
+    fatal: BaseException | None = None
 
     @property
     def id(self) -> str:
@@ -113,7 +119,9 @@ class Run:
         try:
             await self.engine.store.put_step(self.id, step, durable=durable)
         except SerializationError as exc:
-            raise self.fail(SerializationError, exc.message, step=step.key) from exc.__cause__
+            err = self.fail(SerializationError, exc.message, step=step.key)
+            self.fatal = self.fatal or err
+            raise err from exc.__cause__
         self.checkpoints[step.key] = step
 
     def step_completed(self, name: str, *, executed: bool) -> None:

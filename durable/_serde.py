@@ -31,20 +31,20 @@ def _dumps(fields: dict[str, Any], what: str, context: dict[str, Any]) -> bytes:
         raise SerializationError(f"cannot checkpoint {what}: {type(exc).__name__}: {exc}", **context) from exc
 
 
-def _loads(data: bytes, cls: type[_R], where: str) -> _R:
+def _loads(data: bytes, cls: type[_R], where: str, path: str | None) -> _R:
     if not data or data[:1] != _ENVELOPE:
-        raise StoreError(f"corrupt record at {where}: unknown envelope {bytes(data[:1])!r}")
+        raise StoreError(f"corrupt record at {where}: unknown envelope {bytes(data[:1])!r}", path=path)
     try:
         fields = pickle.loads(data[1:])
     except Exception as exc:
-        raise StoreError(f"corrupt record at {where}: {type(exc).__name__}: {exc}") from exc
+        raise StoreError(f"corrupt record at {where}: {type(exc).__name__}: {exc}", path=path) from exc
     if not isinstance(fields, dict):
-        raise StoreError(f"corrupt record at {where}: not a {cls.__name__} record")
+        raise StoreError(f"corrupt record at {where}: not a {cls.__name__} record", path=path)
     known = {f.name for f in attrs.fields(cls)}
     try:
         return cls(**{k: v for k, v in fields.items() if k in known})
     except Exception as exc:
-        raise StoreError(f"corrupt record at {where}: {type(exc).__name__}: {exc}") from exc
+        raise StoreError(f"corrupt record at {where}: {type(exc).__name__}: {exc}", path=path) from exc
 
 
 def encode_instance(inst: WorkflowInstance) -> bytes:
@@ -56,13 +56,13 @@ def encode_instance(inst: WorkflowInstance) -> bytes:
     return _dumps(fields, "instance", {"workflow": inst.workflow_name, "instance_id": inst.id})
 
 
-def decode_instance(data: bytes, where: str = "instance") -> WorkflowInstance:
+def decode_instance(data: bytes, where: str = "instance", path: str | None = None) -> WorkflowInstance:
     """The instance encoded in ``data``; :class:`StoreError` if it is not one."""
-    inst = _loads(data, WorkflowInstance, where)
+    inst = _loads(data, WorkflowInstance, where, path)
     try:
         return attrs.evolve(inst, status=InstanceStatus(inst.status))
     except ValueError as exc:
-        raise StoreError(f"corrupt record at {where}: {exc}") from exc
+        raise StoreError(f"corrupt record at {where}: {exc}", path=path) from exc
 
 
 def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: str | None = None) -> bytes:
@@ -73,7 +73,7 @@ def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: s
     exc = fields.get("exception")
     if exc is not None:
         try:
-            cloudpickle.dumps(exc)
+            pickle.loads(cloudpickle.dumps(exc))  # some exceptions pickle but cannot load back
         except Exception:
             # Keep the failure storable: an unpicklable exception is replaced by
             # a plain one carrying the same type name and message.
@@ -81,21 +81,25 @@ def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: s
     return _dumps(fields, f"the {step.status} result of step {step.key or step.step_name!r}", context)
 
 
-def decode_step(data: bytes, where: str = "step") -> StepResult:
+def decode_step(data: bytes, where: str = "step", path: str | None = None) -> StepResult:
     """The step result encoded in ``data``; :class:`StoreError` if it is not one."""
-    step = _loads(data, StepResult, where)
+    step = _loads(data, StepResult, where, path)
     try:
         return attrs.evolve(step, status=StepStatus(step.status))
     except ValueError as exc:
-        raise StoreError(f"corrupt record at {where}: {exc}") from exc
+        raise StoreError(f"corrupt record at {where}: {exc}", path=path) from exc
 
 
 class UnpicklableError(Exception):
     """Stands in for a step's exception that could not be pickled: same type name and message."""
 
     def __init__(self, type_name: str, message: str) -> None:
-        super().__init__(f"{type_name}: {message}")
+        super().__init__(type_name, message)
         self.type_name = type_name
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}"
 
 
 def _portable_exception(exc: BaseException) -> BaseException:

@@ -138,7 +138,7 @@ class WorkflowService:
 
     def _launch(self, definition: Definition, instance: WorkflowInstance, checkpoints: dict[str, Any],
                 *, first: bool) -> Run:
-        run = Run(self._engine, definition, instance, checkpoints, definition.graph.total_steps)
+        run = Run(self._engine, definition, instance, checkpoints, definition.total_steps)
         self._runs[instance.id] = run
         self._engine.nursery.start_soon(self._drive, run, first)
         return run
@@ -160,9 +160,14 @@ class WorkflowService:
                 try:
                     output = await run.definition.execute(run)
                 except Exception as exc:
-                    outcome = (InstanceStatus.FAILED, None, exc)
+                    outcome = (InstanceStatus.FAILED, None, run.fatal or exc)
                 else:
-                    outcome = (InstanceStatus.COMPLETED, output, None)
+                    # A failed checkpoint or a diverged replay fails the instance
+                    # even if the workflow's code caught the error.
+                    if run.fatal is not None:
+                        outcome = (InstanceStatus.FAILED, None, run.fatal)
+                    else:
+                        outcome = (InstanceStatus.COMPLETED, output, None)
             if outcome is None:
                 if run.stop_reason is not None:
                     return  # cancelled (already recorded) or the engine is stopping
@@ -314,7 +319,7 @@ class WorkflowService:
             checkpoints = await engine.store.get_steps(inst.id)
             bare = attrs.evolve(inst, step_results={})
             if inst.deadline is not None and inst.deadline <= engine.now():
-                run = Run(engine, definition, bare, checkpoints, definition.graph.total_steps)
+                run = Run(engine, definition, bare, checkpoints, definition.total_steps)
                 await self._finish(run, InstanceStatus.TIMED_OUT, None, run.fail(
                     WorkflowTimeout, "passed its deadline while no process was running it"))
                 continue

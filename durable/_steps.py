@@ -76,12 +76,13 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec) -> Any:
     rec = run.checkpoints.get(key)
     if rec is not None:
         if rec.function != spec.function and rec.function is not None and spec.function is not None:
-            raise run.fail(
+            run.fatal = run.fatal or run.fail(
                 NonDeterminismError,
                 f"replay diverged at checkpoint {key!r}: it was written by {rec.function!r}, "
                 f"but the workflow now calls {spec.function!r} there; the workflow code between steps must be deterministic",
                 step=key,
             )
+            raise run.fatal
         if rec.status == StepStatus.COMPLETED:
             run.step_completed(spec.name, executed=False)
             return rec.output

@@ -17,7 +17,7 @@ import trio
 
 from .._records import InstanceStatus, StepResult, WorkflowInstance
 
-__all__ = ["MAX_ID_LENGTH", "Store", "check_instance_id", "step_key_bytes"]
+__all__ = ["MAX_ID_LENGTH", "Store", "check_instance_id", "check_workflow_name", "is_valid_id", "step_key_bytes"]
 
 MAX_ID_LENGTH = 200
 _MAX_KEY = 480
@@ -32,6 +32,26 @@ def check_instance_id(instance_id: object) -> str:
     if len(instance_id.encode()) > MAX_ID_LENGTH:
         raise ValueError(f"an instance id may be at most {MAX_ID_LENGTH} bytes: {instance_id[:40]!r}...")
     return instance_id
+
+
+def check_workflow_name(name: object) -> str:
+    """``name`` if it is a usable workflow name; ``ValueError`` naming the problem otherwise."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a workflow name must be a non-empty str, got {name!r}")
+    if "\0" in name:
+        raise ValueError(f"a workflow name may not contain NUL: {name!r}")
+    if len(name.encode()) > MAX_ID_LENGTH:
+        raise ValueError(f"a workflow name may be at most {MAX_ID_LENGTH} bytes: {name[:40]!r}...")
+    return name
+
+
+def is_valid_id(instance_id: object) -> bool:
+    """Whether ``instance_id`` could name a stored instance (reads of others find nothing)."""
+    try:
+        check_instance_id(instance_id)
+    except ValueError:
+        return False
+    return True
 
 
 def step_key_bytes(instance_id: str, key: str) -> bytes:

@@ -30,7 +30,7 @@ import trio
 from .._records import InstanceStatus, StepResult, WorkflowInstance
 from .._serde import decode_instance, decode_step, encode_instance, encode_step
 from ..errors import StoreError
-from ._base import check_instance_id, step_key_bytes
+from ._base import check_instance_id, check_workflow_name, is_valid_id, step_key_bytes
 from ._join import join_steps
 from ._writer import Writer, WriteRequest
 
@@ -88,6 +88,14 @@ class LMDBStore:
         except OSError as exc:
             raise self._fail(f"cannot create or open: {exc.strerror or exc}") from exc
         try:
+            if not fresh:
+                # A data file shorter than its last used page means truncation (a
+                # partial copy, a full disk): reading those pages would SIGBUS.
+                info, psize = env.info(), env.stat()["psize"]
+                needed = (info["last_pgno"] + 1) * psize
+                size = os.path.getsize(os.path.join(path, "data.mdb"))
+                if size < needed:
+                    raise self._fail(f"data.mdb is truncated: {size} bytes, but its pages need {needed}")
             self._dbs = {name.decode(): env.open_db(name) for name in _DBS}
             meta = self._dbs["meta"]
             with env.begin(write=False) as txn:
@@ -146,15 +154,17 @@ class LMDBStore:
             for k, v in cursor:
                 if not k.startswith(prefix):
                     break
-                step = decode_step(v, f"{self._path}:steps/{k!r}")
+                step = decode_step(v, f"{self._path}:steps/{k!r}", self._path)
                 out[step.key] = step
         return out
 
     def _load(self, txn: lmdb.Transaction, instance_id: str, with_steps: bool = True) -> WorkflowInstance | None:
+        if not is_valid_id(instance_id):
+            return None
         data = txn.get(instance_id.encode(), db=self._dbs["instances"])
         if data is None:
             return None
-        inst = decode_instance(data, f"{self._path}:instances/{instance_id}")
+        inst = decode_instance(data, f"{self._path}:instances/{instance_id}", self._path)
         if with_steps:
             inst = join_steps(inst, self._load_steps(txn, instance_id).values())
         return inst
@@ -166,6 +176,8 @@ class LMDBStore:
 
     async def get_steps(self, instance_id: str) -> dict[str, StepResult]:
         """Every checkpoint of an instance, keyed by checkpoint key."""
+        if not is_valid_id(instance_id):
+            return {}
         with self._read() as txn:
             return self._load_steps(txn, instance_id)
 
@@ -261,6 +273,7 @@ class LMDBStore:
     async def create_instance(self, instance: WorkflowInstance) -> tuple[WorkflowInstance, bool]:
         """Durably store ``instance`` unless its id exists; returns (stored, created)."""
         check_instance_id(instance.id)
+        check_workflow_name(instance.workflow_name)
         data = encode_instance(instance)
 
         def create(txn: lmdb.Transaction) -> bool:
@@ -277,11 +290,15 @@ class LMDBStore:
 
     async def update_instance(self, instance: WorkflowInstance, *, durable: bool = True) -> None:
         """Replace the instance record."""
+        check_instance_id(instance.id)
+        check_workflow_name(instance.workflow_name)
         data = encode_instance(instance)
         await self._write(lambda txn: self._put_instance(txn, instance, data), durable)
 
     async def delete_instance(self, instance_id: str) -> bool:
         """Remove an instance and its checkpoints."""
+        if not is_valid_id(instance_id):
+            return False
         key = instance_id.encode()
 
         def delete(txn: lmdb.Transaction) -> bool:
@@ -301,6 +318,7 @@ class LMDBStore:
 
     async def put_step(self, instance_id: str, step: StepResult, *, durable: bool = True) -> None:
         """Store one checkpoint under ``step.key``."""
+        check_instance_id(instance_id)
         data = encode_step(step, instance_id=instance_id)
         key = step_key_bytes(instance_id, step.key)
         await self._write(lambda txn: txn.put(key, data, db=self._dbs["steps"]), durable)
@@ -322,6 +340,8 @@ class LMDBStore:
 
     def stats(self) -> dict[str, Any]:
         """Map size, entries and the writer's batch counts (for benchmarks and the CLI)."""
+        if self._closed:
+            raise self._fail("the store is closed")
         info = self._env.info()
         with self._read() as txn:
             entries = {name: txn.stat(db)["entries"] for name, db in self._dbs.items()}

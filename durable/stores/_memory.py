@@ -13,7 +13,7 @@ import trio
 
 from .._records import InstanceStatus, StepResult, WorkflowInstance
 from .._serde import decode_instance, decode_step, encode_instance, encode_step
-from ._base import check_instance_id
+from ._base import check_instance_id, check_workflow_name, is_valid_id
 from ._join import join_steps
 
 __all__ = ["MemoryStore"]
@@ -44,6 +44,7 @@ class MemoryStore:
     async def create_instance(self, instance: WorkflowInstance) -> tuple[WorkflowInstance, bool]:
         """Store ``instance`` unless its id exists; returns (stored, created)."""
         check_instance_id(instance.id)
+        check_workflow_name(instance.workflow_name)
         existing = self._instances.get(instance.id)
         if existing is not None:
             found = await self.get_instance(instance.id)
@@ -57,13 +58,15 @@ class MemoryStore:
 
     async def get_instance(self, instance_id: str) -> WorkflowInstance | None:
         """The instance with its step results, or ``None``."""
-        data = self._instances.get(instance_id)
+        data = self._instances.get(instance_id) if is_valid_id(instance_id) else None
         if data is None:
             return None
         return join_steps(decode_instance(data, f"memory:{instance_id}"), (await self.get_steps(instance_id)).values())
 
     async def update_instance(self, instance: WorkflowInstance, *, durable: bool = True) -> None:
         """Replace the instance record."""
+        check_instance_id(instance.id)
+        check_workflow_name(instance.workflow_name)
         data = encode_instance(instance)
         if instance.id not in self._instances:
             self._order[instance.id] = self._counter
@@ -79,10 +82,11 @@ class MemoryStore:
 
     async def _all(self) -> list[WorkflowInstance]:
         out = []
-        for iid in sorted(self._instances, key=self._order.__getitem__):
+        for iid in self._instances:
             inst = await self.get_instance(iid)
             if inst is not None:
                 out.append(inst)
+        out.sort(key=lambda i: (i.created_at is None, i.created_at or 0, i.id))
         return out
 
     async def get_instances_by_workflow(
@@ -101,6 +105,7 @@ class MemoryStore:
 
     async def put_step(self, instance_id: str, step: StepResult, *, durable: bool = True) -> None:
         """Store one checkpoint under ``step.key``."""
+        check_instance_id(instance_id)
         data = encode_step(step, instance_id=instance_id)
         self._steps.setdefault(instance_id, {})[step.key] = data
 

@@ -64,10 +64,13 @@ class Writer:
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the store's writer has stopped")
+            was_empty = not self._queue
             self._queue.append(request)
             if request.durable:
                 self._durable_waiting += 1
                 self._cond.notify()
+            elif was_empty:
+                self._cond.notify()  # start the lazy_delay clock
 
     def stop(self) -> None:
         """Commit what is queued, then end the thread (blocking: call from a worker thread)."""

@@ -1,0 +1,29 @@
+"""The run a piece of workflow code belongs to: a contextvar read by ``@step`` and ``parallel()``.
+
+It holds the :class:`~durable._run.Run` and the checkpoint :class:`~durable._run.Scope`
+of the current trio task. Each parallel branch's task sets its own scope; code
+outside any engine sees ``None`` and runs steps as plain functions.
+"""
+
+from __future__ import annotations
+
+import contextvars
+
+import attrs
+
+from ._retry import Retry
+from ._run import Run, Scope
+
+__all__ = ["Active", "active"]
+
+
+@attrs.frozen
+class Active:
+    """The current run and scope of a decorator workflow's code."""
+
+    run: Run
+    scope: Scope
+    default_retry: Retry | None = None
+
+
+active: contextvars.ContextVar[Active | None] = contextvars.ContextVar("durable_active", default=None)

@@ -1,0 +1,105 @@
+"""``parallel(aw1, aw2, ...)``: the decorator front-end's concurrent branches.
+
+Inside a workflow run each awaitable becomes a branch with its own checkpoint
+scope (``parallel#n/i/``), run by the same :func:`~durable._parallel.run_parallel`
+as the builder's parallel state. Outside an engine the awaitables simply run
+concurrently in a nursery with the same ``on_error`` semantics.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Coroutine
+from typing import Any
+
+import trio
+
+from ._active import Active, active
+from ._parallel import run_parallel
+from ._run import Scope
+from .errors import ParallelFailed
+
+__all__ = ["parallel"]
+
+
+def _close_unstarted(aws: list[Awaitable[Any]], started: set[int]) -> None:
+    # A replayed parallel never awaits its branches: close them so Python does
+    # not warn "coroutine was never awaited".
+    for i, aw in enumerate(aws):
+        if i not in started and isinstance(aw, Coroutine):
+            aw.close()
+
+
+async def parallel(*awaitables: Awaitable[Any], on_error: str = "fail-fast") -> list[Any]:
+    """Await every argument concurrently; returns their results in argument order.
+
+    Args:
+        *awaitables: step calls, or calls of async helpers that await several
+            steps (each is a branch with its own checkpoint scope).
+        on_error: ``"fail-fast"`` (default) cancels the other branches on the
+            first failure and raises it; ``"wait-all"`` lets every branch
+            finish, then raises :class:`~durable.errors.ParallelFailed`.
+
+    .. versionadded:: 0.1.0
+    """
+    aws = list(awaitables)
+    if on_error not in ("fail-fast", "wait-all"):
+        for aw in aws:
+            if isinstance(aw, Coroutine):
+                aw.close()
+        raise ValueError(f"parallel(on_error=...) must be 'fail-fast' or 'wait-all', got {on_error!r}")
+    for i, aw in enumerate(aws):
+        if not inspect.isawaitable(aw):
+            _close_unstarted(aws, set())
+            raise TypeError(f"parallel() takes awaitables (step calls); argument {i} is {aw!r}")
+    current = active.get()
+    started: set[int] = set()
+    try:
+        if current is None:
+            return await _plain_parallel(aws, on_error, started)
+
+        def branch(i: int) -> Any:
+            async def go(scope: Scope) -> Any:
+                assert current is not None
+                started.add(i)
+                token = active.set(Active(current.run, scope, current.default_retry))
+                try:
+                    return await aws[i]
+                finally:
+                    active.reset(token)
+
+            return go
+
+        return await run_parallel(
+            current.run, current.scope, name="parallel", labels=[str(i) for i in range(len(aws))],
+            branches=[branch(i) for i in range(len(aws))], on_error=on_error,
+        )
+    finally:
+        _close_unstarted(aws, started)
+
+
+async def _plain_parallel(aws: list[Awaitable[Any]], on_error: str, started: set[int]) -> list[Any]:
+    results: list[Any] = [None] * len(aws)
+    errors: dict[int, BaseException] = {}
+    order: list[int] = []
+    async with trio.open_nursery() as nursery:
+
+        async def go(i: int) -> None:
+            started.add(i)
+            try:
+                results[i] = await aws[i]
+            except Exception as exc:
+                errors[i] = exc
+                order.append(i)
+                if on_error == "fail-fast":
+                    nursery.cancel_scope.cancel()
+
+        for i in range(len(aws)):
+            nursery.start_soon(go, i)
+    if errors:
+        if on_error == "fail-fast":
+            raise errors[order[0]]
+        detail = "; ".join(f"{i}: {type(e).__name__}: {e}" for i, e in sorted(errors.items()))
+        raise ParallelFailed(f"{len(errors)} of {len(aws)} branches failed: {detail}",
+                             errors={str(i): e for i, e in sorted(errors.items())})
+    return results
