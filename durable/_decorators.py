@@ -86,7 +86,10 @@ class StepFunction(Generic[P, R]):
 
     def __await__(self) -> Generator[Any, None, R]:
         """``await step(fn)``: run ``fn()`` with no arguments as a step."""
-        return self().__await__()
+        call: Coroutine[Any, Any, R] = _call_step(
+            self.name, self.function, self.__wrapped__, (), {}, self.retry, self.timeout
+        )
+        return call.__await__()
 
     def __repr__(self) -> str:
         return f"<durable step {self.name!r} of {self.function}>"
@@ -216,7 +219,7 @@ class WorkflowFunction(Generic[P, R]):
     async def execute(self, run: Run) -> R:
         token = active.set(Active(run, Scope(), self.default_retry))
         try:
-            return await self.__wrapped__(*run.instance.args, **run.instance.kwargs)  # type: ignore[arg-type]
+            return await self.__wrapped__(*run.instance.args, **run.instance.kwargs)
         finally:
             active.reset(token)
 
@@ -229,7 +232,7 @@ class WorkflowFunction(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
         """Run the workflow body as a plain coroutine (inside a workflow: inline, in the caller's scope)."""
-        return self.__wrapped__(*args, **kwargs)  # type: ignore[return-value]
+        return self.__wrapped__(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<durable workflow {self._name!r}>"

@@ -32,7 +32,7 @@ def as_async_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable
     abandoned: it finishes in the background, its result discarded).
     """
     if is_async_callable(fn):
-        return lambda: fn(*args, **kwargs)  # type: ignore[no-any-return]
+        return lambda: fn(*args, **kwargs)
     call = functools.partial(fn, *args, **kwargs)
     return lambda: trio.to_thread.run_sync(call, abandon_on_cancel=True)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -108,10 +108,10 @@ class Retry:
 
     def resolved(self) -> Retry:
         """This policy with every unset field set to its default."""
-        return attrs.evolve(
-            self,
-            **{name: value for name, value in _DEFAULTS.items() if getattr(self, name) is None and value is not None},
-        )
+        changes: dict[str, Any] = {
+            name: value for name, value in _DEFAULTS.items() if getattr(self, name) is None and value is not None
+        }
+        return attrs.evolve(self, **changes)
 
     @property
     def attempts(self) -> int:

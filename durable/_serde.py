@@ -13,7 +13,7 @@ import pickle
 from typing import Any, TypeVar
 
 import attrs
-import cloudpickle
+import cloudpickle  # type: ignore[import-untyped]
 
 from ._records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
 from .errors import SerializationError, StoreError
@@ -26,7 +26,8 @@ _R = TypeVar("_R", WorkflowInstance, StepResult)
 
 def _dumps(fields: dict[str, Any], what: str, context: dict[str, Any]) -> bytes:
     try:
-        return _ENVELOPE + cloudpickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
+        data: bytes = cloudpickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
+        return _ENVELOPE + data
     except Exception as exc:  # pickling raises many types: PicklingError, TypeError, AttributeError...
         raise SerializationError(f"cannot checkpoint {what}: {type(exc).__name__}: {exc}", **context) from exc
 

@@ -47,7 +47,7 @@ def _as_definition(workflow: Any) -> Definition | None:
     if isinstance(workflow, Graph):
         return GraphDefinition(workflow)
     definition = getattr(workflow, "__durable_definition__", None)
-    return definition  # type: ignore[no-any-return]
+    return definition
 
 
 def _error_text(exc: BaseException) -> str:

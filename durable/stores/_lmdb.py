@@ -152,6 +152,7 @@ class LMDBStore:
         cursor = txn.cursor(db=self._dbs["steps"])
         if cursor.set_range(prefix):
             for k, v in cursor:
+                k, v = bytes(k), bytes(v)
                 if not k.startswith(prefix):
                     break
                 step = decode_step(v, f"{self._path}:steps/{k!r}", self._path)
@@ -164,7 +165,7 @@ class LMDBStore:
         data = txn.get(instance_id.encode(), db=self._dbs["instances"])
         if data is None:
             return None
-        inst = decode_instance(data, f"{self._path}:instances/{instance_id}", self._path)
+        inst = decode_instance(bytes(data), f"{self._path}:instances/{instance_id}", self._path)
         if with_steps:
             inst = join_steps(inst, self._load_steps(txn, instance_id).values())
         return inst
@@ -188,7 +189,8 @@ class LMDBStore:
             for prefix in prefixes:
                 if not cursor.set_range(prefix):
                     continue
-                for k in cursor.iternext(keys=True, values=False):
+                for raw in cursor.iternext(keys=True, values=False):
+                    k = bytes(raw)
                     if not k.startswith(prefix):
                         break
                     inst = self._load(txn, k.rsplit(b"\0", 1)[1].decode())
@@ -261,7 +263,8 @@ class LMDBStore:
     def _put_instance(self, txn: lmdb.Transaction, inst: WorkflowInstance, data: bytes) -> None:
         key = inst.id.encode()
         status_db, index_db = self._dbs["status"], self._dbs["index"]
-        old = txn.get(key, db=status_db)
+        found = txn.get(key, db=status_db)
+        old = bytes(found) if found is not None else None
         new = f"{InstanceStatus(inst.status).value}\0{inst.workflow_name}".encode()
         if old != new:
             if old is not None:
@@ -304,12 +307,12 @@ class LMDBStore:
         def delete(txn: lmdb.Transaction) -> bool:
             old = txn.get(key, db=self._dbs["status"])
             if old is not None:
-                txn.delete(old + b"\0" + key, db=self._dbs["index"])
+                txn.delete(bytes(old) + b"\0" + key, db=self._dbs["index"])
                 txn.delete(key, db=self._dbs["status"])
             cursor = txn.cursor(db=self._dbs["steps"])
             prefix = key + b"\0"
             if cursor.set_range(prefix):
-                while cursor.key().startswith(prefix):
+                while bytes(cursor.key()).startswith(prefix):
                     if not cursor.delete():
                         break
             return bool(txn.delete(key, db=self._dbs["instances"]))

@@ -1,0 +1,99 @@
+"""The implementations behind :mod:`durable.testing`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import trio
+import trio.testing
+
+from .._decorators import StepFunction
+from .._engine import Engine
+from .._events import Event
+from .._records import WorkflowInstance
+from ..stores import MemoryStore, Store
+
+__all__ = ["capture_events", "crash_and_resume", "replace_step", "run", "run_on_engine"]
+
+
+async def run_on_engine(workflow: Any, /, *args: Any, store: Store | None = None, **kwargs: Any) -> WorkflowInstance:
+    """Start ``workflow`` on a new engine (in-memory unless ``store``), wait, return the finished instance."""
+    async with Engine(store=store or MemoryStore()) as engine:
+        engine.workflows.register(workflow)
+        return await engine.workflows.wait(await engine.workflows.start(workflow, *args, **kwargs))
+
+
+def run(workflow: Any, /, *args: Any, **kwargs: Any) -> WorkflowInstance:
+    """:func:`run_on_engine` from sync code, under ``MockClock(autojump_threshold=0)``."""
+    return trio.run(
+        lambda: run_on_engine(workflow, *args, **kwargs),
+        clock=trio.testing.MockClock(autojump_threshold=0),
+    )
+
+
+@contextmanager
+def replace_step(target: StepFunction[Any, Any], fake: Callable[..., Any]) -> Iterator[None]:
+    """Run ``fake`` instead of the ``@step`` function ``target`` inside the ``with`` block.
+
+    The step keeps its name and identity, so checkpoints look as they would
+    with the real function.
+    """
+    if not isinstance(target, StepFunction):
+        raise TypeError(f"replace_step() takes a @step function, got {target!r}")
+    real = target.__wrapped__
+    target.__wrapped__ = fake
+    try:
+        yield
+    finally:
+        target.__wrapped__ = real
+
+
+@contextmanager
+def capture_events(engine: Engine, name: str = "*") -> Iterator[list[Event]]:
+    """Collect the engine's events (all, or those called ``name``) into a list."""
+    events: list[Event] = []
+    off = engine.events.on(name, events.append)
+    try:
+        yield events
+    finally:
+        off()
+
+
+async def crash_and_resume(
+    workflow: Any, /, *args: Any, after: str, store: Store | None = None, **kwargs: Any
+) -> WorkflowInstance:
+    """Run ``workflow`` until step ``after`` is checkpointed, drop it there, resume it in a new engine.
+
+    The first engine stops the instance the moment step ``after`` completes
+    (as a crash right after the checkpoint would: nothing after it runs). A
+    second engine on the same store resumes it; the finished instance is
+    returned. Count your steps' executions to check what ran again.
+    """
+    store = store or MemoryStore()
+    async with Engine(store=store) as engine:
+        engine.workflows.register(workflow)
+        crashed = trio.Event()
+        instance_id = ""
+
+        def on_completed(event: Event) -> None:
+            if event.step_name == after and event.instance_id == instance_id and not crashed.is_set():
+                run = engine.workflows._runs.get(event.instance_id)
+                if run is not None:
+                    run.stop_reason = "crash"
+                    run.cancel_scope.cancel()
+                crashed.set()
+
+        engine.events.on("workflow.step.completed", on_completed)
+        instance_id = await engine.workflows.start(workflow, *args, **kwargs)
+        with trio.move_on_after(3600):
+            run = engine.workflows._runs.get(instance_id)
+            if run is not None:
+                await run.done.wait()
+        if not crashed.is_set():
+            raise AssertionError(f"step {after!r} never completed, so no crash was simulated")
+    async with Engine(store=store) as engine:
+        engine.workflows.register(workflow)
+        await engine.workflows.resume()
+        return await engine.workflows.wait(instance_id)
