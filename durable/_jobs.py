@@ -34,7 +34,17 @@ def as_async_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable
     if is_async_callable(fn):
         return lambda: fn(*args, **kwargs)
     call = functools.partial(fn, *args, **kwargs)
-    return lambda: trio.to_thread.run_sync(call, abandon_on_cancel=True)
+    return lambda: _in_thread(call)
+
+
+async def _in_thread(call: Callable[[], Any]) -> Any:
+    # Boxed in a tuple: trio refuses a thread function whose result is a coroutine.
+    (result,) = await trio.to_thread.run_sync(lambda: (call(),), abandon_on_cancel=True)
+    if inspect.isawaitable(result):
+        # A sync callable that returns an awaitable (say, ``lambda x: job(x)``
+        # over an async job): await it here, on the loop.
+        result = await result
+    return result
 
 
 async def _value(value: Any) -> Any:

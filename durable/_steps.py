@@ -90,12 +90,15 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec) -> Any:
             exc = rec.exception or run.fail(StepFailed, rec.error or "failed", step=key)
             raise _failure(run, spec, key, exc, rec.attempts)
     if scope.busy is not None:
-        raise run.fail(
+        # Fatal for the run: concurrent steps in one scope get keys in whatever
+        # order they happen to start, so their checkpoints could not replay.
+        run.fatal = run.fatal or run.fail(
             DurableError,
             f"step {key!r} started while step {scope.busy!r} is still running in the same scope; "
             "run steps concurrently only through parallel()",
             step=key,
         )
+        raise run.fatal
     scope.busy = key
     try:
         return await _execute(run, key, spec, rec)

@@ -1,0 +1,444 @@
+"""Compile a ``@workflow`` function's source into a :class:`~durable.Graph` (its single job).
+
+The coroutine is what runs; the graph serves inspection, diagrams, progress
+totals and validation at decoration time. It is built from the same IR states
+as the state-machine builder's. The mapping, construct by construct:
+
+- ``await f(...)`` -> a task named after the call site's callee text (``f``,
+  ``self.charge``); ``await step(fn, ...)`` / ``await step("label", fn, ...)``
+  -> a task named ``fn`` / ``label``. Awaits on ``trio`` are not steps. Names
+  are only resolved to recognise helpers: "a step called on a name that is not
+  a step is fine", so any other awaited call is a task.
+- ``await helper(...)``, where ``helper`` is an ``async def`` of the same module
+  that ``is_step`` rejects -> the helper's body, inlined (depth 5, no cycles).
+- Repeated names are made unique: ``validate``, ``validate#2``... (label: ``validate``).
+- ``if/elif/else`` -> choice ``if <cond>``: one rule (label = the condition) to
+  the true branch, default to the else branch (or to what follows the if).
+- ``match`` -> choice ``match <subject>``, a rule per case (``case "gold"``);
+  an irrefutable ``case _`` is the default.
+- ``for``/``async for``/``while`` with steps -> choice ``for x in xs`` /
+  ``while <test>``: rule "next item" / "loop" enters the body, whose end goes
+  back to the choice; the default leaves. Loops without steps are skipped.
+- ``try/except`` -> the body, then a choice ``except <Types>`` whose "raised"
+  rule(s) go to the handler(s) and whose default is the ``else`` / what follows;
+  ``finally`` follows both.
+- ``await parallel(a(x), b(x))`` -> a parallel state, a branch per argument
+  named by its source text; ``parallel(*(f(x) for x in xs))`` -> one fan-out
+  branch ``for x in xs``.
+- ``return`` ends its path (a pass state ``return`` when no state precedes it
+  on the path); ``raise`` too (a pass state ``raise``); so does falling off the
+  end. Statements without awaits and nested definitions are ignored.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import attrs
+
+from ._ir import ChoiceState, Graph, ParallelState, PassState, State, TaskState, When, validate_graph
+from .errors import GraphError
+
+__all__ = ["compile_workflow"]
+
+_MAX_DEPTH = 5  # nested helper coroutines inlined at most this deep
+_NAME_LIMIT = 60  # choice names are clipped to this many characters
+# parallel() arguments that can never be awaitable: a mistake worth failing decoration for.
+_NOT_AWAITABLE = (ast.Constant, ast.List, ast.Tuple, ast.Dict, ast.Set, ast.Lambda, ast.JoinedStr,
+                  ast.ListComp, ast.SetComp, ast.DictComp)
+_STEPS = ("task", "parallel")  # kinds of mutable states that are steps
+
+# A mutable state is a dict (kind, name, base, next, end, plus rules/default for
+# choices, branches/label for parallels). A hook is a dangling exit of a state:
+# (state, slot) with slot "next", "default" or a choice rule's index. Compiling a
+# block takes the hooks that lead into it and returns the hooks that leave it.
+Hook = tuple[dict[str, Any], "str | int"]
+
+
+def _connect(hooks: list[Hook], target: str | None) -> None:
+    """Point every hook at ``target`` (``None`` re-opens them)."""
+    for state, slot in hooks:
+        if slot == "next" or slot == "default":
+            state[slot] = target
+        else:
+            state["rules"][slot][1] = target
+
+
+class _States:
+    """The mutable states of one graph (the workflow, or one parallel branch), in creation order."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, dict[str, Any]] = {}
+        self.counts: Counter[str] = Counter()
+
+    def add(self, kind: str, base: str, hooks: list[Hook], **fields: Any) -> dict[str, Any]:
+        """A new state named ``base`` (``base#n`` for the n-th), entered from ``hooks``."""
+        self.counts[base] += 1
+        n = self.counts[base]
+        state = {"kind": kind, "name": base if n == 1 else f"{base}#{n}", "base": base,
+                 "next": None, "end": False, **fields}
+        self.states[state["name"]] = state
+        _connect(hooks, state["name"])
+        return state
+
+    def since(self, mark: int) -> list[dict[str, Any]]:
+        """States created after the first ``mark`` ones."""
+        return list(self.states.values())[mark:]
+
+    def truncate(self, mark: int, hooks: list[Hook], frame: _Frame) -> None:
+        """Forget the states created after ``mark``, re-open ``hooks``, drop exits into them."""
+        gone = self.since(mark)
+        for state in gone:
+            del self.states[state["name"]]
+            self.counts[state["base"]] -= 1
+        _connect(hooks, None)
+        ids = {id(s) for s in gone}
+        for pending in [frame.returns or [], *(h for loop in frame.loops for h in loop)]:
+            pending[:] = [h for h in pending if id(h[0]) not in ids]
+
+    def end(self, hooks: list[Hook], base: str) -> None:
+        """End the paths of ``hooks``: a state's own ``end``, else a shared pass state ``base``."""
+        need = [(s, slot) for s, slot in hooks if slot != "next" or s["kind"] not in ("task", "parallel", "pass")]
+        for state, slot in hooks:
+            if (state, slot) not in need:
+                state["end"] = True
+        if need:
+            self.add("pass", base, need, end=True)
+
+
+@dataclass
+class _Frame:
+    """The function being compiled: the workflow, or a helper inlined into it."""
+
+    source: str
+    filename: str
+    first_line: int
+    returns: list[Hook] | None  # None: ``return`` ends the graph; else the helper's exits
+    helpers: tuple[int, ...]  # ids of the functions being compiled, outermost first (cycles, depth)
+    loops: list[tuple[list[Hook], list[Hook]]] = field(default_factory=list)  # (continues, breaks)
+
+    def text(self, node: ast.AST, limit: int | None = None) -> str:
+        """The source text of ``node`` on one line, clipped to ``limit`` characters."""
+        text = " ".join((ast.get_source_segment(self.source, node) or ast.unparse(node)).split())
+        return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _load(fn: Callable[..., Any]) -> tuple[str, str, int, ast.AsyncFunctionDef | ast.FunctionDef] | None:
+    """(source, file name, first line, def node) of ``fn``; ``None`` when its source is unavailable."""
+    name = getattr(fn, "__name__", None)
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+        first_line = inspect.getsourcelines(fn)[1]
+        filename = inspect.getsourcefile(fn) or inspect.getfile(fn)
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return None  # built by exec/eval, a builtin, or source that no longer parses
+    defs = [n for n in ast.walk(tree) if isinstance(n, (ast.AsyncFunctionDef, ast.FunctionDef))]
+    node = next((d for d in defs if d.name == name), None)
+    return None if node is None else (source, filename, first_line, node)  # a lambda has no def
+
+
+def _awaits(node: ast.AST) -> list[ast.Await]:
+    """The awaits in ``node``, inner ones first (evaluation order), skipping nested definitions."""
+    found: list[ast.Await] = []
+
+    def visit(n: ast.AST) -> None:
+        for child in ast.iter_child_nodes(n):
+            if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+                visit(child)
+        if isinstance(n, ast.Await):
+            found.append(n)
+
+    visit(node)
+    return found
+
+
+class _Compiler:
+    """Compiles statements into mutable states; one per :func:`compile_workflow` call."""
+
+    def __init__(self, fn: Callable[..., Any], name: str, is_step: Callable[[object], bool] | None) -> None:
+        self.fn = fn
+        self.name = name
+        self.is_step = is_step
+        self.globals: dict[str, Any] = getattr(fn, "__globals__", {})
+        self.module = getattr(fn, "__module__", None)
+
+    def graph(self, name: str, build: Callable[[_States, list[Hook]], list[Hook]]) -> Graph:
+        """Build a graph from a start hook; paths left open fall off the end and end."""
+        g = _States()
+        start: dict[str, Any] = {"kind": "start", "name": "", "next": None}
+        g.end(build(g, [(start, "next")]), "return")  # a graph with no state gets one pass "return"
+        return _freeze(g, name, start["next"])
+
+    # -- statements: each takes the hooks leading in and returns the hooks leading out --
+
+    def block(self, g: _States, f: _Frame, body: list[ast.stmt], hooks: list[Hook]) -> list[Hook]:
+        for stmt in body:
+            if not hooks:  # every path before returned: the rest is dead code
+                break
+            hooks = self.statement(g, f, stmt, hooks)
+        return hooks
+
+    def statement(self, g: _States, f: _Frame, stmt: ast.stmt, hooks: list[Hook]) -> list[Hook]:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            return hooks
+        if isinstance(stmt, ast.If):
+            hooks = self.expr(g, f, stmt.test, hooks)
+            return self.choice(g, f, f"if {f.text(stmt.test)}", [(f.text(stmt.test), stmt.body)], stmt.orelse, hooks)
+        if isinstance(stmt, ast.Match):
+            hooks = self.expr(g, f, stmt.subject, hooks)
+            rules, default = [], None
+            for case in stmt.cases:
+                if isinstance(case.pattern, ast.MatchAs) and case.pattern.pattern is None and case.guard is None:
+                    default = case.body  # `case _` / `case name`: irrefutable, the choice's default
+                else:
+                    guard = f" if {f.text(case.guard)}" if case.guard is not None else ""
+                    rules.append((f"case {f.text(case.pattern)}{guard}", case.body))
+            return self.choice(g, f, f"match {f.text(stmt.subject)}", rules, default or [], hooks)
+        if isinstance(stmt, (ast.For, ast.AsyncFor, ast.While)):
+            return self.loop(g, f, stmt, hooks)
+        if isinstance(stmt, (ast.Try, ast.TryStar)):
+            return self.try_(g, f, stmt, hooks)
+        if isinstance(stmt, (ast.With, ast.AsyncWith)):
+            for item in stmt.items:
+                hooks = self.expr(g, f, item.context_expr, hooks)
+            return self.block(g, f, stmt.body, hooks)
+        hooks = self.expr(g, f, stmt, hooks)
+        if isinstance(stmt, ast.Return):
+            if f.returns is None:
+                g.end(hooks, "return")
+            else:  # in an inlined helper, return leaves the helper: the caller continues
+                f.returns.extend(hooks)
+            return []
+        if isinstance(stmt, ast.Raise):
+            g.end(hooks, "raise")  # approximation: a raise ends the path even inside try
+            return []
+        if isinstance(stmt, (ast.Break, ast.Continue)) and f.loops:
+            f.loops[-1][isinstance(stmt, ast.Break)].extend(hooks)  # wired when the loop is done
+            return []
+        return hooks
+
+    def choice(self, g: _States, f: _Frame, base: str, rules: list[tuple[str, list[ast.stmt]]],
+               default: list[ast.stmt], hooks: list[Hook]) -> list[Hook]:
+        """A choice state: a rule per (label, body), ``default`` otherwise; empty paths fall through."""
+        mark = len(g.states)
+        state = g.add("choice", f.text(ast.Constant(base), _NAME_LIMIT) if False else _clip(base), hooks,
+                      rules=[[label, None] for label, _ in rules], default=None)
+        out: list[Hook] = []
+        for i, (_, body) in enumerate(rules):
+            out += self.block(g, f, body, [(state, i)])
+        out += self.block(g, f, default, [(state, "default")])
+        untouched = sorted(str(slot) for s, slot in out if s is state) == sorted(
+            [*(str(i) for i in range(len(rules))), "default"])
+        if len(g.states) == mark + 1 and len(out) == len(rules) + 1 and untouched:
+            g.truncate(mark, hooks, f)  # no branch does anything the graph can show: no choice
+            return hooks
+        return out
+
+    def loop(self, g: _States, f: _Frame, stmt: ast.For | ast.AsyncFor | ast.While, hooks: list[Hook]) -> list[Hook]:
+        """A loop with steps: a choice whose rule enters the body, whose body comes back to it."""
+        before = hooks
+        if isinstance(stmt, ast.While):
+            mark = len(g.states)  # the test is evaluated on every turn: it is part of the loop
+            hooks = self.expr(g, f, stmt.test, hooks)
+            base, label = f"while {f.text(stmt.test)}", "loop"
+        else:
+            hooks = before = self.expr(g, f, stmt.iter, hooks)  # the iterable is evaluated once
+            mark = len(g.states)
+            base, label = f"for {f.text(stmt.target)} in {f.text(stmt.iter)}", "next item"
+        state = g.add("choice", _clip(base), hooks, rules=[[label, None]], default=None)
+        head = g.since(mark)[0]["name"]  # the while test's first step, or the choice
+        continues: list[Hook] = []
+        breaks: list[Hook] = []
+        f.loops.append((continues, breaks))
+        out = self.block(g, f, stmt.body, [(state, 0)])
+        f.loops.pop()
+        if not any(s["kind"] in _STEPS for s in g.since(mark)):
+            g.truncate(mark, before, f)  # no step in the loop: nothing to draw
+            return before
+        _connect(out + continues, head)
+        return self.block(g, f, stmt.orelse, [(state, "default")]) + breaks
+
+    def try_(self, g: _States, f: _Frame, stmt: ast.Try | ast.TryStar, hooks: list[Hook]) -> list[Hook]:
+        """The body, then a choice ``except <Types>``: "raised" to each handler, default onwards.
+
+        Approximation: the exception is drawn as raised after the body's last
+        step (any of them may raise); a body that always returns hides its handlers.
+        """
+        hooks = self.block(g, f, stmt.body, hooks)
+        if hooks and stmt.handlers:
+            types = [f.text(h.type) if h.type is not None else "" for h in stmt.handlers]
+            labels = ["raised"] if len(types) == 1 else [f"raised {t or 'anything'}".rstrip() for t in types]
+            mark = len(g.states)
+            state = g.add("choice", _clip(" ".join(["except", ", ".join(t for t in types if t)]).strip()),
+                          hooks, rules=[[label, None] for label in labels], default=None)
+            out: list[Hook] = []
+            for i, handler in enumerate(stmt.handlers):
+                out += self.block(g, f, handler.body, [(state, i)])
+            if len(g.states) == mark + 1 and len(out) == len(labels) and all(s is state for s, _ in out):
+                g.truncate(mark, hooks, f)  # handlers without steps: nothing to draw
+                hooks = self.block(g, f, stmt.orelse, hooks)
+            else:
+                hooks = out + self.block(g, f, stmt.orelse, [(state, "default")])
+        elif hooks:
+            hooks = self.block(g, f, stmt.orelse, hooks)
+        return self.block(g, f, stmt.finalbody, hooks)
+
+    # -- expressions --------------------------------------------------------------
+
+    def expr(self, g: _States, f: _Frame, node: ast.AST, hooks: list[Hook]) -> list[Hook]:
+        """The steps awaited in ``node``, in evaluation order (both sides of ``a if c else b``)."""
+        for aw in _awaits(node):
+            if isinstance(aw.value, ast.Call):
+                hooks = self.call(g, f, aw.value, hooks)
+            elif isinstance(aw.value, ast.Name) and self.is_step and self.is_step(self.globals.get(aw.value.id)):
+                hooks = [(g.add("task", aw.value.id, hooks), "next")]  # `await my_step`: no arguments
+        return hooks
+
+    def call(self, g: _States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
+        """An awaited call: nothing (trio), a parallel, an inlined helper, or a task."""
+        func = call.func
+        root = func
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        resolved = self.globals.get(func.id) if isinstance(func, ast.Name) else None
+        if (isinstance(root, ast.Name) and root.id == "trio") or str(getattr(resolved, "__module__", "")).startswith(
+            "trio"
+        ):
+            return hooks  # trio.sleep & co. are not steps
+        last = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if last == "parallel":
+            return self.parallel(g, f, call, hooks)
+        base = f.text(func)
+        if last == "step" and call.args:  # step(fn, ...) / step("label", fn, ...)
+            first = call.args[0]
+            base = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else f.text(first)
+        helper = self.helper(f, resolved)
+        loaded = _load(helper) if helper is not None else None
+        if helper is not None and loaded is not None:
+            source, filename, first_line, node = loaded
+            inner = _Frame(source, filename, first_line, returns=[], helpers=(*f.helpers, id(helper)))
+            out = self.block(g, inner, node.body, hooks)
+            return out + inner.returns if inner.returns is not None else out
+        return [(g.add("task", base, hooks, job=base), "next")]
+
+    def helper(self, f: _Frame, obj: object) -> Callable[..., Any] | None:
+        """The async helper to inline for a callee resolving to ``obj``, if it is one."""
+        target = getattr(obj, "__wrapped__", obj)  # e.g. a @workflow called from a workflow
+        if obj is None or self.is_step is None or self.is_step(obj) or not inspect.iscoroutinefunction(target):
+            return None
+        if getattr(target, "__module__", None) != self.module or id(target) in f.helpers:
+            return None  # another module's coroutine, or a cycle: drawn as a task
+        return target if len(f.helpers) <= _MAX_DEPTH else None
+
+    def parallel(self, g: _States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
+        """A parallel state: a branch per argument, a fan-out branch per starred comprehension."""
+        branches: list[Graph] = []
+        names: Counter[str] = Counter()
+        fan_out = False
+        args = [a for arg in call.args for a in (
+            arg.value.elts if isinstance(arg, ast.Starred) and isinstance(arg.value, (ast.List, ast.Tuple)) else [arg])]
+        for arg in args:  # keywords (on_error=) do not change the graph
+            element: ast.expr = arg
+            if isinstance(arg, ast.Starred) and isinstance(arg.value, (ast.GeneratorExp, ast.ListComp)):
+                fan_out, element = True, arg.value.elt
+                label = " ".join(f"for {f.text(c.target)} in {f.text(c.iter)}" for c in arg.value.generators)
+            elif isinstance(arg, ast.Starred):
+                fan_out, label = True, f.text(arg)  # `*calls`: unknown awaitables, one task
+                element = arg.value
+            elif isinstance(arg, _NOT_AWAITABLE):
+                line = f.first_line + arg.lineno - 1
+                raise GraphError(f"{f.filename}:{line}: parallel() takes awaitables (step or helper calls), "
+                                 f"got {f.text(arg)}", workflow=self.name)
+            else:
+                label = f.text(arg)
+            names[label] += 1
+            branch_name = label if names[label] == 1 else f"{label}#{names[label]}"
+            branch_frame = _Frame(f.source, f.filename, f.first_line, returns=None, helpers=f.helpers)
+
+            def build(sub: _States, start: list[Hook], el: ast.expr = element,
+                      bf: _Frame = branch_frame) -> list[Hook]:
+                if isinstance(el, ast.Call):
+                    return self.call(sub, bf, el, start)
+                return [(sub.add("task", bf.text(el), start, job=bf.text(el)), "next")]
+
+            branches.append(self.graph(branch_name, build))
+        if not branches:
+            return hooks  # `await parallel()` awaits nothing
+        state = g.add("parallel", "parallel", hooks, branches=tuple(branches))
+        if fan_out:
+            state["label"] = f"{state['name']}: fan-out, one branch per item"
+        return [(state, "next")]
+
+
+def _clip(text: str) -> str:
+    """``text`` clipped to the state name limit."""
+    return text if len(text) <= _NAME_LIMIT else text[: _NAME_LIMIT - 3] + "..."
+
+
+def _frozen(s: dict[str, Any]) -> State:
+    """The IR state of the mutable state ``s``; an open ``next`` ends the path."""
+    label = s.get("label") or (s["base"] if s["name"] != s["base"] else None)
+    if s["kind"] == "choice":
+        rules = tuple(When(None, target, lbl) for lbl, target in s["rules"] if target is not None)
+        return ChoiceState(name=s["name"], choices=rules, default=s["default"], label=label)
+    end = s["end"] or s["next"] is None
+    common: dict[str, Any] = {"name": s["name"], "next": None if end else s["next"], "end": end, "label": label}
+    if s["kind"] == "task":
+        return TaskState(job=s["job"], **common)
+    if s["kind"] == "parallel":
+        return ParallelState(branches=s["branches"], **common)
+    return PassState(**common)
+
+
+def _freeze(g: _States, name: str, entry: str) -> Graph:
+    """The validated IR graph of ``g``, ``entry`` first.
+
+    If an approximation left the graph invalid (say an unreachable state),
+    fall back to its steps in source order, one after the other, so that
+    decoration never fails on a workflow Python accepts.
+    """
+    order = [g.states[entry], *(s for s in g.states.values() if s["name"] != entry)]
+    graph = Graph(name, tuple(_frozen(s) for s in order), source="source")
+    try:
+        validate_graph(graph)
+    except GraphError:
+        steps = [s for s in graph.states if isinstance(s, (TaskState, ParallelState))] or [
+            PassState(name="return", end=True)]
+        graph = Graph(name, tuple(
+            attrs.evolve(s, next=None if i + 1 == len(steps) else steps[i + 1].name, end=i + 1 == len(steps))
+            for i, s in enumerate(steps)), source="source")
+    return graph
+
+
+def compile_workflow(fn: Callable[..., Any], *, name: str, is_step: Callable[[object], bool] | None = None) -> Graph:
+    """Compile the ``async def`` ``fn`` into a :class:`Graph` with ``source="source"``.
+
+    Args:
+        fn: the workflow function.
+        name: the graph's (workflow's) name.
+        is_step: tells steps from other objects; when given, awaited calls of
+            same-module ``async def`` helpers that are not steps are inlined.
+
+    Returns:
+        The graph; an empty one with ``source="recorded"`` when ``fn`` has no
+        readable source (a lambda, a function built with ``exec``), its steps
+        being recorded as runs unfold.
+
+    Raises:
+        GraphError: ``parallel()`` is given something that cannot be awaited
+            (the message names ``file:line``).
+    """
+    loaded = _load(fn)
+    if loaded is None:
+        return Graph(name, (), source="recorded")
+    source, filename, first_line, node = loaded
+    compiler = _Compiler(fn, name, is_step)
+    frame = _Frame(source, filename, first_line, returns=None, helpers=(id(fn),))
+    return compiler.graph(name, lambda g, hooks: compiler.block(g, frame, node.body, hooks))

@@ -1,0 +1,78 @@
+"""durable.testing: the one-line helpers for users' tests."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import trio
+
+from durable import Retry, step, workflow
+from durable.testing import capture_events, crash_and_resume, replace_step, run, run_on_engine
+
+CALLS: Counter[str] = Counter()
+
+
+@step(retry=Retry(max_attempts=5, interval=3600))
+async def flaky_fetch(key: str) -> str:
+    CALLS["fetch"] += 1
+    if CALLS["fetch"] < 3:
+        raise ConnectionError("down")
+    return f"value-{key}"
+
+
+@step
+async def store_it(value: str) -> str:
+    CALLS["store"] += 1
+    return f"stored {value}"
+
+
+@step
+async def notify(msg: str) -> str:
+    CALLS["notify"] += 1
+    return f"sent {msg}"
+
+
+@workflow
+async def pipeline(key: str) -> list[str]:
+    value = await flaky_fetch(key)
+    stored = await store_it(value)
+    return [stored, await notify(stored)]
+
+
+def test_run_uses_mock_clock_so_backoff_takes_no_time() -> None:
+    """run() completes a workflow whose retries wait hours, instantly, from a sync test."""
+    CALLS.clear()
+    inst = run(pipeline, "k")
+    assert inst.status == "completed"
+    assert inst.output == ["stored value-k", "sent stored value-k"]
+    assert CALLS["fetch"] == 3
+
+
+async def test_replace_step_and_capture_events() -> None:
+    """replace_step swaps a step for a fake for one block; capture_events records a run's events."""
+    CALLS.clear()
+
+    async def fake_fetch(key: str) -> str:
+        return "fake"
+
+    with replace_step(flaky_fetch, fake_fetch):
+        inst = await run_on_engine(pipeline, "k")
+    assert inst.output == ["stored fake", "sent stored fake"]
+    assert CALLS["fetch"] == 0
+    from durable import Engine
+
+    async with Engine() as engine:
+        with capture_events(engine, "workflow.step.completed") as events:
+            with replace_step(flaky_fetch, fake_fetch):
+                await engine.workflows.wait(await engine.workflows.start(pipeline, "k"))
+    assert [e.step_name for e in events] == ["flaky_fetch", "store_it", "notify"]
+
+
+async def test_crash_and_resume_after_a_named_step(autojump_clock: Any) -> None:
+    """A crash right after a step's checkpoint, then resume: that step and those before it run once."""
+    CALLS.clear()
+    inst = await crash_and_resume(pipeline, "k", after="store_it")
+    assert inst.status == "completed"
+    assert CALLS == Counter({"fetch": 3, "store": 1, "notify": 1})
+    await trio.sleep(0)
