@@ -394,3 +394,32 @@ def test_step_misuse_is_a_clear_error() -> None:
         step(timeout=-1)(lambda: None)
     with pytest.raises(TypeError, match="bogus"):
         step(bogus=1)
+
+
+def test_graph_is_recorded_when_source_is_missing() -> None:
+    """A workflow built at run time has no source: its graph says 'recorded' and fills in as it runs."""
+    from durable.testing import run
+
+    namespace: dict[str, Any] = {"ship": ship, "backorder": backorder, "workflow": workflow}
+    exec(
+        "@workflow\nasync def built(order_id):\n    await ship(order_id)\n    return await backorder(order_id)\n",
+        namespace,
+    )
+    built = namespace["built"]
+    assert built.graph.source == "recorded" and built.graph.states == ()
+    inst = run(built, "o")
+    assert inst.status == "completed"
+    assert built.graph.source == "recorded"
+    assert [s.name for s in built.graph.states] == ["ship", "backorder"]
+    assert built.graph.to_mermaid().startswith("flowchart TD")
+
+
+def test_parallel_given_a_constant_fails_at_decoration() -> None:
+    """parallel() given a non-awaitable is a GraphError naming the file and line, at decoration."""
+    from durable import GraphError
+
+    with pytest.raises(GraphError, match=r"test_decorators\.py:\d+"):
+
+        @workflow
+        async def bad() -> None:
+            await parallel(ship("x"), 42)  # type: ignore[arg-type]
