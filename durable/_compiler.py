@@ -4,7 +4,8 @@ The coroutine is what runs; the graph serves inspection, diagrams, progress
 totals and validation at decoration time. It is built from the same IR states
 as the state-machine builder's. The mapping, construct by construct:
 
-- ``await f(...)`` -> a task named after the call site's callee text (``f``,
+- ``await f(...)`` -> a task named after the step's declared name when ``f``
+  resolves to a ``@step``, else after the call site's callee text (``f``,
   ``self.charge``); ``await step(fn, ...)`` / ``await step("label", fn, ...)``
   -> a task named ``fn`` / ``label``. Awaits on ``trio`` are not steps. Names
   are only resolved to recognise helpers: "a step called on a name that is not
@@ -25,9 +26,18 @@ as the state-machine builder's. The mapping, construct by construct:
 - ``await parallel(a(x), b(x))`` -> a parallel state, a branch per argument
   named by its source text; ``parallel(*(f(x) for x in xs))`` -> one fan-out
   branch ``for x in xs``.
+- ``break`` leaves the loop (skipping its ``else``); ``continue`` goes back to it.
 - ``return`` ends its path (a pass state ``return`` when no state precedes it
   on the path); ``raise`` too (a pass state ``raise``); so does falling off the
   end. Statements without awaits and nested definitions are ignored.
+
+Approximations: an exception is drawn as raised after the try body's last step
+(any of them may raise); a try body that always returns hides its handlers;
+``return``/``raise`` paths skip ``finally``; every ``while`` (even ``while
+True``) is drawn with an exit; both sides of ``a if c else b`` / ``x or y`` are
+drawn in sequence; an await inside a comprehension is drawn once. If the graph
+still breaks a rule of :func:`~durable._ir.validate_graph`, it falls back to
+the steps in source order.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ import textwrap
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import attrs
 
@@ -58,7 +68,7 @@ _STEPS = ("task", "parallel")  # kinds of mutable states that are steps
 # choices, branches/label for parallels). A hook is a dangling exit of a state:
 # (state, slot) with slot "next", "default" or a choice rule's index. Compiling a
 # block takes the hooks that lead into it and returns the hooks that leave it.
-Hook = tuple[dict[str, Any], "str | int"]
+Hook: TypeAlias = tuple[dict[str, Any], str | int]
 
 
 def _connect(hooks: list[Hook], target: str | None) -> None:
@@ -104,10 +114,12 @@ class _States:
 
     def end(self, hooks: list[Hook], base: str) -> None:
         """End the paths of ``hooks``: a state's own ``end``, else a shared pass state ``base``."""
-        need = [(s, slot) for s, slot in hooks if slot != "next" or s["kind"] not in ("task", "parallel", "pass")]
+        need: list[Hook] = []
         for state, slot in hooks:
-            if (state, slot) not in need:
+            if slot == "next" and state["kind"] in ("task", "parallel", "pass"):
                 state["end"] = True
+            else:  # a choice's rule or default, or the start: needs a state to go to
+                need.append((state, slot))
         if need:
             self.add("pass", base, need, end=True)
 
@@ -123,10 +135,9 @@ class _Frame:
     helpers: tuple[int, ...]  # ids of the functions being compiled, outermost first (cycles, depth)
     loops: list[tuple[list[Hook], list[Hook]]] = field(default_factory=list)  # (continues, breaks)
 
-    def text(self, node: ast.AST, limit: int | None = None) -> str:
-        """The source text of ``node`` on one line, clipped to ``limit`` characters."""
-        text = " ".join((ast.get_source_segment(self.source, node) or ast.unparse(node)).split())
-        return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+    def text(self, node: ast.AST) -> str:
+        """The source text of ``node``, on one line."""
+        return " ".join((ast.get_source_segment(self.source, node) or ast.unparse(node)).split())
 
 
 def _load(fn: Callable[..., Any]) -> tuple[str, str, int, ast.AsyncFunctionDef | ast.FunctionDef] | None:
@@ -179,6 +190,7 @@ class _Compiler:
     # -- statements: each takes the hooks leading in and returns the hooks leading out --
 
     def block(self, g: _States, f: _Frame, body: list[ast.stmt], hooks: list[Hook]) -> list[Hook]:
+        """Compile ``body`` entered from ``hooks``; returns the hooks leaving its end (``[]``: none do)."""
         for stmt in body:
             if not hooks:  # every path before returned: the rest is dead code
                 break
@@ -186,6 +198,7 @@ class _Compiler:
         return hooks
 
     def statement(self, g: _States, f: _Frame, stmt: ast.stmt, hooks: list[Hook]) -> list[Hook]:
+        """Compile one statement entered from ``hooks``; returns the hooks leaving it."""
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             return hooks
         if isinstance(stmt, ast.If):
@@ -220,7 +233,8 @@ class _Compiler:
             g.end(hooks, "raise")  # approximation: a raise ends the path even inside try
             return []
         if isinstance(stmt, (ast.Break, ast.Continue)) and f.loops:
-            f.loops[-1][isinstance(stmt, ast.Break)].extend(hooks)  # wired when the loop is done
+            continues, breaks = f.loops[-1]  # wired by loop() once the loop's choice is known
+            (breaks if isinstance(stmt, ast.Break) else continues).extend(hooks)
             return []
         return hooks
 
@@ -228,15 +242,13 @@ class _Compiler:
                default: list[ast.stmt], hooks: list[Hook]) -> list[Hook]:
         """A choice state: a rule per (label, body), ``default`` otherwise; empty paths fall through."""
         mark = len(g.states)
-        state = g.add("choice", f.text(ast.Constant(base), _NAME_LIMIT) if False else _clip(base), hooks,
+        state = g.add("choice", _clip(base), hooks,
                       rules=[[label, None] for label, _ in rules], default=None)
         out: list[Hook] = []
         for i, (_, body) in enumerate(rules):
             out += self.block(g, f, body, [(state, i)])
         out += self.block(g, f, default, [(state, "default")])
-        untouched = sorted(str(slot) for s, slot in out if s is state) == sorted(
-            [*(str(i) for i in range(len(rules))), "default"])
-        if len(g.states) == mark + 1 and len(out) == len(rules) + 1 and untouched:
+        if len(g.states) == mark + 1 and len(out) == len(rules) + 1 and all(s is state for s, _ in out):
             g.truncate(mark, hooks, f)  # no branch does anything the graph can show: no choice
             return hooks
         return out
@@ -274,18 +286,10 @@ class _Compiler:
         hooks = self.block(g, f, stmt.body, hooks)
         if hooks and stmt.handlers:
             types = [f.text(h.type) if h.type is not None else "" for h in stmt.handlers]
-            labels = ["raised"] if len(types) == 1 else [f"raised {t or 'anything'}".rstrip() for t in types]
-            mark = len(g.states)
-            state = g.add("choice", _clip(" ".join(["except", ", ".join(t for t in types if t)]).strip()),
-                          hooks, rules=[[label, None] for label in labels], default=None)
-            out: list[Hook] = []
-            for i, handler in enumerate(stmt.handlers):
-                out += self.block(g, f, handler.body, [(state, i)])
-            if len(g.states) == mark + 1 and len(out) == len(labels) and all(s is state for s, _ in out):
-                g.truncate(mark, hooks, f)  # handlers without steps: nothing to draw
-                hooks = self.block(g, f, stmt.orelse, hooks)
-            else:
-                hooks = out + self.block(g, f, stmt.orelse, [(state, "default")])
+            labels = ["raised"] if len(types) == 1 else [f"raised {t or 'anything'}" for t in types]
+            base = " ".join(["except", ", ".join(t for t in types if t)]).strip()
+            hooks = self.choice(g, f, base, [(label, h.body) for label, h in zip(labels, stmt.handlers)],
+                                stmt.orelse, hooks)
         elif hooks:
             hooks = self.block(g, f, stmt.orelse, hooks)
         return self.block(g, f, stmt.finalbody, hooks)
@@ -298,7 +302,8 @@ class _Compiler:
             if isinstance(aw.value, ast.Call):
                 hooks = self.call(g, f, aw.value, hooks)
             elif isinstance(aw.value, ast.Name) and self.is_step and self.is_step(self.globals.get(aw.value.id)):
-                hooks = [(g.add("task", aw.value.id, hooks), "next")]  # `await my_step`: no arguments
+                name = aw.value.id  # `await my_step`: a step awaited without arguments
+                hooks = [(g.add("task", name, hooks, job=name), "next")]
         return hooks
 
     def call(self, g: _States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
@@ -308,25 +313,27 @@ class _Compiler:
         while isinstance(root, ast.Attribute):
             root = root.value
         resolved = self.globals.get(func.id) if isinstance(func, ast.Name) else None
-        if (isinstance(root, ast.Name) and root.id == "trio") or str(getattr(resolved, "__module__", "")).startswith(
-            "trio"
-        ):
-            return hooks  # trio.sleep & co. are not steps
+        in_trio = isinstance(root, ast.Name) and root.id == "trio"
+        if in_trio or str(getattr(resolved, "__module__", "")).startswith("trio"):
+            return hooks  # trio.sleep & co. (also `from trio import sleep`) are not steps
         last = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
         if last == "parallel":
             return self.parallel(g, f, call, hooks)
         base = f.text(func)
-        if last == "step" and call.args:  # step(fn, ...) / step("label", fn, ...)
+        declared = getattr(resolved, "name", None)
+        if self.is_step is not None and self.is_step(resolved) and isinstance(declared, str):
+            base = declared  # a @step(name=...) is drawn under the name the runtime keys it by
+        if last == "step" and call.args:  # step(fn, ...) / step("label", fn, ...): named like the runtime
             first = call.args[0]
             base = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else f.text(first)
         helper = self.helper(f, resolved)
         loaded = _load(helper) if helper is not None else None
-        if helper is not None and loaded is not None:
-            source, filename, first_line, node = loaded
-            inner = _Frame(source, filename, first_line, returns=[], helpers=(*f.helpers, id(helper)))
-            out = self.block(g, inner, node.body, hooks)
-            return out + inner.returns if inner.returns is not None else out
-        return [(g.add("task", base, hooks, job=base), "next")]
+        if helper is None or loaded is None:
+            return [(g.add("task", base, hooks, job=base), "next")]
+        source, filename, first_line, node = loaded  # a helper coroutine: its steps, inlined
+        returns: list[Hook] = []
+        inner = _Frame(source, filename, first_line, returns=returns, helpers=(*f.helpers, id(helper)))
+        return self.block(g, inner, node.body, hooks) + returns
 
     def helper(self, f: _Frame, obj: object) -> Callable[..., Any] | None:
         """The async helper to inline for a callee resolving to ``obj``, if it is one."""
@@ -342,8 +349,10 @@ class _Compiler:
         branches: list[Graph] = []
         names: Counter[str] = Counter()
         fan_out = False
-        args = [a for arg in call.args for a in (
-            arg.value.elts if isinstance(arg, ast.Starred) and isinstance(arg.value, (ast.List, ast.Tuple)) else [arg])]
+        args: list[ast.expr] = []
+        for arg in call.args:  # `*[a(), b()]` is just a(), b()
+            spread = isinstance(arg, ast.Starred) and isinstance(arg.value, (ast.List, ast.Tuple))
+            args.extend(arg.value.elts if spread else [arg])  # type: ignore[attr-defined]
         for arg in args:  # keywords (on_error=) do not change the graph
             element: ast.expr = arg
             if isinstance(arg, ast.Starred) and isinstance(arg.value, (ast.GeneratorExp, ast.ListComp)):
@@ -409,11 +418,12 @@ def _freeze(g: _States, name: str, entry: str) -> Graph:
     try:
         validate_graph(graph)
     except GraphError:
-        steps = [s for s in graph.states if isinstance(s, (TaskState, ParallelState))] or [
-            PassState(name="return", end=True)]
-        graph = Graph(name, tuple(
+        steps: list[TaskState | ParallelState | PassState] = [
+            s for s in graph.states if isinstance(s, (TaskState, ParallelState))] or [PassState(name="return")]
+        linear: list[State] = [
             attrs.evolve(s, next=None if i + 1 == len(steps) else steps[i + 1].name, end=i + 1 == len(steps))
-            for i, s in enumerate(steps)), source="source")
+            for i, s in enumerate(steps)]
+        graph = Graph(name, tuple(linear), source="source")
     return graph
 
 

@@ -2,13 +2,15 @@
 
 argv: STORE LOG MODE(start|resume) FRONT(builder|decorator) POINT(during|after|none) STEP
 Every step execution appends "run NAME" to LOG; after a step's checkpoint the
-'workflow.step.completed' listener appends "done NAME". At the chosen point the
-child blocks forever, for the parent to SIGKILL it.
+'workflow.step.completed' listener appends "done NAME". POINT=during blocks
+inside step STEP for the parent to SIGKILL the child; POINT=after makes the
+child SIGKILL itself in the listener, right after STEP's checkpoint.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Any
 
@@ -69,7 +71,6 @@ chain_builder = (
 
 
 async def main() -> None:
-    blocked = trio.Event()
     async with Engine.open(STORE) as engine:
         for n in "abcd":
             engine.jobs.register(n, lambda v, n=n: job(n, v))
@@ -78,16 +79,13 @@ async def main() -> None:
         def completed(event: Any) -> None:
             log(f"done {event.step_name}")
             if POINT == "after" and event.step_name == STOP:
-                blocked.set()
+                os.kill(os.getpid(), signal.SIGKILL)  # nothing after this checkpoint runs
 
         engine.events.on("workflow.step.completed", completed)
         if MODE == "start":
             await engine.workflows.start("chain", "x", id="crash-1")
         else:
             await engine.workflows.resume()
-        if POINT == "after":
-            await blocked.wait()
-            await trio.sleep_forever()  # killed here, right after the checkpoint
         inst = await engine.workflows.wait("crash-1")
         log(f"finished {inst.status} {inst.output}")
 
