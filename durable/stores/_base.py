@@ -23,26 +23,24 @@ MAX_ID_LENGTH = 200
 _MAX_KEY = 480
 
 
+def _check_name(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty str, got {value!r}")
+    if "\0" in value:
+        raise ValueError(f"{what} may not contain NUL: {value!r}")
+    if len(value.encode()) > MAX_ID_LENGTH:
+        raise ValueError(f"{what} may be at most {MAX_ID_LENGTH} bytes: {value[:40]!r}...")
+    return value
+
+
 def check_instance_id(instance_id: object) -> str:
     """``instance_id`` if it is a usable id; ``ValueError`` naming the problem otherwise."""
-    if not isinstance(instance_id, str) or not instance_id:
-        raise ValueError(f"an instance id must be a non-empty str, got {instance_id!r}")
-    if "\0" in instance_id:
-        raise ValueError(f"an instance id may not contain NUL: {instance_id!r}")
-    if len(instance_id.encode()) > MAX_ID_LENGTH:
-        raise ValueError(f"an instance id may be at most {MAX_ID_LENGTH} bytes: {instance_id[:40]!r}...")
-    return instance_id
+    return _check_name(instance_id, "an instance id")
 
 
 def check_workflow_name(name: object) -> str:
     """``name`` if it is a usable workflow name; ``ValueError`` naming the problem otherwise."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a workflow name must be a non-empty str, got {name!r}")
-    if "\0" in name:
-        raise ValueError(f"a workflow name may not contain NUL: {name!r}")
-    if len(name.encode()) > MAX_ID_LENGTH:
-        raise ValueError(f"a workflow name may be at most {MAX_ID_LENGTH} bytes: {name[:40]!r}...")
-    return name
+    return _check_name(name, "a workflow name")
 
 
 def is_valid_id(instance_id: object) -> bool:
