@@ -38,18 +38,19 @@ async def run_parallel(
     that failure; ``wait-all`` lets every branch finish, then raises
     :class:`ParallelFailed` carrying each failed branch's error.
     """
+    if run.fatal is not None:
+        raise run.fatal
     key = scope.next_key(name)
     labels = list(labels)
     rec = run.checkpoints.get(key)
     if rec is not None:
         if rec.input is not None and list(rec.input) != labels:
-            run.fatal = run.fatal or run.fail(
+            raise run.poison(run.fail(
                 NonDeterminismError,
                 f"replay diverged at parallel {key!r}: it was checkpointed with branches {list(rec.input)}, "
                 f"but now has {labels}",
                 step=key,
-            )
-            raise run.fatal
+            ))
         if rec.status == StepStatus.COMPLETED:
             run.step_completed(name, executed=False)
             return list(rec.output)

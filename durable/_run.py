@@ -67,9 +67,6 @@ class Scope:
         self.counts[name] = n + 1
         return f"{self.path}{name}#{n}"
 
-    def child(self, segment: str) -> Scope:
-        return Scope(path=f"{self.path}{segment}/")
-
 
 @attrs.define(eq=False)
 class Run:
@@ -114,14 +111,29 @@ class Run:
         """An error of ``cls`` naming this run's workflow and instance."""
         return cls(message, workflow=self.name, instance_id=self.id, step=step, **extra)
 
+    def poison(self, error: BaseException) -> BaseException:
+        """End this run with ``error``: no further step may run, whatever the workflow's code catches.
+
+        Used when going on could break a promise: a checkpoint that could not
+        be written, or a replay that diverged from its checkpoints.
+        """
+        if self.fatal is None:
+            self.fatal = error
+            self.cancel_scope.cancel()
+        return self.fatal
+
     async def checkpoint(self, step: StepResult, *, durable: bool) -> None:
-        """Store ``step``; returns once it is on disk if ``durable``."""
+        """Store ``step``; returns once it is on disk if ``durable``.
+
+        A failed write poisons the run: the workflow must not move past a step
+        whose result is not stored.
+        """
         try:
             await self.engine.store.put_step(self.id, step, durable=durable)
         except SerializationError as exc:
-            err = self.fail(SerializationError, exc.message, step=step.key)
-            self.fatal = self.fatal or err
-            raise err from exc.__cause__
+            raise self.poison(self.fail(SerializationError, exc.message, step=step.key)) from exc.__cause__
+        except Exception as exc:
+            raise self.poison(exc) from None
         self.checkpoints[step.key] = step
 
     def step_completed(self, name: str, *, executed: bool) -> None:

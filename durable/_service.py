@@ -23,6 +23,7 @@ import trio
 
 from ._interpreter import GraphDefinition
 from ._ir import Graph
+from ._events import Event
 from ._records import InstanceStatus, WorkflowInstance
 from ._run import Definition, Run
 from .errors import (
@@ -147,38 +148,43 @@ class WorkflowService:
         engine = self._engine
         outcome: tuple[InstanceStatus, Any, BaseException | None] | None = None
         try:
-            with run.cancel_scope:
-                if run.instance.deadline is not None:
-                    remaining = (run.instance.deadline - engine.now()).total_seconds()
-                    run.cancel_scope.deadline = trio.current_time() + remaining
-                run.instance = attrs.evolve(
-                    run.instance, status=InstanceStatus.RUNNING, started_at=run.instance.started_at or engine.now()
-                )
-                await engine.store.update_instance(run.instance, durable=False)
-                if first:
-                    run.emit("workflow.started", input=run.instance.input)
-                try:
+            if run.stop_reason is not None:
+                return  # cancelled (or stopped) before it ever started
+            try:
+                with run.cancel_scope:
+                    if run.instance.deadline is not None:
+                        remaining = (run.instance.deadline - engine.now()).total_seconds()
+                        run.cancel_scope.deadline = trio.current_time() + remaining
+                    run.instance = attrs.evolve(
+                        run.instance, status=InstanceStatus.RUNNING,
+                        started_at=run.instance.started_at or engine.now(),
+                    )
+                    await engine.store.update_instance(run.instance, durable=False)
+                    if first:
+                        run.emit("workflow.started", input=run.instance.input)
                     output = await run.definition.execute(run)
-                except Exception as exc:
-                    outcome = (InstanceStatus.FAILED, None, run.fatal or exc)
-                else:
-                    # A failed checkpoint or a diverged replay fails the instance
-                    # even if the workflow's code caught the error.
-                    if run.fatal is not None:
-                        outcome = (InstanceStatus.FAILED, None, run.fatal)
-                    else:
-                        outcome = (InstanceStatus.COMPLETED, output, None)
-            if outcome is None:
-                if run.stop_reason is not None:
-                    return  # cancelled (already recorded) or the engine is stopping
+                    outcome = (InstanceStatus.COMPLETED, output, None)
+            except Exception as exc:
+                # Includes an ExceptionGroup left over when a cancellation met
+                # errors raised during clean-up: it must never reach the engine.
+                outcome = (InstanceStatus.FAILED, None, exc)
+            if run.stop_reason is not None:
+                return  # cancelled (already recorded) or the engine is stopping
+            if run.fatal is not None:
+                # A failed checkpoint or a diverged replay fails the instance
+                # even if the workflow's code caught the error.
+                outcome = (InstanceStatus.FAILED, None, run.fatal)
+            elif outcome is None or (outcome[0] == InstanceStatus.FAILED and run.cancel_scope.cancel_called):
+                # Only the deadline cancels the run's scope without a stop
+                # reason or a fatal error; an error raised while it cancelled
+                # the running step does not hide the time-out.
                 timeout = run.definition.timeout
                 outcome = (InstanceStatus.TIMED_OUT, None, run.fail(
                     WorkflowTimeout, f"timed out after {timeout:g} s" if timeout else "passed its deadline",
                     step=run.current_step,
                 ))
-            if run.stop_reason is None:
-                with trio.CancelScope(shield=True):
-                    await self._finish(run, *outcome)
+            with trio.CancelScope(shield=True):
+                await self._finish(run, *outcome)
         finally:
             self._runs.pop(run.id, None)
             run.done.set()
@@ -264,38 +270,37 @@ class WorkflowService:
     async def cancel(self, instance_id: str) -> bool:
         """Cancel an unfinished instance: its running steps are cancelled through trio.
 
-        Returns ``True`` once status ``cancelled`` is durable; ``False`` if the
-        instance does not exist or has already finished.
+        Returns ``True`` once status ``cancelled`` is durable (also when it was
+        already being cancelled); ``False`` if the instance does not exist or
+        has already finished.
         """
         engine = self._engine
         run = self._runs.get(instance_id)
         if run is not None:
-            if run.finishing or run.stop_reason is not None:
+            if run.finishing:
                 await run.done.wait()
                 return False
-            run.stop_reason = "cancel"
+            if run.stop_reason == "cancel":
+                await run.done.wait()
+                return True
+            run.stop_reason = "cancel"  # also overrides a stop in progress
             inst = run.instance
         else:
             found = await engine.store.get_instance(instance_id)
             if found is None or found.finished:
                 return False
-            inst = found
+            inst = attrs.evolve(found, step_results={})
         err = WorkflowCancelled("cancelled", workflow=inst.workflow_name, instance_id=inst.id)
         final = attrs.evolve(inst, status=InstanceStatus.CANCELLED, completed_at=engine.now(),
                              error=str(err), error_type=type(err).__name__,
                              current_step=run.current_step if run else inst.current_step)
-        final = attrs.evolve(final, step_results={})
         await engine.store.update_instance(final, durable=True)
+        if engine.events.active:
+            engine.events.emit(Event(name="workflow.cancelled", instance_id=inst.id, workflow_name=inst.workflow_name))
         if run is not None:
             run.instance = final
             run.cancel_scope.cancel()
-            if engine.events.active:
-                run.emit("workflow.cancelled")
             await run.done.wait()
-        elif engine.events.active:
-            from ._events import Event
-
-            engine.events.emit(Event(name="workflow.cancelled", instance_id=inst.id, workflow_name=inst.workflow_name))
         return True
 
     async def resume(self) -> list[str]:
@@ -316,8 +321,11 @@ class WorkflowService:
             if definition is None:
                 log.warning("not resuming instance %s: workflow %r is not registered", inst.id, inst.workflow_name)
                 continue
+            fresh = await engine.store.get_instance(inst.id)  # a cancel may have landed meanwhile
+            if fresh is None or fresh.finished or inst.id in self._runs:
+                continue
             checkpoints = await engine.store.get_steps(inst.id)
-            bare = attrs.evolve(inst, step_results={})
+            bare = attrs.evolve(fresh, step_results={})
             if inst.deadline is not None and inst.deadline <= engine.now():
                 run = Run(engine, definition, bare, checkpoints, definition.total_steps)
                 await self._finish(run, InstanceStatus.TIMED_OUT, None, run.fail(

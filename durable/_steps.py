@@ -72,17 +72,18 @@ def _failure(run: Run, spec: StepSpec, key: str, exc: BaseException, attempts: i
 
 async def run_step(run: Run, scope: Scope, spec: StepSpec) -> Any:
     """Replay or execute one step under ``scope``; returns its output."""
+    if run.fatal is not None:
+        raise run.fatal
     key = scope.next_key(spec.name)
     rec = run.checkpoints.get(key)
     if rec is not None:
         if rec.function != spec.function and rec.function is not None and spec.function is not None:
-            run.fatal = run.fatal or run.fail(
+            raise run.poison(run.fail(
                 NonDeterminismError,
                 f"replay diverged at checkpoint {key!r}: it was written by {rec.function!r}, "
                 f"but the workflow now calls {spec.function!r} there; the workflow code between steps must be deterministic",
                 step=key,
-            )
-            raise run.fatal
+            ))
         if rec.status == StepStatus.COMPLETED:
             run.step_completed(spec.name, executed=False)
             return rec.output
@@ -92,13 +93,12 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec) -> Any:
     if scope.busy is not None:
         # Fatal for the run: concurrent steps in one scope get keys in whatever
         # order they happen to start, so their checkpoints could not replay.
-        run.fatal = run.fatal or run.fail(
+        raise run.poison(run.fail(
             DurableError,
             f"step {key!r} started while step {scope.busy!r} is still running in the same scope; "
             "run steps concurrently only through parallel()",
             step=key,
-        )
-        raise run.fatal
+        ))
     scope.busy = key
     try:
         return await _execute(run, key, spec, rec)
@@ -143,6 +143,11 @@ async def _execute(run: Run, key: str, spec: StepSpec, rec: StepResult | None) -
             step_info_var.reset(token)
         if error is None:
             break
+        if run.cancel_scope.cancel_called:
+            # The run is being cancelled, stopped or timed out, and the step
+            # turned that into an error: not a failure of the step, so neither
+            # retried nor checkpointed as failed.
+            raise error
         if attempt < policy.attempts and policy.should_retry(error):
             delay = policy.delay(attempt)
             run.emit(

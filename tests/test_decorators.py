@@ -423,3 +423,44 @@ def test_parallel_given_a_constant_fails_at_decoration() -> None:
         @workflow
         async def bad() -> None:
             await parallel(ship("x"), 42)  # type: ignore[arg-type]
+
+
+SIDE: list[str] = []
+
+
+@step
+async def refund(reason: str) -> None:
+    SIDE.append(reason)
+
+
+@workflow
+async def diverges() -> None:
+    try:
+        await step("work", SWAP["fn"])
+    except Exception as exc:
+        await refund(type(exc).__name__)  # must not run once replay has diverged
+    await send_mail("x")
+
+
+async def test_no_step_runs_after_divergence_even_if_caught(store_path: Path) -> None:
+    """After a NonDeterminismError the run ends at once: code that catches it cannot run more steps."""
+
+    async def one() -> int:
+        return 1
+
+    async def two() -> int:
+        return 2
+
+    SIDE.clear()
+    SWAP["fn"] = one
+    GATE["notify"] = trio.Event()
+    async with Engine.open(store_path) as engine:
+        iid = await engine.workflows.start(diverges)
+        await GATE["notify"].wait()
+    SWAP["fn"] = two
+    async with Engine.open(store_path) as engine:
+        engine.workflows.register(diverges)
+        await engine.workflows.resume()
+        inst = await engine.workflows.wait(iid)
+    assert inst.status == "failed" and inst.error_type == "NonDeterminismError"
+    assert SIDE == []

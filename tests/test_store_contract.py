@@ -365,10 +365,13 @@ async def test_status_index_across_changes_and_workflows(s: Store) -> None:
     assert ids(await s.get_running_instances()) == ["wf-2", "wf2-1", "w-1"]
 
     # every finished status leaves the running set
-    for status in ("failed", "cancelled", "timed_out"):
-        await s.update_instance(make_instance("wf2-1", workflow="wf2", status=status, created=4))
-        assert ids(await s.get_instances_by_workflow("wf2", status)) == ["wf2-1"]
-        assert ids(await s.get_instances_by_workflow("wf2")) == ["wf2-1"]
+    await s.update_instance(make_instance("wf2-1", workflow="wf2", status="failed", created=4))
+    assert ids(await s.get_running_instances()) == ["wf-2", "w-1"]
+    for n, status in enumerate(("failed", "cancelled", "timed_out")):
+        iid = f"wf3-{status}"
+        await s.create_instance(make_instance(iid, workflow="wf3", status="running", created=10 + n))
+        await s.update_instance(make_instance(iid, workflow="wf3", status=status, created=10 + n))
+        assert ids(await s.get_instances_by_workflow("wf3", status)) == [iid]
         assert ids(await s.get_running_instances()) == ["wf-2", "w-1"]
 
     # same status again (a plain update) keeps the index as it is
@@ -890,3 +893,15 @@ async def test_store_error_from_a_failed_write_names_the_path(lmdb_store: LMDBSt
         await st.put_step("a", make_step("ok"))
         nursery.cancel_scope.cancel()
     assert set(await st.get_steps("a")) == {"ok"}
+
+
+async def test_a_finished_status_is_final(s: Store) -> None:
+    """Once finished, an instance's status never changes: a late 'running' or another end is ignored."""
+    await s.create_instance(make_instance("f", status="running", created=1))
+    await s.update_instance(make_instance("f", status="cancelled", created=1))
+    for status in ("running", "completed", "timed_out", "pending"):
+        await s.update_instance(make_instance("f", status=status, created=1))
+        got = await s.get_instance("f")
+        assert got is not None and got.status == "cancelled"
+    assert await s.get_running_instances() == []
+    assert ids(await s.get_instances_by_workflow("wf", "cancelled")) == ["f"]

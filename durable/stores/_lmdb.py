@@ -41,6 +41,13 @@ _DBS = (b"meta", b"instances", b"steps", b"status", b"index")
 _T = TypeVar("_T")
 
 
+_FINISHED = tuple(s.value.encode() + b"\0" for s in InstanceStatus if s.finished)
+
+
+def _finished(status_entry: bytes) -> bool:
+    return status_entry.startswith(_FINISHED)
+
+
 @final
 class LMDBStore:
     """A :class:`~durable.stores.Store` in an LMDB environment at ``path`` (a directory).
@@ -266,6 +273,8 @@ class LMDBStore:
         found = txn.get(key, db=status_db)
         old = bytes(found) if found is not None else None
         new = f"{InstanceStatus(inst.status).value}\0{inst.workflow_name}".encode()
+        if old is not None and old != new and _finished(old):
+            return  # a finished status is final: a late write (another process, a race) never reopens it
         if old != new:
             if old is not None:
                 txn.delete(old + b"\0" + key, db=index_db)

@@ -30,6 +30,7 @@ class MemoryStore:
         self._instances: dict[str, bytes] = {}
         self._steps: dict[str, dict[str, bytes]] = {}
         self._order: dict[str, int] = {}
+        self._status: dict[str, InstanceStatus] = {}
         self._counter = 0
 
     @property
@@ -51,6 +52,7 @@ class MemoryStore:
             assert found is not None
             return found, False
         self._instances[instance.id] = encode_instance(instance)
+        self._status[instance.id] = InstanceStatus(instance.status)
         self._steps[instance.id] = {}
         self._order[instance.id] = self._counter
         self._counter += 1
@@ -68,6 +70,10 @@ class MemoryStore:
         check_instance_id(instance.id)
         check_workflow_name(instance.workflow_name)
         data = encode_instance(instance)
+        old = self._status.get(instance.id)
+        if old is not None and old.finished and old != instance.status:
+            return  # a finished status is final: a late write never reopens it
+        self._status[instance.id] = InstanceStatus(instance.status)
         if instance.id not in self._instances:
             self._order[instance.id] = self._counter
             self._counter += 1
@@ -78,6 +84,7 @@ class MemoryStore:
         """Remove an instance and its checkpoints."""
         self._steps.pop(instance_id, None)
         self._order.pop(instance_id, None)
+        self._status.pop(instance_id, None)
         return self._instances.pop(instance_id, None) is not None
 
     async def _all(self) -> list[WorkflowInstance]:
