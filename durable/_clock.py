@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import trio
 
-__all__ = ["now", "seconds_until"]
+__all__ = ["now"]
 
 _EPOCH: trio.lowlevel.RunVar[float] = trio.lowlevel.RunVar("durable_epoch")
 
@@ -28,7 +28,3 @@ def now() -> datetime:
         _EPOCH.set(epoch)
     return datetime.fromtimestamp(epoch + trio.current_time(), tz=UTC)
 
-
-def seconds_until(when: datetime) -> float:
-    """Seconds from now until ``when`` (negative if it has passed)."""
-    return (when - now()).total_seconds()
