@@ -130,9 +130,8 @@ async def _run_parallel_state(
 
         return go
 
-    labels = [b.name for b in state.branches]
-    results = await run_parallel(
-        run, scope, name=state.name, labels=labels,
-        branches=[make(b) for b in state.branches], on_error=state.on_error,
+    output: dict[str, Any] = await run_parallel(
+        run, scope, name=state.name, labels=[b.name for b in state.branches],
+        branches=[make(b) for b in state.branches], on_error=state.on_error, keyed=True,
     )
-    return dict(zip(labels, results, strict=True))
+    return output

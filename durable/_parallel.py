@@ -31,8 +31,9 @@ async def run_parallel(
     labels: Sequence[str],
     branches: Sequence[Branch],
     on_error: str,
-) -> list[Any]:
-    """Run every branch at once; results in branch order.
+    keyed: bool = False,
+) -> Any:
+    """Run every branch at once; results in branch order (a dict by label when ``keyed``).
 
     ``fail-fast`` cancels the other branches on the first failure and raises
     that failure; ``wait-all`` lets every branch finish, then raises
@@ -53,7 +54,7 @@ async def run_parallel(
             ))
         if rec.status == StepStatus.COMPLETED:
             run.step_completed(name, executed=False)
-            return list(rec.output)
+            return rec.output
         if rec.status == StepStatus.FAILED and rec.exception is not None:
             raise rec.exception
     base = StepResult(
@@ -96,10 +97,11 @@ async def run_parallel(
         )
         run.emit("workflow.step.failed", step_name=name, step_type="parallel", error=text, attempts=1)
         raise error
+    output: Any = dict(zip(labels, results, strict=True)) if keyed else results
     await run.checkpoint(
-        attrs.evolve(base, status=StepStatus.COMPLETED, output=results, attempts=1, completed_at=run.now()),
+        attrs.evolve(base, status=StepStatus.COMPLETED, output=output, attempts=1, completed_at=run.now()),
         durable=False,
     )
-    run.emit("workflow.step.completed", step_name=name, step_type="parallel", output=results)
+    run.emit("workflow.step.completed", step_name=name, step_type="parallel", output=output)
     run.step_completed(name, executed=True)
-    return results
+    return output

@@ -88,6 +88,10 @@ def run_child(store: Path, log: Path, mode: str, slow: bool) -> subprocess.Popen
 
 
 def demo(store: Path) -> int:
+    if store.exists():
+        print(f"{store} already exists: give a new --store path (the demo starts from an empty store)",
+              file=sys.stderr)
+        return 2
     log = store.parent / "steps.log"
     log.unlink(missing_ok=True)
     print(f"store: {store}\n1. first process runs the workflow...")

@@ -266,3 +266,19 @@ async def test_get_instances_by_name_and_status(engine: Engine) -> None:
     assert [i.id for i in await engine.workflows.get_instances("good", "completed")] == ids
     assert await engine.workflows.get_instances("good", InstanceStatus.FAILED) == []
     assert [i.id for i in await engine.workflows.get_instances("failing", "failed")] == [fid]
+
+
+async def test_parallel_step_result_is_keyed_like_ctx(engine: Engine) -> None:
+    """The parallel's stored output and event output are the dict keyed by branch that ctx.steps sees."""
+    _jobs(engine, one=lambda x: 1, two=lambda x: 2)
+    outputs: list[Any] = []
+    engine.events.on("workflow.step.completed", lambda e: outputs.append(e.output) if e.step_name == "p" else None)
+    g = (
+        workflow("keyed")
+        .parallel("p", branches=[workflow.branch("x").task("t1", job="one").build(),
+                                 workflow.branch("y").task("t2", job="two").build()])
+        .pass_("after", transform=lambda ctx: ctx.steps["p"])
+        .build()
+    )
+    inst = await _run(engine, g)
+    assert inst.step_results["p"].output == inst.output == outputs[0] == {"x": 1, "y": 2}
