@@ -262,3 +262,35 @@ async def test_body_exception_propagates_unwrapped(store_path: Path) -> None:
     with pytest.raises(KeyError):
         async with Engine.open(store_path):
             raise KeyError("mine")
+
+
+async def test_retry_backoff_survives_restart(store_path: Path, disk_clock: Any) -> None:
+    """A step waiting out its retry delay when the engine stops keeps its attempt count and waits only the rest."""
+    from durable import Retry, current_step
+
+    attempts: list[tuple[int, float]] = []
+
+    async def flaky(x: Any) -> str:
+        info = current_step()
+        assert info is not None
+        attempts.append((info.attempt, trio.current_time()))
+        if info.attempt == 1:
+            raise ConnectionError("down")
+        return "up"
+
+    g = workflow("backoff").task("t", job="flaky", retry=Retry(max_attempts=3, interval=100, max_interval=200)).build()
+    async with Engine.open(store_path) as engine:
+        engine.jobs.register("flaky", flaky)
+        engine.workflows.register(g)
+        iid = await engine.workflows.start("backoff", 0)
+        await trio.sleep(10)  # the step now waits out its 100 s delay
+    await trio.sleep(30)
+    async with Engine.open(store_path) as engine:
+        engine.jobs.register("flaky", flaky)
+        engine.workflows.register(g)
+        await engine.workflows.resume()
+        inst = await engine.workflows.wait(iid)
+    assert inst.status == "completed" and inst.step_results["t"].attempts == 2
+    (first, t1), (second, t2) = attempts
+    assert (first, second) == (1, 2)
+    assert 99 <= t2 - t1 <= 102  # 100 s after the failure in all, not 100 s after the restart
