@@ -14,7 +14,7 @@ import attrs
 from ._retry import Retry
 from ._run import Run, Scope
 
-__all__ = ["Active", "active"]
+__all__ = ["Active", "active", "plain_default_retry"]
 
 
 @attrs.frozen
@@ -27,3 +27,9 @@ class Active:
 
 
 active: contextvars.ContextVar[Active | None] = contextvars.ContextVar("durable_active", default=None)
+
+# The default_retry of a @workflow awaited as a plain function (no engine), so
+# its steps retry as they would on an engine.
+plain_default_retry: contextvars.ContextVar[Retry | None] = contextvars.ContextVar(
+    "durable_plain_default_retry", default=None
+)

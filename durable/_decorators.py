@@ -16,7 +16,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Generic, ParamSpec, TypeVar, final, overload
 
-from ._active import Active, active
+from ._active import Active, active, plain_default_retry
 from ._builder import callable_name
 from ._ir import Graph, TaskState
 from ._plain import run_plain
@@ -47,7 +47,8 @@ async def _call_step(name: str, function: str, fn: Callable[..., Any], args: tup
                      kwargs: dict[str, Any], retry: Retry | None, timeout: float | None) -> Any:
     current = active.get()
     if current is None:
-        return await run_plain(name, fn, args, kwargs, retry or Retry(), timeout)
+        policy = (retry or Retry()).merged_over(plain_default_retry.get())
+        return await run_plain(name, fn, args, kwargs, policy, timeout)
     policy = (retry or Retry()).merged_over(current.default_retry).resolved()
     spec = StepSpec(
         name=name, function=function, retry=policy, timeout=timeout,
@@ -232,7 +233,16 @@ class WorkflowFunction(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
         """Run the workflow body as a plain coroutine (inside a workflow: inline, in the caller's scope)."""
+        if active.get() is None:
+            return self._plain(*args, **kwargs)
         return self.__wrapped__(*args, **kwargs)
+
+    async def _plain(self, *args: Any, **kwargs: Any) -> R:
+        token = plain_default_retry.set(self.default_retry)
+        try:
+            return await self.__wrapped__(*args, **kwargs)
+        finally:
+            plain_default_retry.reset(token)
 
     def __repr__(self) -> str:
         return f"<durable workflow {self._name!r}>"

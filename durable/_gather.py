@@ -70,10 +70,11 @@ async def parallel(*awaitables: Awaitable[Any], on_error: str = "fail-fast") -> 
 
             return go
 
-        return await run_parallel(
+        results: list[Any] = await run_parallel(
             current.run, current.scope, name="parallel", labels=[str(i) for i in range(len(aws))],
             branches=[branch(i) for i in range(len(aws))], on_error=on_error,
         )
+        return results
     finally:
         _close_unstarted(aws, started)
 

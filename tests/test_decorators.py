@@ -464,3 +464,26 @@ async def test_no_step_runs_after_divergence_even_if_caught(store_path: Path) ->
         inst = await engine.workflows.wait(iid)
     assert inst.status == "failed" and inst.error_type == "NonDeterminismError"
     assert SIDE == []
+
+
+FLAKES: Counter[str] = Counter()
+
+
+@step
+async def flaky_once() -> str:
+    FLAKES["n"] += 1
+    if FLAKES["n"] == 1:
+        raise ConnectionError("blip")
+    return "ok"
+
+
+@workflow(default_retry=Retry(max_attempts=2, interval=5))
+async def uses_default() -> str:
+    return await flaky_once()
+
+
+async def test_plain_call_honours_default_retry(autojump_clock: Any) -> None:
+    """Awaited as a plain function, a workflow's steps still inherit its default_retry."""
+    FLAKES.clear()
+    assert await uses_default() == "ok"
+    assert FLAKES["n"] == 2
