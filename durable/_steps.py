@@ -109,6 +109,10 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec) -> Any:
 async def _execute(run: Run, key: str, spec: StepSpec, rec: StepResult | None) -> Any:
     policy = spec.retry
     attempt = rec.attempts if rec is not None else 0
+    if rec is not None and rec.next_attempt_at is None and attempt > 0:
+        # That attempt was cut off (a crash or a stop), not failed: run it again
+        # under its own number, so a crash never uses up a retry.
+        attempt -= 1
     started_at = rec.started_at if rec is not None and rec.started_at else run.now()
     run.current_step = spec.name
     if rec is not None and rec.next_attempt_at is not None:

@@ -294,3 +294,34 @@ async def test_retry_backoff_survives_restart(store_path: Path, disk_clock: Any)
     (first, t1), (second, t2) = attempts
     assert (first, second) == (1, 2)
     assert 99 <= t2 - t1 <= 102  # 100 s after the failure in all, not 100 s after the restart
+
+
+async def test_an_interrupted_attempt_keeps_its_number(store_path: Path) -> None:
+    """An attempt cut off by a stop is run again under the same number: it does not use up a retry."""
+    from durable import current_step
+
+    seen: list[int] = []
+    first = trio.Event()
+
+    async def job(x: Any) -> str:
+        info = current_step()
+        assert info is not None
+        seen.append(info.attempt)
+        if len(seen) == 1:
+            first.set()
+            await trio.sleep_forever()
+        return "done"
+
+    g = workflow("cut").task("t", job="job").build()  # max_attempts 1: no retry to spare
+    async with Engine.open(store_path) as engine:
+        engine.jobs.register("job", job)
+        engine.workflows.register(g)
+        iid = await engine.workflows.start("cut", 0)
+        await first.wait()
+    async with Engine.open(store_path) as engine:
+        engine.jobs.register("job", job)
+        engine.workflows.register(g)
+        await engine.workflows.resume()
+        inst = await engine.workflows.wait(iid)
+    assert inst.status == "completed" and seen == [1, 1]
+    assert inst.step_results["t"].attempts == 1

@@ -1,0 +1,266 @@
+"""Child process for the kill-anywhere torture test (tests/torture.py, tests/test_torture.py).
+
+    python tests/torture_child.py STORE LOG MODE [COPIES]
+
+MODE is ``start`` or ``resume``. Both register the same fixed mix of workflows
+(decorator and builder front-ends) on an LMDB store at STORE and call
+``resume()``; ``start`` then starts the fixed set of instances with fixed ids
+(``start`` with an id is idempotent, so a start child killed half-way through
+can simply be followed by another one). The child then waits for every
+instance to finish and exits 0.
+
+Lines appended to LOG (each written with open/append/flush/fsync):
+
+- ``child PID MODE``: the engine is open and everything is registered.
+- ``run INSTANCE KEY ATTEMPT``: a step body executed (written before it returns or raises).
+- ``done INSTANCE STEP_NAME KEY``: from the ``workflow.step.completed`` listener,
+  i.e. after the step's checkpoint; KEY is the key of the step body that ran in
+  this trio task just before (``-`` for pass / choice / parallel steps, which
+  have no body of ours).
+- ``started``: every instance of the fixed set exists in the store.
+- ``finished INSTANCE STATUS``, then ``exit``.
+
+Outputs depend only on the instance inputs, never on timing, attempts or
+crashes, so the parent compares them with a crash-free reference run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from typing import Any
+
+import trio
+
+from durable import Engine, Retry, When, current_step, parallel, step, workflow
+
+# -- logging -----------------------------------------------------------------
+
+LOG_PATH: str = ""
+
+
+def log(line: str) -> None:
+    with open(LOG_PATH, "a") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# Key of the step body that last returned successfully in each trio task; the
+# step.completed listener runs synchronously in the same task right after the
+# checkpoint, and pops it.
+LAST_KEY: dict[Any, str] = {}
+
+
+async def touch(fail: str | None = None) -> None:
+    """The body shared by every step: jitter, log the execution, jitter, maybe fail."""
+    await trio.sleep(random.uniform(0, 0.003))
+    info = current_step()
+    assert info is not None, "touch() called outside a step"
+    log(f"run {info.instance_id} {info.key} {info.attempt}")
+    await trio.sleep(random.uniform(0, 0.001))  # widen the run-line -> checkpoint window
+    if fail is not None:
+        raise ValueError(fail)
+    LAST_KEY[trio.lowlevel.current_task()] = info.key
+
+
+# -- decorator steps ---------------------------------------------------------------
+
+
+@step
+async def add(acc: int, i: int) -> int:
+    await touch()
+    return acc + i
+
+
+@step
+async def mul(x: int, k: int) -> int:
+    await touch()
+    return x * k
+
+
+@step
+async def label(kind: str, x: int) -> str:
+    await touch()
+    return f"{kind}:{x}"
+
+
+@step(retry=Retry(max_attempts=4, interval=0.01))
+async def flaky(x: int) -> int:
+    info = current_step()
+    assert info is not None
+    # Fails its first two attempts, whatever happened before (crashes included).
+    await touch(fail=f"flaky attempt {info.attempt}" if info.attempt <= 2 else None)
+    return x * 10
+
+
+@step
+async def boom(x: int) -> int:
+    await touch(fail=f"boom {x}")
+    return x  # never reached
+
+
+# -- decorator workflows -------------------------------------------------------------
+
+
+@workflow(name="t-seq30")
+async def seq30(n: int) -> int:
+    acc = n
+    for i in range(30):
+        acc = await add(acc, i)
+    return acc
+
+
+async def branch_a(x: int) -> int:
+    a = await add(x, 1)
+    return await mul(a, 2)
+
+
+async def branch_b(x: int) -> int:
+    a = await mul(x, 3)
+    b = await add(a, 4)
+    return await add(b, 5)
+
+
+async def branch_c(x: int) -> int:
+    a = await add(x, 7)
+    b = await add(a, 8)
+    return await mul(b, 9)
+
+
+@workflow(name="t-par3")
+async def par3(x: int) -> dict[str, Any]:
+    results = await parallel(branch_a(x), branch_b(x), branch_c(x))
+    total = await add(results[0] + results[1], results[2])
+    return {"branches": results, "total": total}
+
+
+@workflow(name="t-branchy")
+async def branchy(x: int) -> dict[str, Any]:
+    first = await add(x, 1)
+    if first % 2 == 0:
+        tag = await label("even", first)
+    else:
+        tag = await label("odd", first)
+    acc = first
+    for i in range(5):
+        acc = await mul(acc + i, 2)
+    return {"tag": tag, "acc": acc}
+
+
+@workflow(name="t-retry")
+async def retrying(x: int) -> dict[str, Any]:
+    a = await add(x, 1)
+    b = await flaky(a)
+    c = await add(b, 2)
+    return {"a": a, "b": b, "c": c}
+
+
+@workflow(name="t-catch")
+async def catching(x: int) -> dict[str, Any]:
+    a = await add(x, 1)
+    try:
+        await boom(a)
+        caught = "nothing"
+    except ValueError as exc:
+        caught = str(exc)
+    b = await add(a, 2)
+    c = await mul(b, 3)
+    return {"caught": caught, "c": c}
+
+
+# -- builder workflow ------------------------------------------------------------
+
+
+async def job_inc(data: dict[str, Any]) -> dict[str, Any]:
+    await touch()
+    return {"n": data["n"] + 1}
+
+
+async def job_double(data: dict[str, Any]) -> dict[str, Any]:
+    await touch()
+    return {"n": data["n"] * 2}
+
+
+builder_wf = (
+    workflow("t-builder")
+    .task("prep", job="t-inc", input=lambda ctx: {"n": ctx.input["n"]})
+    .choice(
+        "route",
+        choices=[When(lambda ctx: ctx.steps["prep"]["n"] % 2 == 0, "fan")],
+        default="single",
+    )
+    .parallel(
+        "fan",
+        branches=[
+            workflow.branch("left")
+            .task("l1", job="t-inc", input=lambda ctx: {"n": ctx.input["n"]})
+            .task("l2", job="t-double", input=lambda ctx: ctx.steps["l1"])
+            .build(),
+            workflow.branch("right")
+            .task("r1", job="t-double", input=lambda ctx: {"n": ctx.input["n"]})
+            .task("r2", job="t-inc", input=lambda ctx: ctx.steps["r1"])
+            .task("r3", job="t-inc", input=lambda ctx: ctx.steps["r2"])
+            .build(),
+        ],
+        next="finish",
+    )
+    .task("single", job="t-double", input=lambda ctx: ctx.steps["prep"], next="finish")
+    .pass_(
+        "finish",
+        transform=lambda ctx: {"prep": ctx.steps["prep"], "fan": ctx.steps.get("fan"),
+                               "single": ctx.steps.get("single")},
+        end=True,
+    )
+    .build()
+)
+
+
+# -- the fixed set of instances ---------------------------------------------------
+
+DECORATOR_WORKFLOWS = [seq30, par3, branchy, retrying, catching]
+
+
+def instances(copies: int) -> list[tuple[Any, str, Any]]:
+    """(workflow, instance id, input) for every instance of the fixed set."""
+    out: list[tuple[Any, str, Any]] = []
+    for k in range(copies):
+        for fn in DECORATOR_WORKFLOWS:
+            out.append((fn, f"{fn.name}-{k}", k))
+        out.append(("t-builder", f"t-builder-{k}", {"n": k}))
+    return out
+
+
+async def main(store: str, mode: str, copies: int) -> None:
+    async with Engine.open(store) as engine:
+        engine.jobs.register("t-inc", job_inc)
+        engine.jobs.register("t-double", job_double)
+        for fn in DECORATOR_WORKFLOWS:
+            engine.workflows.register(fn)
+        engine.workflows.register(builder_wf)
+
+        def completed(event: Any) -> None:
+            key = LAST_KEY.pop(trio.lowlevel.current_task(), "-")
+            log(f"done {event.instance_id} {event.step_name} {key}")
+
+        engine.events.on("workflow.step.completed", completed)
+        log(f"child {os.getpid()} {mode}")
+        await engine.workflows.resume()
+        todo = instances(copies)
+        if mode == "start":
+            for wf, iid, arg in todo:
+                await engine.workflows.start(wf, arg, id=iid)
+            log("started")
+        for _, iid, _ in todo:
+            inst = await engine.workflows.wait(iid)
+            log(f"finished {iid} {inst.status.value if hasattr(inst.status, 'value') else inst.status}")
+    log("exit")
+
+
+if __name__ == "__main__":
+    STORE, LOG_PATH, MODE = sys.argv[1:4]
+    COPIES = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+    if MODE not in ("start", "resume"):
+        sys.exit(f"bad mode {MODE!r}")
+    trio.run(main, STORE, MODE, COPIES)
