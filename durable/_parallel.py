@@ -16,6 +16,7 @@ import trio
 
 from ._records import StepResult, StepStatus
 from ._run import Run, Scope
+from ._steps import error_text
 from .errors import NonDeterminismError, ParallelFailed
 
 __all__ = ["run_parallel"]
@@ -90,7 +91,7 @@ async def run_parallel(
                 ParallelFailed, f"{len(errors)} of {len(branches)} branches failed: {detail}",
                 step=name, errors={labels[i]: e for i, e in sorted(errors.items())},
             )
-        text = f"{type(error).__name__}: {error}"
+        text = error_text(error)
         await run.checkpoint(
             attrs.evolve(base, status=StepStatus.FAILED, error=text, exception=error, completed_at=run.now()),
             durable=True,

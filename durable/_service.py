@@ -26,6 +26,7 @@ from ._ir import Graph
 from ._events import Event
 from ._records import InstanceStatus, WorkflowInstance
 from ._run import Definition, Run
+from ._steps import error_text
 from .errors import (
     DurableError,
     InstanceNotFound,
@@ -52,9 +53,8 @@ def _as_definition(workflow: Any) -> Definition | None:
 
 
 def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, DurableError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    # Our own errors already name the workflow, instance and step.
+    return str(exc) if isinstance(exc, DurableError) else error_text(exc)
 
 
 @final

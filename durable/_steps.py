@@ -23,7 +23,7 @@ from ._retry import Retry
 from ._run import Run, Scope
 from .errors import DurableError, NonDeterminismError, StepFailed, StepTimeout
 
-__all__ = ["StepSpec", "run_step"]
+__all__ = ["StepSpec", "error_text", "run_step"]
 
 
 @attrs.frozen(kw_only=True)
@@ -56,7 +56,8 @@ class StepSpec:
     wrap_errors: bool = False
 
 
-def _error_text(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
+    """``Type: message``: how a step's error is recorded and reported."""
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -64,7 +65,7 @@ def _failure(run: Run, spec: StepSpec, key: str, exc: BaseException, attempts: i
     if not spec.wrap_errors:
         return exc
     err = run.fail(
-        StepFailed, f"failed after {attempts} attempt(s): {_error_text(exc)}", step=spec.name, attempts=attempts
+        StepFailed, f"failed after {attempts} attempt(s): {error_text(exc)}", step=spec.name, attempts=attempts
     )
     err.__cause__ = exc
     return err
@@ -156,22 +157,22 @@ async def _execute(run: Run, key: str, spec: StepSpec, rec: StepResult | None) -
             delay = policy.delay(attempt)
             run.emit(
                 "workflow.step.retry", step_name=spec.name, attempt=attempt,
-                max_attempts=policy.attempts, delay=delay, error=_error_text(error),
+                max_attempts=policy.attempts, delay=delay, error=error_text(error),
             )
             waiting = attrs.evolve(
-                base, attempts=attempt, error=_error_text(error),
+                base, attempts=attempt, error=error_text(error),
                 next_attempt_at=run.now() + timedelta(seconds=delay),
             )
             await run.checkpoint(waiting, durable=True)
             await trio.sleep(delay)
             continue
         failed = attrs.evolve(
-            base, status=StepStatus.FAILED, attempts=attempt, error=_error_text(error),
+            base, status=StepStatus.FAILED, attempts=attempt, error=error_text(error),
             exception=error, completed_at=run.now(),
         )
         await run.checkpoint(failed, durable=True)
         run.emit("workflow.step.failed", step_name=spec.name, step_type=spec.step_type,
-                 error=_error_text(error), attempts=attempt)
+                 error=error_text(error), attempts=attempt)
         raise _failure(run, spec, key, error, attempt)
     done = attrs.evolve(
         base, status=StepStatus.COMPLETED, output=output, attempts=attempt, completed_at=run.now()
