@@ -2,13 +2,21 @@
 
 Everything the engine runs (instances, the store's writer thread, async event
 listeners) lives in the nursery it opens on ``async with``; leaving the block
-stops every instance (they stay ``running`` in the store, for ``resume()``)
-and flushes the store.
+stops every instance (they stay ``running`` in the store, for ``resume()``),
+releases the engine's leases and flushes the store.
+
+Each engine is a lease :class:`~durable.stores.Owner`: the instances it starts
+or resumes are leased to it, and a heartbeat task refreshes its record every
+``lease_ttl / 3`` seconds. The same task notices instances this engine has
+lost (cancelled by another process, or taken over after it looked gone) and
+stops running them.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from types import TracebackType
@@ -20,9 +28,11 @@ from . import _clock
 from ._events import EventBus
 from ._jobs import JobRegistry
 from ._service import WorkflowService
-from .stores import LMDBStore, MemoryStore, Store
+from .stores import LMDBStore, MemoryStore, Owner, Store
 
 __all__ = ["Engine"]
+
+log = logging.getLogger("durable.engine")
 
 
 @final
@@ -32,6 +42,9 @@ class Engine:
     Args:
         store: where instances and checkpoints are kept (default: a new
             :class:`MemoryStore`).
+        lease_ttl: seconds after its last heartbeat when this engine counts as
+            gone for engines on *other hosts* (on one host a dead process is
+            detected at once, by its pid).
 
     Attributes:
         workflows: register, start, wait for, inspect, cancel and resume instances.
@@ -42,8 +55,12 @@ class Engine:
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, store: Store | None = None) -> None:
+    def __init__(self, store: Store | None = None, *, lease_ttl: float = 30.0) -> None:
+        if not lease_ttl > 0:
+            raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         self.store: Store = store if store is not None else MemoryStore()
+        self.lease_ttl = float(lease_ttl)
+        self._owner: Owner | None = None
         self.jobs = JobRegistry()
         self.events = EventBus()
         self.workflows = WorkflowService(self)
@@ -52,14 +69,24 @@ class Engine:
         self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] = "durable.lmdb", **store_options: object) -> Engine:
+    def open(
+        cls, path: str | os.PathLike[str] = "durable.lmdb", *, lease_ttl: float = 30.0, **store_options: object
+    ) -> Engine:
         """An engine over the :class:`LMDBStore` at ``path``; closes the store when it exits.
 
-        Use as ``async with Engine.open("orders.lmdb") as engine:``.
+        Use as ``async with Engine.open("orders.lmdb") as engine:``. ``store_options``
+        go to :class:`LMDBStore`.
         """
-        engine = cls(LMDBStore(path, **store_options))  # type: ignore[arg-type]
+        engine = cls(LMDBStore(path, **store_options), lease_ttl=lease_ttl)  # type: ignore[arg-type]
         engine._owns_store = True
         return engine
+
+    @property
+    def owner(self) -> Owner:
+        """This engine's lease owner record; only valid inside ``async with``."""
+        if self._owner is None:
+            raise RuntimeError("the engine is not running: use it inside 'async with Engine(...) as engine:'")
+        return self._owner
 
     def now(self) -> datetime:
         """The engine's wall-clock time, following trio's clock (so ``MockClock`` moves it)."""
@@ -79,6 +106,9 @@ class Engine:
         self._nursery = await self._nursery_cm.__aenter__()
         try:
             await self._nursery.start(self.store.run)
+            self._owner = Owner.this_process(self.lease_ttl)
+            await self.store.heartbeat(self._owner)
+            self._nursery.start_soon(self._heartbeat)
         except BaseException as exc:
             await self._exit(type(exc), exc, exc.__traceback__)
             raise
@@ -97,6 +127,11 @@ class Engine:
         try:
             with trio.CancelScope(shield=True):
                 await self.workflows.stop()
+                if self._owner is not None:
+                    try:
+                        await self.store.release(self._owner.id)
+                    except Exception:  # a failing store must not hide the body's error
+                        log.exception("could not release the engine's leases")
             self._nursery.cancel_scope.cancel()
             # The body's own exception propagates as it is: handing it to the
             # nursery would wrap it in an ExceptionGroup.
@@ -106,5 +141,43 @@ class Engine:
             self.events._close_all()
             self.events._nursery = None
             self._nursery = None
+            self._owner = None
             if self._owns_store:
                 self.store.close()
+
+    async def _heartbeat(self) -> None:
+        """Beat every ``lease_ttl / 3`` real seconds until cancelled.
+
+        The timer is a thread's, not trio's: a periodic trio timer would make
+        an autojumping ``MockClock`` leap ahead whenever the loop waits on a
+        thread (an fsync, a sync step), and heartbeats are about real time.
+        """
+        interval = self.lease_ttl / 3
+        token = trio.lowlevel.current_trio_token()
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(interval):
+                try:
+                    trio.from_thread.run(self._beat, trio_token=token)
+                except (trio.RunFinishedError, trio.Cancelled):
+                    return
+                except Exception:
+                    log.exception("heartbeat failed; retrying in %g s", interval)
+
+        threading.Thread(target=loop, name="durable-heartbeat", daemon=True).start()
+        try:
+            await trio.sleep_forever()
+        finally:
+            stop.set()
+
+    async def _beat(self) -> None:
+        """Refresh this engine's owner record; stop runs whose lease it lost."""
+        if self._owner is None:
+            return
+        self._owner = self._owner.beat()
+        await self.store.heartbeat(self._owner)
+        runs = self.workflows.running_ids()
+        if runs:
+            for instance_id in await self.store.lost_leases(self._owner.id, runs):
+                self.workflows._lost(instance_id)

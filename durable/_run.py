@@ -21,6 +21,7 @@ from ._ir import Graph
 from ._records import StepResult, WorkflowInstance
 from .errors import DurableError, SerializationError
 from .stores._join import join_steps
+from .stores._lease import LeaseLost
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -82,7 +83,7 @@ class Run:
     current_step: str | None = None
     cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     done: trio.Event = attrs.field(factory=trio.Event)
-    stop_reason: str | None = None
+    stop_reason: str | None = None  # "cancel", "stop", "lost" (lease) or "crash" (tests)
     finishing: bool = False
     fatal: BaseException | None = None
 
@@ -122,6 +123,15 @@ class Run:
             self.cancel_scope.cancel()
         return self.fatal
 
+    def lose(self) -> BaseException:
+        """Stop this run at once, writing nothing more: its lease is another engine's now
+        (or the instance finished elsewhere, a cancel from another process).
+        """
+        if self.stop_reason is None and not self.finishing:
+            self.stop_reason = "lost"
+        self.cancel_scope.cancel()
+        return self.fail(DurableError, "this engine no longer holds the instance's lease")
+
     async def checkpoint(self, step: StepResult, *, durable: bool) -> None:
         """Store ``step``; returns once it is on disk if ``durable``.
 
@@ -129,7 +139,9 @@ class Run:
         whose result is not stored.
         """
         try:
-            await self.engine.store.put_step(self.id, step, durable=durable)
+            await self.engine.store.put_step(self.id, step, durable=durable, owner=self.engine.owner.id)
+        except LeaseLost:
+            raise self.lose() from None
         except SerializationError as exc:
             raise self.poison(self.fail(SerializationError, exc.message, step=step.key)) from exc.__cause__
         except Exception as exc:

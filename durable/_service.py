@@ -9,6 +9,11 @@ Durability points (what is on disk when each call returns):
 
 Marking an instance ``running`` is bookkeeping: it rides along with the next
 durable write. ``resume()`` treats ``pending`` and ``running`` alike.
+
+Leases: ``start()`` leases the new instance to this engine in the same write
+that creates it; ``resume()`` takes over only instances whose owner is gone
+(:meth:`Store.claim`). Every write of a run is fenced by the lease, so an
+engine that lost an instance can never write over its new owner's progress.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from .errors import (
     WorkflowTimeout,
 )
 from .stores._base import check_instance_id
+from .stores._lease import LeaseLost
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -124,7 +130,7 @@ class WorkflowService:
             created_at=now, deadline=deadline, args=call_args, kwargs=call_kwargs,
         )
         try:
-            stored, created = await engine.store.create_instance(record)
+            stored, created = await engine.store.create_instance(record, owner=engine.owner)
         except SerializationError as exc:
             raise SerializationError(exc.message, workflow=definition.name, instance_id=instance_id) from exc
         if not created:
@@ -159,11 +165,13 @@ class WorkflowService:
                         run.instance, status=InstanceStatus.RUNNING,
                         started_at=run.instance.started_at or engine.now(),
                     )
-                    await engine.store.update_instance(run.instance, durable=False)
+                    await engine.store.update_instance(run.instance, durable=False, owner=engine.owner.id)
                     if first:
                         run.emit("workflow.started", input=run.instance.input)
                     output = await run.definition.execute(run)
                     outcome = (InstanceStatus.COMPLETED, output, None)
+            except LeaseLost:
+                run.lose()
             except Exception as exc:
                 # Includes an ExceptionGroup left over when a cancellation met
                 # errors raised during clean-up: it must never reach the engine.
@@ -197,13 +205,19 @@ class WorkflowService:
             error=_error_text(error) if error is not None else None,
             error_type=type(error).__name__ if error is not None else None,
         )
+        owner = engine.owner.id
         try:
-            await engine.store.update_instance(final, durable=True)
-        except SerializationError as exc:
-            err = run.fail(SerializationError, f"cannot checkpoint the workflow's output: {exc.message}")
-            final = attrs.evolve(final, status=InstanceStatus.FAILED, output=None, error=str(err),
-                                 error_type=type(err).__name__)
-            await engine.store.update_instance(final, durable=True)
+            try:
+                await engine.store.update_instance(final, durable=True, owner=owner)
+            except SerializationError as exc:
+                err = run.fail(SerializationError, f"cannot checkpoint the workflow's output: {exc.message}")
+                final = attrs.evolve(final, status=InstanceStatus.FAILED, output=None, error=str(err),
+                                     error_type=type(err).__name__)
+                await engine.store.update_instance(final, durable=True, owner=owner)
+        except LeaseLost:
+            log.warning("instance %s: not recording its end (%s): another engine holds it, or it was "
+                        "cancelled elsewhere", run.id, status.value)
+            return
         run.instance = final
         if final.status == InstanceStatus.COMPLETED:
             run.progress = 100
@@ -212,6 +226,17 @@ class WorkflowService:
             run.emit("workflow.completed", output=final.output)
         else:
             run.emit("workflow.failed", error=final.error)
+
+    def running_ids(self) -> list[str]:
+        """Ids of the instances running in this engine now."""
+        return list(self._runs)
+
+    def _lost(self, instance_id: str) -> None:
+        """Stop running an instance whose lease this engine lost (heartbeat)."""
+        run = self._runs.get(instance_id)
+        if run is not None and not run.finishing:
+            log.warning("instance %s: stopping here: cancelled or taken over by another process", instance_id)
+            run.lose()
 
     # -- reading -----------------------------------------------------------
 
@@ -303,8 +328,16 @@ class WorkflowService:
             await run.done.wait()
         return True
 
-    async def resume(self) -> list[str]:
-        """Continue every unfinished instance not already running here; returns their ids.
+    async def resume(self, *, limit: int | None = None) -> list[str]:
+        """Continue every unfinished instance whose owner is gone; returns their ids.
+
+        An instance is taken over only when no live engine holds its lease:
+        its engine exited, or its process died (on this host), or its
+        heartbeat expired (on another host). Instances running in a live
+        engine, this one included, are left alone, so any number of
+        processes may call ``resume()`` at once and each instance runs in
+        exactly one of them. ``limit`` takes at most that many (oldest first),
+        so that workers calling ``resume()`` in a loop share the work.
 
         Finished steps are replayed from their checkpoints, not run again. An
         instance whose deadline passed while nothing ran it ends ``timed_out``
@@ -313,26 +346,32 @@ class WorkflowService:
         """
         engine = self._engine
         engine.nursery
-        resumed: list[str] = []
+        candidates: list[str] = []
         for inst in await engine.store.get_running_instances():
             if inst.id in self._runs:
                 continue
-            definition = self._defs.get(inst.workflow_name)
-            if definition is None:
+            if inst.workflow_name not in self._defs:
                 log.warning("not resuming instance %s: workflow %r is not registered", inst.id, inst.workflow_name)
                 continue
-            fresh = await engine.store.get_instance(inst.id)  # a cancel may have landed meanwhile
-            if fresh is None or fresh.finished or inst.id in self._runs:
+            candidates.append(inst.id)
+        resumed: list[str] = []
+        if not candidates:
+            return resumed
+        # Only instances whose owner is gone; the claim is one durable write.
+        for instance_id in await engine.store.claim(candidates, engine.owner, limit=limit):
+            fresh = await engine.store.get_instance(instance_id)  # a cancel may have landed meanwhile
+            if fresh is None or fresh.finished or instance_id in self._runs:
                 continue
-            checkpoints = await engine.store.get_steps(inst.id)
+            definition = self._defs[fresh.workflow_name]
+            checkpoints = await engine.store.get_steps(instance_id)
             bare = attrs.evolve(fresh, step_results={})
-            if inst.deadline is not None and inst.deadline <= engine.now():
+            if fresh.deadline is not None and fresh.deadline <= engine.now():
                 run = Run(engine, definition, bare, checkpoints, definition.total_steps)
                 await self._finish(run, InstanceStatus.TIMED_OUT, None, run.fail(
                     WorkflowTimeout, "passed its deadline while no process was running it"))
                 continue
             self._launch(definition, bare, checkpoints, first=False)
-            resumed.append(inst.id)
+            resumed.append(instance_id)
         return resumed
 
     async def stop(self) -> None:

@@ -131,11 +131,11 @@ class FailingStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def put_step(self, instance_id: str, result: Any, *, durable: bool = True) -> None:
+    async def put_step(self, instance_id: str, result: Any, *, durable: bool = True, owner: str | None = None) -> None:
         if durable and not self.failed and result.status == "completed":
             self.failed = True
             raise StoreError("disk full (simulated)")
-        await self.inner.put_step(instance_id, result, durable=durable)
+        await self.inner.put_step(instance_id, result, durable=durable, owner=owner)
 
 
 @step

@@ -2,6 +2,7 @@
 
 from ._base import Store as Store
 from ._lmdb import LMDBStore as LMDBStore
+from ._lease import Owner as Owner
 from ._memory import MemoryStore as MemoryStore
 
-__all__ = ["LMDBStore", "MemoryStore", "Store"]
+__all__ = ["LMDBStore", "MemoryStore", "Owner", "Store"]

@@ -6,6 +6,11 @@ running instances) plus step checkpoints. Writes take ``durable``: a durable
 write has reached the disk when it returns; a non-durable one (bookkeeping
 such as "step started") may be committed later with the next durable write,
 and may be lost in a crash, which recovery tolerates.
+
+Leases (see :mod:`durable.stores._lease`): each unfinished instance is held by
+the :class:`Owner` (engine) that runs it. Writes that pass ``owner=`` are
+*fenced*: they raise ``LeaseLost`` instead of landing when the instance's
+lease is no longer that owner's or the instance has finished meanwhile.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Protocol, runtime_checkable
 import trio
 
 from .._records import InstanceStatus, StepResult, WorkflowInstance
+from ._lease import Owner
 
 __all__ = ["MAX_ID_LENGTH", "Store", "check_instance_id", "check_workflow_name", "is_valid_id", "step_key_bytes"]
 
@@ -79,16 +85,28 @@ class Store(Protocol):
         """Run the store's background work (a writer thread, say) until cancelled."""
         ...
 
-    async def create_instance(self, instance: WorkflowInstance) -> tuple[WorkflowInstance, bool]:
-        """Durably store a new instance unless its id exists; returns (stored, created)."""
+    async def create_instance(
+        self, instance: WorkflowInstance, *, owner: Owner | None = None
+    ) -> tuple[WorkflowInstance, bool]:
+        """Durably store a new instance unless its id exists; returns (stored, created).
+
+        With ``owner``, the new instance's lease is the owner's, in the same write.
+        """
         ...
 
     async def get_instance(self, instance_id: str) -> WorkflowInstance | None:
         """The instance with its step results keyed by step name, or ``None``."""
         ...
 
-    async def update_instance(self, instance: WorkflowInstance, *, durable: bool = True) -> None:
-        """Replace the stored instance record (its step results are stored apart)."""
+    async def update_instance(
+        self, instance: WorkflowInstance, *, durable: bool = True, owner: str | None = None
+    ) -> None:
+        """Replace the stored instance record (its step results are stored apart).
+
+        A finished status is final: a later write with another status is
+        ignored, or, when fenced by ``owner``, raises ``LeaseLost``. Reaching a
+        finished status releases the instance's lease.
+        """
         ...
 
     async def delete_instance(self, instance_id: str) -> bool:
@@ -105,12 +123,38 @@ class Store(Protocol):
         """Every instance whose status is pending or running, oldest first."""
         ...
 
-    async def put_step(self, instance_id: str, step: StepResult, *, durable: bool = True) -> None:
-        """Store one step checkpoint under ``step.key``, replacing any earlier one."""
+    async def put_step(
+        self, instance_id: str, step: StepResult, *, durable: bool = True, owner: str | None = None
+    ) -> None:
+        """Store one step checkpoint under ``step.key``, replacing any earlier one (fenced by ``owner``)."""
         ...
 
     async def get_steps(self, instance_id: str) -> dict[str, StepResult]:
         """Every step checkpoint of an instance, keyed by checkpoint key."""
+        ...
+
+    async def claim(self, instance_ids: list[str], owner: Owner, *, limit: int | None = None) -> list[str]:
+        """Durably take the leases of those unfinished instances whose holder is gone; returns the taken ids.
+
+        Also records ``owner`` (as :meth:`heartbeat` does). Instances already
+        held by ``owner`` count as taken. At most ``limit`` are taken.
+        """
+        ...
+
+    async def heartbeat(self, owner: Owner) -> None:
+        """Record ``owner`` as alive (a non-durable write)."""
+        ...
+
+    async def release(self, owner_id: str) -> None:
+        """Durably remove an owner record: its instances may be taken over at once."""
+        ...
+
+    async def lost_leases(self, owner_id: str, instance_ids: list[str]) -> list[str]:
+        """Those of ``instance_ids`` that ``owner_id`` no longer holds, or that finished."""
+        ...
+
+    async def get_lease(self, instance_id: str) -> Owner | None:
+        """The owner record of whoever holds the instance's lease, if any."""
         ...
 
     def close(self) -> None:

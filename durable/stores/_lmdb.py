@@ -8,6 +8,8 @@ Layout (named databases in one LMDB environment, a directory):
 ``status``     instance id -> ``status NUL workflow`` (what the index holds now)
 ``index``      ``status NUL workflow NUL id`` -> empty: finds running instances
                without reading finished ones
+``leases``     instance id -> id of the owner running it (unfinished instances)
+``owners``     owner id -> JSON :class:`Owner` record (host, pid, heartbeat)
 
 Reads run in short read transactions on the trio loop (they cost about a
 microsecond); writes go through the group-commit :class:`Writer` thread. The
@@ -32,12 +34,13 @@ from .._serde import decode_instance, decode_step, encode_instance, encode_step
 from ..errors import StoreError
 from ._base import check_instance_id, check_workflow_name, is_valid_id, step_key_bytes
 from ._join import join_steps
+from ._lease import LeaseLost, Owner, may_claim, record_alive
 from ._writer import Writer, WriteRequest
 
 __all__ = ["FORMAT_VERSION", "LMDBStore"]
 
 FORMAT_VERSION = 1
-_DBS = (b"meta", b"instances", b"steps", b"status", b"index")
+_DBS = (b"meta", b"instances", b"steps", b"status", b"index", b"leases", b"owners")
 _T = TypeVar("_T")
 
 
@@ -265,33 +268,62 @@ class LMDBStore:
                 await request.done.wait()
         if request.error is not None:
             raise request.error
+        if isinstance(request.result, LeaseLost):
+            raise request.result  # a fenced write refused (returned, so the batch still commits)
         return request.result  # type: ignore[no-any-return]
 
-    def _put_instance(self, txn: lmdb.Transaction, inst: WorkflowInstance, data: bytes) -> None:
+    def _fence(self, txn: lmdb.Transaction, key: bytes, owner: str | None) -> LeaseLost | None:
+        """Why a write fenced by ``owner`` must not land, or ``None`` (writer thread)."""
+        if owner is None:
+            return None
+        holder = txn.get(key, db=self._dbs["leases"])
+        if holder is None or bytes(holder) != owner.encode():
+            return LeaseLost(f"instance {key.decode()!r} is no longer held by this engine")
+        status = txn.get(key, db=self._dbs["status"])
+        if status is not None and _finished(bytes(status)):
+            return LeaseLost(f"instance {key.decode()!r} finished meanwhile")
+        return None
+
+    def _put_instance(
+        self, txn: lmdb.Transaction, inst: WorkflowInstance, data: bytes, owner: str | None = None
+    ) -> LeaseLost | None:
         key = inst.id.encode()
         status_db, index_db = self._dbs["status"], self._dbs["index"]
         found = txn.get(key, db=status_db)
         old = bytes(found) if found is not None else None
         new = f"{InstanceStatus(inst.status).value}\0{inst.workflow_name}".encode()
         if old is not None and old != new and _finished(old):
-            return  # a finished status is final: a late write (another process, a race) never reopens it
+            # A finished status is final: a late write (another process, a race) never reopens it.
+            return LeaseLost(f"instance {inst.id!r} finished meanwhile") if owner is not None else None
+        lost = self._fence(txn, key, owner)
+        if lost is not None:
+            return lost
+        if _finished(new):
+            txn.delete(key, db=self._dbs["leases"])
         if old != new:
             if old is not None:
                 txn.delete(old + b"\0" + key, db=index_db)
             txn.put(key, new, db=status_db)
             txn.put(new + b"\0" + key, b"", db=index_db)
         txn.put(key, data, db=self._dbs["instances"])
+        return None
 
-    async def create_instance(self, instance: WorkflowInstance) -> tuple[WorkflowInstance, bool]:
-        """Durably store ``instance`` unless its id exists; returns (stored, created)."""
+    async def create_instance(
+        self, instance: WorkflowInstance, *, owner: Owner | None = None
+    ) -> tuple[WorkflowInstance, bool]:
+        """Durably store ``instance`` unless its id exists (leased to ``owner``); returns (stored, created)."""
         check_instance_id(instance.id)
         check_workflow_name(instance.workflow_name)
         data = encode_instance(instance)
 
         def create(txn: lmdb.Transaction) -> bool:
-            if txn.get(instance.id.encode(), db=self._dbs["instances"]) is not None:
+            key = instance.id.encode()
+            if txn.get(key, db=self._dbs["instances"]) is not None:
                 return False
             self._put_instance(txn, instance, data)
+            if owner is not None and not instance.finished:
+                txn.put(owner.id.encode(), owner.encode(), db=self._dbs["owners"])
+                txn.put(key, owner.id.encode(), db=self._dbs["leases"])
             return True
 
         if await self._write(create):
@@ -300,12 +332,14 @@ class LMDBStore:
         assert existing is not None
         return existing, False
 
-    async def update_instance(self, instance: WorkflowInstance, *, durable: bool = True) -> None:
-        """Replace the instance record."""
+    async def update_instance(
+        self, instance: WorkflowInstance, *, durable: bool = True, owner: str | None = None
+    ) -> None:
+        """Replace the instance record (fenced by ``owner``)."""
         check_instance_id(instance.id)
         check_workflow_name(instance.workflow_name)
         data = encode_instance(instance)
-        await self._write(lambda txn: self._put_instance(txn, instance, data), durable)
+        await self._write(lambda txn: self._put_instance(txn, instance, data, owner), durable)
 
     async def delete_instance(self, instance_id: str) -> bool:
         """Remove an instance and its checkpoints."""
@@ -324,16 +358,92 @@ class LMDBStore:
                 while bytes(cursor.key()).startswith(prefix):
                     if not cursor.delete():
                         break
+            txn.delete(key, db=self._dbs["leases"])
             return bool(txn.delete(key, db=self._dbs["instances"]))
 
         return await self._write(delete)
 
-    async def put_step(self, instance_id: str, step: StepResult, *, durable: bool = True) -> None:
-        """Store one checkpoint under ``step.key``."""
+    async def put_step(
+        self, instance_id: str, step: StepResult, *, durable: bool = True, owner: str | None = None
+    ) -> None:
+        """Store one checkpoint under ``step.key`` (fenced by ``owner``)."""
         check_instance_id(instance_id)
         data = encode_step(step, instance_id=instance_id)
         key = step_key_bytes(instance_id, step.key)
-        await self._write(lambda txn: txn.put(key, data, db=self._dbs["steps"]), durable)
+        instance_key = instance_id.encode()
+
+        def put(txn: lmdb.Transaction) -> LeaseLost | None:
+            lost = self._fence(txn, instance_key, owner)
+            if lost is None:
+                txn.put(key, data, db=self._dbs["steps"])
+            return lost
+
+        await self._write(put, durable)
+
+    # -- leases ----------------------------------------------------------
+
+    def _owner_in(self, txn: lmdb.Transaction, owner_id: str) -> Owner | None:
+        data = txn.get(owner_id.encode(), db=self._dbs["owners"])
+        return Owner.decode(bytes(data)) if data is not None else None
+
+    async def claim(self, instance_ids: list[str], owner: Owner, *, limit: int | None = None) -> list[str]:
+        """Durably take the leases of those unfinished instances whose holder is gone."""
+        ids = [i for i in instance_ids if is_valid_id(i)]
+
+        def take(txn: lmdb.Transaction) -> list[str]:
+            leases = self._dbs["leases"]
+            txn.put(owner.id.encode(), owner.encode(), db=self._dbs["owners"])
+            alive: dict[str, bool] = {}
+
+            def is_alive(holder: str) -> bool:
+                if holder not in alive:
+                    alive[holder] = record_alive(self._owner_in(txn, holder))
+                return alive[holder]
+
+            taken: list[str] = []
+            for iid in ids:
+                if limit is not None and len(taken) >= limit:
+                    break
+                key = iid.encode()
+                status = txn.get(key, db=self._dbs["status"])
+                if status is None or _finished(bytes(status)):
+                    continue
+                holder = txn.get(key, db=leases)
+                if may_claim(bytes(holder).decode() if holder is not None else None, owner.id, is_alive):
+                    txn.put(key, owner.id.encode(), db=leases)
+                    taken.append(iid)
+            return taken
+
+        return await self._write(take)
+
+    async def heartbeat(self, owner: Owner) -> None:
+        """Record ``owner`` as alive (non-durable)."""
+        data = owner.encode()
+        await self._write(lambda txn: txn.put(owner.id.encode(), data, db=self._dbs["owners"]), False)
+
+    async def release(self, owner_id: str) -> None:
+        """Durably remove an owner record: its instances may be taken over at once."""
+        await self._write(lambda txn: txn.delete(owner_id.encode(), db=self._dbs["owners"]))
+
+    async def lost_leases(self, owner_id: str, instance_ids: list[str]) -> list[str]:
+        """Those of ``instance_ids`` that ``owner_id`` no longer holds, or that finished."""
+        me = owner_id.encode()
+        lost = []
+        with self._read() as txn:
+            for iid in instance_ids:
+                key = iid.encode()
+                status = txn.get(key, db=self._dbs["status"])
+                if txn.get(key, db=self._dbs["leases"]) != me or status is None or _finished(bytes(status)):
+                    lost.append(iid)
+        return lost
+
+    async def get_lease(self, instance_id: str) -> Owner | None:
+        """The owner record of whoever holds the instance's lease, if any."""
+        if not is_valid_id(instance_id):
+            return None
+        with self._read() as txn:
+            holder = txn.get(instance_id.encode(), db=self._dbs["leases"])
+            return self._owner_in(txn, bytes(holder).decode()) if holder is not None else None
 
     # -- lifecycle -------------------------------------------------------
 

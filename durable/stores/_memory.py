@@ -15,6 +15,7 @@ from .._records import InstanceStatus, StepResult, WorkflowInstance
 from .._serde import decode_instance, decode_step, encode_instance, encode_step
 from ._base import check_instance_id, check_workflow_name, is_valid_id
 from ._join import join_steps
+from ._lease import LeaseLost, Owner, may_claim, record_alive
 
 __all__ = ["MemoryStore"]
 
@@ -32,6 +33,8 @@ class MemoryStore:
         self._order: dict[str, int] = {}
         self._status: dict[str, InstanceStatus] = {}
         self._counter = 0
+        self._owners: dict[str, Owner] = {}
+        self._leases: dict[str, str] = {}
 
     @property
     def path(self) -> str | None:
@@ -42,8 +45,10 @@ class MemoryStore:
         """Nothing to run in the background; returns once started."""
         task_status.started()
 
-    async def create_instance(self, instance: WorkflowInstance) -> tuple[WorkflowInstance, bool]:
-        """Store ``instance`` unless its id exists; returns (stored, created)."""
+    async def create_instance(
+        self, instance: WorkflowInstance, *, owner: Owner | None = None
+    ) -> tuple[WorkflowInstance, bool]:
+        """Store ``instance`` unless its id exists (leased to ``owner``); returns (stored, created)."""
         check_instance_id(instance.id)
         check_workflow_name(instance.workflow_name)
         existing = self._instances.get(instance.id)
@@ -56,6 +61,9 @@ class MemoryStore:
         self._steps[instance.id] = {}
         self._order[instance.id] = self._counter
         self._counter += 1
+        if owner is not None:
+            self._owners[owner.id] = owner
+            self._leases[instance.id] = owner.id
         return instance, True
 
     async def get_instance(self, instance_id: str) -> WorkflowInstance | None:
@@ -65,15 +73,32 @@ class MemoryStore:
             return None
         return join_steps(decode_instance(data, f"memory:{instance_id}"), (await self.get_steps(instance_id)).values())
 
-    async def update_instance(self, instance: WorkflowInstance, *, durable: bool = True) -> None:
-        """Replace the instance record."""
+    def _fence(self, instance_id: str, owner: str | None) -> None:
+        if owner is None:
+            return
+        if self._leases.get(instance_id) != owner:
+            raise LeaseLost(f"instance {instance_id!r} is no longer held by this engine")
+        status = self._status.get(instance_id)
+        if status is not None and status.finished:
+            raise LeaseLost(f"instance {instance_id!r} was {status.value} meanwhile")
+
+    async def update_instance(
+        self, instance: WorkflowInstance, *, durable: bool = True, owner: str | None = None
+    ) -> None:
+        """Replace the instance record (fenced by ``owner``)."""
         check_instance_id(instance.id)
         check_workflow_name(instance.workflow_name)
         data = encode_instance(instance)
         old = self._status.get(instance.id)
         if old is not None and old.finished and old != instance.status:
+            if owner is not None:
+                raise LeaseLost(f"instance {instance.id!r} was {old.value} meanwhile")
             return  # a finished status is final: a late write never reopens it
+        if owner is not None and self._leases.get(instance.id) != owner:
+            raise LeaseLost(f"instance {instance.id!r} is no longer held by this engine")
         self._status[instance.id] = InstanceStatus(instance.status)
+        if instance.finished:
+            self._leases.pop(instance.id, None)
         if instance.id not in self._instances:
             self._order[instance.id] = self._counter
             self._counter += 1
@@ -85,6 +110,7 @@ class MemoryStore:
         self._steps.pop(instance_id, None)
         self._order.pop(instance_id, None)
         self._status.pop(instance_id, None)
+        self._leases.pop(instance_id, None)
         return self._instances.pop(instance_id, None) is not None
 
     async def _all(self) -> list[WorkflowInstance]:
@@ -110,10 +136,13 @@ class MemoryStore:
         """Instances that are pending or running, oldest first."""
         return [i for i in await self._all() if not i.finished]
 
-    async def put_step(self, instance_id: str, step: StepResult, *, durable: bool = True) -> None:
-        """Store one checkpoint under ``step.key``."""
+    async def put_step(
+        self, instance_id: str, step: StepResult, *, durable: bool = True, owner: str | None = None
+    ) -> None:
+        """Store one checkpoint under ``step.key`` (fenced by ``owner``)."""
         check_instance_id(instance_id)
         data = encode_step(step, instance_id=instance_id)
+        self._fence(instance_id, owner)
         self._steps.setdefault(instance_id, {})[step.key] = data
 
     async def get_steps(self, instance_id: str) -> dict[str, StepResult]:
@@ -122,6 +151,41 @@ class MemoryStore:
             key: decode_step(data, f"memory:{instance_id}/{key}")
             for key, data in self._steps.get(instance_id, {}).items()
         }
+
+    async def claim(self, instance_ids: list[str], owner: Owner, *, limit: int | None = None) -> list[str]:
+        """Take the leases of those unfinished instances whose holder is gone."""
+        self._owners[owner.id] = owner
+        taken: list[str] = []
+        for iid in instance_ids:
+            if limit is not None and len(taken) >= limit:
+                break
+            status = self._status.get(iid)
+            if status is None or status.finished:
+                continue
+            if may_claim(self._leases.get(iid), owner.id, lambda h: record_alive(self._owners.get(h))):
+                self._leases[iid] = owner.id
+                taken.append(iid)
+        return taken
+
+    async def heartbeat(self, owner: Owner) -> None:
+        """Record ``owner`` as alive."""
+        self._owners[owner.id] = owner
+
+    async def release(self, owner_id: str) -> None:
+        """Forget an owner: its instances may be taken over."""
+        self._owners.pop(owner_id, None)
+
+    async def lost_leases(self, owner_id: str, instance_ids: list[str]) -> list[str]:
+        """Those of ``instance_ids`` that ``owner_id`` no longer holds, or that finished."""
+        return [
+            iid for iid in instance_ids
+            if self._leases.get(iid) != owner_id or InstanceStatus(self._status.get(iid, "failed")).finished
+        ]
+
+    async def get_lease(self, instance_id: str) -> Owner | None:
+        """The owner holding the instance's lease, if any."""
+        holder = self._leases.get(instance_id)
+        return self._owners.get(holder) if holder is not None else None
 
     def close(self) -> None:
         """Nothing to release."""
