@@ -21,7 +21,6 @@ trusted as the code that reads it.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, final
@@ -34,6 +33,7 @@ from .._serde import decode_instance, decode_step, encode_instance, encode_step
 from ..errors import StoreError
 from ._base import check_instance_id, check_workflow_name, is_valid_id, step_key_bytes
 from ._join import join_steps
+from ._sharedlock import SharedLock
 from ._lease import LeaseLost, Owner, may_claim, record_alive
 from ._writer import Writer, WriteRequest
 
@@ -70,7 +70,7 @@ class LMDBStore:
     def __init__(self, path: str | os.PathLike[str], *, map_size: int = 64 << 20, lazy_delay: float = 0.1) -> None:
         self._path = os.fspath(path)
         self._lazy_delay = lazy_delay
-        self._lock = threading.Lock()  # readers vs. map resizes in this process
+        self._lock = SharedLock()  # transactions (shared) vs. map resizes (exclusive) in this process
         self._writer: Writer | None = None
         self._closed = False
         self._env = self._open(map_size)
@@ -143,18 +143,27 @@ class LMDBStore:
     def _read(self) -> Iterator[lmdb.Transaction]:
         if self._closed:
             raise self._fail("the store is closed")
-        with self._lock:
-            try:
-                txn = self._env.begin(write=False, buffers=False)
-            except lmdb.MapResizedError:
-                self._env.set_mapsize(0)  # another process grew the map: adopt its size
-                txn = self._env.begin(write=False, buffers=False)
-            except lmdb.Error as exc:
-                raise self._fail(f"read failed: {exc}") from exc
-            try:
-                yield txn
-            finally:
-                txn.abort()
+        for _ in range(2):
+            with self._lock.shared():
+                try:
+                    txn = self._env.begin(write=False, buffers=False)
+                except lmdb.MapResizedError:
+                    pass  # another process grew the map: adopt its size, below, then retry
+                except lmdb.Error as exc:
+                    raise self._fail(f"read failed: {exc}") from exc
+                else:
+                    try:
+                        yield txn
+                    finally:
+                        txn.abort()
+                    return
+            self._resize(0)
+        raise self._fail("read failed: the map kept being resized by another process")
+
+    def _resize(self, size: int) -> None:
+        """Set the map size (0: adopt the size another process set), with no transaction of ours open."""
+        with self._lock.exclusive():
+            self._env.set_mapsize(size)
 
     def _load_steps(self, txn: lmdb.Transaction, instance_id: str) -> dict[str, StepResult]:
         prefix = instance_id.encode() + b"\0"
@@ -225,27 +234,30 @@ class LMDBStore:
     def _run_batch(self, batch: list[WriteRequest]) -> None:
         """Run every write of ``batch`` in one transaction and commit it (writer thread)."""
         while True:
-            try:
-                txn = self._env.begin(write=True)
-            except lmdb.MapResizedError:
-                with self._lock:
-                    self._env.set_mapsize(0)
-                continue
-            try:
-                for r in batch:
-                    r.result = r.fn(txn)
-                txn.commit()
-                return
-            except lmdb.MapFullError:
-                txn.abort()
-                with self._lock:  # no read transaction of ours may be open during a resize
-                    self._env.set_mapsize(self._env.info()["map_size"] * 2)
-            except BaseException as exc:
-                txn.abort()
-                err = self._fail(f"write failed, nothing of this batch was stored: {type(exc).__name__}: {exc}")
-                for r in batch:
-                    r.error = err
-                return
+            resize: int | None = None
+            with self._lock.shared():
+                try:
+                    txn = self._env.begin(write=True)
+                except lmdb.MapResizedError:
+                    resize = 0  # another process grew the map
+                else:
+                    try:
+                        for r in batch:
+                            r.result = r.fn(txn)
+                        txn.commit()
+                        return
+                    except lmdb.MapFullError:
+                        txn.abort()
+                        resize = self._env.info()["map_size"] * 2
+                    except BaseException as exc:
+                        txn.abort()
+                        err = self._fail(
+                            f"write failed, nothing of this batch was stored: {type(exc).__name__}: {exc}"
+                        )
+                        for r in batch:
+                            r.error = err
+                        return
+            self._resize(resize)
 
     async def _write(self, fn: Callable[[lmdb.Transaction], _T], durable: bool = True) -> _T:
         if self._closed:
