@@ -20,7 +20,7 @@ from ._active import Active, active, plain_default_retry
 from ._builder import callable_name
 from ._ir import Graph, TaskState
 from ._plain import run_plain
-from ._retry import Retry
+from ._retry import Retry, effective_retry
 from ._run import Run, Scope
 from ._steps import StepSpec, run_step
 from ._jobs import as_async_call
@@ -49,7 +49,7 @@ async def _call_step(name: str, function: str, fn: Callable[..., Any], args: tup
     if current is None:
         policy = (retry or Retry()).merged_over(plain_default_retry.get())
         return await run_plain(name, fn, args, kwargs, policy, timeout)
-    policy = (retry or Retry()).merged_over(current.default_retry).resolved()
+    policy = effective_retry(retry, current.default_retry)
     spec = StepSpec(
         name=name, function=function, retry=policy, timeout=timeout,
         prepare=lambda: ({"args": args, "kwargs": kwargs} if kwargs else args, as_async_call(fn, *args, **kwargs)),

@@ -14,7 +14,7 @@ from ._context import Context
 from ._ir import ChoiceState, Graph, ParallelState, PassState, TaskState
 from ._jobs import as_async_call, inline_call
 from ._parallel import run_parallel
-from ._retry import Retry
+from ._retry import Retry, effective_retry
 from ._run import Run, Scope
 from ._steps import StepSpec, run_step
 from .errors import NoChoiceMatched
@@ -86,7 +86,7 @@ def _task_spec(run: Run, state: TaskState, ctx: Context, default_retry: Retry | 
         name=state.name,
         function=state.job,
         prepare=prepare,
-        retry=(state.retry or Retry()).merged_over(default_retry).resolved(),
+        retry=effective_retry(state.retry, default_retry),
         timeout=state.timeout,
         output=(lambda result: output_fn(result, ctx)) if output_fn is not None else None,
         wrap_errors=True,

@@ -7,6 +7,7 @@ fills what is still unset with the defaults of the TypeScript original.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
@@ -144,3 +145,9 @@ class Retry:
         if r.jitter == "full":
             return (rng or random).uniform(0.0, base)
         return base
+
+
+@functools.lru_cache(maxsize=4096)
+def effective_retry(retry: Retry | None, default: Retry | None) -> Retry:
+    """``retry`` merged field by field over ``default``, with the rest at their defaults (cached)."""
+    return (retry or Retry()).merged_over(default).resolved()

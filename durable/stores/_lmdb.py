@@ -35,7 +35,7 @@ from ._base import check_instance_id, check_workflow_name, is_valid_id, step_key
 from ._join import join_steps
 from ._sharedlock import SharedLock
 from ._lease import LeaseLost, Owner, may_claim, record_alive
-from ._writer import Writer, WriteRequest
+from ._writer import WriteRequest, Writer, superseded
 
 __all__ = ["FORMAT_VERSION", "LMDBStore"]
 
@@ -242,8 +242,10 @@ class LMDBStore:
                     resize = 0  # another process grew the map
                 else:
                     try:
-                        for r in batch:
-                            r.result = r.fn(txn)
+                        skip = superseded(batch)
+                        for i, r in enumerate(batch):
+                            if i not in skip:
+                                r.result = r.fn(txn)
                         txn.commit()
                         return
                     except lmdb.MapFullError:
@@ -259,19 +261,21 @@ class LMDBStore:
                         return
             self._resize(resize)
 
-    async def _write(self, fn: Callable[[lmdb.Transaction], _T], durable: bool = True) -> _T:
+    async def _write(
+        self, fn: Callable[[lmdb.Transaction], _T], durable: bool = True, key: bytes | None = None
+    ) -> _T:
         if self._closed:
             raise self._fail("the store is closed")
         writer = self._writer
         if writer is None:
             # No writer thread (the store is used outside an engine): write inline.
-            request = WriteRequest(fn, durable, None)
+            request = WriteRequest(fn, durable, None, key)
             self._run_batch([request])
         elif not durable:
-            writer.submit(WriteRequest(fn, False, None))
+            writer.submit(WriteRequest(fn, False, None, key))
             return None  # type: ignore[return-value]
         else:
-            request = WriteRequest(fn, True, trio.Event())
+            request = WriteRequest(fn, True, trio.Event(), key)
             writer.submit(request)
             # Shielded: once queued the write will land; the caller must not move
             # on (or be told it failed) before knowing that it has.
@@ -378,11 +382,16 @@ class LMDBStore:
     async def put_step(
         self, instance_id: str, step: StepResult, *, durable: bool = True, owner: str | None = None
     ) -> None:
-        """Store one checkpoint under ``step.key`` (fenced by ``owner``)."""
+        """Store one checkpoint under ``step.key`` (fenced by ``owner``).
+
+        A non-durable checkpoint (a "running" marker) is skipped if a later
+        checkpoint of the same key joins its commit.
+        """
         check_instance_id(instance_id)
-        data = encode_step(step, instance_id=instance_id)
         key = step_key_bytes(instance_id, step.key)
         instance_key = instance_id.encode()
+        # Encoded here, even for a marker: a step whose input cannot be stored must not run.
+        data = encode_step(step, instance_id=instance_id)
 
         def put(txn: lmdb.Transaction) -> LeaseLost | None:
             lost = self._fence(txn, instance_key, owner)
@@ -390,7 +399,7 @@ class LMDBStore:
                 txn.put(key, data, db=self._dbs["steps"])
             return lost
 
-        await self._write(put, durable)
+        await self._write(put, durable, key)
 
     # -- leases ----------------------------------------------------------
 

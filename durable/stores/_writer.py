@@ -8,7 +8,10 @@ checkpoints cost one fsync, a lone sequential checkpoint pays exactly one and
 waits for no timer, and the trio loop never blocks on the disk.
 
 Non-durable writes do not wake the writer on their own: they ride along with
-the next durable commit, or are committed after ``lazy_delay`` seconds.
+the next durable commit, or are committed after ``lazy_delay`` seconds. A
+non-durable write with a ``key`` is skipped when a later write of the same
+batch has that key: a step's "running" marker is never even encoded when the
+step's result follows it into the same commit, the common case.
 
 Write functions must not raise except on a store failure; values are encoded
 before they are queued, so bad user data never reaches this thread.
@@ -25,7 +28,7 @@ import attrs
 import lmdb
 import trio
 
-__all__ = ["Writer", "WriteRequest"]
+__all__ = ["WriteRequest", "Writer", "superseded"]
 
 WriteFn = Callable[[lmdb.Transaction], Any]
 
@@ -37,8 +40,18 @@ class WriteRequest:
     fn: WriteFn
     durable: bool
     done: trio.Event | None
+    key: bytes | None = None
     result: Any = None
     error: BaseException | None = None
+
+
+def superseded(batch: list[WriteRequest]) -> set[int]:
+    """Indexes of the non-durable writes in ``batch`` that a later write of the same key replaces."""
+    last: dict[bytes, int] = {}
+    for i, r in enumerate(batch):
+        if r.key is not None:
+            last[r.key] = i
+    return {i for i, r in enumerate(batch) if r.key is not None and not r.durable and last[r.key] != i}
 
 
 @attrs.define(eq=False)
