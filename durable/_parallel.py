@@ -53,6 +53,9 @@ async def run_parallel(
                 f"but now has {labels}",
                 step=key,
             ))
+        if rec.status in (StepStatus.COMPLETED, StepStatus.FAILED):
+            # Replay does not visit the branches: count their finished steps, as the run that ran them did.
+            run.completed_steps += run.completed_under(key + "/")
         if rec.status == StepStatus.COMPLETED:
             run.step_completed(name, executed=False)
             return rec.output

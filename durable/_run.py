@@ -18,7 +18,7 @@ import trio
 
 from ._events import Event
 from ._ir import Graph
-from ._records import StepResult, WorkflowInstance
+from ._records import StepResult, StepStatus, WorkflowInstance
 from .errors import DurableError, SerializationError
 from .stores._join import join_steps
 from .stores._lease import LeaseLost
@@ -86,6 +86,7 @@ class Run:
     stop_reason: str | None = None  # "cancel", "stop", "lost" (lease) or "crash" (tests)
     finishing: bool = False
     fatal: BaseException | None = None
+    _completed_under: dict[str, int] | None = attrs.field(default=None, init=False, repr=False)
 
     @property
     def id(self) -> str:
@@ -147,6 +148,25 @@ class Run:
         except Exception as exc:
             raise self.poison(exc) from None
         self.checkpoints[step.key] = step
+
+    def completed_under(self, prefix: str) -> int:
+        """How many loaded checkpoints under scope ``prefix`` (a parallel's ``key/``) are completed.
+
+        A parallel replayed from its own checkpoint never visits its branches;
+        progress still counts their steps, as the crash-free run did.
+        """
+        if self._completed_under is None:
+            counts: dict[str, int] = {}
+            for key, rec in self.checkpoints.items():
+                if rec.status != StepStatus.COMPLETED:
+                    continue
+                parts = key.split("/")
+                # key = "par#0/label/.../name#n": every "par#i/" level above it.
+                for depth in range(1, len(parts), 2):
+                    outer = "/".join(parts[:depth]) + "/"
+                    counts[outer] = counts.get(outer, 0) + 1
+            self._completed_under = counts
+        return self._completed_under.get(prefix, 0)
 
     def step_completed(self, name: str, *, executed: bool) -> None:
         """Count a finished step towards progress; emit progress if it ran now."""

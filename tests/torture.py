@@ -11,7 +11,9 @@
    If the kill budget runs out mid-round, one last unkilled ``resume`` child
    finishes the round. (The workload finishes after a handful of kills, so
    more kills means more rounds, each on a fresh store.)
-3. After every round, the invariants (see :func:`check_round`).
+3. After every round, the invariants (see :func:`check_round` and
+   :func:`check_events`). The store is read after every kill (it must open
+   cleanly), and what it held then is what the next child started from.
 
 Kill moments: a uniform 5-200 ms after the child logged that its engine is
 open; right after the k-th new ``run`` line (between a step's execution and
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.util
+import json
 import os
 import random
 import shutil
@@ -56,6 +60,7 @@ class Result:
     workflows: int = 0
     steps_executed: int = 0
     reexecutions: int = 0
+    events: int = 0
     violations: list[str] = attrs.field(factory=list)
     wall: float = 0.0
 
@@ -63,7 +68,8 @@ class Result:
         return (
             f"torture: kills={self.kills} rounds={self.rounds} children={self.children} "
             f"workflows={self.workflows} steps_executed={self.steps_executed} "
-            f"reexecutions={self.reexecutions} violations={len(self.violations)} wall={self.wall:.1f}s"
+            f"reexecutions={self.reexecutions} events={self.events} violations={len(self.violations)} "
+            f"wall={self.wall:.1f}s"
         )
 
 
@@ -165,33 +171,45 @@ def _run_child(store: Path, log: Path, mode: str, copies: int, rng: random.Rando
 
 # -- the store ------------------------------------------------------------------------
 
+# What a store holds for one instance: its status (None: not created yet) and,
+# per checkpoint key, (status, step name, step type, attempts).
+Snapshot = dict[str, tuple[str | None, dict[str, tuple[str, str, str, int]]]]
 
-def _store_opens(store: Path) -> str | None:
-    """Open the store, list running instances, close: None if fine, else the problem."""
 
-    async def check() -> None:
+def _value(status: Any) -> str:
+    return str(getattr(status, "value", status))
+
+
+def _read_all(store: Path, ids: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Every instance and its checkpoints, read in one open of the store (which must list running instances)."""
+
+    async def read() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         s = LMDBStore(store)
         try:
             await s.get_running_instances()
-        finally:
-            s.close()
-
-    try:
-        trio.run(check)
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def _read_store(store: Path, ids: list[str]) -> dict[str, Any]:
-    async def read() -> dict[str, Any]:
-        s = LMDBStore(store)
-        try:
-            return {iid: await s.get_instance(iid) for iid in ids}
+            insts = {iid: await s.get_instance(iid) for iid in ids}
+            steps = {iid: await s.get_steps(iid) for iid in ids}
+            return insts, steps
         finally:
             s.close()
 
     return trio.run(read)
+
+
+def _snapshot(insts: dict[str, Any], steps: dict[str, dict[str, Any]]) -> Snapshot:
+    return {
+        iid: (None if inst is None else _value(inst.status),
+              {key: (_value(sr.status), sr.step_name, sr.step_type, sr.attempts) for key, sr in steps[iid].items()})
+        for iid, inst in insts.items()
+    }
+
+
+def _store_opens(store: Path, ids: list[str]) -> tuple[str | None, Snapshot]:
+    """Open the store, list running instances, read every instance, close: (None if fine else the problem, contents)."""
+    try:
+        return None, _snapshot(*_read_all(store, ids))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}", {}
 
 
 def _instance_ids(copies: int) -> list[str]:
@@ -199,11 +217,70 @@ def _instance_ids(copies: int) -> list[str]:
     return [f"{n}-{k}" for k in range(copies) for n in names]
 
 
+_MAX_ATTEMPTS: dict[str, int] | None = None
+
+
+def max_attempts(key: str) -> int:
+    """The max_attempts of the step at checkpoint ``key``, from the child's own definitions."""
+    global _MAX_ATTEMPTS
+    if _MAX_ATTEMPTS is None:
+        spec = importlib.util.spec_from_file_location("_torture_child_defs", CHILD)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _MAX_ATTEMPTS = mod.max_attempts()
+    return _MAX_ATTEMPTS[_step_name(key)]
+
+
+def _step_name(key: str) -> str:
+    return key.rsplit("/", 1)[-1].split("#")[0]
+
+
+def _events_log(log: Path) -> Path:
+    return log.with_name(log.name + ".events")  # torture_child.events_path
+
+
+def _parse_events(lines: list[str], killed: bool, tag: str, v: list[str]) -> list[dict[str, Any]]:
+    """The event records of one child, task ``step.started`` records given their ``key``."""
+    out: list[dict[str, Any]] = []
+    by_seq: dict[int, dict[str, Any]] = {}
+    for n, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            if not (killed and n == len(lines) - 1):
+                v.append(f"{tag} harness: unreadable event line {line!r}")
+            continue
+        if rec["ev"] == "key":
+            started = by_seq.get(rec["seq"])
+            if started is None or started["iid"] != rec["iid"] or started.get("key") is not None:
+                v.append(f"{tag} harness: key line {line!r} matches no unresolved step.started")
+            else:
+                started["key"] = rec["key"]
+            continue
+        if "seq" in rec:
+            rec["key"] = None
+            by_seq[rec["seq"]] = rec
+        out.append(rec)
+    return out
+
+
 # -- invariants ---------------------------------------------------------------------
 
 
+@attrs.define
+class Child:
+    """What one child of a round did, and what the store held when it started."""
+
+    lines: list[str]  # its lines of the main log
+    events: list[dict[str, Any]]  # its event records (see torture_child)
+    killed: bool
+    before: Snapshot  # the store when it started ({} for a round's first child)
+
+
 def check_round(
-    store: Path, segments: list[list[str]], kills: int, reference: dict[str, Any], ids: list[str], tag: str
+    store: Path, segments: list[list[str]], kills: int, reference: dict[str, Any], ids: list[str], tag: str,
+    final: tuple[dict[str, Any], dict[str, dict[str, Any]]] | None = None,
 ) -> tuple[list[str], int, int]:
     """The invariants of one round; returns (violations, step executions, re-executions).
 
@@ -212,17 +289,19 @@ def check_round(
     (b2) no step body runs again once its ``done`` line (written after its
          checkpoint) was logged, in the same child or a later one;
     (b3) no step body runs with an attempt above the one its final checkpoint
-         (completed or failed) records, and that attempt was executed.
+         (completed or failed) records, and that attempt was executed;
+    (b4) no checkpoint records more attempts than its step's ``max_attempts``,
+         and no step body ran with an attempt number outside 1..max_attempts.
     """
     v: list[str] = []
-    insts = _read_store(store, ids)
+    insts, all_steps = final if final is not None else _read_all(store, ids)
     for iid in ids:
         inst = insts[iid]
         if inst is None:
             v.append(f"{tag} (a) instance {iid} is missing from the store")
             continue
         if inst.status != "completed":
-            v.append(f"{tag} (a) instance {iid} ended {getattr(inst.status, 'value', inst.status)} (error {inst.error!r}), not completed")
+            v.append(f"{tag} (a) instance {iid} ended {_value(inst.status)} (error {inst.error!r}), not completed")
         elif inst.output != reference[iid]:
             v.append(f"{tag} (a) instance {iid} output {inst.output!r} != reference {reference[iid]!r}")
 
@@ -245,9 +324,12 @@ def check_round(
                 elif (iid, key) in done_here:
                     v.append(f"{tag} (b2) {iid} {key} attempt {attempt} ran again in child #{child} after its "
                              "checkpoint was logged done in the same child")
+                if not 1 <= attempt <= max_attempts(key):
+                    v.append(f"{tag} (b4) {iid} {key} ran attempt {attempt} in child #{child}, "
+                             f"but its step allows attempts 1..{max_attempts(key)}")
             elif parts[0] == "done" and len(parts) == 4 and parts[3] != "-":
                 iid, name, key = parts[1:]
-                if key.rsplit("/", 1)[-1].split("#")[0] != name:
+                if _step_name(key) != name:
                     v.append(f"{tag} harness: done line {line!r}: key does not match the step name")
                 done_here.add((iid, key))
         for k in done_here:
@@ -267,29 +349,190 @@ def check_round(
         for (rid, key, attempt) in runs:
             if rid == iid:
                 attempts_run[key].add(attempt)
-        for key, sr in _steps(store, iid).items():
-            if sr.step_type != "task" or sr.status not in ("completed", "failed"):
+        for key, sr in all_steps[iid].items():
+            if sr.step_type != "task":
+                continue
+            if sr.attempts > max_attempts(key):
+                v.append(f"{tag} (b4) {iid} {key}: checkpoint ({_value(sr.status)}) records attempt {sr.attempts}, "
+                         f"above its step's max_attempts {max_attempts(key)}")
+            if sr.status not in ("completed", "failed"):
                 continue
             ran = attempts_run.get(key, set())
             if sr.attempts not in ran:
-                v.append(f"{tag} (b3) {iid} {key}: checkpoint says {getattr(sr.status, 'value', sr.status)} at attempt {sr.attempts}, "
+                v.append(f"{tag} (b3) {iid} {key}: checkpoint says {_value(sr.status)} at attempt {sr.attempts}, "
                          f"but attempts run were {sorted(ran)}")
             later = sorted(a for a in ran if a > sr.attempts)
             if later:
-                v.append(f"{tag} (b3) {iid} {key}: checkpoint says {getattr(sr.status, 'value', sr.status)} at attempt {sr.attempts}, "
+                v.append(f"{tag} (b3) {iid} {key}: checkpoint says {_value(sr.status)} at attempt {sr.attempts}, "
                          f"but attempt(s) {later} ran")
     return v, executions, reexec
 
 
-def _steps(store: Path, iid: str) -> dict[str, Any]:
-    async def read() -> dict[str, Any]:
-        s = LMDBStore(store)
-        try:
-            return await s.get_steps(iid)
-        finally:
-            s.close()
+def _names(keys: dict[str, tuple[str, str, str, int]]) -> collections.Counter[str]:
+    return collections.Counter(name for (_, name, _, _) in keys.values())
 
-    return trio.run(read)
+
+def check_events(
+    children: list[Child], after: Snapshot, outputs: dict[str, Any], totals: dict[str, int], ids: list[str], tag: str,
+    *, unkilled_end: bool = True,
+) -> list[str]:
+    """The engine's events against the store; returns the violations.
+
+    In every child, for every instance:
+
+    (e1) progress never goes backwards, and stays below 100 until completion;
+    (e2) ``step.retry`` only for an attempt below the step's ``max_attempts``
+         (and with that ``max_attempts``), ``step.failed`` never above it;
+    (e3) ``workflow.started`` at most once per instance in a round, in the
+         child that created the instance.
+
+    For the events of each instance's final run (the child after which the
+    store holds it finished), with ``before`` the checkpoints that child
+    started from and ``new`` the ones it finished:
+
+    (e4) ``step.completed`` (``step.failed``) events exactly for the new
+         completed (failed) checkpoints: the same step names the same number of
+         times, a task's event at the key whose body just ran; none for a step
+         replayed from its checkpoint;
+    (e5) ``step.started`` exactly once for every new checkpoint (by step name),
+         a task's at the key whose body ran next, never at a key that was
+         already completed or failed when the child started (replayed steps do
+         not emit ``started``);
+    (e6) ``workflow.completed`` at most once, last, with the stored output;
+         present if the child was not killed; no ``workflow.failed`` /
+         ``workflow.cancelled``;
+    (e7) one ``workflow.progress`` per new completed checkpoint, then (on
+         completion) one at 100 just before ``workflow.completed``;
+         ``total_steps`` constant and equal to the crash-free run's;
+         ``completed_steps`` strictly increasing, and the final one equals the
+         instance's completed checkpoints in the store (as in a crash-free
+         run, also when a parallel was replayed from its checkpoint).
+    """
+    v: list[str] = []
+    started_in: dict[str, list[int]] = collections.defaultdict(list)
+    for c, child in enumerate(children):
+        by_iid: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        for rec in child.events:
+            by_iid[rec["iid"]].append(rec)
+        for iid, evs in by_iid.items():
+            last = -1
+            for e in evs:
+                name = e["ev"]
+                if name == "workflow.progress":
+                    if e["progress"] < last:
+                        v.append(f"{tag} (e1) {iid} child #{c}: progress went back from {last} to {e['progress']}")
+                    last = e["progress"]
+                elif name == "workflow.completed" and last != 100:
+                    v.append(f"{tag} (e1) {iid} child #{c}: workflow.completed after progress {last}, not 100")
+                elif name == "workflow.step.retry":
+                    m = max_attempts(e["step_name"])
+                    if e.get("max_attempts") != m or not 1 <= e.get("attempt", 0) < m:
+                        v.append(f"{tag} (e2) {iid} child #{c}: step.retry {e} for a step with max_attempts {m}")
+                elif name == "workflow.step.failed" and e.get("step_type") == "task":
+                    if e.get("attempts", 0) > max_attempts(e["step_name"]):
+                        v.append(f"{tag} (e2) {iid} child #{c}: step.failed {e} above max_attempts "
+                                 f"{max_attempts(e['step_name'])}")
+                elif name == "workflow.started":
+                    started_in[iid].append(c)
+            if 100 in [e.get("progress") for e in evs[:-2]]:
+                v.append(f"{tag} (e1) {iid} child #{c}: progress 100 before the end")
+
+    for iid in ids:
+        status, after_keys = after.get(iid, (None, {}))
+        created = [c for c, child in enumerate(children) if child.before.get(iid, (None, {}))[0] is None]
+        creator = created[-1] if created else None  # the last child that started without the instance
+        if started_in[iid] and (len(started_in[iid]) > 1 or started_in[iid][0] != creator):
+            v.append(f"{tag} (e3) {iid}: workflow.started in children {started_in[iid]}, "
+                     f"but the instance was created by child #{creator}")
+        if status is None or status not in ("completed", "failed", "timed_out", "cancelled"):
+            continue  # check_round reports it
+        finals = [c for c, child in enumerate(children)
+                  if child.before.get(iid, (None, {}))[0] in (None, "pending", "running")]
+        if not finals:
+            v.append(f"{tag} harness: {iid} was already finished before the round's first child")
+            continue
+        k = finals[-1]
+        child = children[k]
+        before = child.before.get(iid, (None, {}))[1]
+        evs = [e for e in child.events if e["iid"] == iid]
+        w = f"{tag} {iid} (final run: child #{k}{', killed' if child.killed else ''})"
+
+        def new(st: str) -> dict[str, tuple[str, str, str, int]]:
+            return {key: r for key, r in after_keys.items() if r[0] == st and (key not in before or before[key][0] != st)}
+
+        new_done, new_failed = new("completed"), new("failed")
+        was_finished = {key for key, r in before.items() if r[0] in ("completed", "failed")}
+        by_name: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        for e in evs:
+            by_name[e["ev"]].append(e)
+
+        # (e4)
+        for ev_name, expected in (("workflow.step.completed", new_done), ("workflow.step.failed", new_failed)):
+            got = collections.Counter(e["step_name"] for e in by_name[ev_name])
+            if got != _names(expected):
+                v.append(f"{w} (e4) {ev_name} events by step name {dict(got)} != the checkpoints this run "
+                         f"finished {dict(_names(expected))}")
+        for e in by_name["workflow.step.completed"]:
+            if e.get("step_type") == "task":
+                key = e.get("key")
+                if key is None:
+                    v.append(f"{w} harness: step.completed of task {e['step_name']} with no step body run before it")
+                elif key not in new_done:
+                    v.append(f"{w} (e4) step.completed at {key}, which is not a checkpoint this run completed "
+                             f"(before: {before.get(key)}, after: {after_keys.get(key)})")
+        # (e5)
+        got = collections.Counter(e["step_name"] for e in by_name["workflow.step.started"])
+        if got != _names(new_done) + _names(new_failed):
+            v.append(f"{w} (e5) step.started events by step name {dict(got)} != the checkpoints this run "
+                     f"finished {dict(_names(new_done) + _names(new_failed))}")
+        for e in by_name["workflow.step.started"]:
+            if e.get("step_type") != "task":
+                continue
+            key = e.get("key")
+            if key is None:
+                v.append(f"{w} (e5) step.started of task {e['step_name']} whose step body never ran after it")
+            elif key in was_finished:
+                v.append(f"{w} (e5) step.started at {key}, checkpointed {before[key][0]} before this run started")
+        # (e6)
+        for bad in ("workflow.failed", "workflow.cancelled"):
+            if by_name[bad]:
+                v.append(f"{w} (e6) {bad} emitted: {by_name[bad]}")
+        done_evs = by_name["workflow.completed"]
+        if len(done_evs) > 1:
+            v.append(f"{w} (e6) workflow.completed emitted {len(done_evs)} times")
+        if done_evs:
+            if evs[-1] is not done_evs[-1]:
+                first = next(i for i, e in enumerate(evs) if e is done_evs[0])
+                v.append(f"{w} (e6) events after workflow.completed: {evs[first + 1:]}")
+            want = json.loads(json.dumps(outputs.get(iid), default=repr))
+            if done_evs[0].get("output") != want:
+                v.append(f"{w} (e6) workflow.completed output {done_evs[0].get('output')!r} != stored {want!r}")
+        elif unkilled_end and not child.killed:
+            v.append(f"{w} (e6) no workflow.completed, though the child was not killed")
+        # (e7)
+        prog = by_name["workflow.progress"]
+        pos = {id(e): i for i, e in enumerate(evs)}
+        # The completion's progress event (100): last, or just before workflow.completed (a kill may fall between).
+        closing = prog[-1] if prog and prog[-1]["progress"] == 100 and pos[id(prog[-1])] >= len(evs) - 2 else None
+        steps_prog = prog[:-1] if closing is not None else prog
+        if done_evs and (closing is None or pos[id(closing)] != len(evs) - 2):
+            v.append(f"{w} (e7) workflow.completed not right after a progress 100 event")
+        if closing is not None:
+            reported = closing.get("completed_steps")
+            n_done = sum(1 for r in after_keys.values() if r[0] == "completed")
+            if reported != n_done:
+                v.append(f"{w} (e7) final completed_steps {reported} != {n_done} completed checkpoints")
+        if len(steps_prog) != len(new_done):
+            v.append(f"{w} (e7) {len(steps_prog)} step progress events for {len(new_done)} steps completed in this run")
+        if any(p["progress"] >= 100 for p in steps_prog):
+            v.append(f"{w} (e7) progress 100 before completion: {[p['progress'] for p in steps_prog]}")
+        counts: list[int] = [p.get("completed_steps", -1) for p in steps_prog]
+        if any(b <= a for a, b in zip(counts, counts[1:])):
+            v.append(f"{w} (e7) completed_steps not strictly increasing: {counts}")
+        tot = {p.get("total_steps") for p in prog}
+        if tot and tot != {totals.get(iid)}:
+            v.append(f"{w} (e7) total_steps {sorted(tot, key=str)} != the crash-free run's {totals.get(iid)}")
+    return v
 
 
 # -- driver ------------------------------------------------------------------------------
@@ -300,13 +543,19 @@ def _segment(log: Path, offset: int) -> tuple[list[str], int]:
     return data[offset:].decode(errors="replace").splitlines(), len(data)
 
 
-def reference_run(workdir: Path, copies: int) -> dict[str, Any]:
+def reference_run(workdir: Path, copies: int) -> tuple[dict[str, Any], dict[str, int]]:
+    """The crash-free run: (output, total_steps of its progress events) per instance."""
     store, log = workdir / "ref.lmdb", workdir / "ref.log"
+    for p in (store, log, _events_log(log)):
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
     rc, _ = _run_child(store, log, "start", copies, None)
     if rc != 0:
         raise AssertionError(f"the crash-free reference child exited with {rc}")
     ids = _instance_ids(copies)
-    insts = _read_store(store, ids)
+    insts, steps = _read_all(store, ids)
     bad = {iid: (i and i.status) for iid, i in insts.items() if i is None or i.status != "completed"}
     if bad:
         raise AssertionError(f"the crash-free reference run did not complete every instance: {bad}")
@@ -315,7 +564,18 @@ def reference_run(workdir: Path, copies: int) -> dict[str, Any]:
     dup = [k for k, n in runs.items() if n > 1]
     if dup:
         raise AssertionError(f"the crash-free reference run executed some steps twice: {dup}")
-    return {iid: inst.output for iid, inst in insts.items()}
+    v: list[str] = []
+    events = _parse_events(_segment(_events_log(log), 0)[0], False, "[reference]", v)
+    totals: dict[str, int] = {}
+    for e in events:
+        if e["ev"] == "workflow.progress":
+            totals.setdefault(e["iid"], e["total_steps"])
+    outputs = {iid: inst.output for iid, inst in insts.items()}
+    child = Child(lines, events, killed=False, before={})
+    v += check_events([child], _snapshot(insts, steps), outputs, totals, ids, "[reference]")
+    if v:
+        raise AssertionError("the crash-free reference run's events are inconsistent:\n" + "\n".join(v))
+    return outputs, totals
 
 
 def run_torture(kills: int, seed: int, store_dir: str | os.PathLike[str], copies: int = 2,
@@ -326,49 +586,63 @@ def run_torture(kills: int, seed: int, store_dir: str | os.PathLike[str], copies
     workdir = Path(store_dir)
     workdir.mkdir(parents=True, exist_ok=True)
     res = Result()
-    reference = reference_run(workdir, copies)
+    reference, totals = reference_run(workdir, copies)
     ids = _instance_ids(copies)
     while res.kills < kills or res.rounds == 0:
         tag = f"[round {res.rounds}]"
         store, log = workdir / f"r{res.rounds}.lmdb", workdir / f"r{res.rounds}.log"
-        for p in (store, log):
+        events_log = _events_log(log)
+        for p in (store, log, events_log):
             if p.is_dir():
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
-        segments: list[list[str]] = []
-        round_kills, offset, started, round_v = 0, 0, False, []
+        children: list[Child] = []
+        round_kills, offset, ev_offset, started = 0, 0, 0, False
+        round_v: list[str] = []
+        before: Snapshot = {}
+        complete = False  # the round's last child exited 0 on its own
         while True:
             mode = "resume" if started else "start"
             unkilled = res.kills >= kills
             rc, how = _run_child(store, log, mode, copies, None if unkilled else rng)
             res.children += 1
             lines, offset = _segment(log, offset)
-            segments.append(lines)
+            ev_lines, ev_offset = _segment(events_log, ev_offset)
+            killed = rc == -signal.SIGKILL
+            events = _parse_events(ev_lines, killed, f"{tag} child #{len(children)}", round_v)
+            children.append(Child(lines, events, killed, before))
             started = started or "started" in lines
-            if rc == -signal.SIGKILL:
+            if killed:
                 res.kills += 1
                 round_kills += 1
-                problem = _store_opens(store)
+                problem, before = _store_opens(store, ids)
                 if problem:
                     round_v.append(f"{tag} (c) after kill #{res.kills} ({how}) the store does not open: {problem}")
                     break
                 continue
             if rc != 0:
-                round_v.append(f"{tag} child #{len(segments) - 1} ({mode}, {how}) exited with {rc}")
+                round_v.append(f"{tag} child #{len(children) - 1} ({mode}, {how}) exited with {rc}")
                 break
             if "exit" not in lines:
-                round_v.append(f"{tag} child #{len(segments) - 1} exited 0 without logging exit")
+                round_v.append(f"{tag} child #{len(children) - 1} exited 0 without logging exit")
+            complete = True
             break
-        v, execs, reexec = check_round(store, segments, round_kills, reference, ids, tag)
+        segments = [c.lines for c in children]
+        final = _read_all(store, ids)
+        v, execs, reexec = check_round(store, segments, round_kills, reference, ids, tag, final=final)
         round_v += v
+        if complete:
+            outputs = {iid: (inst.output if inst is not None else None) for iid, inst in final[0].items()}
+            round_v += check_events(children, _snapshot(*final), outputs, totals, ids, tag)
         res.violations += round_v
         res.rounds += 1
         res.workflows += len(ids)
         res.steps_executed += execs
         res.reexecutions += reexec
+        res.events += sum(len(c.events) for c in children)
         if out is not None:
-            out(f"{tag} kills={round_kills} children={len(segments)} steps={execs} reexec={reexec} "
+            out(f"{tag} kills={round_kills} children={len(children)} steps={execs} reexec={reexec} "
                 f"violations={len(round_v)} total_kills={res.kills}")
             for line in round_v:
                 out("  VIOLATION " + line)

@@ -20,12 +20,25 @@ Lines appended to LOG (each written with open/append/flush/fsync):
 - ``started``: every instance of the fixed set exists in the store.
 - ``finished INSTANCE STATUS``, then ``exit``.
 
+Every engine event is also appended, as one JSON object per line, to the side
+log ``LOG.events`` (same open/append/fsync discipline), from a ``"*"``
+listener: ``{"ev": NAME, "iid": INSTANCE, ...}`` with the event's step name,
+step type, progress, completed_steps, total_steps, attempt(s), max_attempts,
+and, for ``workflow.completed``, its output. Events carry no checkpoint key, so
+the child adds what it knows: a task's ``step.completed`` line gets the key of
+the body that just returned in that trio task (as the ``done`` line), and a
+task's ``step.started`` line gets a ``seq`` number that the step body, when it
+runs in the same trio task, resolves with a ``{"ev": "key", "seq": N, "key": KEY}``
+line. The parent (tests/torture.py) checks the events of each instance's final
+run against the store.
+
 Outputs depend only on the instance inputs, never on timing, attempts or
 crashes, so the parent compares them with a crash-free reference run.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sys
@@ -33,24 +46,44 @@ from typing import Any
 
 import trio
 
-from durable import Engine, Retry, When, current_step, parallel, step, workflow
+from durable import Engine, Retry, StepFunction, TaskState, When, current_step, parallel, step, workflow
 
 # -- logging -----------------------------------------------------------------
 
 LOG_PATH: str = ""
+_FDS: dict[str, int] = {}
+
+
+def _append(path: str, line: str) -> None:
+    """Append one line with a single write(2), then fsync."""
+    fd = _FDS.get(path)
+    if fd is None:
+        fd = _FDS[path] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(fd, (line + "\n").encode())
+    os.fsync(fd)
 
 
 def log(line: str) -> None:
-    with open(LOG_PATH, "a") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    _append(LOG_PATH, line)
+
+
+def events_path(log_path: str) -> str:
+    """Where the child appends the engine events (tests/torture.py reads it)."""
+    return log_path + ".events"
+
+
+def log_event(record: dict[str, Any]) -> None:
+    _append(events_path(LOG_PATH), json.dumps(record, default=repr, separators=(",", ":")))
 
 
 # Key of the step body that last returned successfully in each trio task; the
 # step.completed listener runs synchronously in the same task right after the
 # checkpoint, and pops it.
 LAST_KEY: dict[Any, str] = {}
+# Sequence number of the task step.started event line not yet resolved to a
+# key, per trio task: the step body that runs next in that task resolves it.
+PENDING_START: dict[Any, int] = {}
+EVENT_SEQ = [0]
 
 
 async def touch(fail: str | None = None) -> None:
@@ -58,6 +91,9 @@ async def touch(fail: str | None = None) -> None:
     await trio.sleep(random.uniform(0, 0.003))
     info = current_step()
     assert info is not None, "touch() called outside a step"
+    seq = PENDING_START.pop(trio.lowlevel.current_task(), None)
+    if seq is not None:
+        log_event({"ev": "key", "seq": seq, "iid": info.instance_id, "key": info.key})
     log(f"run {info.instance_id} {info.key} {info.attempt}")
     await trio.sleep(random.uniform(0, 0.001))  # widen the run-line -> checkpoint window
     if fail is not None:
@@ -217,6 +253,22 @@ builder_wf = (
 )
 
 
+# -- retry policies, for the parent's attempt checks ---------------------------------
+
+STEP_FUNCTIONS: list[StepFunction[Any, Any]] = [add, mul, label, flaky, boom]
+
+
+def max_attempts() -> dict[str, int]:
+    """Step name -> its resolved max_attempts, for every task step of the mix."""
+    out: dict[str, int] = {}
+    for sf in STEP_FUNCTIONS:
+        out[sf.name] = (sf.retry or Retry()).resolved().attempts
+    for state in builder_wf.walk():
+        if isinstance(state, TaskState):
+            out[state.name] = (state.retry or Retry()).merged_over(builder_wf.default_retry).resolved().attempts
+    return out
+
+
 # -- the fixed set of instances ---------------------------------------------------
 
 DECORATOR_WORKFLOWS = [seq30, par3, branchy, retrying, catching]
@@ -240,11 +292,25 @@ async def main(store: str, mode: str, copies: int) -> None:
             engine.workflows.register(fn)
         engine.workflows.register(builder_wf)
 
-        def completed(event: Any) -> None:
-            key = LAST_KEY.pop(trio.lowlevel.current_task(), "-")
-            log(f"done {event.instance_id} {event.step_name} {key}")
+        def on_event(event: Any) -> None:
+            task = trio.lowlevel.current_task()
+            record = {k: v for k, v in event.to_dict().items()
+                      if k not in ("name", "instance_id", "workflow_name", "input", "output", "error")}
+            record = {"ev": event.name, "iid": event.instance_id, **record}
+            if event.name == "workflow.completed":
+                record["output"] = event.output
+            if event.name == "workflow.step.completed":
+                key = LAST_KEY.pop(task, "-")
+                log(f"done {event.instance_id} {event.step_name} {key}")
+                if event.step_type == "task":
+                    record["key"] = None if key == "-" else key
+            elif event.name == "workflow.step.started" and event.step_type == "task":
+                EVENT_SEQ[0] += 1
+                record["seq"] = EVENT_SEQ[0]
+                PENDING_START[task] = EVENT_SEQ[0]
+            log_event(record)
 
-        engine.events.on("workflow.step.completed", completed)
+        engine.events.on("*", on_event)
         log(f"child {os.getpid()} {mode}")
         await engine.workflows.resume()
         todo = instances(copies)
