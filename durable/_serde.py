@@ -1,15 +1,27 @@
-"""Encoding of stored records: a versioned envelope around cloudpickle.
+"""Encoding of stored records: a checksummed, versioned envelope around cloudpickle.
 
 A record is stored as its fields (a plain dict, so adding a field later does
-not break old stores) pickled with cloudpickle, behind a one-byte envelope
-version. Encoding happens on the caller's side, before anything reaches the
-store, so an unpicklable value raises :class:`SerializationError` and leaves
-the store untouched. Decoding failures raise :class:`StoreError`.
+not break old stores) pickled with cloudpickle, behind an envelope: one
+version byte, then (version 2) the CRC-32 of the pickle, so a flipped byte
+anywhere in a record is found when it is read instead of silently changing a
+stored value. Records of envelope version 1 (no checksum) are still read.
+
+Encoding happens on the caller's side, before anything reaches the store, so
+an unpicklable value raises :class:`SerializationError` and leaves the store
+untouched. Decoding never raises anything but :class:`StoreError` for bad
+bytes: a wrong envelope or checksum, a pickle that does not load, or fields of
+the wrong shape or type (which would otherwise blow up later, far from the
+store, as a ``TypeError`` while sorting or resuming).
 """
 
 from __future__ import annotations
 
 import pickle
+import pickletools
+import struct
+import zlib
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 import attrs
@@ -20,31 +32,182 @@ from .errors import SerializationError, StoreError
 
 __all__ = ["decode_instance", "decode_step", "encode_instance", "encode_step"]
 
-_ENVELOPE = b"\x01"
+_LEGACY = b"\x01"  # version byte + pickle (read only)
+_ENVELOPE = b"\x02"  # version byte + CRC-32 of the pickle (4 bytes, big endian) + pickle
+_CRC = struct.Struct(">I")
 _R = TypeVar("_R", WorkflowInstance, StepResult)
 
 
-def _dumps(fields: dict[str, Any], what: str, context: dict[str, Any]) -> bytes:
+def _seal(payload: bytes) -> bytes:
+    """``payload`` (a pickle) behind the current envelope."""
+    return _ENVELOPE + _CRC.pack(zlib.crc32(payload)) + payload
+
+
+def _unseal(data: bytes, where: str, path: str | None) -> bytes | memoryview:
+    """The pickle inside ``data``; :class:`StoreError` if the envelope or checksum is wrong."""
+    head = bytes(data[:1])
+    if head == _ENVELOPE:
+        if len(data) < 1 + _CRC.size:
+            raise StoreError(f"corrupt record at {where}: truncated ({len(data)} bytes)", path=path)
+        (crc,) = _CRC.unpack_from(data, 1)
+        checked = memoryview(data)[1 + _CRC.size:]  # no copy: crc32 and pickle read buffers
+        if zlib.crc32(checked) != crc:
+            raise StoreError(f"corrupt record at {where}: checksum mismatch", path=path)
+        return checked
+    if head == _LEGACY:
+        unchecked = bytes(data[1:])
+        try:
+            _check_memo(unchecked)
+        except Exception as exc:
+            raise StoreError(f"corrupt record at {where}: {type(exc).__name__}: {exc}", path=path) from exc
+        return unchecked
+    raise StoreError(f"corrupt record at {where}: unknown envelope {head!r}", path=path)
+
+
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+
+def _check_memo(payload: bytes) -> None:
+    """Refuse a pickle that stores into a memo slot far past its own length (``ValueError``).
+
+    The C unpickler sizes its memo array to the largest index it is told to
+    store at: five corrupt bytes (``LONG_BINPUT`` 2**30) make it allocate and
+    clear gigabytes before failing, or not fail at all. A pickler numbers memo
+    slots from 0, so no sound pickle uses an index beyond its own length.
+    Checksummed records never reach the parser corrupt, so only unchecked
+    (legacy) records pay for this scan.
+    """
+    for op, arg, _ in pickletools.genops(payload):
+        if op.name in _MEMO_PUTS and not (isinstance(arg, int) and 0 <= arg <= len(payload)):
+            raise ValueError(f"memo index {arg!r} out of range")
+
+
+def _pickle(value: Any) -> bytes:
+    """``value`` pickled: plain :mod:`pickle` when that is enough, else cloudpickle.
+
+    Plain pickle is about ten times faster, and stores classes and functions
+    by reference, which is right for anything importable. cloudpickle is used
+    when plain pickle cannot pickle the value (lambdas, local classes) or when
+    the result refers to ``__main__``, whose names another process (a CLI, a
+    worker started differently) could not import: cloudpickle stores those by
+    value. Both load with :func:`pickle.loads`.
+    """
     try:
-        data: bytes = cloudpickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
-        return _ENVELOPE + data
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        pass
+    else:
+        if b"__main__" not in data:
+            return data
+    out: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return out
+
+
+def _dumps(fields: dict[str, Any], cls: type, what: str, context: dict[str, Any]) -> bytes:
+    # Field types are checked on read (_build); records are built by the engine,
+    # whose own fields have the right types, and user values are of any type.
+    try:
+        data = _pickle(fields)
     except Exception as exc:  # pickling raises many types: PicklingError, TypeError, AttributeError...
         raise SerializationError(f"cannot checkpoint {what}: {type(exc).__name__}: {exc}", **context) from exc
+    return _seal(data)
+
+
+# -- the type each stored field must have -------------------------------------
+# Checked on every read: attrs does not check types, and a record of the right
+# shape but wrong types (corruption, a foreign writer) would otherwise surface
+# later as a TypeError far from the store (sorting by created_at, a dict keyed
+# by an unhashable step name, **kwargs with non-str keys...).
+
+_Check = Callable[[Any], bool]
+
+
+def _any(v: Any) -> bool:
+    return True
+
+
+def _str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _opt_str(v: Any) -> bool:
+    return v is None or isinstance(v, str)
+
+
+def _opt_time(v: Any) -> bool:
+    return v is None or isinstance(v, datetime)
+
+
+def _name(v: Any) -> bool:
+    # What check_instance_id / check_workflow_name accept when a record is written.
+    from .stores._base import is_valid_id  # here: stores import this module
+
+    return is_valid_id(v)
+
+
+def _kwargs(v: Any) -> bool:
+    return isinstance(v, Mapping) and all(isinstance(k, str) for k in v)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_FIELDS: dict[type, dict[str, _Check]] = {
+    WorkflowInstance: {
+        "id": _name, "workflow_name": _name, "status": _any, "input": _any, "current_step": _opt_str,
+        "output": _any, "error": _opt_str, "created_at": _opt_time, "started_at": _opt_time,
+        "completed_at": _opt_time, "deadline": _opt_time, "args": lambda v: isinstance(v, tuple),
+        "kwargs": _kwargs, "error_type": _opt_str,
+        # step_results is never stored (steps are stored apart): ignored if present.
+    },
+    StepResult: {
+        "step_name": _str, "status": _any, "input": _any, "output": _any, "error": _opt_str,
+        "started_at": _opt_time, "completed_at": _opt_time, "attempts": _int, "key": _str, "step_type": _str,
+        "function": _opt_str, "exception": lambda v: v is None or isinstance(v, BaseException),
+        "next_attempt_at": _opt_time,
+    },
+}
+_STATUS: dict[type, type[InstanceStatus] | type[StepStatus]] = {
+    WorkflowInstance: InstanceStatus, StepResult: StepStatus,
+}
+
+
+def _bad_field(fields: dict[str, Any], cls: type) -> str | None:
+    """What is wrong with the types of ``fields`` (a record of ``cls``), or ``None``."""
+    for name, check in _FIELDS[cls].items():
+        if name in fields and not check(fields[name]):
+            return f"field {name!r} of a {cls.__name__} record has a bad value of type {type(fields[name]).__name__}"
+    return None
+
+
+def _build(fields: Any, cls: type[_R]) -> _R:
+    """``cls`` from the loaded ``fields``; ``ValueError``/``TypeError`` naming what is wrong."""
+    if type(fields) is not dict:
+        raise TypeError(f"not a {cls.__name__} record (a {type(fields).__name__})")
+    problem = _bad_field(fields, cls)
+    if problem is not None:
+        raise TypeError(problem)
+    kept = {name: fields[name] for name in _FIELDS[cls] if name in fields}  # unknown fields: a newer writer's
+    if "status" in kept:
+        kept["status"] = _STATUS[cls](kept["status"])  # ValueError if not a status
+    return cls(**kept)  # TypeError if a required field is missing
 
 
 def _loads(data: bytes, cls: type[_R], where: str, path: str | None) -> _R:
-    if not data or data[:1] != _ENVELOPE:
-        raise StoreError(f"corrupt record at {where}: unknown envelope {bytes(data[:1])!r}", path=path)
+    payload = _unseal(data, where, path)
     try:
-        fields = pickle.loads(data[1:])
+        fields = pickle.loads(payload)
+        return _build(fields, cls)
     except Exception as exc:
-        raise StoreError(f"corrupt record at {where}: {type(exc).__name__}: {exc}", path=path) from exc
-    if not isinstance(fields, dict):
-        raise StoreError(f"corrupt record at {where}: not a {cls.__name__} record", path=path)
-    known = {f.name for f in attrs.fields(cls)}
-    try:
-        return cls(**{k: v for k, v in fields.items() if k in known})
-    except Exception as exc:
+        # Exception covers what bad bytes can make pickle raise, MemoryError and
+        # RecursionError included. Deliberately not BaseException: a
+        # KeyboardInterrupt arriving while a record loads is not corruption and
+        # must propagate; SystemExit, GeneratorExit or a BaseExceptionGroup can
+        # only come from a record that calls code (a crafted REDUCE), and such
+        # a record could as well call os._exit: catching them would promise a
+        # safety that unpickling cannot give (see "Security" in the README: a
+        # store is exactly as trusted as the code that reads it).
         raise StoreError(f"corrupt record at {where}: {type(exc).__name__}: {exc}", path=path) from exc
 
 
@@ -54,16 +217,12 @@ def encode_instance(inst: WorkflowInstance) -> bytes:
     del fields["step_results"]
     fields["status"] = InstanceStatus(inst.status).value
     fields["kwargs"] = dict(inst.kwargs)
-    return _dumps(fields, "instance", {"workflow": inst.workflow_name, "instance_id": inst.id})
+    return _dumps(fields, WorkflowInstance, "instance", {"workflow": inst.workflow_name, "instance_id": inst.id})
 
 
 def decode_instance(data: bytes, where: str = "instance", path: str | None = None) -> WorkflowInstance:
     """The instance encoded in ``data``; :class:`StoreError` if it is not one."""
-    inst = _loads(data, WorkflowInstance, where, path)
-    try:
-        return attrs.evolve(inst, status=InstanceStatus(inst.status))
-    except ValueError as exc:
-        raise StoreError(f"corrupt record at {where}: {exc}", path=path) from exc
+    return _loads(data, WorkflowInstance, where, path)
 
 
 def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: str | None = None) -> bytes:
@@ -74,21 +233,17 @@ def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: s
     exc = fields.get("exception")
     if exc is not None:
         try:
-            pickle.loads(cloudpickle.dumps(exc))  # some exceptions pickle but cannot load back
+            pickle.loads(_pickle(exc))  # some exceptions pickle but cannot load back
         except Exception:
             # Keep the failure storable: an unpicklable exception is replaced by
             # a plain one carrying the same type name and message.
             fields["exception"] = _portable_exception(exc)
-    return _dumps(fields, f"the {step.status} result of step {step.key or step.step_name!r}", context)
+    return _dumps(fields, StepResult, f"the {step.status} result of step {step.key or step.step_name!r}", context)
 
 
 def decode_step(data: bytes, where: str = "step", path: str | None = None) -> StepResult:
     """The step result encoded in ``data``; :class:`StoreError` if it is not one."""
-    step = _loads(data, StepResult, where, path)
-    try:
-        return attrs.evolve(step, status=StepStatus(step.status))
-    except ValueError as exc:
-        raise StoreError(f"corrupt record at {where}: {exc}", path=path) from exc
+    return _loads(data, StepResult, where, path)
 
 
 class UnpicklableError(Exception):

@@ -36,6 +36,7 @@ from .errors import (
     DurableError,
     InstanceNotFound,
     SerializationError,
+    StoreError,
     WorkflowCancelled,
     WorkflowNotFound,
     WorkflowTimeout,
@@ -74,6 +75,7 @@ class WorkflowService:
         self._engine = engine
         self._defs: dict[str, Definition] = {}
         self._runs: dict[str, Run] = {}
+        self._store_failed: dict[str, StoreError] = {}  # runs stopped by a failed write, for wait()
         self._stopping = False
 
     # -- registry ----------------------------------------------------------
@@ -147,6 +149,7 @@ class WorkflowService:
                 *, first: bool) -> Run:
         run = Run(self._engine, definition, instance, checkpoints, definition.total_steps)
         self._runs[instance.id] = run
+        self._store_failed.pop(instance.id, None)
         self._engine.nursery.start_soon(self._drive, run, first)
         return run
 
@@ -178,6 +181,9 @@ class WorkflowService:
                 outcome = (InstanceStatus.FAILED, None, exc)
             if run.stop_reason is not None:
                 return  # cancelled (already recorded) or the engine is stopping
+            if isinstance(run.fatal, StoreError):
+                self._left_unfinished(run, run.fatal)
+                return
             if run.fatal is not None:
                 # A failed checkpoint or a diverged replay fails the instance
                 # even if the workflow's code caught the error.
@@ -218,6 +224,9 @@ class WorkflowService:
             log.warning("instance %s: not recording its end (%s): another engine holds it, or it was "
                         "cancelled elsewhere", run.id, status.value)
             return
+        except StoreError as exc:
+            self._left_unfinished(run, exc)
+            return
         run.instance = final
         if final.status == InstanceStatus.COMPLETED:
             run.progress = 100
@@ -226,6 +235,17 @@ class WorkflowService:
             run.emit("workflow.completed", output=final.output)
         else:
             run.emit("workflow.failed", error=final.error)
+
+    def _left_unfinished(self, run: Run, error: StoreError) -> None:
+        """The store failed a write of ``run`` (disk full, I/O error, read-only): stop it, writing nothing more.
+
+        A failing store is not the workflow's failure, and recording one would
+        need the store that just failed: the instance stays as its last durable
+        write left it (pending or running), for ``resume()`` once the cause is
+        fixed. ``wait()`` on it in this engine raises ``error`` meanwhile.
+        """
+        log.error("instance %s: stopped, left unfinished for resume(): %s", run.id, error)
+        self._store_failed[run.id] = error
 
     def running_ids(self) -> list[str]:
         """Ids of the instances running in this engine now."""
@@ -271,6 +291,9 @@ class WorkflowService:
 
         Raises:
             InstanceNotFound: there is no such instance.
+            StoreError: the store failed a write of the instance's run in this
+                engine (disk full...): the run stopped, the instance is left
+                unfinished for ``resume()``.
             TimeoutError: it did not finish within ``timeout`` seconds.
         """
         with trio.move_on_after(timeout if timeout is not None else float("inf")):
@@ -284,6 +307,9 @@ class WorkflowService:
                     raise InstanceNotFound("no such instance", instance_id=instance_id)
                 if inst.finished:
                     return inst
+                failed = self._store_failed.get(instance_id)
+                if failed is not None and instance_id not in self._runs:
+                    raise failed  # stopped here by a failing store: it will not finish by waiting
                 if instance_id not in self._runs:
                     # Running elsewhere, or not resumed yet: poll the store.
                     await trio.sleep(delay)

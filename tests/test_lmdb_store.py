@@ -135,7 +135,7 @@ async def test_reopening_sees_everything_written(store_path: Path) -> None:
 
 async def test_fresh_store_writes_the_format_marker(store_path: Path) -> None:
     LMDBStore(store_path).close()
-    assert raw_get(store_path, b"meta", b"format") == b"1"
+    assert raw_get(store_path, b"meta", b"format") == b"2"
 
 
 async def test_opening_an_empty_existing_directory_creates_a_store(tmp_path: Path) -> None:
@@ -280,9 +280,10 @@ async def test_newer_format_is_refused_and_older_data_survives(store_path: Path)
         await check_populated(st)
     finally:
         st.close()
+    assert raw_get(store_path, b"meta", b"format") == b"2"  # an older store is upgraded in place
 
 
-@pytest.mark.parametrize("marker", [b"one", b"", b"\xff\xfe", b"1.5"])
+@pytest.mark.parametrize("marker", [b"one", b"", b"\xff\xfe", b"1.5", b"0", b"-3", b" 1"])
 async def test_unreadable_format_marker_is_refused(store_path: Path, marker: bytes) -> None:
     await populate(store_path)
     raw_put(store_path, b"meta", b"format", marker)

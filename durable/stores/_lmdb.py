@@ -39,7 +39,8 @@ from ._writer import WriteRequest, Writer, superseded
 
 __all__ = ["FORMAT_VERSION", "LMDBStore"]
 
-FORMAT_VERSION = 1
+# 1: records behind a one-byte envelope; 2: records carry a CRC-32 (1's still read).
+FORMAT_VERSION = 2
 _DBS = (b"meta", b"instances", b"steps", b"status", b"index", b"leases", b"owners")
 _T = TypeVar("_T")
 
@@ -116,14 +117,18 @@ class LMDBStore:
                         raise self._fail("has records but no format marker: not a durable store")
                     txn.put(b"format", str(FORMAT_VERSION).encode(), db=meta)
             else:
-                try:
-                    found = int(version)
-                except ValueError:
-                    raise self._fail(f"has an unreadable format marker {version!r}") from None
+                if not version.isdigit() or version.startswith(b"0"):
+                    raise self._fail(f"has an unreadable format marker {version!r}")
+                found = int(version)
                 if found > FORMAT_VERSION:
                     raise self._fail(
                         f"was written by a newer durable (store format {found}, this version reads up to {FORMAT_VERSION})"
                     )
+                if found < FORMAT_VERSION:
+                    # Older records stay readable; new ones are of this format, so an
+                    # older durable must refuse the store as a whole, not record by record.
+                    with env.begin(write=True) as txn:
+                        txn.put(b"format", str(FORMAT_VERSION).encode(), db=meta)
         except StoreError:
             env.close()
             raise
@@ -174,7 +179,10 @@ class LMDBStore:
                 k, v = bytes(k), bytes(v)
                 if not k.startswith(prefix):
                     break
-                step = decode_step(v, f"{self._path}:steps/{k!r}", self._path)
+                where = f"{self._path}:steps/{k!r}"
+                step = decode_step(v, where, self._path)
+                if step_key_bytes(instance_id, step.key) != k:
+                    raise StoreError(f"corrupt record at {where}: it holds step {step.key!r}", path=self._path)
                 out[step.key] = step
         return out
 
@@ -184,7 +192,10 @@ class LMDBStore:
         data = txn.get(instance_id.encode(), db=self._dbs["instances"])
         if data is None:
             return None
-        inst = decode_instance(bytes(data), f"{self._path}:instances/{instance_id}", self._path)
+        where = f"{self._path}:instances/{instance_id}"
+        inst = decode_instance(bytes(data), where, self._path)
+        if inst.id != instance_id:
+            raise StoreError(f"corrupt record at {where}: it holds instance {inst.id!r}", path=self._path)
         if with_steps:
             inst = join_steps(inst, self._load_steps(txn, instance_id).values())
         return inst
@@ -235,6 +246,7 @@ class LMDBStore:
         """Run every write of ``batch`` in one transaction and commit it (writer thread)."""
         while True:
             resize: int | None = None
+            split = False
             with self._lock.shared():
                 try:
                     txn = self._env.begin(write=True)
@@ -253,13 +265,37 @@ class LMDBStore:
                         resize = self._env.info()["map_size"] * 2
                     except BaseException as exc:
                         txn.abort()
-                        err = self._fail(
-                            f"write failed, nothing of this batch was stored: {type(exc).__name__}: {exc}"
-                        )
-                        for r in batch:
-                            r.error = err
-                        return
+                        if len(batch) > 1:
+                            split = True  # below, outside the lock
+                        else:
+                            err = self._fail(
+                                f"write failed, nothing of this batch was stored: {type(exc).__name__}: {exc}"
+                                f"{self._space_hint(exc)}"
+                            )
+                            for r in batch:
+                                r.error = err
+                            return
+            if split:
+                # One failing write (a big checkpoint on a nearly full disk) must not
+                # fail the others that happened to share its transaction: retry each alone.
+                for r in batch:
+                    r.result = None
+                    self._run_batch([r])
+                return
+            assert resize is not None  # every other way out of the block returned
             self._resize(resize)
+
+    def _space_hint(self, exc: BaseException) -> str:
+        """A hint after a failed write that looks like a full disk (LMDB reports a short write as EIO)."""
+        text = str(exc)
+        if "Input/output error" not in text and "No space" not in text and "too large" not in text:
+            return ""
+        try:
+            st = os.statvfs(self._path)
+            free = f"{st.f_bavail * st.f_frsize:,} bytes free"
+        except OSError:
+            free = "free space unknown"
+        return f" (is the disk full, or a file size limit reached? {free})"
 
     async def _write(
         self, fn: Callable[[lmdb.Transaction], _T], durable: bool = True, key: bytes | None = None
