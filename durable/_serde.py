@@ -82,6 +82,13 @@ def _check_memo(payload: bytes) -> None:
             raise ValueError(f"memo index {arg!r} out of range")
 
 
+# How protocol 4+ writes the module name of a global from __main__: SHORT_BINUNICODE,
+# length 8. A plain string value "__main__" matches too (and just takes the slow path);
+# a string such as "__main__.fn" does not.
+_MAIN_GLOBAL = b"\x8c\x08__main__"
+assert pickle.HIGHEST_PROTOCOL >= 4
+
+
 def _pickle(value: Any) -> bytes:
     """``value`` pickled: plain :mod:`pickle` when that is enough, else cloudpickle.
 
@@ -97,7 +104,7 @@ def _pickle(value: Any) -> bytes:
     except Exception:
         pass
     else:
-        if b"__main__" not in data:
+        if _MAIN_GLOBAL not in data:
             return data
     out: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     return out
