@@ -8,7 +8,8 @@ checkpoints cost one fsync, a lone sequential checkpoint pays exactly one and
 waits for no timer, and the trio loop never blocks on the disk.
 
 Non-durable writes do not wake the writer on their own: they ride along with
-the next durable commit, or are committed after ``lazy_delay`` seconds. A
+the next durable commit, or are committed within about ``lazy_delay`` seconds
+(the idle thread looks at its queue that often). A
 non-durable write with a ``key`` is skipped when a later write of the same
 batch has that key: a step's "running" marker is never even encoded when the
 step's result follows it into the same commit, the common case.
@@ -65,6 +66,7 @@ class Writer:
     _durable_waiting: int = 0
     _cond: threading.Condition = attrs.field(factory=threading.Condition)
     _stopping: bool = False
+    _oldest: float = 0.0  # when the oldest queued write was queued
     _thread: threading.Thread | None = None
     batches: int = 0
     writes: int = 0
@@ -77,13 +79,15 @@ class Writer:
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the store's writer has stopped")
-            was_empty = not self._queue
+            if not self._queue:
+                self._oldest = time.monotonic()
             self._queue.append(request)
             if request.durable:
                 self._durable_waiting += 1
                 self._cond.notify()
-            elif was_empty:
-                self._cond.notify()  # start the lazy_delay clock
+            # A non-durable write does not wake the thread (a wake-up costs the
+            # trio thread the GIL, once per step): the thread looks at the queue
+            # at least every lazy_delay seconds anyway.
 
     def stop(self) -> None:
         """Commit what is queued, then end the thread (blocking: call from a worker thread)."""
@@ -95,22 +99,18 @@ class Writer:
 
     def _take(self) -> list[WriteRequest] | None:
         with self._cond:
-            first_lazy: float | None = None
             while True:
                 if self._durable_waiting or (self._stopping and self._queue):
                     break
                 if self._stopping:
                     return None
                 if self._queue:
-                    now = time.monotonic()
-                    first_lazy = first_lazy or now
-                    remaining = first_lazy + self.lazy_delay - now
+                    remaining = self._oldest + self.lazy_delay - time.monotonic()
                     if remaining <= 0:
                         break
                     self._cond.wait(remaining)
                 else:
-                    first_lazy = None
-                    self._cond.wait()
+                    self._cond.wait(self.lazy_delay)
             batch, self._queue = self._queue, []
             self._durable_waiting = 0
             return batch
