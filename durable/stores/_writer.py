@@ -1,9 +1,9 @@
 """Group commit: one writer thread commits every queued write in one LMDB transaction.
 
 Callers on the trio loop queue a *write function* (``fn(txn) -> result``) and,
-for a durable write, wait on a :class:`trio.Event`. The writer thread takes
-everything queued, runs it in one write transaction, commits it (one fsync),
-and then wakes every waiter through the trio token. So N concurrent
+for a durable write, park their task until it is committed. The writer thread
+takes everything queued, runs it in one write transaction, commits it (one
+fsync), and then reschedules every waiting task through the trio token. So N concurrent
 checkpoints cost one fsync, a lone sequential checkpoint pays exactly one and
 waits for no timer, and the trio loop never blocks on the disk.
 
@@ -36,11 +36,11 @@ WriteFn = Callable[[lmdb.Transaction], Any]
 
 @attrs.define(eq=False)
 class WriteRequest:
-    """One queued write; ``done`` is set once it is committed (or failed)."""
+    """One queued write; ``waiter`` (a parked task) is rescheduled once it is committed (or failed)."""
 
     fn: WriteFn
     durable: bool
-    done: trio.Event | None
+    waiter: trio.lowlevel.Task | None
     key: bytes | None = None
     result: Any = None
     error: BaseException | None = None
@@ -127,14 +127,14 @@ class Writer:
                     r.error = exc
             self.batches += 1
             self.writes += len(batch)
-            waiters = [r.done for r in batch if r.done is not None]
+            waiters = [r.waiter for r in batch if r.waiter is not None]
             if waiters:
                 try:
-                    self.token.run_sync_soon(_set_all, waiters)
+                    self.token.run_sync_soon(_wake_all, waiters)
                 except trio.RunFinishedError:
                     return
 
 
-def _set_all(events: list[trio.Event]) -> None:
-    for e in events:
-        e.set()
+def _wake_all(tasks: list[trio.lowlevel.Task]) -> None:
+    for task in tasks:
+        trio.lowlevel.reschedule(task)
