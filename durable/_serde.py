@@ -6,6 +6,12 @@ version byte, then (version 2) the CRC-32 of the pickle, so a flipped byte
 anywhere in a record is found when it is read instead of silently changing a
 stored value. Records of envelope version 1 (no checksum) are still read.
 
+A record's own times (``created_at``, ``started_at``...) that are in UTC, as
+the engine's always are, are stored as integer microseconds since the epoch
+(store format 3): exact, and pickled ten times faster than an aware
+``datetime``. A time in another zone is stored as the ``datetime`` itself, as
+format 2 stored every time; both are read.
+
 Encoding happens on the caller's side, before anything reaches the store, so
 an unpicklable value raises :class:`SerializationError` and leaves the store
 untouched. Decoding never raises anything but :class:`StoreError` for bad
@@ -21,7 +27,7 @@ import pickletools
 import struct
 import zlib
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import attrs
@@ -142,7 +148,7 @@ def _opt_str(v: Any) -> bool:
 
 
 def _opt_time(v: Any) -> bool:
-    return v is None or isinstance(v, datetime)
+    return v is None or isinstance(v, datetime) or type(v) is int  # int: microseconds since the epoch, UTC
 
 
 def _name(v: Any) -> bool:
@@ -180,11 +186,51 @@ _STATUS: dict[type, type[InstanceStatus] | type[StepStatus]] = {
 }
 
 
+_NoneType = type(None)
+# The exact types a field's value usually has: a value of one of them passes
+# without calling its check (decoding runs once per checkpoint on resume).
+_FAST: dict[type, dict[str, frozenset[type]]] = {
+    cls: {
+        name: frozenset({str} if check is _str else {str, _NoneType} if check is _opt_str
+                        else {datetime, int, _NoneType} if check is _opt_time else {int} if check is _int
+                        else {_NoneType} if name == "exception" else set())
+        for name, check in checks.items() if check is not _any
+    }
+    for cls, checks in _FIELDS.items()
+}
+_KNOWN: dict[type, frozenset[str]] = {cls: frozenset(checks) for cls, checks in _FIELDS.items()}
+_STATUS_BY_VALUE: dict[type, dict[Any, InstanceStatus | StepStatus]] = {
+    cls: {s.value: s for s in status} for cls, status in _STATUS.items()
+}
+_TIMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(name for name, check in checks.items() if check is _opt_time) for cls, checks in _FIELDS.items()
+}
+_NAMES: dict[type, tuple[str, ...]] = {cls: tuple(a.name for a in attrs.fields(cls)) for cls in _FIELDS}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _fields_of(record: WorkflowInstance | StepResult) -> dict[str, Any]:
+    """The fields of ``record`` as a dict, its UTC times as microseconds since the epoch."""
+    cls = type(record)
+    fields = {name: getattr(record, name) for name in _NAMES[cls]}
+    for name in _TIMES[cls]:
+        value = fields[name]
+        if value is not None and value.tzinfo is UTC:
+            fields[name] = (value - _EPOCH) // _MICROSECOND
+    return fields
+
+
 def _bad_field(fields: dict[str, Any], cls: type) -> str | None:
     """What is wrong with the types of ``fields`` (a record of ``cls``), or ``None``."""
-    for name, check in _FIELDS[cls].items():
-        if name in fields and not check(fields[name]):
-            return f"field {name!r} of a {cls.__name__} record has a bad value of type {type(fields[name]).__name__}"
+    fast = _FAST[cls]
+    checks = _FIELDS[cls]
+    for name, value in fields.items():
+        usual = fast.get(name)
+        if usual is None or type(value) in usual:
+            continue  # a field of any type, an unknown field (ignored), or the usual type
+        if not checks[name](value):
+            return f"field {name!r} of a {cls.__name__} record has a bad value of type {type(value).__name__}"
     return None
 
 
@@ -195,10 +241,17 @@ def _build(fields: Any, cls: type[_R]) -> _R:
     problem = _bad_field(fields, cls)
     if problem is not None:
         raise TypeError(problem)
-    kept = {name: fields[name] for name in _FIELDS[cls] if name in fields}  # unknown fields: a newer writer's
-    if "status" in kept:
-        kept["status"] = _STATUS[cls](kept["status"])  # ValueError if not a status
-    return cls(**kept)  # TypeError if a required field is missing
+    if not fields.keys() <= _KNOWN[cls]:
+        fields = {name: fields[name] for name in _FIELDS[cls] if name in fields}  # unknown fields: a newer writer's
+    for name in _TIMES[cls]:
+        value = fields.get(name)
+        if type(value) is int:
+            fields[name] = _EPOCH + timedelta(microseconds=value)  # OverflowError if out of range
+    if "status" in fields:
+        status = fields["status"]
+        known = _STATUS_BY_VALUE[cls].get(status) if type(status) is str else None
+        fields["status"] = known if known is not None else _STATUS[cls](status)  # ValueError if not a status
+    return cls(**fields)  # TypeError if a required field is missing
 
 
 def _loads(data: bytes, cls: type[_R], where: str, path: str | None) -> _R:
@@ -220,7 +273,7 @@ def _loads(data: bytes, cls: type[_R], where: str, path: str | None) -> _R:
 
 def encode_instance(inst: WorkflowInstance) -> bytes:
     """Bytes of ``inst`` without its step results (they are stored apart)."""
-    fields = attrs.asdict(inst, recurse=False)
+    fields = _fields_of(inst)
     del fields["step_results"]
     fields["status"] = InstanceStatus(inst.status).value
     fields["kwargs"] = dict(inst.kwargs)
@@ -234,7 +287,7 @@ def decode_instance(data: bytes, where: str = "instance", path: str | None = Non
 
 def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: str | None = None) -> bytes:
     """Bytes of one step's checkpoint."""
-    fields = attrs.asdict(step, recurse=False)
+    fields = _fields_of(step)
     fields["status"] = StepStatus(step.status).value
     context = {"workflow": workflow, "instance_id": instance_id, "step": step.key or step.step_name}
     exc = fields.get("exception")

@@ -302,6 +302,10 @@ class WorkflowService:
                 run = self._runs.get(instance_id)
                 if run is not None:
                     await run.done.wait()
+                    if run.instance.finished:
+                        # Its final record is durable, and every write of the
+                        # run before it: what the store would give back.
+                        return run.snapshot()
                 inst = await self._engine.store.get_instance(instance_id)
                 if inst is None:
                     raise InstanceNotFound("no such instance", instance_id=instance_id)
@@ -337,10 +341,10 @@ class WorkflowService:
             run.stop_reason = "cancel"  # also overrides a stop in progress
             inst = run.instance
         else:
-            found = await engine.store.get_instance(instance_id)
+            found = await engine.store.get_instance(instance_id, steps=False)
             if found is None or found.finished:
                 return False
-            inst = attrs.evolve(found, step_results={})
+            inst = found
         err = WorkflowCancelled("cancelled", workflow=inst.workflow_name, instance_id=inst.id)
         final = attrs.evolve(inst, status=InstanceStatus.CANCELLED, completed_at=engine.now(),
                              error=str(err), error_type=type(err).__name__,
@@ -373,7 +377,7 @@ class WorkflowService:
         engine = self._engine
         engine.nursery
         candidates: list[str] = []
-        for inst in await engine.store.get_running_instances():
+        for inst in await engine.store.get_running_instances(steps=False):
             if inst.id in self._runs:
                 continue
             if inst.workflow_name not in self._defs:
@@ -385,13 +389,14 @@ class WorkflowService:
             return resumed
         # Only instances whose owner is gone; the claim is one durable write.
         for instance_id in await engine.store.claim(candidates, engine.owner, limit=limit):
-            fresh = await engine.store.get_instance(instance_id)  # a cancel may have landed meanwhile
-            if fresh is None or fresh.finished or instance_id in self._runs:
+            # A cancel may have landed meanwhile. This engine holds the lease
+            # now, so no other engine writes the checkpoints read next.
+            bare = await engine.store.get_instance(instance_id, steps=False)
+            if bare is None or bare.finished or instance_id in self._runs:
                 continue
-            definition = self._defs[fresh.workflow_name]
+            definition = self._defs[bare.workflow_name]
             checkpoints = await engine.store.get_steps(instance_id)
-            bare = attrs.evolve(fresh, step_results={})
-            if fresh.deadline is not None and fresh.deadline <= engine.now():
+            if bare.deadline is not None and bare.deadline <= engine.now():
                 run = Run(engine, definition, bare, checkpoints, definition.total_steps)
                 await self._finish(run, InstanceStatus.TIMED_OUT, None, run.fail(
                     WorkflowTimeout, "passed its deadline while no process was running it"))

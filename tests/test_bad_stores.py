@@ -853,7 +853,9 @@ def test_wrongly_typed_records_are_store_errors() -> None:
         {**_VALID_STEP, "key": None},
         {**_VALID_STEP, "attempts": "1"},
         {**_VALID_STEP, "attempts": True},
-        {**_VALID_STEP, "started_at": 0},
+        {**_VALID_STEP, "started_at": 0.5},
+        {**_VALID_STEP, "started_at": True},
+        {**_VALID_STEP, "started_at": 10**30},  # microseconds past year 9999
         {**_VALID_STEP, "exception": "boom"},
         {**_VALID_STEP, "status": "weird"},
     ]

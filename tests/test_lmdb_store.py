@@ -25,6 +25,7 @@ from durable import (
     WorkflowInstance,
 )
 from durable.errors import DurableError
+from durable.stores._lmdb import FORMAT_VERSION
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -135,7 +136,7 @@ async def test_reopening_sees_everything_written(store_path: Path) -> None:
 
 async def test_fresh_store_writes_the_format_marker(store_path: Path) -> None:
     LMDBStore(store_path).close()
-    assert raw_get(store_path, b"meta", b"format") == b"2"
+    assert raw_get(store_path, b"meta", b"format") == str(FORMAT_VERSION).encode()
 
 
 async def test_opening_an_empty_existing_directory_creates_a_store(tmp_path: Path) -> None:
@@ -280,7 +281,7 @@ async def test_newer_format_is_refused_and_older_data_survives(store_path: Path)
         await check_populated(st)
     finally:
         st.close()
-    assert raw_get(store_path, b"meta", b"format") == b"2"  # an older store is upgraded in place
+    assert raw_get(store_path, b"meta", b"format") == str(FORMAT_VERSION).encode()  # an older store is upgraded in place
 
 
 @pytest.mark.parametrize("marker", [b"one", b"", b"\xff\xfe", b"1.5", b"0", b"-3", b" 1"])

@@ -56,3 +56,31 @@ def test_importable_values_and_main_like_strings_round_trip() -> None:
             assert type(back) is ValueError and str(back) == "boom"
         else:
             assert back == output
+
+
+def test_record_times_round_trip_exactly_in_any_zone() -> None:
+    import pickle
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from durable._serde import _seal
+
+    paris = timezone(timedelta(hours=1), "CET")
+    times = [
+        datetime(2026, 11, 24, 20, 15, 1, 999_999, tzinfo=UTC),
+        datetime(1900, 1, 1, tzinfo=UTC),  # before the epoch
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2026, 6, 1, 12, 0, tzinfo=paris),  # another zone: stored as the datetime itself
+        datetime(2026, 6, 1, 12, 0),  # naive: kept naive
+    ]
+    for when in times:
+        rec = StepResult(step_name="s", status=StepStatus.COMPLETED, key="s#0", started_at=when,
+                         completed_at=when, next_attempt_at=when)
+        back = decode_step(encode_step(rec))
+        for got in (back.started_at, back.completed_at, back.next_attempt_at):
+            assert got == when and got is not None and got.tzinfo == when.tzinfo
+    # A format-2 record (times as aware datetimes) still reads.
+    when = times[0]
+    old = {"step_name": "s", "status": "completed", "key": "s#0", "started_at": when, "attempts": 1,
+           "step_type": "task"}
+    back = decode_step(_seal(pickle.dumps(old)))
+    assert back.started_at == when and back.started_at.tzinfo is UTC

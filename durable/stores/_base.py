@@ -94,8 +94,11 @@ class Store(Protocol):
         """
         ...
 
-    async def get_instance(self, instance_id: str) -> WorkflowInstance | None:
-        """The instance with its step results keyed by step name, or ``None``."""
+    async def get_instance(self, instance_id: str, *, steps: bool = True) -> WorkflowInstance | None:
+        """The instance with its step results keyed by step name, or ``None``.
+
+        ``steps=False`` leaves ``step_results`` empty and skips reading them.
+        """
         ...
 
     async def update_instance(
@@ -114,13 +117,13 @@ class Store(Protocol):
         ...
 
     async def get_instances_by_workflow(
-        self, workflow_name: str, status: InstanceStatus | str | None = None
+        self, workflow_name: str, status: InstanceStatus | str | None = None, *, steps: bool = True
     ) -> list[WorkflowInstance]:
-        """Instances of one workflow, optionally of one status, oldest first."""
+        """Instances of one workflow, optionally of one status, oldest first (``steps``: as in get_instance)."""
         ...
 
-    async def get_running_instances(self) -> list[WorkflowInstance]:
-        """Every instance whose status is pending or running, oldest first."""
+    async def get_running_instances(self, *, steps: bool = True) -> list[WorkflowInstance]:
+        """Every instance whose status is pending or running, oldest first (``steps``: as in get_instance)."""
         ...
 
     async def put_step(

@@ -39,8 +39,9 @@ from ._writer import WriteRequest, Writer, superseded
 
 __all__ = ["FORMAT_VERSION", "LMDBStore"]
 
-# 1: records behind a one-byte envelope; 2: records carry a CRC-32 (1's still read).
-FORMAT_VERSION = 2
+# 1: records behind a one-byte envelope; 2: records carry a CRC-32; 3: UTC times as integer
+# microseconds (earlier formats are still read, and the marker is upgraded on open).
+FORMAT_VERSION = 3
 _DBS = (b"meta", b"instances", b"steps", b"status", b"index", b"leases", b"owners")
 _T = TypeVar("_T")
 
@@ -204,10 +205,10 @@ class LMDBStore:
             inst = join_steps(inst, self._load_steps(txn, instance_id).values())
         return inst
 
-    async def get_instance(self, instance_id: str) -> WorkflowInstance | None:
-        """The instance with its step results, or ``None``."""
+    async def get_instance(self, instance_id: str, *, steps: bool = True) -> WorkflowInstance | None:
+        """The instance with its step results (unless ``steps=False``), or ``None``."""
         with self._read() as txn:
-            return self._load(txn, instance_id)
+            return self._load(txn, instance_id, steps)
 
     async def get_steps(self, instance_id: str) -> dict[str, StepResult]:
         """Every checkpoint of an instance, keyed by checkpoint key."""
@@ -216,7 +217,7 @@ class LMDBStore:
         with self._read() as txn:
             return self._load_steps(txn, instance_id)
 
-    def _scan_index(self, prefixes: list[bytes]) -> list[WorkflowInstance]:
+    def _scan_index(self, prefixes: list[bytes], steps: bool) -> list[WorkflowInstance]:
         out: list[WorkflowInstance] = []
         with self._read() as txn:
             cursor = txn.cursor(db=self._dbs["index"])
@@ -227,22 +228,23 @@ class LMDBStore:
                     k = bytes(raw)
                     if not k.startswith(prefix):
                         break
-                    inst = self._load(txn, k.rsplit(b"\0", 1)[1].decode())
+                    inst = self._load(txn, k.rsplit(b"\0", 1)[1].decode(), steps)
                     if inst is not None:
                         out.append(inst)
         out.sort(key=lambda i: (i.created_at is None, i.created_at or 0, i.id))
         return out
 
     async def get_instances_by_workflow(
-        self, workflow_name: str, status: InstanceStatus | str | None = None
+        self, workflow_name: str, status: InstanceStatus | str | None = None, *, steps: bool = True
     ) -> list[WorkflowInstance]:
         """Instances of one workflow, optionally of one status, oldest first."""
         statuses = list(InstanceStatus) if status is None else [InstanceStatus(status)]
-        return self._scan_index([f"{s.value}\0{workflow_name}\0".encode() for s in statuses])
+        return self._scan_index([f"{s.value}\0{workflow_name}\0".encode() for s in statuses], steps)
 
-    async def get_running_instances(self) -> list[WorkflowInstance]:
+    async def get_running_instances(self, *, steps: bool = True) -> list[WorkflowInstance]:
         """Instances that are pending or running, oldest first."""
-        return self._scan_index([f"{s.value}\0".encode() for s in (InstanceStatus.PENDING, InstanceStatus.RUNNING)])
+        return self._scan_index(
+            [f"{s.value}\0".encode() for s in (InstanceStatus.PENDING, InstanceStatus.RUNNING)], steps)
 
     # -- writing ---------------------------------------------------------
 

@@ -66,12 +66,13 @@ class MemoryStore:
             self._leases[instance.id] = owner.id
         return instance, True
 
-    async def get_instance(self, instance_id: str) -> WorkflowInstance | None:
-        """The instance with its step results, or ``None``."""
+    async def get_instance(self, instance_id: str, *, steps: bool = True) -> WorkflowInstance | None:
+        """The instance with its step results (unless ``steps=False``), or ``None``."""
         data = self._instances.get(instance_id) if is_valid_id(instance_id) else None
         if data is None:
             return None
-        return join_steps(decode_instance(data, f"memory:{instance_id}"), (await self.get_steps(instance_id)).values())
+        inst = decode_instance(data, f"memory:{instance_id}")
+        return join_steps(inst, (await self.get_steps(instance_id)).values()) if steps else inst
 
     def _fence(self, instance_id: str, owner: str | None) -> None:
         if owner is None:
@@ -113,28 +114,28 @@ class MemoryStore:
         self._leases.pop(instance_id, None)
         return self._instances.pop(instance_id, None) is not None
 
-    async def _all(self) -> list[WorkflowInstance]:
+    async def _all(self, steps: bool) -> list[WorkflowInstance]:
         out = []
         for iid in self._instances:
-            inst = await self.get_instance(iid)
+            inst = await self.get_instance(iid, steps=steps)
             if inst is not None:
                 out.append(inst)
         out.sort(key=lambda i: (i.created_at is None, i.created_at or 0, i.id))
         return out
 
     async def get_instances_by_workflow(
-        self, workflow_name: str, status: InstanceStatus | str | None = None
+        self, workflow_name: str, status: InstanceStatus | str | None = None, *, steps: bool = True
     ) -> list[WorkflowInstance]:
         """Instances of one workflow, optionally of one status, oldest first."""
         wanted = None if status is None else InstanceStatus(status)
         return [
-            i for i in await self._all()
+            i for i in await self._all(steps)
             if i.workflow_name == workflow_name and (wanted is None or i.status == wanted)
         ]
 
-    async def get_running_instances(self) -> list[WorkflowInstance]:
+    async def get_running_instances(self, *, steps: bool = True) -> list[WorkflowInstance]:
         """Instances that are pending or running, oldest first."""
-        return [i for i in await self._all() if not i.finished]
+        return [i for i in await self._all(steps) if not i.finished]
 
     async def put_step(
         self, instance_id: str, step: StepResult, *, durable: bool = True, owner: str | None = None
