@@ -301,6 +301,22 @@ def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: s
     return _dumps(fields, StepResult, f"the {step.status} result of step {step.key or step.step_name!r}", context)
 
 
+def check_step_input(step: StepResult, *, instance_id: str | None = None) -> None:
+    """:class:`SerializationError` if ``step``'s input cannot be stored; the input alone is pickled.
+
+    What a store checks before queueing a marker it encodes only if it is
+    written (most are superseded by the step's result in the same commit).
+    """
+    try:
+        _pickle(step.input)
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot checkpoint the {step.status} result of step {step.key or step.step_name!r}: "
+            f"{type(exc).__name__}: {exc}",
+            instance_id=instance_id, step=step.key or step.step_name,
+        ) from exc
+
+
 def decode_step(data: bytes, where: str = "step", path: str | None = None) -> StepResult:
     """The step result encoded in ``data``; :class:`StoreError` if it is not one."""
     return _loads(data, StepResult, where, path)

@@ -2,12 +2,13 @@
 
 Durability points (what is on disk when each call returns):
 
-- ``start()``: the instance record (status ``pending``);
+- ``start()``: the instance record (status ``running``: it starts at once);
 - each step: its checkpoint, before the workflow moves past it;
 - completion, failure, time-out: the final record, before ``wait()`` returns it;
 - ``cancel()``: status ``cancelled``, before the call returns.
 
-Marking an instance ``running`` is bookkeeping: it rides along with the next
+An instance written ``pending`` (by another tool, through the store) is marked
+``running`` when it starts, as bookkeeping that rides along with the next
 durable write. ``resume()`` treats ``pending`` and ``running`` alike.
 
 Leases: ``start()`` leases the new instance to this engine in the same write
@@ -127,9 +128,10 @@ class WorkflowService:
         value, call_args, call_kwargs = definition.make_call(args, kwargs)
         now = engine.now()
         deadline = now + timedelta(seconds=definition.timeout) if definition.timeout else None
+        # Created "running": it starts at once, in this engine (one write, not two).
         record = WorkflowInstance(
-            id=instance_id, workflow_name=definition.name, status=InstanceStatus.PENDING, input=value,
-            created_at=now, deadline=deadline, args=call_args, kwargs=call_kwargs,
+            id=instance_id, workflow_name=definition.name, status=InstanceStatus.RUNNING, input=value,
+            created_at=now, started_at=now, deadline=deadline, args=call_args, kwargs=call_kwargs,
         )
         try:
             stored, created = await engine.store.create_instance(record, owner=engine.owner)
@@ -164,11 +166,12 @@ class WorkflowService:
                     if run.instance.deadline is not None:
                         remaining = (run.instance.deadline - engine.now()).total_seconds()
                         run.cancel_scope.deadline = trio.current_time() + remaining
-                    run.instance = attrs.evolve(
-                        run.instance, status=InstanceStatus.RUNNING,
-                        started_at=run.instance.started_at or engine.now(),
-                    )
-                    await engine.store.update_instance(run.instance, durable=False, owner=engine.owner.id)
+                    if run.instance.status != InstanceStatus.RUNNING:
+                        run.instance = attrs.evolve(
+                            run.instance, status=InstanceStatus.RUNNING,
+                            started_at=run.instance.started_at or engine.now(),
+                        )
+                        await engine.store.update_instance(run.instance, durable=False, owner=engine.owner.id)
                     if first:
                         run.emit("workflow.started", input=run.instance.input)
                     output = await run.definition.execute(run)

@@ -29,8 +29,8 @@ import lmdb
 import trio
 
 from .._records import InstanceStatus, StepResult, WorkflowInstance
-from .._serde import decode_instance, decode_step, encode_instance, encode_step
-from ..errors import StoreError
+from .._serde import check_step_input, decode_instance, decode_step, encode_instance, encode_step
+from ..errors import SerializationError, StoreError
 from ._base import check_instance_id, check_workflow_name, is_valid_id, step_key_bytes
 from ._join import join_steps
 from ._sharedlock import SharedLock
@@ -431,13 +431,26 @@ class LMDBStore:
         check_instance_id(instance_id)
         key = step_key_bytes(instance_id, step.key)
         instance_key = instance_id.encode()
-        # Encoded here, even for a marker: a step whose input cannot be stored must not run.
-        data = encode_step(step, instance_id=instance_id)
+        if durable:
+            data: bytes | None = encode_step(step, instance_id=instance_id)  # SerializationError here
+        else:
+            # A marker: usually superseded by the step's result in the same
+            # commit, so encoded by the writer only if it is written. Its input
+            # is checked now: a step whose input cannot be stored must not run.
+            check_step_input(step, instance_id=instance_id)
+            data = None
 
         def put(txn: lmdb.Transaction) -> LeaseLost | None:
             lost = self._fence(txn, instance_key, owner)
             if lost is None:
-                txn.put(key, data, db=self._dbs["steps"])
+                if data is not None:
+                    txn.put(key, data, db=self._dbs["steps"])
+                else:
+                    try:
+                        marker = encode_step(step, instance_id=instance_id)
+                    except SerializationError:
+                        return None  # the input changed since it was checked: bookkeeping, skipped
+                    txn.put(key, marker, db=self._dbs["steps"])
             return lost
 
         await self._write(put, durable, key)
