@@ -256,18 +256,31 @@ def _build(fields: Any, cls: type[_R]) -> _R:
 
 def _loads(data: bytes, cls: type[_R], where: str, path: str | None) -> _R:
     payload = _unseal(data, where, path)
+    # Exception covers what bad bytes can make pickle raise, MemoryError and
+    # RecursionError included. Deliberately not BaseException: a
+    # KeyboardInterrupt arriving while a record loads is not corruption and
+    # must propagate; SystemExit, GeneratorExit or a BaseExceptionGroup can
+    # only come from a record that calls code (a crafted REDUCE), and such
+    # a record could as well call os._exit: catching them would promise a
+    # safety that unpickling cannot give (see "Security" in the README: a
+    # store is exactly as trusted as the code that reads it).
     try:
         fields = pickle.loads(payload)
+    except (ImportError, AttributeError) as exc:
+        if bytes(data[:1]) == _ENVELOPE:
+            # The checksum held: the bytes are intact, the record names code
+            # (a class, an exception type) this process cannot import.
+            raise StoreError(
+                f"cannot load the record at {where}: {type(exc).__name__}: {exc}; it refers to code this "
+                "process cannot import (import the module that defines it, or run from the project's directory)",
+                path=path,
+            ) from exc
+        raise StoreError(f"corrupt record at {where}: {type(exc).__name__}: {exc}", path=path) from exc
+    except Exception as exc:
+        raise StoreError(f"corrupt record at {where}: {type(exc).__name__}: {exc}", path=path) from exc
+    try:
         return _build(fields, cls)
     except Exception as exc:
-        # Exception covers what bad bytes can make pickle raise, MemoryError and
-        # RecursionError included. Deliberately not BaseException: a
-        # KeyboardInterrupt arriving while a record loads is not corruption and
-        # must propagate; SystemExit, GeneratorExit or a BaseExceptionGroup can
-        # only come from a record that calls code (a crafted REDUCE), and such
-        # a record could as well call os._exit: catching them would promise a
-        # safety that unpickling cannot give (see "Security" in the README: a
-        # store is exactly as trusted as the code that reads it).
         raise StoreError(f"corrupt record at {where}: {type(exc).__name__}: {exc}", path=path) from exc
 
 

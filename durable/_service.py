@@ -77,6 +77,7 @@ class WorkflowService:
         self._defs: dict[str, Definition] = {}
         self._runs: dict[str, Run] = {}
         self._store_failed: dict[str, StoreError] = {}  # runs stopped by a failed write, for wait()
+        self._unregistered: set[str] = set()  # instances resume() skipped and logged
         self._stopping = False
 
     # -- registry ----------------------------------------------------------
@@ -116,7 +117,9 @@ class WorkflowService:
             *args: the input (one value for a builder workflow; the call's
                 arguments for a decorator workflow).
             id: a caller-chosen id: starting twice with one id creates and runs
-                one instance, and returns the same id.
+                one instance, and returns the same id. If that instance is
+                unfinished and the engine that ran it is gone (a crash, a
+                stop), this engine continues it, as ``resume()`` would.
             **kwargs: keyword arguments of a decorator workflow's call.
         """
         if self._stopping:
@@ -143,6 +146,10 @@ class WorkflowService:
                     f"id {instance_id!r} already belongs to an instance of workflow {stored.workflow_name!r}",
                     workflow=definition.name, instance_id=instance_id,
                 )
+            if not stored.finished and instance_id not in self._runs:
+                # Left unfinished by an engine that is gone (a crash, a stop):
+                # continue it here, as resume() would; a live owner keeps it.
+                await self._take_over([instance_id], None)
             return instance_id
         self._launch(definition, stored, {}, first=True)
         return instance_id
@@ -384,9 +391,17 @@ class WorkflowService:
             if inst.id in self._runs:
                 continue
             if inst.workflow_name not in self._defs:
-                log.warning("not resuming instance %s: workflow %r is not registered", inst.id, inst.workflow_name)
+                if inst.id not in self._unregistered:  # once per instance: workers call resume() in a loop
+                    self._unregistered.add(inst.id)
+                    log.warning("not resuming instance %s: workflow %r is not registered",
+                                inst.id, inst.workflow_name)
                 continue
             candidates.append(inst.id)
+        return await self._take_over(candidates, limit)
+
+    async def _take_over(self, candidates: list[str], limit: int | None) -> list[str]:
+        """Claim those of ``candidates`` whose owner is gone and continue them here; their ids."""
+        engine = self._engine
         resumed: list[str] = []
         if not candidates:
             return resumed
@@ -397,7 +412,9 @@ class WorkflowService:
             bare = await engine.store.get_instance(instance_id, steps=False)
             if bare is None or bare.finished or instance_id in self._runs:
                 continue
-            definition = self._defs[bare.workflow_name]
+            definition = self._defs.get(bare.workflow_name)
+            if definition is None:
+                continue  # not registered here (start() checked the name; a store edited meanwhile)
             checkpoints = await engine.store.get_steps(instance_id)
             if bare.deadline is not None and bare.deadline <= engine.now():
                 run = Run(engine, definition, bare, checkpoints, definition.total_steps)

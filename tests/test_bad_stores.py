@@ -44,6 +44,7 @@ from durable import (
 )
 from durable._serde import _seal, decode_instance, decode_step, encode_instance, encode_step
 from durable.errors import StepFailed
+from durable.stores._lmdb import FORMAT_VERSION
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 NOBODY = 65534
@@ -968,4 +969,4 @@ def test_fuzzed_format_markers_give_only_store_errors(marker: bytes) -> None:
         except StoreError as exc:
             assert exc.path == str(path) and "format" in str(exc)
         else:
-            assert int(marker) <= 1  # opened: then it must be a version this durable reads
+            assert 1 <= int(marker) <= FORMAT_VERSION  # opened: then it must be a version this durable reads

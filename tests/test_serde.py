@@ -84,3 +84,30 @@ def test_record_times_round_trip_exactly_in_any_zone() -> None:
            "step_type": "task"}
     back = decode_step(_seal(pickle.dumps(old)))
     assert back.started_at == when and back.started_at.tzinfo is UTC
+
+
+def test_a_record_naming_code_this_process_cannot_import_is_not_called_corrupt(tmp_path: Path) -> None:
+    """An intact record whose value's class cannot be imported here says so, instead of 'corrupt'."""
+    import pytest
+
+    from durable import StoreError
+
+    writer = textwrap.dedent(
+        """
+        import sys
+        sys.path.insert(0, sys.argv[2])
+        from shapes import Square
+        from durable import StepResult, StepStatus
+        from durable._serde import encode_step
+        rec = StepResult(step_name="s", status=StepStatus.COMPLETED, key="s#0", output=Square(2))
+        open(sys.argv[1], "wb").write(encode_step(rec))
+        """
+    )
+    (tmp_path / "shapes").mkdir()
+    (tmp_path / "shapes" / "__init__.py").write_text("class Square:\n    def __init__(self, n):\n        self.n = n\n")
+    out = tmp_path / "record"
+    subprocess.run([sys.executable, "-c", writer, str(out), str(tmp_path)], check=True, timeout=60)
+    with pytest.raises(StoreError) as info:
+        decode_step(out.read_bytes(), "steps/s#0", "/the/store")
+    message = str(info.value)
+    assert "corrupt" not in message and "cannot import" in message and "shapes" in message

@@ -177,6 +177,44 @@ async def test_resume_continues_without_rerunning_finished_steps(store_path: Pat
     assert counts.calls == {"a": 1, "b": 2, "c": 1}
 
 
+async def test_start_with_the_id_of_an_abandoned_instance_continues_it(store_path: Path) -> None:
+    """start(id=) of an unfinished instance whose engine is gone continues it (no wait() that never ends)."""
+    counts = Counts()
+    counts.block = "b"
+    async with Engine.open(store_path) as engine:
+        counts.register(engine, "a", "b", "c")
+        engine.workflows.register(_three_steps())
+        await engine.workflows.start("three", 1, id="order-7")
+        await counts.started.wait()
+    counts.block = None
+    async with Engine.open(store_path) as engine:
+        counts.register(engine, "a", "b", "c")
+        assert await engine.workflows.start(_three_steps(), 2, id="order-7") == "order-7"
+        assert engine.workflows.running_ids() == ["order-7"]
+        with trio.fail_after(10):
+            inst = await engine.workflows.wait("order-7")
+        # Once finished, starting again neither runs it nor changes it.
+        assert await engine.workflows.start(_three_steps(), 3, id="order-7") == "order-7"
+        assert engine.workflows.running_ids() == []
+    assert inst.status == "completed" and inst.input == 1 and inst.output == "c-out"
+    assert counts.calls == {"a": 1, "b": 2, "c": 1}
+
+
+async def test_resume_logs_an_unregistered_workflow_once(store_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A worker calling resume() in a loop does not repeat the same warning."""
+    counts = Counts()
+    counts.block = "a"
+    async with Engine.open(store_path) as engine:
+        counts.register(engine, "a", "b", "c")
+        await engine.workflows.start(_three_steps(), 1, id="orphan")
+        await counts.started.wait()
+    async with Engine.open(store_path) as engine:
+        for _ in range(3):
+            assert await engine.workflows.resume() == []
+    warnings = [r for r in caplog.records if "not resuming instance orphan" in r.getMessage()]
+    assert len(warnings) == 1
+
+
 async def test_resume_skips_unregistered_and_running_instances(engine: Engine) -> None:
     """resume() leaves instances of unregistered workflows and those already running here alone."""
     counts = Counts()

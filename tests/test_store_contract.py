@@ -334,6 +334,20 @@ async def test_update_ignores_step_results_of_the_record(s: Store) -> None:
     assert got is not None and got.step_results == {}
 
 
+async def test_steps_false_skips_the_step_results(s: Store) -> None:
+    """Every read that joins step results leaves them out with steps=False."""
+    await s.create_instance(make_instance("a", status="running"))
+    await s.put_step("a", make_step("one"))
+    full = await s.get_instance("a")
+    assert full is not None and set(full.step_results) == {"one"}
+    bare = await s.get_instance("a", steps=False)
+    assert bare is not None and bare.step_results == {} and bare.id == "a"
+    for found in (await s.get_running_instances(steps=False), await s.get_all_instances(steps=False),
+                  await s.get_instances_by_workflow("wf", steps=False)):
+        assert ids(found) == ["a"] and found[0].step_results == {}
+    assert set((await s.get_all_instances())[0].step_results) == {"one"}
+
+
 # -- status index ------------------------------------------------------------
 
 
@@ -354,6 +368,9 @@ async def test_status_index_across_changes_and_workflows(s: Store) -> None:
     assert ids(await s.get_instances_by_workflow("wf", "completed")) == ["wf-3"]
     assert await s.get_instances_by_workflow("wf", "failed") == []
     assert ids(await s.get_running_instances()) == ["wf-1", "wf-2", "wf2-1", "w-1"]
+    assert ids(await s.get_all_instances()) == ["wf-1", "wf-2", "wf-3", "wf2-1", "w-1"]
+    assert ids(await s.get_all_instances("running")) == ["wf-2", "wf2-1"]
+    assert ids(await s.get_all_instances(InstanceStatus.FAILED)) == []
 
     # pending -> running -> completed
     await s.update_instance(make_instance("wf-1", workflow="wf", status="running", created=1))

@@ -122,6 +122,12 @@ class Store(Protocol):
         """Instances of one workflow, optionally of one status, oldest first (``steps``: as in get_instance)."""
         ...
 
+    async def get_all_instances(
+        self, status: InstanceStatus | str | None = None, *, steps: bool = True
+    ) -> list[WorkflowInstance]:
+        """Instances of every workflow, optionally of one status, oldest first (``steps``: as in get_instance)."""
+        ...
+
     async def get_running_instances(self, *, steps: bool = True) -> list[WorkflowInstance]:
         """Every instance whose status is pending or running, oldest first (``steps``: as in get_instance)."""
         ...

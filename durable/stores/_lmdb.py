@@ -241,6 +241,13 @@ class LMDBStore:
         statuses = list(InstanceStatus) if status is None else [InstanceStatus(status)]
         return self._scan_index([f"{s.value}\0{workflow_name}\0".encode() for s in statuses], steps)
 
+    async def get_all_instances(
+        self, status: InstanceStatus | str | None = None, *, steps: bool = True
+    ) -> list[WorkflowInstance]:
+        """Instances of every workflow, optionally of one status, oldest first."""
+        statuses = list(InstanceStatus) if status is None else [InstanceStatus(status)]
+        return self._scan_index([f"{s.value}\0".encode() for s in statuses], steps)
+
     async def get_running_instances(self, *, steps: bool = True) -> list[WorkflowInstance]:
         """Instances that are pending or running, oldest first."""
         return self._scan_index(

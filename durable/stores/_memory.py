@@ -133,6 +133,13 @@ class MemoryStore:
             if i.workflow_name == workflow_name and (wanted is None or i.status == wanted)
         ]
 
+    async def get_all_instances(
+        self, status: InstanceStatus | str | None = None, *, steps: bool = True
+    ) -> list[WorkflowInstance]:
+        """Instances of every workflow, optionally of one status, oldest first."""
+        wanted = None if status is None else InstanceStatus(status)
+        return [i for i in await self._all(steps) if wanted is None or i.status == wanted]
+
     async def get_running_instances(self, *, steps: bool = True) -> list[WorkflowInstance]:
         """Instances that are pending or running, oldest first."""
         return [i for i in await self._all(steps) if not i.finished]
