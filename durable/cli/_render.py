@@ -1,0 +1,214 @@
+"""Rendering instances and steps: rich tables for people, JSON for programs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .._records import StepResult, WorkflowInstance
+
+__all__ = [
+    "STATUS_STYLE",
+    "console",
+    "fmt_duration",
+    "fmt_time",
+    "instance_dict",
+    "ordered_steps",
+    "print_instance",
+    "print_instances",
+    "step_dict",
+    "to_json",
+]
+
+STATUS_STYLE = {
+    "pending": "dim",
+    "running": "yellow",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+    "timed_out": "red",
+    "skipped": "dim",
+}
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console on stdout (or stderr); not a terminal: no colours, and wide enough never to wrap an id."""
+    stream = sys.stderr if stderr else sys.stdout
+    is_tty = getattr(stream, "isatty", lambda: False)()
+    return Console(file=stream, highlight=False, width=None if is_tty else 200, soft_wrap=not is_tty)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    return str(value)
+
+
+def to_json(value: Any, *, indent: int | None = None) -> str:
+    """``value`` as JSON; dates as ISO 8601, anything else JSON cannot hold as its ``str()``."""
+    return json.dumps(value, default=_default, indent=indent, ensure_ascii=False)
+
+
+def fmt_time(value: datetime | None) -> str:
+    """A stored (UTC) time in local time, to the millisecond; ``-`` for none."""
+    if value is None:
+        return "-"
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def fmt_duration(start: datetime | None, end: datetime | None) -> str:
+    """``1.25 s``, ``3 min 4 s``, ``2 h 5 min``; ``-`` without both ends."""
+    if start is None or end is None:
+        return "-"
+    seconds = max(0.0, (end - start).total_seconds())
+    if seconds < 60:
+        return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    return None if start is None or end is None else (end - start).total_seconds()
+
+
+def step_dict(step: StepResult) -> dict[str, Any]:
+    """One checkpoint as a JSON-ready dict."""
+    return {
+        "key": step.key,
+        "step": step.step_name,
+        "type": step.step_type,
+        "status": str(step.status),
+        "attempts": step.attempts,
+        "started_at": step.started_at,
+        "completed_at": step.completed_at,
+        "duration": _seconds(step.started_at, step.completed_at),
+        "input": step.input,
+        "output": step.output,
+        "error": step.error,
+        "next_attempt_at": step.next_attempt_at,
+        "function": step.function,
+    }
+
+
+def instance_dict(inst: WorkflowInstance, steps: Mapping[str, StepResult] | None = None) -> dict[str, Any]:
+    """An instance as a JSON-ready dict; with ``steps`` (by checkpoint key), its checkpoints too."""
+    out: dict[str, Any] = {
+        "id": inst.id,
+        "workflow": inst.workflow_name,
+        "status": str(inst.status),
+        "current_step": inst.current_step,
+        "created_at": inst.created_at,
+        "started_at": inst.started_at,
+        "completed_at": inst.completed_at,
+        "deadline": inst.deadline,
+        "duration": _seconds(inst.started_at, inst.completed_at),
+        "input": inst.input,
+        "output": inst.output,
+        "error": inst.error,
+        "error_type": inst.error_type,
+    }
+    if steps is not None:
+        out["steps"] = [step_dict(s) for s in ordered_steps(steps)]
+    return out
+
+
+def ordered_steps(steps: Mapping[str, StepResult]) -> list[StepResult]:
+    """Checkpoints in the order they started."""
+    return sorted(steps.values(), key=lambda s: (s.started_at is None, s.started_at or 0, s.key))
+
+
+def _status(value: object) -> Text:
+    text = str(value)
+    return Text(text, style=STATUS_STYLE.get(text, ""))
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = value if isinstance(value, str) else to_json(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def print_instances(out: Console, instances: Iterable[WorkflowInstance]) -> None:
+    """A table of instances: id, workflow, status, created, duration, current step, error."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("ID", no_wrap=True)
+    table.add_column("WORKFLOW", no_wrap=True)
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("CREATED", no_wrap=True)
+    table.add_column("DURATION", no_wrap=True, justify="right")
+    table.add_column("STEP")
+    table.add_column("ERROR")
+    for inst in instances:
+        table.add_row(
+            inst.id, inst.workflow_name, _status(inst.status), fmt_time(inst.created_at),
+            fmt_duration(inst.started_at, inst.completed_at),
+            "" if inst.status == "completed" else inst.current_step or "",
+            _short(inst.error or ""),
+        )
+    out.print(table)
+
+
+def print_instance(out: Console, inst: WorkflowInstance, steps: Mapping[str, StepResult]) -> None:
+    """An instance's fields, then a table of its checkpoints."""
+    fields = Table.grid(padding=(0, 2))
+    fields.add_column(style="bold", no_wrap=True)
+    fields.add_column()
+    rows: list[tuple[str, str | Text]] = [
+        ("id", inst.id),
+        ("workflow", inst.workflow_name),
+        ("status", _status(inst.status)),
+        ("created", fmt_time(inst.created_at)),
+        ("started", fmt_time(inst.started_at)),
+        ("finished", fmt_time(inst.completed_at)),
+        ("duration", fmt_duration(inst.started_at, inst.completed_at)),
+    ]
+    if inst.deadline is not None:
+        rows.append(("deadline", fmt_time(inst.deadline)))
+    if inst.current_step and inst.status != "completed":
+        rows.append(("current step", inst.current_step))
+    rows.append(("input", to_json(inst.input)))
+    if inst.status == "completed":
+        rows.append(("output", to_json(inst.output)))
+    if inst.error:
+        rows.append(("error", inst.error))
+    for name, value in rows:
+        fields.add_row(name, value)
+    out.print(fields)
+    out.print()
+    if not steps:
+        out.print("no step checkpoints" if inst.finished else "no steps checkpointed yet")
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("STEP", no_wrap=True)
+    table.add_column("TYPE", no_wrap=True)
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("ATTEMPTS", justify="right", no_wrap=True)
+    table.add_column("STARTED", no_wrap=True)
+    table.add_column("DURATION", justify="right", no_wrap=True)
+    table.add_column("ERROR")
+    for step in ordered_steps(steps):
+        status: Text = _status(step.status)
+        if step.next_attempt_at is not None and step.status == "running":
+            status = Text("retrying", style="yellow")
+        table.add_row(
+            step.key, step.step_type, status, str(step.attempts), fmt_time(step.started_at),
+            fmt_duration(step.started_at, step.completed_at), step.error or "",
+        )
+    out.print(table)

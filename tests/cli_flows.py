@@ -1,0 +1,85 @@
+"""Workflows the CLI tests run (imported by file path: tests/cli_flows.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from durable import Engine, Retry, parallel, step, workflow
+
+
+class OutOfStock(Exception):
+    """Raised by reserve() for more than ten items."""
+
+
+@step(retry=Retry(max_attempts=2, interval=0.01))
+async def reserve(item: str, qty: int) -> dict[str, Any]:
+    if qty > 10:
+        raise OutOfStock(f"only 10 {item} left")
+    return {"item": item, "qty": qty}
+
+
+@step
+async def charge(amount: float) -> str:
+    return f"paid {amount:g}"
+
+
+@step
+def email(item: str) -> bool:
+    return True
+
+
+@workflow
+async def checkout(item: str, qty: int = 1) -> dict[str, Any]:
+    """Reserve, then charge and e-mail in parallel."""
+    reserved = await reserve(item, qty)
+    paid, sent = await parallel(charge(qty * 2.5), email(item))
+    return {"reserved": reserved, "payment": paid, "emailed": sent}
+
+
+@step
+async def nap(seconds: float) -> float:
+    await trio.sleep(seconds)
+    return seconds
+
+
+@workflow
+async def slow(seconds: float = 0.2, times: int = 3) -> int:
+    """``times`` steps of ``seconds`` each."""
+    for _ in range(times):
+        await nap(seconds)
+    return times
+
+
+# -- a builder workflow: one job registered by register_jobs(), one found by its name
+
+
+async def price_order(data: dict[str, Any]) -> dict[str, Any]:
+    return {"total": data["qty"] * 3}
+
+
+def ship_order(data: dict[str, Any]) -> str:
+    return "shipped"
+
+
+def register_jobs(engine: Engine) -> None:
+    """Called by the CLI with its engine."""
+    engine.jobs.register("price", price_order)
+
+
+notify_branch = workflow.branch("notify").task("ship", job="ship-order").build()
+
+order = (
+    workflow("order")
+    .task("price", job="price")
+    .parallel("fulfil", branches=[notify_branch])
+    .pass_("done", transform=lambda ctx: {"total": ctx.steps["price"]["total"], "ok": True}, end=True)
+    .build()
+)
+
+unbuilt = workflow("unbuilt").task("x", job="price")
+
+
+def helper() -> None:
+    """Not a workflow."""
