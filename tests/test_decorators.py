@@ -347,14 +347,13 @@ async def all_fail() -> Any:
     return await parallel(explode("a"), charge(3), explode("b"), on_error="wait-all")
 
 
-async def test_parallel_wait_all_and_plain_parallel() -> None:
+async def test_parallel_wait_all_and_plain_parallel(durable_engine: Engine) -> None:
     """wait-all gathers every branch's error, in and out of an engine; results keep argument order."""
     with pytest.raises(ParallelFailed) as info:
         await all_fail()
     assert set(info.value.errors) == {"0", "2"}
     assert RUNS["charge3"] == 1
-    async with Engine() as engine:
-        inst = await engine.workflows.wait(await engine.workflows.start(all_fail))
+    inst = await durable_engine.workflows.wait(await durable_engine.workflows.start(all_fail))
     assert inst.status == "failed" and inst.error_type == "ParallelFailed"
     assert await parallel(charge(1), charge(2)) == [10, 20]
     with pytest.raises(TypeError, match="argument 1"):

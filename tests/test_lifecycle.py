@@ -52,18 +52,17 @@ async def cleans_up() -> None:
     await slow_cleanup()
 
 
-async def test_cancel_during_stop_still_cancels(autojump_clock: Any) -> None:
+async def test_cancel_during_stop_still_cancels(durable_engine: Engine) -> None:
     """A cancel() that lands while the engine is stopping the instance still records cancelled."""
-    store = MemoryStore()
-    async with Engine(store=store) as engine:
-        iid = await engine.workflows.start(cleans_up)
-        await trio.sleep(1)
-        async with trio.open_nursery() as n:
-            n.start_soon(engine.workflows.stop)
-            await trio.testing.wait_all_tasks_blocked()
-            assert await engine.workflows.cancel(iid) is True
-        assert (await store.get_instance(iid)).status == "cancelled"  # type: ignore[union-attr]
-        assert await engine.workflows.resume() == []
+    engine = durable_engine
+    iid = await engine.workflows.start(cleans_up)
+    await trio.sleep(1)
+    async with trio.open_nursery() as n:
+        n.start_soon(engine.workflows.stop)
+        await trio.testing.wait_all_tasks_blocked()
+        assert await engine.workflows.cancel(iid) is True
+    assert (await engine.store.get_instance(iid)).status == "cancelled"  # type: ignore[union-attr]
+    assert await engine.workflows.resume() == []
 
 
 @step
@@ -84,17 +83,17 @@ async def messy() -> None:
     await messy_cleanup()
 
 
-async def test_errors_raised_while_cancelling_never_reach_the_engine(autojump_clock: Any) -> None:
+async def test_errors_raised_while_cancelling_never_reach_the_engine(durable_engine: Engine) -> None:
     """A step whose clean-up raises during cancel or time-out does not crash the engine or other instances."""
-    async with Engine() as engine:
-        bystander = await engine.workflows.start(hangs)
-        a = await engine.workflows.start(messy)
-        await trio.sleep(1)
-        assert await engine.workflows.cancel(a)
-        b = await engine.workflows.start(messy)
-        assert (await engine.workflows.wait(b)).status == "timed_out"
-        assert (await engine.workflows.get_instance(bystander)).status == "running"  # type: ignore[union-attr]
-        await engine.workflows.cancel(bystander)
+    engine = durable_engine
+    bystander = await engine.workflows.start(hangs)
+    a = await engine.workflows.start(messy)
+    await trio.sleep(1)
+    assert await engine.workflows.cancel(a)
+    b = await engine.workflows.start(messy)
+    assert (await engine.workflows.wait(b)).status == "timed_out"
+    assert (await engine.workflows.get_instance(bystander)).status == "running"  # type: ignore[union-attr]
+    await engine.workflows.cancel(bystander)
 
 
 @step

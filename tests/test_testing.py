@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import trio
-
-from durable import Retry, step, workflow
-from durable.testing import capture_events, crash_and_resume, replace_step, run, run_on_engine
+from durable import Engine, Event, MemoryStore, Retry, step, workflow
+from durable.testing import assert_replays, capture_events, crash_and_resume, replace_step, run, run_on_engine
 
 CALLS: Counter[str] = Counter()
 
@@ -49,7 +47,7 @@ def test_run_uses_mock_clock_so_backoff_takes_no_time() -> None:
     assert CALLS["fetch"] == 3
 
 
-async def test_replace_step_and_capture_events() -> None:
+async def test_replace_step_and_capture_events(durable_engine: Engine, durable_events: list[Event]) -> None:
     """replace_step swaps a step for a fake for one block; capture_events records a run's events."""
     CALLS.clear()
 
@@ -60,19 +58,21 @@ async def test_replace_step_and_capture_events() -> None:
         inst = await run_on_engine(pipeline, "k")
     assert inst.output == ["stored fake", "sent stored fake"]
     assert CALLS["fetch"] == 0
-    from durable import Engine
 
-    async with Engine() as engine:
-        with capture_events(engine, "workflow.step.completed") as events:
-            with replace_step(flaky_fetch, fake_fetch):
-                await engine.workflows.wait(await engine.workflows.start(pipeline, "k"))
+    with capture_events(durable_engine, "workflow.step.completed") as events:
+        with replace_step(flaky_fetch, fake_fetch):
+            await durable_engine.workflows.wait(await durable_engine.workflows.start(pipeline, "k"))
     assert [e.step_name for e in events] == ["flaky_fetch", "store_it", "notify"]
+    assert [e.name for e in durable_events if e.name == "workflow.step.completed"] == ["workflow.step.completed"] * 3
+    assert flaky_fetch.__wrapped__ is not fake_fetch  # restored after the block
 
 
-async def test_crash_and_resume_after_a_named_step(autojump_clock: Any) -> None:
+async def test_crash_and_resume_after_a_named_step(durable_clock: Any) -> None:
     """A crash right after a step's checkpoint, then resume: that step and those before it run once."""
     CALLS.clear()
-    inst = await crash_and_resume(pipeline, "k", after="store_it")
+    store = MemoryStore()
+    inst = await crash_and_resume(pipeline, "k", after="store_it", store=store)
     assert inst.status == "completed"
     assert CALLS == Counter({"fetch": 3, "store": 1, "notify": 1})
-    await trio.sleep(0)
+    await assert_replays(store, inst.id, workflow=pipeline)
+    assert CALLS == Counter({"fetch": 3, "store": 1, "notify": 1})
