@@ -25,7 +25,7 @@ from _common import Config, Outcome, Sizes
 from _proc import ChildFailed, make_spawn
 from _report import RATIO_NOTE, Result, load_average, machine_info, table
 
-MODULES = ["w1_sequential", "w2_concurrent", "w3_parallel", "w4_resume", "w5_memory", "u_plain"]
+MODULES = ["w1_sequential", "w2_concurrent", "w3_parallel", "w4_resume", "w5_memory", "u_plain", "p1_sleep"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -22,6 +22,8 @@ from ._records import StepResult as StepResult
 from ._records import StepStatus as StepStatus
 from ._records import WorkflowInstance as WorkflowInstance
 from ._retry import Retry as Retry
+from ._sleep import sleep as sleep
+from ._sleep import sleep_until as sleep_until
 from ._version import __version__ as __version__
 from ._workflow import workflow as workflow
 from .errors import DurableError as DurableError
@@ -82,6 +84,8 @@ __all__ = [
     "__version__",
     "current_step",
     "parallel",
+    "sleep",
+    "sleep_until",
     "step",
     "workflow",
 ]

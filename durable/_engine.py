@@ -45,6 +45,9 @@ class Engine:
         lease_ttl: seconds after its last heartbeat when this engine counts as
             gone for engines on *other hosts* (on one host a dead process is
             detected at once, by its pid).
+        suspend_after: a workflow whose :func:`durable.sleep` is longer than
+            this many seconds is unloaded from memory until it wakes (replayed
+            from its checkpoints then); shorter sleeps wait in memory.
 
     Attributes:
         workflows: register, start, wait for, inspect, cancel and resume instances.
@@ -55,11 +58,14 @@ class Engine:
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, store: Store | None = None, *, lease_ttl: float = 30.0) -> None:
+    def __init__(self, store: Store | None = None, *, lease_ttl: float = 30.0, suspend_after: float = 1.0) -> None:
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
+        if not suspend_after >= 0:
+            raise ValueError(f"suspend_after must be a number of seconds >= 0, got {suspend_after!r}")
         self.store: Store = store if store is not None else MemoryStore()
         self.lease_ttl = float(lease_ttl)
+        self.suspend_after = float(suspend_after)
         self._owner: Owner | None = None
         self.jobs = JobRegistry()
         self.events = EventBus()
@@ -70,14 +76,16 @@ class Engine:
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str] = "durable.lmdb", *, lease_ttl: float = 30.0, **store_options: object
+        cls, path: str | os.PathLike[str] = "durable.lmdb", *, lease_ttl: float = 30.0, suspend_after: float = 1.0,
+        **store_options: object,
     ) -> Engine:
         """An engine over the :class:`LMDBStore` at ``path``; closes the store when it exits.
 
         Use as ``async with Engine.open("orders.lmdb") as engine:``. ``store_options``
         go to :class:`LMDBStore`.
         """
-        engine = cls(LMDBStore(path, **store_options), lease_ttl=lease_ttl)  # type: ignore[arg-type]
+        engine = cls(LMDBStore(path, **store_options), lease_ttl=lease_ttl,  # type: ignore[arg-type]
+                     suspend_after=suspend_after)
         engine._owns_store = True
         return engine
 
@@ -102,6 +110,7 @@ class Engine:
     async def __aenter__(self) -> Engine:
         if self._nursery is not None:
             raise RuntimeError("this engine is already running")
+        self.workflows._open()
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
         try:
@@ -126,6 +135,7 @@ class Engine:
         assert self._nursery is not None and self._nursery_cm is not None
         try:
             with trio.CancelScope(shield=True):
+                self.workflows._closed = True  # no suspended instance wakes up any more
                 await self.workflows.stop()
                 if self._owner is not None:
                     try:

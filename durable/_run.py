@@ -83,9 +83,10 @@ class Run:
     current_step: str | None = None
     cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     done: trio.Event = attrs.field(factory=trio.Event)
-    stop_reason: str | None = None  # "cancel", "stop", "lost" (lease) or "crash" (tests)
+    stop_reason: str | None = None  # "cancel", "stop", "lost" (lease), "suspend" (sleep) or "crash" (tests)
     finishing: bool = False
     fatal: BaseException | None = None
+    wake_at: datetime | None = None  # when a suspended run is to continue
     _completed_under: dict[str, int] | None = attrs.field(default=None, init=False, repr=False)
 
     @property
@@ -123,6 +124,18 @@ class Run:
             self.fatal = error
             self.cancel_scope.cancel()
         return self.fatal
+
+    def suspend(self, wake_at: datetime) -> None:
+        """End this run to free its memory; the engine continues it at ``wake_at`` (a durable sleep).
+
+        Its checkpoints say where it stands (the sleep's wake-up time is
+        durable), so nothing more is written: the instance stays running,
+        leased to this engine.
+        """
+        if self.stop_reason is None and not self.finishing:
+            self.stop_reason = "suspend"
+            self.wake_at = wake_at
+        self.cancel_scope.cancel()
 
     def lose(self) -> BaseException:
         """Stop this run at once, writing nothing more: its lease is another engine's now

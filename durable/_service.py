@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, final
 
 import attrs
@@ -33,6 +33,7 @@ from ._events import Event
 from ._records import InstanceStatus, WorkflowInstance
 from ._run import Definition, Run
 from ._steps import error_text
+from ._timers import Timers
 from .errors import (
     DurableError,
     InstanceNotFound,
@@ -78,6 +79,11 @@ class WorkflowService:
         self._runs: dict[str, Run] = {}
         self._store_failed: dict[str, StoreError] = {}  # runs stopped by a failed write, for wait()
         self._unregistered: set[str] = set()  # instances resume() skipped and logged
+        # Instances unloaded by a long durable sleep; a wait() on one adds an
+        # event, set when the instance is continued (or cancelled).
+        self._suspended: dict[str, trio.Event | None] = {}
+        self._timers = Timers(self._wake)
+        self._closed = False  # the engine is exiting: wake nothing more
         self._stopping = False
 
     # -- registry ----------------------------------------------------------
@@ -211,7 +217,41 @@ class WorkflowService:
                 await self._finish(run, *outcome)
         finally:
             self._runs.pop(run.id, None)
+            if run.stop_reason == "suspend" and run.wake_at is not None:
+                self._suspend(run, run.wake_at)
             run.done.set()
+
+    # -- suspended instances (long durable sleeps) ---------------------------
+
+    def _suspend(self, run: Run, wake_at: datetime) -> None:
+        """Wake ``run``'s instance at ``wake_at``, or at its deadline if that comes first."""
+        due = min(wake_at, run.instance.deadline) if run.instance.deadline is not None else wake_at
+        delay = max(0.0, (due - self._engine.now()).total_seconds())
+        self._suspended.setdefault(run.id, None)
+        self._timers.add(self._engine.nursery, trio.current_time() + delay, run.id)
+
+    def _wake(self, instance_id: str) -> None:
+        if instance_id not in self._suspended or self._closed:
+            return  # cancelled meanwhile, or already continued
+        self._engine.nursery.start_soon(self._wake_up, instance_id)
+
+    async def _wake_up(self, instance_id: str) -> None:
+        try:
+            await self._continue(instance_id)
+        finally:
+            event = self._suspended.pop(instance_id, None)
+            if event is not None:
+                event.set()
+
+    def _open(self) -> None:
+        """The engine (re)starts: suspended instances of an earlier session are for resume() now."""
+        self._closed = False
+        self._suspended.clear()
+        self._timers = Timers(self._wake)
+
+    def suspended_ids(self) -> list[str]:
+        """Ids of the instances this engine has unloaded until their durable sleep ends."""
+        return list(self._suspended)
 
     async def _finish(self, run: Run, status: InstanceStatus, output: Any, error: BaseException | None) -> None:
         run.finishing = True
@@ -316,6 +356,12 @@ class WorkflowService:
                         # Its final record is durable, and every write of the
                         # run before it: what the store would give back.
                         return run.snapshot()
+                if instance_id in self._suspended:
+                    event = self._suspended[instance_id]
+                    if event is None:
+                        event = self._suspended[instance_id] = trio.Event()
+                    await event.wait()  # until it is continued (or cancelled)
+                    continue
                 inst = await self._engine.store.get_instance(instance_id)
                 if inst is None:
                     raise InstanceNotFound("no such instance", instance_id=instance_id)
@@ -360,8 +406,18 @@ class WorkflowService:
                              error=str(err), error_type=type(err).__name__,
                              current_step=run.current_step if run else inst.current_step)
         await engine.store.update_instance(final, durable=True)
+        if instance_id in self._suspended:
+            suspended = self._suspended.pop(instance_id)
+            if suspended is not None:
+                suspended.set()  # its timer will find nothing to wake
         if engine.events.active:
             engine.events.emit(Event(name="workflow.cancelled", instance_id=inst.id, workflow_name=inst.workflow_name))
+        if run is None:
+            # Not running here when the cancel began; a suspended instance may
+            # have woken up while the cancel was written: stop that run too.
+            run = self._runs.get(instance_id)
+            if run is not None:
+                run.stop_reason = "cancel"
         if run is not None:
             run.instance = final
             run.cancel_scope.cancel()
@@ -407,23 +463,33 @@ class WorkflowService:
             return resumed
         # Only instances whose owner is gone; the claim is one durable write.
         for instance_id in await engine.store.claim(candidates, engine.owner, limit=limit):
-            # A cancel may have landed meanwhile. This engine holds the lease
-            # now, so no other engine writes the checkpoints read next.
-            bare = await engine.store.get_instance(instance_id, steps=False)
-            if bare is None or bare.finished or instance_id in self._runs:
-                continue
-            definition = self._defs.get(bare.workflow_name)
-            if definition is None:
-                continue  # not registered here (start() checked the name; a store edited meanwhile)
-            checkpoints = await engine.store.get_steps(instance_id)
-            if bare.deadline is not None and bare.deadline <= engine.now():
-                run = Run(engine, definition, bare, checkpoints, definition.total_steps)
-                await self._finish(run, InstanceStatus.TIMED_OUT, None, run.fail(
-                    WorkflowTimeout, "passed its deadline while no process was running it"))
-                continue
-            self._launch(definition, bare, checkpoints, first=False)
-            resumed.append(instance_id)
+            if await self._continue(instance_id):
+                resumed.append(instance_id)
         return resumed
+
+    async def _continue(self, instance_id: str) -> bool:
+        """Continue an unfinished instance this engine holds the lease of, replaying its checkpoints.
+
+        ``False`` if there is nothing to run: it finished meanwhile (a cancel),
+        runs here already, its workflow is not registered, or its deadline had
+        passed (it is then recorded ``timed_out``).
+        """
+        engine = self._engine
+        # This engine holds the lease, so no other engine writes the checkpoints read next.
+        bare = await engine.store.get_instance(instance_id, steps=False)
+        if bare is None or bare.finished or instance_id in self._runs:
+            return False
+        definition = self._defs.get(bare.workflow_name)
+        if definition is None:
+            return False  # not registered here (start() checked the name; a store edited meanwhile)
+        checkpoints = await engine.store.get_steps(instance_id)
+        if bare.deadline is not None and bare.deadline <= engine.now():
+            run = Run(engine, definition, bare, checkpoints, definition.total_steps)
+            await self._finish(run, InstanceStatus.TIMED_OUT, None, run.fail(
+                WorkflowTimeout, "passed its deadline while it was not running (a stop, a crash or a long sleep)"))
+            return False
+        self._launch(definition, bare, checkpoints, first=False)
+        return True
 
     async def stop(self) -> None:
         """Stop every instance running here; they stay unfinished in the store, for ``resume()``."""

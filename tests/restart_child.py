@@ -30,6 +30,9 @@ Scenarios:
   moment ``cancel()`` returns.
 - ``cancel-pending``: start ``chain`` and cancel it before it runs a step; then
   ``sleeper``, killed as in ``cancel-later``.
+- ``nap``: start ``napper`` (id ``n-1``): ``a`` finishes, then a durable sleep of
+  :data:`NAP` seconds unloads the instance; the child logs ``suspended n-1
+  WAKE_AT`` and SIGKILLs itself.
 """
 
 from __future__ import annotations
@@ -42,10 +45,12 @@ from typing import Any
 
 import trio
 
+import durable
 from durable import Engine, Retry, current_step, step, workflow
 
 TIMEOUT = 600.0  # seconds allowed for a `timed` instance
 INTERVAL = 100.0  # seconds between attempts of `flaky`
+NAP = 3600.0  # seconds `napper` sleeps
 
 # Set by configure(): where to log, and whether steps may block (only in the child).
 LOG: str = ""
@@ -144,7 +149,14 @@ async def sleeper(x: str) -> str:
     return await z(x)
 
 
-WORKFLOWS = [timed, backoff, chain, sleeper]
+@workflow(name="napper")
+async def napper(x: str) -> str:
+    y = await a(x)
+    await durable.sleep(NAP)
+    return await c(y)
+
+
+WORKFLOWS = [timed, backoff, chain, sleeper, napper]
 
 
 def register(engine: Engine) -> None:
@@ -181,6 +193,14 @@ async def child(store: str, scenario: str) -> None:
             if scenario == "cancel-kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             await engine.workflows.start(sleeper, "y", id="c-2")
+        elif scenario == "nap":
+            iid = await engine.workflows.start(napper, "x", id="n-1")
+            while iid not in engine.workflows.suspended_ids():
+                await trio.sleep(0.005)
+            sr = (await engine.store.get_steps(iid))["sleep#0"]
+            assert sr.next_attempt_at is not None
+            log(f"suspended {iid} {sr.next_attempt_at.isoformat()}")
+            os.kill(os.getpid(), signal.SIGKILL)
         else:
             raise SystemExit(f"unknown scenario {scenario!r}")
         await trio.sleep_forever()  # until killed

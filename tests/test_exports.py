@@ -15,7 +15,7 @@ EXPECTED = {
     "NonDeterminismError", "ParallelFailed", "ParallelState", "PassState", "Retry", "SerializationError",
     "StepFailed", "StepFunction", "StepInfo", "StepResult", "StepStatus", "StepTimeout", "Store", "StoreError",
     "Subscription", "TaskState", "When", "WorkflowCancelled", "WorkflowFunction", "WorkflowInstance",
-    "WorkflowNotFound", "WorkflowTimeout", "__version__", "current_step", "parallel", "step", "workflow",
+    "WorkflowNotFound", "WorkflowTimeout", "__version__", "current_step", "parallel", "sleep", "sleep_until", "step", "workflow",
 }
 
 

@@ -219,3 +219,39 @@ def test_cancelled_instance_stays_cancelled_across_a_kill(tmp_path: Path, scenar
         if scenario == "cancel-pending":
             assert steps == {}
     assert _runs(log.read_text().splitlines()[len(child):], "c-1") == []  # no step of c-1 ran after the kill
+
+
+# -- a durable sleep across a kill ------------------------------------------------------
+
+
+@pytest.mark.parametrize("down_for", [restart_child.NAP + 5, 1000.0], ids=["woke-while-down", "still-asleep"])
+def test_durable_sleep_survives_a_kill(tmp_path: Path, down_for: float) -> None:
+    """Killed while unloaded by a durable sleep: after its wake-up time the resumed run continues at once;
+    before it, it waits only the rest. The step before the sleep never runs again."""
+    from datetime import datetime
+
+    store, log, child = _kill_child(tmp_path, "nap", until=None)
+    [wake_line] = [line for line in child if line.startswith("suspended n-1 ")]
+    wake_at = datetime.fromisoformat(wake_line.split()[2])
+    assert [r[:2] for r in _runs(child, "n-1")] == [("a", 1)]
+    clock = MockClock(autojump_threshold=0.05)
+
+    async def body(engine: Engine) -> Any:
+        start = engine.now()
+        clock.jump(down_for)
+        t0 = trio.current_time()
+        assert await engine.workflows.resume() == ["n-1"]
+        inst = await engine.workflows.wait("n-1")
+        return start, t0, inst
+
+    start, t0, inst = _resume(store, log, clock, body)
+    after = log.read_text().splitlines()[len(child):]
+    assert inst.status == "completed" and inst.output == "xac"
+    assert [r[:2] for r in _runs(after, "n-1")] == [("c", 1)]  # a replayed; c once
+    [(_, _, ran_at)] = _runs(after, "n-1")
+    remaining = (wake_at - start).total_seconds() - down_for
+    if remaining <= 0:
+        assert ran_at - t0 < 1.0  # at once
+    else:
+        assert remaining - 1.0 < ran_at - t0 < remaining + 1.0  # only the rest of the sleep
+    assert inst.step_results["sleep"].status == "completed"

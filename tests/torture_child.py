@@ -46,6 +46,7 @@ from typing import Any
 
 import trio
 
+import durable
 from durable import Engine, Retry, StepFunction, TaskState, When, current_step, parallel, step, workflow
 
 # -- logging -----------------------------------------------------------------
@@ -206,6 +207,15 @@ async def catching(x: int) -> dict[str, Any]:
     return {"caught": caught, "c": c}
 
 
+@workflow(name="t-nap")
+async def napping(x: int) -> dict[str, Any]:
+    a = await add(x, 1)
+    await durable.sleep(0.3)  # longer than the engine's suspend_after: unloads, then replays
+    b = await add(a, 2)
+    await durable.sleep(0.02)  # short: waits in memory
+    return {"c": await mul(b, 3)}
+
+
 # -- builder workflow ------------------------------------------------------------
 
 
@@ -271,7 +281,7 @@ def max_attempts() -> dict[str, int]:
 
 # -- the fixed set of instances ---------------------------------------------------
 
-DECORATOR_WORKFLOWS = [seq30, par3, branchy, retrying, catching]
+DECORATOR_WORKFLOWS = [seq30, par3, branchy, retrying, catching, napping]
 
 
 def instances(copies: int) -> list[tuple[Any, str, Any]]:
@@ -285,7 +295,7 @@ def instances(copies: int) -> list[tuple[Any, str, Any]]:
 
 
 async def main(store: str, mode: str, copies: int) -> None:
-    async with Engine.open(store) as engine:
+    async with Engine.open(store, suspend_after=0.1) as engine:
         engine.jobs.register("t-inc", job_inc)
         engine.jobs.register("t-double", job_double)
         for fn in DECORATOR_WORKFLOWS:
