@@ -1,5 +1,6 @@
 """durable: durable functions for Python, on trio, checkpointed in LMDB."""
 
+from ._catch import CaughtError as CaughtError
 from ._context import Context as Context
 from ._context import StepInfo as StepInfo
 from ._context import current_step as current_step
@@ -11,29 +12,37 @@ from ._events import Event as Event
 from ._events import EventBus as EventBus
 from ._events import Subscription as Subscription
 from ._gather import parallel as parallel
+from ._ir import Catch as Catch
 from ._ir import ChoiceState as ChoiceState
 from ._ir import Graph as Graph
+from ._ir import MapState as MapState
 from ._ir import ParallelState as ParallelState
 from ._ir import PassState as PassState
 from ._ir import TaskState as TaskState
 from ._ir import When as When
+from ._map import map as map  # not in __all__: a star import must not hide the builtin map
+from ._map import map_ as map_
 from ._records import InstanceStatus as InstanceStatus
 from ._records import StepResult as StepResult
 from ._records import StepStatus as StepStatus
 from ._records import WorkflowInstance as WorkflowInstance
 from ._retry import Retry as Retry
+from ._signals import wait_for_signal as wait_for_signal
 from ._sleep import sleep as sleep
 from ._sleep import sleep_until as sleep_until
 from ._version import __version__ as __version__
 from ._workflow import workflow as workflow
+from .errors import ChildWorkflowFailed as ChildWorkflowFailed
 from .errors import DurableError as DurableError
 from .errors import GraphError as GraphError
 from .errors import InstanceNotFound as InstanceNotFound
 from .errors import JobNotFound as JobNotFound
+from .errors import MapFailed as MapFailed
 from .errors import NoChoiceMatched as NoChoiceMatched
 from .errors import NonDeterminismError as NonDeterminismError
 from .errors import ParallelFailed as ParallelFailed
 from .errors import SerializationError as SerializationError
+from .errors import SignalTimeout as SignalTimeout
 from .errors import StepFailed as StepFailed
 from .errors import StepTimeout as StepTimeout
 from .errors import StoreError as StoreError
@@ -45,6 +54,9 @@ from .stores import MemoryStore as MemoryStore
 from .stores import Store as Store
 
 __all__ = [
+    "Catch",
+    "CaughtError",
+    "ChildWorkflowFailed",
     "ChoiceState",
     "Context",
     "DurableError",
@@ -57,6 +69,8 @@ __all__ = [
     "InstanceStatus",
     "JobNotFound",
     "LMDBStore",
+    "MapFailed",
+    "MapState",
     "MemoryStore",
     "NoChoiceMatched",
     "NonDeterminismError",
@@ -65,6 +79,7 @@ __all__ = [
     "PassState",
     "Retry",
     "SerializationError",
+    "SignalTimeout",
     "StepFailed",
     "StepFunction",
     "StepInfo",
@@ -83,9 +98,11 @@ __all__ = [
     "WorkflowTimeout",
     "__version__",
     "current_step",
+    "map_",
     "parallel",
     "sleep",
     "sleep_until",
     "step",
+    "wait_for_signal",
     "workflow",
 ]

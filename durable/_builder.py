@@ -13,7 +13,19 @@ from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
-from ._ir import ChoiceState, Graph, OnError, ParallelState, PassState, State, TaskState, When, validate_graph
+from ._ir import (
+    Catch,
+    ChoiceState,
+    Graph,
+    MapState,
+    OnError,
+    ParallelState,
+    PassState,
+    State,
+    TaskState,
+    When,
+    validate_graph,
+)
 from ._retry import Retry
 from .errors import GraphError
 from .stores._base import check_workflow_name
@@ -33,6 +45,17 @@ def callable_name(fn: Callable[..., Any]) -> str:
         fn = fn.func
     target: Any = fn if hasattr(fn, "__qualname__") else type(fn)
     return f"{getattr(target, '__module__', None) or '?'}.{target.__qualname__}"
+
+
+def _catch_list(catch: Iterable[Catch] | Catch | None, workflow: str, state: str) -> tuple[Catch, ...]:
+    if catch is None:
+        return ()
+    items = (catch,) if isinstance(catch, Catch) else tuple(catch)
+    for item in items:
+        if not isinstance(item, Catch):
+            raise TypeError(f"state {state!r} of workflow {workflow!r}: catch takes Catch(errors=[...], next=...) "
+                            f"values, got {item!r}")
+    return items
 
 
 def _job_name(job: str | Callable[..., Any]) -> tuple[str, Callable[..., Any] | None]:
@@ -81,6 +104,7 @@ class WorkflowBuilder:
         timeout: float | None = None,
         next: str | None = None,
         end: bool = False,
+        catch: Sequence[Catch] = (),
     ) -> WorkflowBuilder:
         """Add a task running ``job`` (a name registered with ``engine.jobs``, or a callable).
 
@@ -93,6 +117,9 @@ class WorkflowBuilder:
             timeout: seconds allowed for each attempt.
             next: the state to go to afterwards.
             end: end the workflow after this task.
+            catch: :class:`~durable.Catch` fallbacks, tried in order once the
+                task has failed after its retries; the first that matches
+                sends the workflow to its ``next``, with the error in ``ctx.error``.
         """
         job_name, fn = _job_name(job)
         if retry is not None and not isinstance(retry, Retry):
@@ -102,7 +129,7 @@ class WorkflowBuilder:
         return self._add(
             TaskState(
                 name=name, job=job_name, fn=fn, input=input, output=output,
-                retry=retry, timeout=timeout, next=next, end=end,
+                retry=retry, timeout=timeout, next=next, end=end, catch=_catch_list(catch, self._name, name),
             )
         )
 
@@ -126,12 +153,14 @@ class WorkflowBuilder:
         on_error: OnError = "fail-fast",
         next: str | None = None,
         end: bool = False,
+        catch: Sequence[Catch] = (),
     ) -> WorkflowBuilder:
         """Add a parallel state running each branch (built with ``workflow.branch(name)``) at once.
 
         Its output is a dict keyed by branch name. ``on_error="fail-fast"``
         cancels the other branches on the first failure; ``"wait-all"`` lets
-        every branch finish, then fails with every branch's error.
+        every branch finish, then fails with every branch's error
+        (:class:`~durable.ParallelFailed`). ``catch`` as for :meth:`task`.
         """
         if on_error not in ("fail-fast", "wait-all"):
             raise GraphError(f"on_error must be 'fail-fast' or 'wait-all', got {on_error!r}", workflow=self._name, step=name)
@@ -139,7 +168,54 @@ class WorkflowBuilder:
         for b in graphs:
             if not isinstance(b, Graph):
                 raise TypeError(f"parallel {name!r}: branches must be built graphs, got {b!r}")
-        return self._add(ParallelState(name=name, branches=graphs, on_error=on_error, next=next, end=end))
+        return self._add(ParallelState(name=name, branches=graphs, on_error=on_error, next=next, end=end,
+                                       catch=_catch_list(catch, self._name, name)))
+
+    def map(
+        self,
+        name: str,
+        *,
+        iterator: Graph,
+        items: Callable[[Context], Iterable[Any]] | None = None,
+        max_concurrency: int = 0,
+        on_error: OnError = "fail-fast",
+        next: str | None = None,
+        end: bool = False,
+        catch: Sequence[Catch] = (),
+    ) -> WorkflowBuilder:
+        """Add a map state: run ``iterator`` once per item, at most ``max_concurrency`` at once.
+
+        As Step Functions' ``Map`` state. Its output is the list of the
+        iterator's outputs, in item order.
+
+        Args:
+            name: the state's name.
+            iterator: the graph each item runs (built with ``workflow.branch(name)``);
+                its ``ctx.input`` is the item, its ``ctx.steps`` start with the
+                outputs finished before the map.
+            items: ``items(ctx)`` gives the items (default: ``ctx.input``, which
+                must then be a list). Computed from ``ctx`` on every replay:
+                it must give as many items each time.
+            max_concurrency: items running at once at most; ``0`` (default)
+                means no limit, as Step Functions' ``MaxConcurrency``.
+            on_error: ``"fail-fast"`` cancels the running items on the first
+                failure; ``"wait-all"`` runs every item, then fails with
+                :class:`~durable.errors.MapFailed` (each failed item's error by index).
+            next, end: where to go afterwards.
+            catch: :class:`~durable.Catch` fallbacks, as for :meth:`task`.
+        """
+        if on_error not in ("fail-fast", "wait-all"):
+            raise GraphError(f"on_error must be 'fail-fast' or 'wait-all', got {on_error!r}", workflow=self._name, step=name)
+        if not isinstance(iterator, Graph):
+            raise TypeError(f"map {name!r}: iterator must be a built graph (workflow.branch(...)...build()), "
+                            f"got {iterator!r}")
+        if items is not None and not callable(items):
+            raise TypeError(f"map {name!r}: items must be a function of ctx, got {items!r}")
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 0:
+            raise GraphError(f"max_concurrency must be an int >= 0 (0: no limit), got {max_concurrency!r}",
+                             workflow=self._name, step=name)
+        return self._add(MapState(name=name, iterator=iterator, items=items, max_concurrency=max_concurrency,
+                                  on_error=on_error, next=next, end=end, catch=_catch_list(catch, self._name, name)))
 
     def pass_(
         self,

@@ -26,6 +26,10 @@ as the state-machine builder's. The mapping, construct by construct:
 - ``await parallel(a(x), b(x))`` -> a parallel state, a branch per argument
   named by its source text; ``parallel(*(f(x) for x in xs))`` -> one fan-out
   branch ``for x in xs``.
+- ``await durable.map(fn, items, concurrency=N)`` (or ``map``/``map_``
+  imported from ``durable``) -> a map state named ``map`` whose iterator is
+  ``fn`` compiled as a call (a step's task, or a helper's steps inlined; a
+  ``lambda x: f(x, y)`` is its call), labelled with ``fn``, the items and the bound.
 - ``break`` leaves the loop (skipping its ``else``); ``continue`` goes back to it.
 - ``return`` ends its path (a pass state ``return`` when no state precedes it
   on the path); ``raise`` too (a pass state ``raise``); so does falling off the
@@ -52,7 +56,7 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from ._ir import ChoiceState, Graph, ParallelState, PassState, State, TaskState, When, validate_graph
+from ._ir import ChoiceState, Graph, MapState, ParallelState, PassState, State, TaskState, When, validate_graph
 from .errors import GraphError
 
 __all__ = ["compile_workflow"]
@@ -62,7 +66,7 @@ _NAME_LIMIT = 60  # choice names are clipped to this many characters
 # parallel() arguments that can never be awaitable: a mistake worth failing decoration for.
 _NOT_AWAITABLE = (ast.Constant, ast.List, ast.Tuple, ast.Dict, ast.Set, ast.Lambda, ast.JoinedStr,
                   ast.ListComp, ast.SetComp, ast.DictComp)
-_STEPS = ("task", "parallel")  # kinds of mutable states that are steps
+_STEPS = ("task", "parallel", "map")  # kinds of mutable states that are steps
 
 # A mutable state is a dict (kind, name, base, next, end, plus rules/default for
 # choices, branches/label for parallels). A hook is a dangling exit of a state:
@@ -116,7 +120,7 @@ class _States:
         """End the paths of ``hooks``: a state's own ``end``, else a shared pass state ``base``."""
         need: list[Hook] = []
         for state, slot in hooks:
-            if slot == "next" and state["kind"] in ("task", "parallel", "pass"):
+            if slot == "next" and state["kind"] in ("task", "parallel", "map", "pass"):
                 state["end"] = True
             else:  # a choice's rule or default, or the start: needs a state to go to
                 need.append((state, slot))
@@ -319,6 +323,8 @@ class _Compiler:
         last = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
         if last == "parallel":
             return self.parallel(g, f, call, hooks)
+        if last in ("map", "map_") and self.is_durable_map(func):
+            return self.map(g, f, call, hooks)
         base = f.text(func)
         declared = getattr(resolved, "name", None)
         if self.is_step is not None and self.is_step(resolved) and isinstance(declared, str):
@@ -343,6 +349,62 @@ class _Compiler:
         if getattr(target, "__module__", None) != self.module or id(target) in f.helpers:
             return None  # another module's coroutine, or a cycle: drawn as a task
         return target if len(f.helpers) <= _MAX_DEPTH else None
+
+    def is_durable_map(self, func: ast.expr) -> bool:
+        """Whether the callee ``func`` is ``durable.map``: resolved through the module's globals,
+        or a bare ``map``/``map_`` imported where the compiler cannot see it (the builtin
+        ``map`` is never awaited)."""
+        from ._map import map as durable_map
+
+        parts: list[str] = []
+        node = func
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name):
+            return False
+        if node.id not in self.globals:
+            return not parts  # `await map(...)` with map imported inside the function
+        obj: Any = self.globals[node.id]
+        for part in reversed(parts):
+            obj = getattr(obj, part, None)
+        return obj is durable_map
+
+    def map(self, g: _States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
+        """A map state: the iterator is ``fn`` compiled as a call; the label tells the items and the bound."""
+        keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
+        fn = call.args[0] if call.args else keywords.get("fn")
+        items = call.args[1] if len(call.args) > 1 else keywords.get("items")
+        if fn is None or isinstance(fn, ast.Starred):
+            return [(g.add("task", f.text(call.func), hooks, job=f.text(call.func)), "next")]
+        bound_node = keywords.get("concurrency")
+        bound = 10
+        if isinstance(bound_node, ast.Constant) and isinstance(bound_node.value, int):
+            bound = max(0, bound_node.value)
+        elif bound_node is not None:
+            bound = 0
+        on_error_node = keywords.get("on_error")
+        on_error = on_error_node.value if isinstance(on_error_node, ast.Constant) else "fail-fast"
+        if bound_node is not None and not isinstance(bound_node, ast.Constant):
+            limit = f"at most {f.text(bound_node)} at once"
+        else:
+            limit = f"at most {bound} at once" if bound else "no limit"
+        fn_text = f.text(fn)
+        over = f" over {f.text(items)}" if items is not None else ""
+        frame = _Frame(f.source, f.filename, f.first_line, returns=None, helpers=f.helpers)
+
+        def build(sub: _States, start: list[Hook]) -> list[Hook]:
+            if isinstance(fn, ast.Lambda) and isinstance(fn.body, ast.Call):
+                return self.call(sub, frame, fn.body, start)  # `lambda x: pack(x, "gift")`
+            if isinstance(fn, ast.Lambda):
+                return [(sub.add("task", fn_text, start, job=fn_text), "next")]
+            return self.call(sub, frame, ast.Call(func=fn, args=[], keywords=[]), start)
+
+        iterator = self.graph(_clip(fn_text), build)
+        state = g.add("map", "map", hooks, iterator=iterator, max_concurrency=bound,
+                      on_error=on_error if on_error in ("fail-fast", "wait-all") else "fail-fast")
+        state["label"] = _clip(f"{state['name']} {fn_text}{over} ({limit})")
+        return [(state, "next")]
 
     def parallel(self, g: _States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
         """A parallel state: a branch per argument, a fan-out branch per starred comprehension."""
@@ -403,6 +465,9 @@ def _frozen(s: dict[str, Any]) -> State:
         return TaskState(job=s["job"], **common)
     if s["kind"] == "parallel":
         return ParallelState(branches=s["branches"], **common)
+    if s["kind"] == "map":
+        return MapState(iterator=s["iterator"], max_concurrency=s["max_concurrency"], on_error=s["on_error"],
+                        **common)
     return PassState(**common)
 
 
@@ -418,8 +483,8 @@ def _freeze(g: _States, name: str, entry: str) -> Graph:
     try:
         validate_graph(graph)
     except GraphError:
-        steps: list[TaskState | ParallelState | PassState] = [
-            s for s in graph.states if isinstance(s, (TaskState, ParallelState))] or [PassState(name="return")]
+        steps: list[TaskState | ParallelState | MapState | PassState] = [
+            s for s in graph.states if isinstance(s, (TaskState, ParallelState, MapState))] or [PassState(name="return")]
         linear: list[State] = [
             attrs.evolve(s, next=None if i + 1 == len(steps) else steps[i + 1].name, end=i + 1 == len(steps))
             for i, s in enumerate(steps)]

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Mapping
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
 from ._records import WorkflowInstance
+
+if TYPE_CHECKING:
+    from ._catch import CaughtError
 
 __all__ = ["Context", "StepInfo", "current_step", "step_info_var"]
 
@@ -25,16 +28,19 @@ class Context:
     Attributes:
         input: the workflow's input.
         steps: outputs of the steps finished so far, keyed by step name.
+        error: the error the last :class:`~durable.Catch` of this graph (or
+            branch) caught, as a :class:`~durable.CaughtError`; ``None`` before any.
 
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_instance_fn", "input", "steps")
+    __slots__ = ("_instance_fn", "error", "input", "steps")
 
     def __init__(self, input: Any, steps: Mapping[str, Any], instance: Callable[[], WorkflowInstance]) -> None:
         self.input = input
         self.steps = steps
         self._instance_fn = instance
+        self.error: CaughtError | None = None
 
     @property
     def instance(self) -> WorkflowInstance:

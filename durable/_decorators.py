@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Generic, ParamSpec, TypeVar, final, overload
 
 from ._active import Active, active, plain_default_retry
+from ._children import child_step
 from ._builder import callable_name
 from ._ir import Graph, TaskState
 from ._plain import run_plain
@@ -208,7 +209,7 @@ class WorkflowFunction(Generic[P, R]):
     @property
     def total_steps(self) -> int:
         """Steps and parallels in the compiled graph: progress's denominator."""
-        return sum(1 for s in self._graph.walk() if s.type in ("task", "parallel"))
+        return sum(1 for s in self._graph.walk() if s.type in ("task", "parallel", "map"))
 
     def make_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
         try:
@@ -232,10 +233,16 @@ class WorkflowFunction(Generic[P, R]):
     # -- calling it ------------------------------------------------------------
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
-        """Run the workflow body as a plain coroutine (inside a workflow: inline, in the caller's scope)."""
-        if active.get() is None:
-            return self._plain(*args, **kwargs)
-        return self.__wrapped__(*args, **kwargs)
+        """Awaited inside a workflow run: a child workflow (an instance of its own, see
+        :mod:`durable._children`); anywhere else: the workflow body as a plain coroutine."""
+        return self._call(args, kwargs)
+
+    async def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        current = active.get()  # read when awaited: a parallel() branch has its own scope
+        if current is None:
+            return await self._plain(*args, **kwargs)
+        output: R = await child_step(current.run, current.scope, self, args, kwargs)
+        return output
 
     async def _plain(self, *args: Any, **kwargs: Any) -> R:
         token = plain_default_retry.set(self.default_retry)

@@ -2,25 +2,37 @@
 
 Node ids are generated (``n0``, ``n1``, ...) so that any state name, with
 dashes, spaces or quotes, gives a diagram the viewers accept; the state's name
-is the node's label.
+is the node's label. A parallel is a subgraph (cluster) of its branches; a
+map a subgraph of its iterator, titled with its concurrency bound, whose
+nodes are numbered under the map's own id (``n3_0``, ``n3_1``...) so the
+numbering of every other node is the same as without the map. Catch edges
+are dashed and labelled with the errors they catch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ._ir import ChoiceState, Graph, ParallelState, PassState, State, TaskState
+from ._ir import ChoiceState, Graph, MapState, ParallelState, PassState, State, TaskState
 
 __all__ = ["to_dot", "to_mermaid"]
 
 
 class _Ids:
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "n") -> None:
         self._n = 0
+        self._prefix = prefix
 
     def new(self) -> str:
         self._n += 1
-        return f"n{self._n - 1}"
+        return f"{self._prefix}{self._n - 1}"
+
+
+def _map_title(state: MapState) -> str:
+    if state.label:
+        return state.label
+    bound = f"at most {state.max_concurrency} at once" if state.max_concurrency else "no limit"
+    return f"{state.name} (map, {bound})"
 
 
 def _mermaid_label(text: str) -> str:
@@ -33,14 +45,19 @@ def _node_text(state: State) -> str:
     return state.label or state.name
 
 
-def _edges(state: State) -> Iterator[tuple[str, str | None]]:
+def _edges(state: State) -> Iterator[tuple[str, str | None, bool]]:
+    """(target, label, dashed) of each edge out of ``state``; catch edges are the dashed ones."""
     if isinstance(state, ChoiceState):
         for i, rule in enumerate(state.choices):
-            yield rule.next, rule.label or f"#{i + 1}"
+            yield rule.next, rule.label or f"#{i + 1}", False
         if state.default is not None:
-            yield state.default, "default"
-    elif state.next is not None:
-        yield state.next, None
+            yield state.default, "default", False
+        return
+    if state.next is not None:
+        yield state.next, None, False
+    if not isinstance(state, PassState):
+        for catcher in state.catch:
+            yield catcher.next, catcher.label, True
 
 
 def _mermaid_body(graph: Graph, ids: _Ids, indent: str) -> tuple[list[str], str, list[str]]:
@@ -61,6 +78,12 @@ def _mermaid_body(graph: Graph, ids: _Ids, indent: str) -> tuple[list[str], str,
                 lines.extend(inner)
                 lines.append(f"{indent}  end")
             lines.append(f"{indent}end")
+        elif isinstance(s, MapState):
+            lines.append(f"{indent}subgraph {nid} [{_mermaid_label(_map_title(s))}]")
+            lines.append(f"{indent}  direction TB")
+            inner, _, _ = _mermaid_body(s.iterator, _Ids(f"{nid}_"), indent + "  ")
+            lines.extend(inner)
+            lines.append(f"{indent}end")
         elif isinstance(s, ChoiceState):
             lines.append(f"{indent}{nid}{{{label}}}")
         elif isinstance(s, PassState):
@@ -68,8 +91,9 @@ def _mermaid_body(graph: Graph, ids: _Ids, indent: str) -> tuple[list[str], str,
         else:
             lines.append(f"{indent}{nid}[{label}]")
     for s in graph.states:
-        for target, edge_label in _edges(s):
-            arrow = f"-->|{_mermaid_label(edge_label)}|" if edge_label else "-->"
+        for target, edge_label, dashed in _edges(s):
+            line = "-.->" if dashed else "-->"
+            arrow = f"{line}|{_mermaid_label(edge_label)}|" if edge_label else line
             lines.append(f"{indent}{node[s.name]} {arrow} {node[target]}")
         if s.end:
             ends.append(node[s.name])
@@ -111,11 +135,21 @@ def _dot_body(graph: Graph, ids: _Ids, indent: str) -> tuple[list[str], dict[str
                 lines.append(f"{indent}  }}")
             lines.append(f"{indent}}}")
             continue
+        if isinstance(s, MapState):
+            lines.append(f"{indent}subgraph cluster_{nid} {{ label={_dot_label(_map_title(s))};")
+            lines.append(f"{indent}  {nid} [shape=point];")
+            inner, inner_nodes, _ = _dot_body(s.iterator, _Ids(f"{nid}_"), indent + "  ")
+            lines.extend(inner)
+            if s.iterator.states:
+                lines.append(f"{indent}  {nid} -> {inner_nodes[s.iterator.states[0].name]} [style=dashed];")
+            lines.append(f"{indent}}}")
+            continue
         shape = {"choice": "diamond", "pass": "ellipse"}.get(s.type, "box")
         lines.append(f"{indent}{nid} [label={_dot_label(_node_text(s))}, shape={shape}];")
     for s in graph.states:
-        for target, edge_label in _edges(s):
-            attr = f" [label={_dot_label(edge_label)}]" if edge_label else ""
+        for target, edge_label, dashed in _edges(s):
+            attrs = ([f"label={_dot_label(edge_label)}"] if edge_label else []) + (["style=dashed"] if dashed else [])
+            attr = f" [{', '.join(attrs)}]" if attrs else ""
             lines.append(f"{indent}{node[s.name]} -> {node[target]}{attr};")
         if s.end:
             ends.append(node[s.name])

@@ -12,10 +12,8 @@ import inspect
 from collections.abc import Awaitable, Coroutine
 from typing import Any
 
-import trio
-
 from ._active import Active, active
-from ._parallel import run_parallel
+from ._parallel import failure_detail, fan_out, run_parallel
 from ._run import Scope
 from .errors import ParallelFailed
 
@@ -80,27 +78,14 @@ async def parallel(*awaitables: Awaitable[Any], on_error: str = "fail-fast") -> 
 
 
 async def _plain_parallel(aws: list[Awaitable[Any]], on_error: str, started: set[int]) -> list[Any]:
-    results: list[Any] = [None] * len(aws)
-    errors: dict[int, BaseException] = {}
-    order: list[int] = []
-    async with trio.open_nursery() as nursery:
+    async def go(i: int) -> Any:
+        started.add(i)
+        return await aws[i]
 
-        async def go(i: int) -> None:
-            started.add(i)
-            try:
-                results[i] = await aws[i]
-            except Exception as exc:
-                errors[i] = exc
-                order.append(i)
-                if on_error == "fail-fast":
-                    nursery.cancel_scope.cancel()
-
-        for i in range(len(aws)):
-            nursery.start_soon(go, i)
+    results, errors, order = await fan_out(len(aws), go, limit=0, on_error=on_error)
     if errors:
         if on_error == "fail-fast":
             raise errors[order[0]]
-        detail = "; ".join(f"{i}: {type(e).__name__}: {e}" for i, e in sorted(errors.items()))
-        raise ParallelFailed(f"{len(errors)} of {len(aws)} branches failed: {detail}",
+        raise ParallelFailed(f"{len(errors)} of {len(aws)} branches failed: {failure_detail(errors, str)}",
                              errors={str(i): e for i, e in sorted(errors.items())})
     return results

@@ -4,16 +4,24 @@ Every state execution takes the next checkpoint key of its scope, so a state
 visited twice (a loop through a choice) has two checkpoints, and a resumed
 instance re-walks the graph from the start, replaying finished states from
 their checkpoints until it reaches the first unfinished one.
+
+A task, parallel or map state that fails for good is matched against its
+``catch`` list; the first :class:`~durable.Catch` that matches sends the walk
+to its ``next`` state with the error in ``ctx.error``. A failed state replays
+by re-raising its stored exception, so the same catcher is taken on replay.
 """
 
 from __future__ import annotations
 
-from typing import Any, final
+from collections import ChainMap
+from collections.abc import MutableMapping
+from typing import Any, cast, final
 
+from ._catch import CaughtError, catch_target
 from ._context import Context
-from ._ir import ChoiceState, Graph, ParallelState, PassState, TaskState
+from ._ir import ChoiceState, Graph, MapState, ParallelState, PassState, State, TaskState
 from ._jobs import as_async_call, inline_call
-from ._parallel import run_parallel
+from ._parallel import run_map, run_parallel
 from ._retry import Retry, effective_retry
 from ._run import Run, Scope
 from ._steps import StepSpec, run_step
@@ -51,28 +59,41 @@ class GraphDefinition:
 
 
 async def run_graph(
-    run: Run, graph: Graph, scope: Scope, steps: dict[str, Any], input: Any, default_retry: Retry | None
+    run: Run, graph: Graph, scope: Scope, steps: MutableMapping[str, Any], input: Any, default_retry: Retry | None
 ) -> Any:
     """Walk ``graph`` from its first state to an end; returns the last state's output."""
     ctx = Context(input, steps, run.snapshot)
     state = graph.state(graph.states[0].name)
     while True:
         run.current_step = state.name
-        if isinstance(state, TaskState):
-            output = await run_step(run, scope, _task_spec(run, state, ctx, default_retry))
-        elif isinstance(state, PassState):
-            output = await run_step(run, scope, _pass_spec(state, ctx))
-        elif isinstance(state, ChoiceState):
+        if isinstance(state, ChoiceState):
             target = await run_step(run, scope, _choice_spec(run, state, ctx))
             state = graph.state(target)
             continue
-        else:
-            assert isinstance(state, ParallelState)
-            output = await _run_parallel_state(run, scope, state, ctx, default_retry)
+        try:
+            output = await _run_state(run, scope, state, ctx, default_retry)
+        except Exception as exc:
+            handler = catch_target(run, state, exc)
+            if handler is None:
+                raise
+            ctx.error = CaughtError.of(state.name, exc)
+            state = graph.state(handler)
+            continue
         steps[state.name] = output
         if state.end or state.next is None:
             return output
         state = graph.state(state.next)
+
+
+async def _run_state(run: Run, scope: Scope, state: State, ctx: Context, default_retry: Retry | None) -> Any:
+    if isinstance(state, TaskState):
+        return await run_step(run, scope, _task_spec(run, state, ctx, default_retry))
+    if isinstance(state, PassState):
+        return await run_step(run, scope, _pass_spec(state, ctx))
+    if isinstance(state, MapState):
+        return await _run_map_state(run, scope, state, ctx, default_retry)
+    assert isinstance(state, ParallelState)
+    return await _run_parallel_state(run, scope, state, ctx, default_retry)
 
 
 def _task_spec(run: Run, state: TaskState, ctx: Context, default_retry: Retry | None) -> StepSpec:
@@ -135,3 +156,25 @@ async def _run_parallel_state(
         branches=[make(b) for b in state.branches], on_error=state.on_error, keyed=True,
     )
     return output
+
+
+async def _run_map_state(
+    run: Run, scope: Scope, state: MapState, ctx: Context, default_retry: Retry | None
+) -> list[Any]:
+    # Each item's walk sees the steps finished before the map plus its own (a
+    # ChainMap: no copy per item), and the item as its ctx.input.
+    source = state.items(ctx) if state.items is not None else ctx.input
+    if isinstance(source, (str, bytes, dict)) or not hasattr(source, "__iter__"):
+        raise TypeError(f"map state {state.name!r} of workflow {run.name!r}: items must be a list "
+                        f"(from items(ctx), or ctx.input), got {type(source).__name__}")
+    values = list(source)
+    iterator = state.iterator
+    before = cast(MutableMapping[str, Any], ctx.steps)  # only read: each item writes to its own first map
+
+    async def item(i: int, item_scope: Scope) -> Any:
+        return await run_graph(run, iterator, item_scope, ChainMap({}, before), values[i], default_retry)
+
+    return await run_map(
+        run, scope, name=state.name, count=len(values), item=item, concurrency=state.max_concurrency,
+        on_error=state.on_error, steps_per_item=iterator.total_steps,
+    )

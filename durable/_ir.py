@@ -1,4 +1,4 @@
-"""The graph IR: frozen task / choice / parallel / pass states, and their validation.
+"""The graph IR: frozen task / choice / parallel / map / pass states, and their validation.
 
 Both front-ends produce a :class:`Graph`: the builder directly, the decorator by
 compiling the workflow's source. The builder's graph is what the engine's
@@ -8,7 +8,7 @@ progress totals and validation. This module is pure: no I/O, no engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
 import attrs
@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from ._context import Context
 
 __all__ = [
+    "Catch",
     "ChoiceState",
     "Graph",
+    "MapState",
     "ParallelState",
     "PassState",
     "State",
@@ -53,6 +55,75 @@ class When:
     label: str | None = None
 
 
+def _error_patterns(value: Any) -> tuple[type[BaseException] | str, ...]:
+    if isinstance(value, (str, type)):
+        value = [value]
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise TypeError(f"Catch(errors=...) takes a list of exception types or names, got {value!r}") from None
+    if not items:
+        raise ValueError("Catch(errors=...) needs at least one exception type or name ('*' for any error)")
+    for item in items:
+        if not ((isinstance(item, str) and item) or (isinstance(item, type) and issubclass(item, BaseException))):
+            raise TypeError(f"Catch(errors=...) takes exception types or type names, got {item!r}")
+    return items
+
+
+def _check_catch_next(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"Catch(next=...) must name a state, got {value!r}")
+
+
+@final
+@attrs.frozen
+class Catch:
+    """A fallback of a task, parallel or map state: go to ``next`` when it fails with one of ``errors``.
+
+    A state's catchers are tried in order once the state has failed for good
+    (a task after its retries are exhausted); the first that matches wins and
+    the workflow goes on at ``next``, with the error in ``ctx.error``. With no
+    match the failure goes on up, as without a catch.
+
+    Args:
+        errors: exception types (matched with ``isinstance``), type names
+            (``"ValueError"``, matched against the error's class and its base
+            classes, as Step Functions' ``ErrorEquals``), or ``"*"`` /
+            ``"States.ALL"`` for any error. A builder task's error is
+            :class:`~durable.errors.StepFailed` wrapping the job's own error:
+            both are matched, so ``errors=[ValueError]`` catches a job that
+            raised ``ValueError``.
+        next: the state to go to.
+
+    .. versionadded:: 0.1.0
+    """
+
+    errors: tuple[type[BaseException] | str, ...] = attrs.field(converter=_error_patterns)
+    next: str = attrs.field(validator=_check_catch_next)
+
+    def matches(self, error: BaseException) -> bool:
+        """Whether this catcher takes ``error``."""
+        from ._catch import error_matches
+
+        return error_matches(error, self.errors)
+
+    @property
+    def label(self) -> str:
+        """How the diagrams label this catcher's edge: ``catch ValueError, KeyError``."""
+        names = [e if isinstance(e, str) else e.__name__ for e in self.errors]
+        return "catch " + ", ".join("*" if n == "States.ALL" else n for n in names)
+
+
+def _catches(value: Iterable[Catch] | Catch | None) -> tuple[Catch, ...]:
+    if value is None:
+        return ()
+    items = (value,) if isinstance(value, Catch) else tuple(value)
+    for item in items:
+        if not isinstance(item, Catch):
+            raise TypeError(f"catch=[...] takes Catch(errors=[...], next=...) values, got {item!r}")
+    return items
+
+
 @attrs.frozen(kw_only=True)
 class TaskState:
     """Run a job (builder) or a step call site (decorator).
@@ -70,6 +141,7 @@ class TaskState:
     next: str | None = None
     end: bool = False
     label: str | None = None
+    catch: tuple[Catch, ...] = attrs.field(default=(), converter=_catches)
 
     type: str = attrs.field(default="task", init=False)
 
@@ -104,8 +176,39 @@ class ParallelState:
     next: str | None = None
     end: bool = False
     label: str | None = None
+    catch: tuple[Catch, ...] = attrs.field(default=(), converter=_catches)
 
     type: str = attrs.field(default="parallel", init=False)
+
+
+@attrs.frozen(kw_only=True)
+class MapState:
+    """Run the ``iterator`` graph once per item, at most ``max_concurrency`` at once; output in item order.
+
+    Attributes:
+        items: ``items(ctx)`` gives the list to map over (default: ``ctx.input``);
+            ``None`` in a graph compiled from source.
+        iterator: the graph each item runs, with the item as its ``ctx.input``.
+        max_concurrency: items running at once at most; ``0`` means no limit
+            (as Step Functions' ``MaxConcurrency``).
+        on_error: ``"fail-fast"`` cancels the running items on the first
+            failure; ``"wait-all"`` runs every item, then fails with
+            :class:`~durable.errors.MapFailed` if any failed.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    iterator: Graph
+    items: Callable[[Context], Iterable[Any]] | None = None
+    max_concurrency: int = 0
+    on_error: OnError = "fail-fast"
+    next: str | None = None
+    end: bool = False
+    label: str | None = None
+    catch: tuple[Catch, ...] = attrs.field(default=(), converter=_catches)
+
+    type: str = attrs.field(default="map", init=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -125,7 +228,7 @@ class PassState:
     type: str = attrs.field(default="pass", init=False)
 
 
-State: TypeAlias = TaskState | ChoiceState | ParallelState | PassState
+State: TypeAlias = TaskState | ChoiceState | ParallelState | MapState | PassState
 
 
 @final
@@ -167,16 +270,21 @@ class Graph:
         return name in self._by_name
 
     def walk(self) -> Iterator[State]:
-        """Every state, including those inside parallel branches, depth first."""
+        """Every state, including those inside parallel branches and map iterators, depth first."""
         for s in self.states:
             yield s
             if isinstance(s, ParallelState):
                 for branch in s.branches:
                     yield from branch.walk()
+            elif isinstance(s, MapState):
+                yield from s.iterator.walk()
 
     @property
     def total_steps(self) -> int:
-        """Number of states, counting those inside branches: progress's denominator."""
+        """Number of states, counting those inside branches and map iterators (once): progress's denominator.
+
+        A map adds its iterator's states once per further item when it starts.
+        """
         return sum(1 for _ in self.walk())
 
     def to_mermaid(self) -> str:
@@ -193,22 +301,27 @@ class Graph:
 
 
 def _targets(state: State) -> list[tuple[str, str]]:
-    """(label, target) pairs of the transitions out of ``state``."""
+    """(label, target) pairs of the transitions out of ``state``, catch edges included."""
     if isinstance(state, ChoiceState):
         out = [(f"choice {i}", w.next) for i, w in enumerate(state.choices)]
         if state.default is not None:
             out.append(("default", state.default))
         return out
-    return [("next", state.next)] if state.next is not None else []
+    out = [("next", state.next)] if state.next is not None else []
+    if not isinstance(state, PassState):
+        out.extend((f"catch {i}", c.next) for i, c in enumerate(state.catch))
+    return out
 
 
 def validate_graph(graph: Graph, *, workflow: str | None = None) -> None:
     """Raise :class:`GraphError` naming the workflow and state if ``graph`` is malformed.
 
-    Checks: duplicate state names, ``next`` together with ``end``, a transition to
-    an unknown state, a parallel with no branches, a choice with no way out,
-    states unreachable from the start, and no reachable end. Loops through a
-    choice are allowed. Branch graphs are checked the same way.
+    Checks: duplicate state names, ``next`` together with ``end``, a transition
+    (or a catch) to an unknown state, a parallel with no branches, a map with a
+    negative ``max_concurrency``, a choice with no way out, states unreachable
+    from the start (catch edges count), and no reachable end. Loops through a
+    choice or a catch are allowed. Branch and iterator graphs are checked the
+    same way.
     """
     wf = workflow or graph.name
     if not graph.states:
@@ -232,9 +345,18 @@ def validate_graph(graph: Graph, *, workflow: str | None = None) -> None:
                 raise GraphError(f"parallel has duplicate branch names {dupes}", workflow=wf, step=s.name)
             for b in s.branches:
                 validate_graph(b, workflow=f"{wf}/{s.name}/{b.name}")
-        for _, target in _targets(s):
-            if target not in seen:
-                raise GraphError(f"transition to unknown state {target!r}", workflow=wf, step=s.name)
+        if isinstance(s, MapState):
+            limit = s.max_concurrency
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise GraphError(f"max_concurrency must be an int >= 0 (0: no limit), got {limit!r}",
+                                 workflow=wf, step=s.name)
+            validate_graph(s.iterator, workflow=f"{wf}/{s.name}/{s.iterator.name}")
+        for label, target in _targets(s):
+            if target in seen:
+                continue
+            if label.startswith("catch"):
+                raise GraphError(f"catch target {target!r} is not a state of the workflow", workflow=wf, step=s.name)
+            raise GraphError(f"transition to unknown state {target!r}", workflow=wf, step=s.name)
         if not isinstance(s, ChoiceState) and s.next is None and not s.end:
             raise GraphError("state has neither next nor end", workflow=wf, step=s.name)
     reachable: list[str] = []

@@ -11,7 +11,8 @@ or of other names.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
 import trio
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from ._engine import Engine
 
 __all__ = ["Definition", "Run", "Scope"]
+
+_T = TypeVar("_T")
 
 
 class Definition(Protocol):
@@ -87,6 +90,7 @@ class Run:
     finishing: bool = False
     fatal: BaseException | None = None
     wake_at: datetime | None = None  # when a suspended run is to continue
+    wake_signal: str | None = None  # or the signal it waits for
     _completed_under: dict[str, int] | None = attrs.field(default=None, init=False, repr=False)
 
     @property
@@ -125,8 +129,28 @@ class Run:
             self.cancel_scope.cancel()
         return self.fatal
 
-    def suspend(self, wake_at: datetime) -> None:
-        """End this run to free its memory; the engine continues it at ``wake_at`` (a durable sleep).
+    def next_checkpoint(self, scope: Scope, step_name: str,
+                        failure: type[DurableError]) -> tuple[str, StepResult | None]:
+        """The next key of ``step_name`` in ``scope``, and its checkpoint if one was loaded.
+
+        A failed checkpoint re-raises its error (a ``failure`` if it has none);
+        a completed one is counted towards progress, and the caller returns
+        its output. Used by the primitives that are not plain steps (sleep,
+        signal, child workflow).
+        """
+        if self.fatal is not None:
+            raise self.fatal
+        key = scope.next_key(step_name)
+        rec = self.checkpoints.get(key)
+        if rec is not None and rec.status == StepStatus.FAILED:
+            raise rec.exception or self.fail(failure, rec.error or "failed", step=key)
+        if rec is not None and rec.status == StepStatus.COMPLETED:
+            self.step_completed(step_name, executed=False)
+        return key, rec
+
+    def suspend(self, wake_at: datetime | None, signal: str | None = None) -> None:
+        """End this run to free its memory; the engine continues it at ``wake_at`` (a durable sleep),
+        or when ``signal`` arrives (``wake_at`` then is the wait's time-out, if any).
 
         Its checkpoints say where it stands (the sleep's wake-up time is
         durable), so nothing more is written: the instance stays running,
@@ -135,6 +159,7 @@ class Run:
         if self.stop_reason is None and not self.finishing:
             self.stop_reason = "suspend"
             self.wake_at = wake_at
+            self.wake_signal = signal
         self.cancel_scope.cancel()
 
     def lose(self) -> BaseException:
@@ -152,15 +177,28 @@ class Run:
         A failed write poisons the run: the workflow must not move past a step
         whose result is not stored.
         """
+        await self._guard(self.engine.store.put_step(self.id, step, durable=durable, owner=self.engine.owner.id),
+                          step)
+        self.checkpoints[step.key] = step
+
+    async def take_signal(self, name: str, seq: int, step: StepResult) -> bool:
+        """Consume queued signal ``seq`` and store ``step`` in one durable write; ``False`` if it is gone."""
+        taken = await self._guard(
+            self.engine.store.take_signal(self.id, name, seq, step, owner=self.engine.owner.id), step)
+        if taken:
+            self.checkpoints[step.key] = step
+        return taken
+
+    async def _guard(self, write: Awaitable[_T], step: StepResult) -> _T:
+        """Await a store write of ``step``'s; a failure stops the run (see :meth:`checkpoint`)."""
         try:
-            await self.engine.store.put_step(self.id, step, durable=durable, owner=self.engine.owner.id)
+            return await write
         except LeaseLost:
             raise self.lose() from None
         except SerializationError as exc:
             raise self.poison(self.fail(SerializationError, exc.message, step=step.key)) from exc.__cause__
         except Exception as exc:
             raise self.poison(exc) from None
-        self.checkpoints[step.key] = step
 
     def completed_under(self, prefix: str) -> int:
         """How many loaded checkpoints under scope ``prefix`` (a parallel's ``key/``) are completed.

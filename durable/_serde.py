@@ -36,7 +36,7 @@ import cloudpickle  # type: ignore[import-untyped]
 from ._records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
 from .errors import SerializationError, StoreError
 
-__all__ = ["decode_instance", "decode_step", "encode_instance", "encode_step"]
+__all__ = ["decode_instance", "decode_step", "decode_value", "encode_instance", "encode_step", "encode_value"]
 
 _LEGACY = b"\x01"  # version byte + pickle (read only)
 _ENVELOPE = b"\x02"  # version byte + CRC-32 of the pickle (4 bytes, big endian) + pickle
@@ -312,6 +312,24 @@ def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: s
             # a plain one carrying the same type name and message.
             fields["exception"] = _portable_exception(exc)
     return _dumps(fields, StepResult, f"the {step.status} result of step {step.key or step.step_name!r}", context)
+
+
+def encode_value(value: Any, what: str, **context: Any) -> bytes:
+    """Bytes of a bare value (a signal's payload); :class:`SerializationError` naming ``what``."""
+    try:
+        data = _pickle(value)
+    except Exception as exc:
+        raise SerializationError(f"cannot store {what}: {type(exc).__name__}: {exc}", **context) from exc
+    return _seal(data)
+
+
+def decode_value(data: bytes, where: str, path: str | None = None) -> Any:
+    """The value encoded in ``data``; :class:`StoreError` if it does not load."""
+    payload = _unseal(data, where, path)
+    try:
+        return pickle.loads(payload)
+    except Exception as exc:
+        raise StoreError(f"corrupt record at {where}: {type(exc).__name__}: {exc}", path=path) from exc
 
 
 def check_step_input(step: StepResult, *, instance_id: str | None = None) -> None:

@@ -30,9 +30,11 @@ import trio
 from ._interpreter import GraphDefinition
 from ._ir import Graph
 from ._events import Event
-from ._records import InstanceStatus, WorkflowInstance
+from ._children import CHILD_STEP_TYPE
+from ._records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
 from ._run import Definition, Run
 from ._steps import error_text
+from ._signal_hub import SignalHub
 from ._timers import Timers
 from .errors import (
     DurableError,
@@ -66,6 +68,28 @@ def _error_text(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, DurableError) else error_text(exc)
 
 
+def _running_children(checkpoints: dict[str, StepResult]) -> list[str]:
+    """Ids of the child workflows whose call is still running in these checkpoints."""
+    return [
+        rec.input["child"] for rec in checkpoints.values()
+        if rec.step_type == CHILD_STEP_TYPE and rec.status == StepStatus.RUNNING
+        and isinstance(rec.input, dict) and isinstance(rec.input.get("child"), str)
+    ]
+
+
+@attrs.define(eq=False)
+class _Sleeper:
+    """A suspended instance: what wakes it besides its timer, and an event for wait()."""
+
+    signal: str | None = None
+    event: trio.Event | None = None
+
+    def waiters(self) -> trio.Event:
+        if self.event is None:
+            self.event = trio.Event()
+        return self.event
+
+
 @final
 class WorkflowService:
     """The workflow operations of an :class:`~durable.Engine` (``engine.workflows``).
@@ -79,10 +103,12 @@ class WorkflowService:
         self._runs: dict[str, Run] = {}
         self._store_failed: dict[str, StoreError] = {}  # runs stopped by a failed write, for wait()
         self._unregistered: set[str] = set()  # instances resume() skipped and logged
-        # Instances unloaded by a long durable sleep; a wait() on one adds an
-        # event, set when the instance is continued (or cancelled).
-        self._suspended: dict[str, trio.Event | None] = {}
+        # Instances unloaded by a long durable sleep or a signal wait, and
+        # those being continued right now.
+        self._suspended: dict[str, _Sleeper] = {}
+        self._waking: dict[str, _Sleeper] = {}
         self._timers = Timers(self._wake)
+        self._signals = SignalHub()
         self._closed = False  # the engine is exiting: wake nothing more
         self._stopping = False
 
@@ -128,15 +154,22 @@ class WorkflowService:
                 stop), this engine continues it, as ``resume()`` would.
             **kwargs: keyword arguments of a decorator workflow's call.
         """
+        return await self._start(self._definition(workflow), args, kwargs, id, None)
+
+    async def _start(self, definition: Definition, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     id: str | None, deadline_cap: datetime | None) -> str:
+        """``start()``; ``deadline_cap`` bounds the instance's deadline (a child's, by its parent's)."""
         if self._stopping:
             raise RuntimeError("the engine is stopping: no new instances can start")
         engine = self._engine
         engine.nursery  # fail early, with a clear message, outside 'async with'
-        definition = self._definition(workflow)
+        self._defs.setdefault(definition.name, definition)  # a child's: resume() and wake-ups need it
         instance_id = check_instance_id(id) if id is not None else uuid.uuid4().hex
         value, call_args, call_kwargs = definition.make_call(args, kwargs)
         now = engine.now()
         deadline = now + timedelta(seconds=definition.timeout) if definition.timeout else None
+        if deadline_cap is not None:
+            deadline = min(deadline, deadline_cap) if deadline is not None else deadline_cap
         # Created "running": it starts at once, in this engine (one write, not two).
         record = WorkflowInstance(
             id=instance_id, workflow_name=definition.name, status=InstanceStatus.RUNNING, input=value,
@@ -215,43 +248,112 @@ class WorkflowService:
                 ))
             with trio.CancelScope(shield=True):
                 await self._finish(run, *outcome)
+            if run.instance.finished and _running_children(run.checkpoints):
+                # A child still running when its parent ended (a fail-fast
+                # parallel cancelled the branch awaiting it): cancel it.
+                engine.nursery.start_soon(self._cancel_children, run.id, dict(run.checkpoints))
         finally:
             self._runs.pop(run.id, None)
-            if run.stop_reason == "suspend" and run.wake_at is not None:
-                self._suspend(run, run.wake_at)
+            if run.stop_reason == "suspend" and not self._closed:
+                self._suspend(run)
             run.done.set()
 
-    # -- suspended instances (long durable sleeps) ---------------------------
+    # -- suspended instances (long sleeps, signal waits) -----------------------
 
-    def _suspend(self, run: Run, wake_at: datetime) -> None:
-        """Wake ``run``'s instance at ``wake_at``, or at its deadline if that comes first."""
-        due = min(wake_at, run.instance.deadline) if run.instance.deadline is not None else wake_at
-        delay = max(0.0, (due - self._engine.now()).total_seconds())
-        self._suspended.setdefault(run.id, None)
-        self._timers.add(self._engine.nursery, trio.current_time() + delay, run.id)
+    def _suspend(self, run: Run) -> None:
+        """Wake ``run``'s instance at its wake-up time or deadline, whichever comes first, or on its signal."""
+        times = [t for t in (run.wake_at, run.instance.deadline) if t is not None]
+        self._suspended[run.id] = _Sleeper(signal=run.wake_signal)
+        if times:
+            delay = max(0.0, (min(times) - self._engine.now()).total_seconds())
+            self._timers.add(self._engine.nursery, trio.current_time() + delay, run.id)
+        if run.wake_signal is not None:
+            self._poll_signals()
+            # A signal queued between the wait's last look and now must not be missed.
+            self._engine.nursery.start_soon(self._wake_if_signalled, run.id, run.wake_signal)
 
     def _wake(self, instance_id: str) -> None:
-        if instance_id not in self._suspended or self._closed:
-            return  # cancelled meanwhile, or already continued
-        self._engine.nursery.start_soon(self._wake_up, instance_id)
+        """Continue a suspended instance now (its timer fired, or its signal came)."""
+        sleeper = self._suspended.pop(instance_id, None)
+        if sleeper is None or self._closed:
+            return  # cancelled meanwhile, or already being continued
+        self._waking[instance_id] = sleeper
+        self._engine.nursery.start_soon(self._wake_up, instance_id, sleeper)
 
-    async def _wake_up(self, instance_id: str) -> None:
+    async def _wake_up(self, instance_id: str, sleeper: _Sleeper) -> None:
         try:
             await self._continue(instance_id)
         finally:
-            event = self._suspended.pop(instance_id, None)
-            if event is not None:
-                event.set()
+            if self._waking.get(instance_id) is sleeper:
+                del self._waking[instance_id]
+            if sleeper.event is not None:
+                sleeper.event.set()
+
+    async def _wake_if_signalled(self, instance_id: str, name: str) -> None:
+        sleeper = self._suspended.get(instance_id)
+        if sleeper is not None and sleeper.signal == name and await self._engine.store.peek_signal(instance_id, name):
+            self._wake(instance_id)
+
+    def _poll_signals(self) -> None:
+        """Watch for signals sent by other processes while anything here waits for one."""
+        self._signals.start_polling(
+            self._engine.nursery, self._engine.store,
+            waiting=lambda: self._signals.has_waiters() or any(s.signal for s in self._suspended.values()),
+            changed=self._signals_changed,
+        )
+
+    def _signals_changed(self) -> None:
+        self._signals.notify_all()
+        for instance_id, sleeper in list(self._suspended.items()):
+            if sleeper.signal is not None:
+                self._engine.nursery.start_soon(self._wake_if_signalled, instance_id, sleeper.signal)
+
+    async def _signal_sent(self, instance_id: str, name: str) -> None:
+        """For a run waiting in memory: return once signal ``name`` may have been queued."""
+        self._poll_signals()
+        await self._signals.sent(instance_id, name)
 
     def _open(self) -> None:
         """The engine (re)starts: suspended instances of an earlier session are for resume() now."""
         self._closed = False
         self._suspended.clear()
+        self._waking.clear()
         self._timers = Timers(self._wake)
+        self._signals = SignalHub()
 
     def suspended_ids(self) -> list[str]:
-        """Ids of the instances this engine has unloaded until their durable sleep ends."""
+        """Ids of the instances this engine has unloaded until their durable sleep ends or their signal comes."""
         return list(self._suspended)
+
+    async def signal(self, instance_id: str, name: str, payload: Any = None) -> int:
+        """Send signal ``name`` with ``payload`` to an instance; returns once it is queued durably.
+
+        The signal is kept until the instance takes it with
+        :func:`durable.wait_for_signal`, in the order signals of that name were
+        sent, each exactly once, across restarts. The instance may run in
+        this engine or in another process. Returns the signal's sequence number.
+
+        Raises:
+            InstanceNotFound: there is no such instance.
+            DurableError: the instance has already finished.
+            SerializationError: the payload cannot be stored.
+        """
+        engine = self._engine
+        inst = await engine.store.get_instance(instance_id, steps=False)
+        if inst is None:
+            raise InstanceNotFound("no such instance", instance_id=instance_id)
+        if inst.finished:
+            raise DurableError(f"cannot signal {name!r}: the instance has already finished ({inst.status})",
+                               workflow=inst.workflow_name, instance_id=instance_id)
+        try:
+            seq = await engine.store.send_signal(instance_id, name, payload)
+        except SerializationError as exc:
+            raise SerializationError(exc.message, workflow=inst.workflow_name, instance_id=instance_id) from exc
+        self._signals.notify(instance_id, name)
+        sleeper = self._suspended.get(instance_id)
+        if sleeper is not None and sleeper.signal == name:
+            self._wake(instance_id)
+        return seq
 
     async def _finish(self, run: Run, status: InstanceStatus, output: Any, error: BaseException | None) -> None:
         run.finishing = True
@@ -356,11 +458,9 @@ class WorkflowService:
                         # Its final record is durable, and every write of the
                         # run before it: what the store would give back.
                         return run.snapshot()
-                if instance_id in self._suspended:
-                    event = self._suspended[instance_id]
-                    if event is None:
-                        event = self._suspended[instance_id] = trio.Event()
-                    await event.wait()  # until it is continued (or cancelled)
+                sleeper = self._suspended.get(instance_id) or self._waking.get(instance_id)
+                if sleeper is not None:
+                    await sleeper.waiters().wait()  # until it is continued (or cancelled)
                     continue
                 inst = await self._engine.store.get_instance(instance_id)
                 if inst is None:
@@ -406,10 +506,9 @@ class WorkflowService:
                              error=str(err), error_type=type(err).__name__,
                              current_step=run.current_step if run else inst.current_step)
         await engine.store.update_instance(final, durable=True)
-        if instance_id in self._suspended:
-            suspended = self._suspended.pop(instance_id)
-            if suspended is not None:
-                suspended.set()  # its timer will find nothing to wake
+        sleeper = self._suspended.pop(instance_id, None)
+        if sleeper is not None and sleeper.event is not None:
+            sleeper.event.set()  # its timer will find nothing to wake
         if engine.events.active:
             engine.events.emit(Event(name="workflow.cancelled", instance_id=inst.id, workflow_name=inst.workflow_name))
         if run is None:
@@ -422,7 +521,18 @@ class WorkflowService:
             run.instance = final
             run.cancel_scope.cancel()
             await run.done.wait()
+        await self._cancel_children(instance_id, run.checkpoints if run is not None else None)
         return True
+
+    async def _cancel_children(self, instance_id: str, checkpoints: dict[str, StepResult] | None) -> None:
+        """Cancel the unfinished child workflows an instance started."""
+        if checkpoints is None:
+            checkpoints = await self._engine.store.get_steps(instance_id)
+        for child_id in _running_children(checkpoints):
+            try:
+                await self.cancel(child_id)
+            except DurableError:
+                log.exception("instance %s: could not cancel its child %s", instance_id, child_id)
 
     async def resume(self, *, limit: int | None = None) -> list[str]:
         """Continue every unfinished instance whose owner is gone; returns their ids.
@@ -488,6 +598,8 @@ class WorkflowService:
             await self._finish(run, InstanceStatus.TIMED_OUT, None, run.fail(
                 WorkflowTimeout, "passed its deadline while it was not running (a stop, a crash or a long sleep)"))
             return False
+        if instance_id in self._runs:
+            return False  # continued by another caller while this one read the store
         self._launch(definition, bare, checkpoints, first=False)
         return True
 

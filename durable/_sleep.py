@@ -65,12 +65,8 @@ async def sleep_step(run: Run, scope: Scope, name: str, wake_time: Callable[[dat
 
     Used by both front-ends (the builder's wait state names its own step).
     """
-    if run.fatal is not None:
-        raise run.fatal
-    key = scope.next_key(name)
-    rec = run.checkpoints.get(key)
+    key, rec = run.next_checkpoint(scope, name, DurableError)
     if rec is not None and rec.status == StepStatus.COMPLETED:
-        run.step_completed(name, executed=False)
         return
     now = run.now()
     if rec is not None and rec.next_attempt_at is not None:

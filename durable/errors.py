@@ -13,14 +13,17 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ChildWorkflowFailed",
     "DurableError",
     "GraphError",
     "InstanceNotFound",
     "JobNotFound",
+    "MapFailed",
     "NoChoiceMatched",
     "NonDeterminismError",
     "ParallelFailed",
     "SerializationError",
+    "SignalTimeout",
     "StepFailed",
     "StepTimeout",
     "StoreError",
@@ -75,7 +78,12 @@ class DurableError(Exception):
         self._fields = {"workflow": workflow, "instance_id": instance_id, "step": step, **extra}
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), self.message, self._fields), self.__dict__)
+        state = self.__dict__
+        if self.__cause__ is not None:
+            # Kept across a checkpoint: a builder task's StepFailed carries the
+            # job's own error as its cause, and a Catch matches on it, on replay too.
+            state = {**state, "__cause__": self.__cause__}
+        return (_rebuild, (type(self), self.message, self._fields), state)
 
 
 class GraphError(DurableError, ValueError):
@@ -120,8 +128,37 @@ class ParallelFailed(StepFailed):
     """
 
 
+class MapFailed(ParallelFailed):
+    """A ``wait-all`` map (``durable.map`` or a builder map state) had failing items.
+
+    Attributes:
+        errors: the error of each failed item, keyed by the item's index in the list.
+
+    .. versionadded:: 0.1.0
+    """
+
+
 class StepTimeout(DurableError, TimeoutError):
     """One attempt of a step ran longer than its ``timeout``; counts as a failed attempt.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class ChildWorkflowFailed(DurableError):
+    """A child workflow (a ``@workflow`` awaited inside a workflow) did not complete.
+
+    Attributes:
+        child_id: the child instance's id.
+        child_status: ``failed``, ``timed_out`` or ``cancelled``.
+        child_error_type: the class name of the child's error (``ValueError``...).
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class SignalTimeout(DurableError, TimeoutError):
+    """``wait_for_signal(name, timeout=...)`` timed out and no ``default`` was given.
 
     .. versionadded:: 0.1.0
     """

@@ -6,6 +6,7 @@ from typing import Any
 
 import trio
 
+import durable
 from durable import Engine, Retry, parallel, step, workflow
 
 
@@ -61,6 +62,13 @@ async def price_order(data: dict[str, Any]) -> dict[str, Any]:
 
 def ship_order(data: dict[str, Any]) -> str:
     return "shipped"
+
+
+@workflow
+async def needs_approval(item: str) -> dict[str, Any]:
+    """Waits for signal ``approve``; its payload becomes part of the output."""
+    approval = await durable.wait_for_signal("approve", timeout=3600)
+    return {"item": item, "approval": approval}
 
 
 def register_jobs(engine: Engine) -> None:

@@ -126,7 +126,7 @@ def test_detach_then_resume(store: str) -> None:
     """--detach leaves an unfinished instance; `resume MODULE` runs it; without modules it says what is left."""
     iid = invoke("run", f"{FLOWS}:slow", "0.01", "2", "--detach", "-s", store).stdout.strip()
     [inst] = instances(store)
-    assert inst["id"] == iid and inst["status"] in ("pending", "running")  # unfinished, nothing ran
+    assert inst["id"] == iid and inst["status"] == "running"  # unfinished, nothing ran
     assert json.loads(invoke("show", iid, "--json", "-s", store).stdout)["steps"] == []
     line = one_error_line(invoke("resume", "-s", store, code=1))
     assert "1 unfinished instance(s), of slow" in line
@@ -150,6 +150,19 @@ def test_resume_reports_failures(store: str) -> None:
     result = invoke("resume", FLOWS, "-s", store, code=1)
     assert f"{iid} (checkout): failed" in result.stdout
     assert "1 of 1 resumed instance(s) did not complete" in one_error_line(result)
+
+
+def test_signal_then_a_worker_delivers_it(store: str) -> None:
+    """`durable signal` queues a signal durably; the resumed instance takes it."""
+    iid = invoke("run", f"{FLOWS}:needs_approval", "ink", "--detach", "-s", store).stdout.strip()
+    out = invoke("signal", iid[:8], "approve", "--data", '{"by": "ann"}', "-s", store).stdout
+    assert f"sent approve to {iid}" in out
+    result = invoke("resume", FLOWS, "-s", store)
+    assert f"{iid} (needs_approval): completed" in result.stdout
+    shown = json.loads(invoke("show", iid, "--json", "-s", store).stdout)
+    assert shown["output"] == {"item": "ink", "approval": {"by": "ann"}}
+    assert "not valid JSON" in one_error_line(invoke("signal", iid, "approve", "--data", "{bad", "-s", store, code=2))
+    assert "already finished" in one_error_line(invoke("signal", iid, "approve", "-s", store, code=1))
 
 
 def test_cancel(store: str) -> None:
@@ -258,13 +271,15 @@ def test_graph_prints_mermaid_and_dot() -> None:
     (["run", f"{FLOWS}:helper"], "is not a workflow but a function", 1),
     (["run", f"{FLOWS}:reserve"], "is not a workflow but a @step function", 1),
     (["run", f"{FLOWS}:unbuilt"], "a workflow builder that was not built", 1),
-    (["run", f"{FLOWS}:nothing"], "has no workflow 'nothing' (its workflows: checkout, slow, order)", 1),
+    (["run", f"{FLOWS}:nothing"], "has no workflow 'nothing' (its workflows: checkout, slow, needs_approval, order)",
+     1),
     (["graph", f"{FLOWS}:OutOfStock"], "is not a workflow but a class (OutOfStock)", 1),
     (["run", f"{FLOWS}:checkout", "--input", "{oops"], "--input is not valid JSON", 2),
     (["run", f"{FLOWS}:checkout", "--input", "7"], "must be a JSON list", 2),
     (["run", f"{FLOWS}:checkout", "x", "--input", "[]"], "either as ARGS or with --input", 2),
     (["run", f"{FLOWS}:order", "1", "2"], "builder workflow: it takes one input value", 2),
     (["run", f"{FLOWS}:checkout", "1", "2", "3"], "too many positional arguments", 2),
+    (["run", f"{FLOWS}:checkout", "{bad", "1"], "ARG 1 is not valid JSON", 2),
     (["list"], "no durable store at durable.lmdb", 1),
     (["show", "x", "-s", "nowhere"], "no durable store at nowhere", 1),
     (["events", "x", "-s", "nowhere"], "no durable store at nowhere", 1),

@@ -10,12 +10,12 @@ import durable.stores
 import durable.testing
 
 EXPECTED = {
-    "ChoiceState", "Context", "DurableError", "Engine", "Event", "EventBus", "Graph", "GraphError",
-    "InstanceNotFound", "InstanceStatus", "JobNotFound", "LMDBStore", "MemoryStore", "NoChoiceMatched",
-    "NonDeterminismError", "ParallelFailed", "ParallelState", "PassState", "Retry", "SerializationError",
+    "Catch", "CaughtError", "ChildWorkflowFailed", "ChoiceState", "Context", "DurableError", "Engine", "Event", "EventBus", "Graph", "GraphError",
+    "InstanceNotFound", "InstanceStatus", "JobNotFound", "LMDBStore", "MapFailed", "MapState", "MemoryStore", "NoChoiceMatched",
+    "NonDeterminismError", "ParallelFailed", "ParallelState", "PassState", "Retry", "SerializationError", "SignalTimeout",
     "StepFailed", "StepFunction", "StepInfo", "StepResult", "StepStatus", "StepTimeout", "Store", "StoreError",
     "Subscription", "TaskState", "When", "WorkflowCancelled", "WorkflowFunction", "WorkflowInstance",
-    "WorkflowNotFound", "WorkflowTimeout", "__version__", "current_step", "parallel", "sleep", "sleep_until", "step", "workflow",
+    "WorkflowNotFound", "WorkflowTimeout", "__version__", "current_step", "map_", "parallel", "sleep", "sleep_until", "step", "wait_for_signal", "workflow",
 }
 
 

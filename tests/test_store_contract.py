@@ -922,3 +922,37 @@ async def test_a_finished_status_is_final(s: Store) -> None:
         assert got is not None and got.status == "cancelled"
     assert await s.get_running_instances() == []
     assert ids(await s.get_instances_by_workflow("wf", "cancelled")) == ["f"]
+
+
+# -- signals -------------------------------------------------------------------
+
+
+async def test_signals_queue_in_order_per_name_and_are_taken_once(s: Store) -> None:
+    await s.create_instance(make_instance("a", status="running"))
+    clock0 = await s.signal_clock()
+    assert await s.peek_signal("a", "go") is None
+    first = await s.send_signal("a", "go", {"n": 1})
+    second = await s.send_signal("a", "go", {"n": 2})
+    await s.send_signal("a", "other", "x")
+    assert first < second and await s.signal_clock() != clock0
+    peeked = await s.peek_signal("a", "go")
+    assert peeked == (first, {"n": 1})
+    done = make_step("wait")
+    assert await s.take_signal("a", "go", first, done) is True
+    assert await s.take_signal("a", "go", first, done) is False  # already taken: nothing written twice
+    assert (await s.get_steps("a"))[done.key].step_name == "wait"
+    assert await s.peek_signal("a", "go") == (second, {"n": 2})
+    assert await s.peek_signal("a", "other") is not None
+    assert await s.peek_signal("b", "go") is None
+    await s.delete_instance("a")
+    assert await s.peek_signal("a", "go") is None
+
+
+async def test_bad_signals_are_refused(s: Store) -> None:
+    import threading
+
+    with pytest.raises(ValueError, match="signal name"):
+        await s.send_signal("a", "", 1)
+    with pytest.raises(SerializationError, match="signal 'go'"):
+        await s.send_signal("a", "go", threading.Lock())
+    assert await s.peek_signal("a", "go") is None

@@ -47,7 +47,7 @@ from typing import Any
 import trio
 
 import durable
-from durable import Engine, Retry, StepFunction, TaskState, When, current_step, parallel, step, workflow
+from durable import Catch, Engine, Retry, StepFunction, TaskState, When, current_step, parallel, step, workflow
 
 # -- logging -----------------------------------------------------------------
 
@@ -216,6 +216,46 @@ async def napping(x: int) -> dict[str, Any]:
     return {"c": await mul(b, 3)}
 
 
+@workflow(name="t-signal")
+async def signalled(x: int) -> dict[str, Any]:
+    a = await add(x, 1)
+    first = await durable.wait_for_signal("first")  # unloads until it comes
+    b = await add(a, first)
+    second = await durable.wait_for_signal("second")
+    return {"b": b, "c": await mul(b, second)}
+
+
+@workflow(name="t-map")
+async def mapping(x: int) -> dict[str, Any]:
+    async def plus(i: int) -> int:  # an item may await several steps: its own checkpoint scope
+        return await mul(await add(i, x), 2)
+
+    doubled = await durable.map(plus, list(range(8)), concurrency=3)
+    return {"sum": await add(sum(doubled), 0), "items": doubled}
+
+
+@workflow(name="t-kid")
+async def kid(x: int) -> int:
+    a = await add(x, 5)
+    return await mul(a, 2)
+
+
+@workflow(name="t-parent")
+async def parenting(x: int) -> dict[str, Any]:
+    a = await add(x, 1)
+    k = await kid(a)  # a child instance of its own, started once across crashes
+    return {"k": k, "b": await add(k, 3)}
+
+
+async def send_signals(engine: Engine, iid: str) -> None:
+    """Every child sends the t-signal instances their two signals (payloads fixed, so duplicates are harmless)."""
+    for name, payload in (("first", 10), ("second", 3)):
+        try:
+            await engine.workflows.signal(iid, name, payload)
+        except durable.DurableError:
+            return  # not created yet (a start child will), or finished
+
+
 # -- builder workflow ------------------------------------------------------------
 
 
@@ -229,9 +269,16 @@ async def job_double(data: dict[str, Any]) -> dict[str, Any]:
     return {"n": data["n"] * 2}
 
 
+async def job_boom(data: dict[str, Any]) -> dict[str, Any]:
+    await touch(fail=f"boom {data['n']}")
+    return data  # never reached
+
+
 builder_wf = (
     workflow("t-builder")
     .task("prep", job="t-inc", input=lambda ctx: {"n": ctx.input["n"]})
+    .task("risky", job="t-boom", input=lambda ctx: ctx.steps["prep"], retry=Retry(max_attempts=2, interval=0.01),
+          catch=[Catch(["KeyError"], next="finish"), Catch(["ValueError"], next="route")], next="route")
     .choice(
         "route",
         choices=[When(lambda ctx: ctx.steps["prep"]["n"] % 2 == 0, "fan")],
@@ -256,7 +303,8 @@ builder_wf = (
     .pass_(
         "finish",
         transform=lambda ctx: {"prep": ctx.steps["prep"], "fan": ctx.steps.get("fan"),
-                               "single": ctx.steps.get("single")},
+                               "single": ctx.steps.get("single"),
+                               "caught": ctx.error.message if ctx.error is not None else None},
         end=True,
     )
     .build()
@@ -281,7 +329,7 @@ def max_attempts() -> dict[str, int]:
 
 # -- the fixed set of instances ---------------------------------------------------
 
-DECORATOR_WORKFLOWS = [seq30, par3, branchy, retrying, catching, napping]
+DECORATOR_WORKFLOWS = [seq30, par3, branchy, retrying, catching, napping, signalled, parenting, mapping]
 
 
 def instances(copies: int) -> list[tuple[Any, str, Any]]:
@@ -298,8 +346,10 @@ async def main(store: str, mode: str, copies: int) -> None:
     async with Engine.open(store, suspend_after=0.1) as engine:
         engine.jobs.register("t-inc", job_inc)
         engine.jobs.register("t-double", job_double)
+        engine.jobs.register("t-boom", job_boom)
         for fn in DECORATOR_WORKFLOWS:
             engine.workflows.register(fn)
+        engine.workflows.register(kid)  # its instances are started by t-parent
         engine.workflows.register(builder_wf)
 
         def on_event(event: Any) -> None:
@@ -328,6 +378,9 @@ async def main(store: str, mode: str, copies: int) -> None:
             for wf, iid, arg in todo:
                 await engine.workflows.start(wf, arg, id=iid)
             log("started")
+        for wf, iid, _ in todo:
+            if wf is signalled:
+                await send_signals(engine, iid)
         for _, iid, _ in todo:
             inst = await engine.workflows.wait(iid)
             log(f"finished {iid} {inst.status.value if hasattr(inst.status, 'value') else inst.status}")

@@ -12,6 +12,7 @@ from .._version import __version__
 from ._errors import CliError, describe, unwrap
 from ._read import events_cmd, graph_cmd, list_cmd, show_cmd
 from ._run import cancel_cmd, resume_cmd, run_cmd
+from ._send import signal_cmd
 from ._worker import worker_cmd
 
 __all__ = ["cli"]
@@ -63,5 +64,6 @@ def cli(debug: bool) -> None:
         sys.path.insert(0, os.getcwd())
 
 
-for _command in (run_cmd, worker_cmd, list_cmd, show_cmd, events_cmd, cancel_cmd, resume_cmd, graph_cmd):
+for _command in (run_cmd, worker_cmd, list_cmd, show_cmd, events_cmd, cancel_cmd, signal_cmd, resume_cmd,
+                 graph_cmd):
     cli.add_command(_command)

@@ -31,7 +31,7 @@ import attrs
 
 from .._builder import WorkflowBuilder
 from .._decorators import StepFunction, WorkflowFunction
-from .._ir import Graph, ParallelState, TaskState
+from .._ir import Graph, MapState, ParallelState, TaskState
 from ._errors import CliError
 
 if TYPE_CHECKING:
@@ -142,6 +142,8 @@ def _branches(graph: Graph) -> list[Graph]:
     for state in graph.walk():
         if isinstance(state, ParallelState):
             out.extend(state.branches)
+        elif isinstance(state, MapState):
+            out.append(state.iterator)
     return out
 
 

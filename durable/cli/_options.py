@@ -35,11 +35,17 @@ def modules_option(fn: F) -> F:
     )(fn)
 
 
-def parse_arg(text: str) -> Any:
-    """A command-line argument as JSON if it parses (``42``, ``true``, ``{"a": 1}``), else the string."""
+def parse_arg(text: str, what: str = "an argument") -> Any:
+    """A command-line argument as JSON if it parses (``42``, ``true``, ``{"a": 1}``), else the string.
+
+    Text that starts like a JSON object, list or string (``{``, ``[``, ``"``)
+    but does not parse is a mistake, not a string: a one-line error.
+    """
     try:
         return json.loads(text)
-    except ValueError:
+    except ValueError as exc:
+        if text.lstrip()[:1] in ('{', '[', '"'):
+            raise CliError(f"{what} is not valid JSON: {exc}: {text[:60]!r}", exit_code=2) from None
         return text
 
 
@@ -72,7 +78,7 @@ def call_arguments(workflow: Workflow, args: tuple[str, ...], input_json: str | 
             "arguments) or a JSON object (its keyword arguments); pass a single value as an argument instead",
             exit_code=2,
         )
-    values = tuple(parse_arg(a) for a in args)
+    values = tuple(parse_arg(a, f"ARG {i + 1}") for i, a in enumerate(args))
     if builder and len(values) > 1:
         raise CliError(
             f"{name_of(workflow)!r} is a builder workflow: it takes one input value, got {len(values)} "

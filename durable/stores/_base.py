@@ -16,14 +16,17 @@ lease is no longer that owner's or the instance has finished meanwhile.
 from __future__ import annotations
 
 import hashlib
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 
 from .._records import InstanceStatus, StepResult, WorkflowInstance
 from ._lease import Owner
 
-__all__ = ["MAX_ID_LENGTH", "Store", "check_instance_id", "check_workflow_name", "is_valid_id", "step_key_bytes"]
+__all__ = [
+    "MAX_ID_LENGTH", "Store", "check_instance_id", "check_signal_name", "check_workflow_name", "is_valid_id",
+    "signal_key_prefix", "step_key_bytes",
+]
 
 MAX_ID_LENGTH = 200
 _MAX_KEY = 480
@@ -56,6 +59,16 @@ def is_valid_id(instance_id: object) -> bool:
     except ValueError:
         return False
     return True
+
+
+def check_signal_name(name: object) -> str:
+    """``name`` if it is a usable signal name; ``ValueError`` naming the problem otherwise."""
+    return _check_name(name, "a signal name")
+
+
+def signal_key_prefix(instance_id: str, name: str) -> bytes:
+    """The stored keys of an instance's queued signals ``name`` start with this; an 8-byte seq follows."""
+    return instance_id.encode() + b"\0" + name.encode() + b"\0"
 
 
 def step_key_bytes(instance_id: str, key: str) -> bytes:
@@ -140,6 +153,27 @@ class Store(Protocol):
 
     async def get_steps(self, instance_id: str) -> dict[str, StepResult]:
         """Every step checkpoint of an instance, keyed by checkpoint key."""
+        ...
+
+    async def send_signal(self, instance_id: str, name: str, payload: Any) -> int:
+        """Queue signal ``name`` for an instance, durably; returns its sequence number (FIFO per name)."""
+        ...
+
+    async def peek_signal(self, instance_id: str, name: str) -> tuple[int, Any] | None:
+        """The oldest queued signal ``name`` of an instance: ``(seq, payload)``, or ``None``."""
+        ...
+
+    async def take_signal(
+        self, instance_id: str, name: str, seq: int, step: StepResult, *, owner: str | None = None
+    ) -> bool:
+        """In one durable write: remove queued signal ``seq`` and store ``step`` (the wait that took it).
+
+        ``False`` (and nothing written) if that signal is not queued; fenced by ``owner``.
+        """
+        ...
+
+    async def signal_clock(self) -> int:
+        """A number that changes whenever any signal is sent (engines poll it for other processes' signals)."""
         ...
 
     async def claim(self, instance_ids: list[str], owner: Owner, *, limit: int | None = None) -> list[str]:

@@ -29,9 +29,17 @@ import lmdb
 import trio
 
 from .._records import InstanceStatus, StepResult, WorkflowInstance
-from .._serde import check_step_input, decode_instance, decode_step, encode_instance, encode_step
+from .._serde import (
+    check_step_input,
+    decode_instance,
+    decode_step,
+    decode_value,
+    encode_instance,
+    encode_step,
+    encode_value,
+)
 from ..errors import SerializationError, StoreError
-from ._base import check_instance_id, check_workflow_name, is_valid_id, step_key_bytes
+from ._base import check_instance_id, check_signal_name, check_workflow_name, is_valid_id, signal_key_prefix, step_key_bytes
 from ._join import join_steps
 from ._sharedlock import SharedLock
 from ._lease import LeaseLost, Owner, may_claim, record_alive
@@ -42,7 +50,8 @@ __all__ = ["FORMAT_VERSION", "LMDBStore"]
 # 1: records behind a one-byte envelope; 2: records carry a CRC-32; 3: UTC times as integer
 # microseconds (earlier formats are still read, and the marker is upgraded on open).
 FORMAT_VERSION = 3
-_DBS = (b"meta", b"instances", b"steps", b"status", b"index", b"leases", b"owners")
+_DBS = (b"meta", b"instances", b"steps", b"status", b"index", b"leases", b"owners", b"signals")
+_SIGNAL_CLOCK = b"signal-clock"  # in meta: bumped by every send_signal
 _T = TypeVar("_T")
 
 
@@ -422,6 +431,11 @@ class LMDBStore:
                 while bytes(cursor.key()).startswith(prefix):
                     if not cursor.delete():
                         break
+            cursor = txn.cursor(db=self._dbs["signals"])
+            if cursor.set_range(prefix):
+                while bytes(cursor.key()).startswith(prefix):
+                    if not cursor.delete():
+                        break
             txn.delete(key, db=self._dbs["leases"])
             return bool(txn.delete(key, db=self._dbs["instances"]))
 
@@ -461,6 +475,68 @@ class LMDBStore:
             return lost
 
         await self._write(put, durable, key)
+
+    # -- signals ---------------------------------------------------------
+
+    async def send_signal(self, instance_id: str, name: str, payload: Any) -> int:
+        """Queue signal ``name`` for an instance, durably; returns its sequence number."""
+        check_instance_id(instance_id)
+        check_signal_name(name)
+        data = encode_value(payload, f"the payload of signal {name!r}", instance_id=instance_id)
+        prefix = signal_key_prefix(instance_id, name)
+
+        def send(txn: lmdb.Transaction) -> int:
+            meta = self._dbs["meta"]
+            raw = txn.get(_SIGNAL_CLOCK, db=meta)
+            seq = (int(bytes(raw)) if raw is not None else 0) + 1  # one clock for every queue: FIFO per queue
+            txn.put(_SIGNAL_CLOCK, str(seq).encode(), db=meta)
+            txn.put(prefix + seq.to_bytes(8, "big"), data, db=self._dbs["signals"])
+            return seq
+
+        return await self._write(send)
+
+    async def peek_signal(self, instance_id: str, name: str) -> tuple[int, Any] | None:
+        """The oldest queued signal ``name`` of an instance, or ``None``."""
+        if not is_valid_id(instance_id):
+            return None
+        prefix = signal_key_prefix(instance_id, name)
+        with self._read() as txn:
+            cursor = txn.cursor(db=self._dbs["signals"])
+            if not cursor.set_range(prefix):
+                return None
+            key = bytes(cursor.key())
+            if not key.startswith(prefix) or len(key) != len(prefix) + 8:
+                return None
+            seq = int.from_bytes(key[len(prefix):], "big")
+            return seq, decode_value(bytes(cursor.value()), f"{self._path}:signals/{key!r}", self._path)
+
+    async def take_signal(
+        self, instance_id: str, name: str, seq: int, step: StepResult, *, owner: str | None = None
+    ) -> bool:
+        """Remove queued signal ``seq`` and store ``step``, in one durable write; ``False`` if it is not queued."""
+        check_instance_id(instance_id)
+        data = encode_step(step, instance_id=instance_id)
+        signal_key = signal_key_prefix(instance_id, name) + seq.to_bytes(8, "big")
+        step_key = step_key_bytes(instance_id, step.key)
+        instance_key = instance_id.encode()
+
+        def take(txn: lmdb.Transaction) -> bool | LeaseLost:
+            lost = self._fence(txn, instance_key, owner)
+            if lost is not None:
+                return lost
+            if not txn.delete(signal_key, db=self._dbs["signals"]):
+                return False
+            txn.put(step_key, data, db=self._dbs["steps"])
+            return True
+
+        taken = await self._write(take)  # a LeaseLost result is raised by _write
+        return taken is True
+
+    async def signal_clock(self) -> int:
+        """Changes whenever a signal is sent, by any process."""
+        with self._read() as txn:
+            raw = txn.get(_SIGNAL_CLOCK, db=self._dbs["meta"])
+        return int(bytes(raw)) if raw is not None else 0
 
     # -- leases ----------------------------------------------------------
 

@@ -7,13 +7,13 @@ state with the store.
 
 from __future__ import annotations
 
-from typing import final
+from typing import Any, final
 
 import trio
 
 from .._records import InstanceStatus, StepResult, WorkflowInstance
-from .._serde import decode_instance, decode_step, encode_instance, encode_step
-from ._base import check_instance_id, check_workflow_name, is_valid_id
+from .._serde import decode_instance, decode_step, decode_value, encode_instance, encode_step, encode_value
+from ._base import check_instance_id, check_signal_name, check_workflow_name, is_valid_id
 from ._join import join_steps
 from ._lease import LeaseLost, Owner, may_claim, record_alive
 
@@ -35,6 +35,8 @@ class MemoryStore:
         self._counter = 0
         self._owners: dict[str, Owner] = {}
         self._leases: dict[str, str] = {}
+        self._signals: dict[tuple[str, str], dict[int, bytes]] = {}  # (instance, name) -> seq -> payload
+        self._signal_seq = 0
 
     @property
     def path(self) -> str | None:
@@ -108,6 +110,8 @@ class MemoryStore:
 
     async def delete_instance(self, instance_id: str) -> bool:
         """Remove an instance and its checkpoints."""
+        for queue in [k for k in self._signals if k[0] == instance_id]:
+            del self._signals[queue]
         self._steps.pop(instance_id, None)
         self._order.pop(instance_id, None)
         self._status.pop(instance_id, None)
@@ -159,6 +163,40 @@ class MemoryStore:
             key: decode_step(data, f"memory:{instance_id}/{key}")
             for key, data in self._steps.get(instance_id, {}).items()
         }
+
+    async def send_signal(self, instance_id: str, name: str, payload: Any) -> int:
+        """Queue signal ``name`` for an instance; returns its sequence number."""
+        check_instance_id(instance_id)
+        check_signal_name(name)
+        data = encode_value(payload, f"the payload of signal {name!r}", instance_id=instance_id)
+        self._signal_seq += 1
+        self._signals.setdefault((instance_id, name), {})[self._signal_seq] = data
+        return self._signal_seq
+
+    async def peek_signal(self, instance_id: str, name: str) -> tuple[int, Any] | None:
+        """The oldest queued signal ``name`` of an instance, or ``None``."""
+        queue = self._signals.get((instance_id, name))
+        if not queue:
+            return None
+        seq = min(queue)
+        return seq, decode_value(queue[seq], f"memory:signals/{instance_id}/{name}/{seq}")
+
+    async def take_signal(
+        self, instance_id: str, name: str, seq: int, step: StepResult, *, owner: str | None = None
+    ) -> bool:
+        """Remove queued signal ``seq`` and store ``step``, together; ``False`` if it is not queued."""
+        data = encode_step(step, instance_id=instance_id)
+        self._fence(instance_id, owner)
+        queue = self._signals.get((instance_id, name))
+        if not queue or seq not in queue:
+            return False
+        del queue[seq]
+        self._steps.setdefault(instance_id, {})[step.key] = data
+        return True
+
+    async def signal_clock(self) -> int:
+        """Changes whenever a signal is sent."""
+        return self._signal_seq
 
     async def claim(self, instance_ids: list[str], owner: Owner, *, limit: int | None = None) -> list[str]:
         """Take the leases of those unfinished instances whose holder is gone."""
