@@ -22,9 +22,12 @@ store, as a ``TypeError`` while sorting or resuming).
 
 from __future__ import annotations
 
+import io
 import pickle
 import pickletools
 import struct
+import sys
+import types
 import zlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -95,6 +98,33 @@ _MAIN_GLOBAL = b"\x8c\x08__main__"
 assert pickle.HIGHEST_PROTOCOL >= 4
 
 
+def _from_main(qualname: str, by_value: bytes) -> Any:
+    """A class or function of a ``__main__`` module, as stored by :func:`_pickle`.
+
+    This process's own if its ``__main__`` defines that name (the same script,
+    resumed: an ``except MyError`` in the workflow must still match the
+    replayed exception), else the copy stored by value (another program, such
+    as the ``durable`` command, reading the record).
+    """
+    obj: Any = sys.modules.get("__main__")
+    try:
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        return pickle.loads(by_value)
+    return obj
+
+
+class _MainAwarePickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, with ``__main__``'s named classes and functions stored as :func:`_from_main` calls."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if (isinstance(obj, (type, types.FunctionType)) and getattr(obj, "__module__", None) == "__main__"
+                and "<" not in getattr(obj, "__qualname__", "<")):
+            return _from_main, (obj.__qualname__, cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+        return super().reducer_override(obj)
+
+
 def _pickle(value: Any) -> bytes:
     """``value`` pickled: plain :mod:`pickle` when that is enough, else cloudpickle.
 
@@ -103,7 +133,9 @@ def _pickle(value: Any) -> bytes:
     when plain pickle cannot pickle the value (lambdas, local classes) or when
     the result refers to ``__main__``, whose names another process (a CLI, a
     worker started differently) could not import: cloudpickle stores those by
-    value. Both load with :func:`pickle.loads`.
+    value, and a named class or function of ``__main__`` loads as the loading
+    process's own when its ``__main__`` defines that name (:func:`_from_main`).
+    Both load with :func:`pickle.loads`.
     """
     try:
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
@@ -112,8 +144,9 @@ def _pickle(value: Any) -> bytes:
     else:
         if _MAIN_GLOBAL not in data:
             return data
-    out: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return out
+    buffer = io.BytesIO()
+    _MainAwarePickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()
 
 
 def _dumps(fields: dict[str, Any], cls: type, what: str, context: dict[str, Any]) -> bytes:

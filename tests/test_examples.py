@@ -73,3 +73,15 @@ def test_crash_and_resume_example_survives_sigkill(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "finished steps were not run again" in out.stdout
     assert "fetch    ran 1 time(s)" in out.stdout and "charge   ran 2 time(s)" in out.stdout
+
+
+def test_saga_example_compensates_and_survives_a_kill_mid_compensation(tmp_path: Path) -> None:
+    """The booking saga is killed while undoing the hotel; the resumed run undoes the rest, nothing twice."""
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "saga.py"), "--store", str(tmp_path / "saga.lmdb")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "'status': 'rolled back'" in out.stdout
+    assert "'undone': ['cancelled HT-Lisbon', 'cancelled FL-Lisbon']" in out.stdout
+    assert "cancel_flight ran 1 time(s)" in out.stdout and "cancel_hotel  ran 2 time(s)" in out.stdout

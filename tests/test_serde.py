@@ -111,3 +111,38 @@ def test_a_record_naming_code_this_process_cannot_import_is_not_called_corrupt(t
         decode_step(out.read_bytes(), "steps/s#0", "/the/store")
     message = str(info.value)
     assert "corrupt" not in message and "cannot import" in message and "shapes" in message
+
+
+def test_a_main_class_loads_as_the_resumed_scripts_own_class(tmp_path: Path) -> None:
+    """A script resumed in a new process gets its own __main__ class back, so `except MyError` still matches."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from durable import StepResult, StepStatus
+        from durable._serde import decode_step, encode_step
+
+        class Boom(Exception):
+            pass
+
+        if sys.argv[1] == "write":
+            rec = StepResult(step_name="s", status=StepStatus.FAILED, key="s#0", exception=Boom("x"), output=Boom)
+            open(sys.argv[2], "wb").write(encode_step(rec))
+        else:
+            rec = decode_step(open(sys.argv[2], "rb").read())
+            assert type(rec.exception) is Boom and rec.output is Boom, (type(rec.exception), Boom)
+            try:
+                raise rec.exception
+            except Boom:
+                print("caught by the script's own class")
+        """
+    )
+    path = tmp_path / "main_script.py"
+    path.write_text(script)
+    record = tmp_path / "record"
+    subprocess.run([sys.executable, str(path), "write", str(record)], check=True, timeout=60)
+    out = subprocess.run([sys.executable, str(path), "read", str(record)], check=True, timeout=60,
+                         capture_output=True, text=True)
+    assert "caught by the script's own class" in out.stdout
+    # Another program (no such class in its __main__) still loads the copy stored by value.
+    rec = decode_step(record.read_bytes())
+    assert type(rec.exception).__name__ == "Boom" and str(rec.exception) == "x"
