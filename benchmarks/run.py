@@ -25,13 +25,13 @@ from _common import Config, Outcome, Sizes
 from _proc import ChildFailed, make_spawn
 from _report import RATIO_NOTE, Result, load_average, machine_info, table
 
-MODULES = ["w1_sequential", "w2_concurrent", "w3_parallel", "w4_resume", "w5_memory", "u_plain", "p1_sleep"]
+MODULES = ["w1_sequential", "w2_concurrent", "w3_parallel", "w4_resume", "w5_memory", "u_plain", "p1_sleep", "p2_map"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default="", help="comma-separated workloads, e.g. W1,W3 (default: all: W1-W5, U)")
+    p.add_argument("--only", default="", help="comma-separated workloads, e.g. W1,W3 (default: all: W1-W5, U, P1, P2)")
     p.add_argument("--repeat", type=int, default=None,
                    help="repeats per workload, median reported (default: 3, W5 1; --quick: 1)")
     p.add_argument("--quick", action="store_true", help="scaled-down sizes, for a smoke run")
