@@ -76,3 +76,25 @@ async def test_crash_and_resume_after_a_named_step(durable_clock: Any) -> None:
     assert CALLS == Counter({"fetch": 3, "store": 1, "notify": 1})
     await assert_replays(store, inst.id, workflow=pipeline)
     assert CALLS == Counter({"fetch": 3, "store": 1, "notify": 1})
+
+
+def test_run_and_crash_and_resume_take_the_jobs_of_a_builder_workflow() -> None:
+    """A builder workflow's jobs are given to the helpers by name."""
+    import trio.testing
+
+    from durable import workflow as builder
+    from durable.testing import crash_and_resume, run
+
+    calls: list[str] = []
+
+    async def inc(data: dict[str, int]) -> dict[str, int]:
+        calls.append("inc")
+        return {"n": data["n"] + 1}
+
+    graph = (builder("inc-twice").task("one", job="inc").task("two", job="inc", input=lambda ctx: ctx.steps["one"])
+             .build())
+    assert run(graph, {"n": 1}, jobs={"inc": inc}).output == {"n": 3}
+    calls.clear()
+    resumed = trio.run(lambda: crash_and_resume(graph, {"n": 1}, after="one", jobs={"inc": inc}),
+                       clock=trio.testing.MockClock(autojump_threshold=0))
+    assert resumed.status == "completed" and resumed.output == {"n": 3} and calls == ["inc", "inc"]

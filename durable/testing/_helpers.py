@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,17 +18,30 @@ from ..stores import MemoryStore, Store
 __all__ = ["capture_events", "crash_and_resume", "replace_step", "run", "run_on_engine"]
 
 
-async def run_on_engine(workflow: Any, /, *args: Any, store: Store | None = None, **kwargs: Any) -> WorkflowInstance:
-    """Start ``workflow`` on a new engine (in-memory unless ``store``), wait, return the finished instance."""
+Jobs = Mapping[str, Callable[..., Any]]
+
+
+def _setup(engine: Engine, workflow: Any, jobs: Jobs | None) -> None:
+    for name, fn in (jobs or {}).items():
+        engine.jobs.register(name, fn)
+    engine.workflows.register(workflow)
+
+
+async def run_on_engine(workflow: Any, /, *args: Any, store: Store | None = None, jobs: Jobs | None = None,
+                        **kwargs: Any) -> WorkflowInstance:
+    """Start ``workflow`` on a new engine (in-memory unless ``store``), wait, return the finished instance.
+
+    ``jobs`` (name -> function) are registered first: what a builder workflow's tasks run.
+    """
     async with Engine(store=store or MemoryStore()) as engine:
-        engine.workflows.register(workflow)
+        _setup(engine, workflow, jobs)
         return await engine.workflows.wait(await engine.workflows.start(workflow, *args, **kwargs))
 
 
-def run(workflow: Any, /, *args: Any, **kwargs: Any) -> WorkflowInstance:
+def run(workflow: Any, /, *args: Any, jobs: Jobs | None = None, **kwargs: Any) -> WorkflowInstance:
     """:func:`run_on_engine` from sync code, under ``MockClock(autojump_threshold=0)``."""
     return trio.run(
-        lambda: run_on_engine(workflow, *args, **kwargs),
+        lambda: run_on_engine(workflow, *args, jobs=jobs, **kwargs),
         clock=trio.testing.MockClock(autojump_threshold=0),
     )
 
@@ -62,7 +75,7 @@ def capture_events(engine: Engine, name: str = "*") -> Iterator[list[Event]]:
 
 
 async def crash_and_resume(
-    workflow: Any, /, *args: Any, after: str, store: Store | None = None, **kwargs: Any
+    workflow: Any, /, *args: Any, after: str, store: Store | None = None, jobs: Jobs | None = None, **kwargs: Any
 ) -> WorkflowInstance:
     """Run ``workflow`` until step ``after`` is checkpointed, drop it there, resume it in a new engine.
 
@@ -73,7 +86,7 @@ async def crash_and_resume(
     """
     store = store or MemoryStore()
     async with Engine(store=store) as engine:
-        engine.workflows.register(workflow)
+        _setup(engine, workflow, jobs)
         crashed = trio.Event()
         instance_id = ""
 
@@ -94,6 +107,6 @@ async def crash_and_resume(
         if not crashed.is_set():
             raise AssertionError(f"step {after!r} never completed, so no crash was simulated")
     async with Engine(store=store) as engine:
-        engine.workflows.register(workflow)
+        _setup(engine, workflow, jobs)
         await engine.workflows.resume()
         return await engine.workflows.wait(instance_id)
