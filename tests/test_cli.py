@@ -128,6 +128,7 @@ def test_detach_then_resume(store: str) -> None:
     [inst] = instances(store)
     assert inst["id"] == iid and inst["status"] == "running"  # unfinished, nothing ran
     assert json.loads(invoke("show", iid, "--json", "-s", store).stdout)["steps"] == []
+    assert "no live process" in invoke("show", iid, "-s", store).stdout  # who runs it: nobody
     line = one_error_line(invoke("resume", "-s", store, code=1))
     assert "1 unfinished instance(s), of slow" in line
     result = invoke("resume", FLOWS, "-s", store)

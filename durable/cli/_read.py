@@ -9,7 +9,7 @@ import click
 import trio
 
 from .._records import InstanceStatus, StepResult, WorkflowInstance
-from ..stores import LMDBStore
+from ..stores import LMDBStore, Owner
 from ._errors import CliError
 from ._graph import marked_dot, marked_mermaid
 from ._history import HistoryEvent, derive, format_event
@@ -65,9 +65,9 @@ def list_cmd(workflow: str | None, status: str | None, limit: int, as_json: bool
         print_instances(console(), instances)
 
 
-async def _load_instance(store: LMDBStore, text: str) -> tuple[WorkflowInstance, dict[str, StepResult]]:
+async def _load_instance(store: LMDBStore, text: str) -> tuple[WorkflowInstance, dict[str, StepResult], Owner | None]:
     inst = await resolve_id(store, text)
-    return inst, await store.get_steps(inst.id)
+    return inst, await store.get_steps(inst.id), await store.get_lease(inst.id)
 
 
 @click.command("show")
@@ -90,7 +90,7 @@ def show_cmd(instance_id: str, as_json: bool, graph: bool, fmt: str, store: str,
                        exit_code=2)
     loaded = _import(modules)
     with open_store(store) as s:
-        inst, steps = trio.run(_load_instance, s, instance_id)
+        inst, steps, owner = trio.run(_load_instance, s, instance_id)
     if graph:
         workflows = {name: wf for module in loaded for name, wf in find_workflows(module).items()}
         wf = workflows.get(inst.workflow_name)
@@ -102,7 +102,7 @@ def show_cmd(instance_id: str, as_json: bool, graph: bool, fmt: str, store: str,
     elif as_json:
         click.echo(to_json(instance_dict(inst, steps), indent=2))
     else:
-        print_instance(console(), inst, steps)
+        print_instance(console(), inst, steps, owner)
 
 
 def _emit(item: HistoryEvent, as_json: bool) -> None:
@@ -111,6 +111,12 @@ def _emit(item: HistoryEvent, as_json: bool) -> None:
 
 async def _follow(store: LMDBStore, instance_id: str, as_json: bool, interval: float) -> None:
     seen: set[tuple[str, ...]] = set()
+    owner = await store.get_lease(instance_id)
+    if owner is None or not owner.is_alive():
+        inst = await store.get_instance(instance_id, steps=False)
+        if inst is not None and not inst.finished:
+            click.echo(f"durable: note: no live process runs {instance_id}; it goes on once a worker or "
+                       "`durable resume MODULE` continues it", err=True)
     while True:
         inst = await store.get_instance(instance_id)
         if inst is None:

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._records import StepResult, WorkflowInstance
+from ..stores import Owner
 
 __all__ = [
     "STATUS_STYLE",
@@ -165,8 +166,16 @@ def print_instances(out: Console, instances: Iterable[WorkflowInstance]) -> None
     out.print(table)
 
 
-def print_instance(out: Console, inst: WorkflowInstance, steps: Mapping[str, StepResult]) -> None:
-    """An instance's fields, then a table of its checkpoints."""
+def owner_text(owner: Owner | None) -> str:
+    """Who runs an unfinished instance, for people."""
+    if owner is not None and owner.is_alive():
+        return f"process {owner.pid} on {owner.host}"
+    return "no live process: a worker or `durable resume MODULE` continues it"
+
+
+def print_instance(out: Console, inst: WorkflowInstance, steps: Mapping[str, StepResult],
+                   owner: Owner | None = None) -> None:
+    """An instance's fields (and, unfinished, who runs it), then a table of its checkpoints."""
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="bold", no_wrap=True)
     fields.add_column()
@@ -183,6 +192,8 @@ def print_instance(out: Console, inst: WorkflowInstance, steps: Mapping[str, Ste
         rows.append(("deadline", fmt_time(inst.deadline)))
     if inst.current_step and inst.status != "completed":
         rows.append(("current step", inst.current_step))
+    if not inst.finished:
+        rows.append(("run by", owner_text(owner)))
     rows.append(("input", to_json(inst.input)))
     if inst.status == "completed":
         rows.append(("output", to_json(inst.output)))
