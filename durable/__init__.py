@@ -13,12 +13,15 @@ from ._events import EventBus as EventBus
 from ._events import Subscription as Subscription
 from ._gather import parallel as parallel
 from ._ir import Catch as Catch
+from ._ir import ChildState as ChildState
 from ._ir import ChoiceState as ChoiceState
 from ._ir import Graph as Graph
 from ._ir import MapState as MapState
 from ._ir import ParallelState as ParallelState
 from ._ir import PassState as PassState
+from ._ir import SignalState as SignalState
 from ._ir import TaskState as TaskState
+from ._ir import WaitState as WaitState
 from ._ir import When as When
 from ._map import map as map  # not in __all__: a star import must not hide the builtin map
 from ._map import map_ as map_
@@ -56,6 +59,7 @@ from .stores import Store as Store
 __all__ = [
     "Catch",
     "CaughtError",
+    "ChildState",
     "ChildWorkflowFailed",
     "ChoiceState",
     "Context",
@@ -79,6 +83,7 @@ __all__ = [
     "PassState",
     "Retry",
     "SerializationError",
+    "SignalState",
     "SignalTimeout",
     "StepFailed",
     "StepFunction",
@@ -90,6 +95,7 @@ __all__ = [
     "StoreError",
     "Subscription",
     "TaskState",
+    "WaitState",
     "When",
     "WorkflowCancelled",
     "WorkflowFunction",

@@ -9,31 +9,38 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
 from ._ir import (
     Catch,
+    ChildState,
     ChoiceState,
     Graph,
     MapState,
     OnError,
     ParallelState,
     PassState,
+    SignalState,
     State,
     TaskState,
+    WaitState,
     When,
     validate_graph,
 )
 from ._retry import Retry
 from .errors import GraphError
-from .stores._base import check_workflow_name
+from .stores._base import check_signal_name, check_workflow_name
 
 if TYPE_CHECKING:
     from ._context import Context
+    from ._run import Definition
 
 __all__ = ["WorkflowBuilder", "callable_name"]
+
+_NO_DEFAULT: Any = object()  # wait_for_signal(default=...) not given: a time-out fails the state
 
 
 def callable_name(fn: Callable[..., Any]) -> str:
@@ -64,6 +71,29 @@ def _job_name(job: str | Callable[..., Any]) -> tuple[str, Callable[..., Any] | 
     if callable(job):
         return callable_name(job), job
     raise TypeError(f"task job must be a registered job name or a callable, got {job!r}")
+
+
+def _seconds(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")
+
+
+def _child(workflow: object, builder: str, state: str) -> tuple[str, Definition | None]:
+    """(name, definition) of a task's ``workflow=``: a registered name (looked up when the state runs),
+    a built graph, or a ``@workflow`` function."""
+    if isinstance(workflow, str):
+        try:
+            return check_workflow_name(workflow), None
+        except ValueError as exc:
+            raise GraphError(f"workflow=: {exc}", workflow=builder, step=state) from None
+    if isinstance(workflow, Graph):
+        from ._interpreter import GraphDefinition
+
+        return workflow.name, GraphDefinition(workflow)
+    definition = getattr(workflow, "__durable_definition__", None)
+    if definition is None:
+        raise TypeError(f"task {state!r} of workflow {builder!r}: workflow= takes a registered workflow name, "
+                        f"a built graph or a @workflow function, got {workflow!r}")
+    return str(definition.name), definition
 
 
 @final
@@ -97,7 +127,8 @@ class WorkflowBuilder:
         self,
         name: str,
         *,
-        job: str | Callable[..., Any],
+        job: str | Callable[..., Any] | None = None,
+        workflow: Any = None,
         input: Callable[[Context], Any] | None = None,
         output: Callable[[Any, Context], Any] | None = None,
         retry: Retry | None = None,
@@ -106,13 +137,26 @@ class WorkflowBuilder:
         end: bool = False,
         catch: Sequence[Catch] = (),
     ) -> WorkflowBuilder:
-        """Add a task running ``job`` (a name registered with ``engine.jobs``, or a callable).
+        """Add a task running ``job`` (a name registered with ``engine.jobs``, or a callable), or a child ``workflow``.
 
         Args:
             name: the state's name, unique in this workflow.
             job: the job to run; it is called with the task's input.
+            workflow: instead of a job, a workflow to run as a child instance
+                of its own (a :class:`~durable.ChildState`): a built graph, a
+                ``@workflow`` function, or a registered workflow name (looked
+                up in ``engine.workflows`` when the state runs). The task's
+                input is the child's one argument (a builder child's input, a
+                ``@workflow`` child's single positional argument); the child's
+                output is the state's. Its id is ``{parent id}/{name}#{n}``, so
+                a replay finds the same child. A failed, timed-out or
+                cancelled child fails the state with
+                :class:`~durable.ChildWorkflowFailed`. Exactly one of ``job``
+                and ``workflow``; a child takes no ``retry`` or ``timeout``
+                (it has its own; its deadline is bounded by the parent's).
             input: ``input(ctx)`` computes the job's input (default: ``ctx.input``).
-            output: ``output(result, ctx)`` turns the job's result into the step's output.
+            output: ``output(result, ctx)`` turns the job's result into the step's output
+                (for a child, applied to the child's output each time the state runs or replays).
             retry: this task's retry policy, merged field by field over ``default_retry``.
             timeout: seconds allowed for each attempt.
             next: the state to go to afterwards.
@@ -121,6 +165,17 @@ class WorkflowBuilder:
                 task has failed after its retries; the first that matches
                 sends the workflow to its ``next``, with the error in ``ctx.error``.
         """
+        if (job is None) == (workflow is None):
+            raise GraphError("a task takes job= or workflow=, exactly one", workflow=self._name, step=name)
+        if workflow is not None:
+            if retry is not None or timeout is not None:
+                raise GraphError("a child workflow task takes no retry or timeout: the child has its own",
+                                 workflow=self._name, step=name)
+            child_name, definition = _child(workflow, self._name, name)
+            return self._add(ChildState(name=name, workflow=child_name, definition=definition, input=input,
+                                        output=output, next=next, end=end,
+                                        catch=_catch_list(catch, self._name, name)))
+        assert job is not None
         job_name, fn = _job_name(job)
         if retry is not None and not isinstance(retry, Retry):
             raise TypeError(f"task {name!r}: retry must be a Retry, got {retry!r}")
@@ -230,6 +285,88 @@ class WorkflowBuilder:
         if transform is not None and result is not None:
             raise GraphError("pass state takes transform or result, not both", workflow=self._name, step=name)
         return self._add(PassState(name=name, transform=transform, result=result, next=next, end=end))
+
+    def wait(
+        self,
+        name: str,
+        *,
+        seconds: float | None = None,
+        until: Callable[[Context], datetime] | None = None,
+        next: str | None = None,
+        end: bool = False,
+    ) -> WorkflowBuilder:
+        """Add a wait state: a durable sleep of ``seconds``, or until the time ``until(ctx)`` gives.
+
+        The wake-up time is checkpointed when the wait starts: a process that
+        restarts after it goes on at once, one that restarts before it waits
+        only the rest. A wait at the workflow's top level longer than the
+        engine's ``suspend_after`` unloads the instance until then (as
+        :func:`durable.sleep` does); in a parallel branch or a map item it
+        waits in memory. The state's output is ``None``; its step is of type
+        ``sleep``.
+
+        Args:
+            name: the state's name.
+            seconds: how long to wait, ``>= 0``.
+            until: ``until(ctx)`` gives the wake-up time, an aware ``datetime``
+                (at once if it has passed); computed once, when the wait first starts.
+            next, end: where to go afterwards.
+
+        Exactly one of ``seconds`` and ``until``.
+        """
+        if (seconds is None) == (until is None):
+            raise GraphError("a wait takes seconds= or until=, exactly one", workflow=self._name, step=name)
+        if seconds is not None and not _seconds(seconds):
+            raise GraphError(f"a wait takes a finite number of seconds >= 0, got {seconds!r}",
+                             workflow=self._name, step=name)
+        if until is not None and not callable(until):
+            raise TypeError(f"wait {name!r} of workflow {self._name!r}: until must be a function of ctx "
+                            f"giving an aware datetime, got {until!r}")
+        return self._add(WaitState(name=name, seconds=float(seconds) if seconds is not None else None,
+                                   until=until, next=next, end=end))
+
+    def wait_for_signal(
+        self,
+        name: str,
+        *,
+        signal: str | None = None,
+        timeout: float | None = None,
+        default: Any = _NO_DEFAULT,
+        next: str | None = None,
+        end: bool = False,
+        catch: Sequence[Catch] = (),
+    ) -> WorkflowBuilder:
+        """Add a signal state: wait for a signal sent with ``engine.workflows.signal(id, signal, payload)``.
+
+        The payload is the state's output (``ctx.steps[name]``). Signals are
+        queued durably when sent, before or during the wait, and each is
+        taken once. A wait at the workflow's top level unloads the instance
+        until the signal comes or the wait times out.
+
+        Args:
+            name: the state's name.
+            signal: the signal's name (default: the state's name).
+            timeout: seconds to wait, counted from when the wait first started
+                (across restarts); ``None`` waits for ever.
+            default: the output when the wait times out; without it a time-out
+                fails the state with :class:`~durable.SignalTimeout`.
+            next, end: where to go afterwards.
+            catch: :class:`~durable.Catch` fallbacks, as for :meth:`task`
+                (``Catch(["SignalTimeout"], next=...)`` takes a time-out).
+        """
+        sig = name if signal is None else signal
+        try:
+            check_signal_name(sig)
+        except ValueError as exc:
+            raise GraphError(str(exc), workflow=self._name, step=name if isinstance(name, str) else None) from None
+        if timeout is not None and not _seconds(timeout):
+            raise GraphError(f"a signal's timeout takes a finite number of seconds >= 0 or None, got {timeout!r}",
+                             workflow=self._name, step=name)
+        has_default = default is not _NO_DEFAULT
+        return self._add(SignalState(
+            name=name, signal=sig, timeout=float(timeout) if timeout is not None else None,
+            default=default if has_default else None, has_default=has_default, next=next, end=end,
+            catch=_catch_list(catch, self._name, name)))
 
     def end(self, name: str) -> WorkflowBuilder:
         """Shorthand for a pass state that ends the workflow."""

@@ -36,9 +36,13 @@ def child_instance_id(parent_id: str, key: str) -> str:
 
 
 async def child_step(run: Run, scope: Scope, definition: Definition, args: tuple[Any, ...],
-                     kwargs: dict[str, Any]) -> Any:
-    """Replay or run one child workflow call; returns the child's output."""
-    step_name = f"{CHILD_STEP_TYPE}:{definition.name}"
+                     kwargs: dict[str, Any], *, step_name: str | None = None) -> Any:
+    """Replay or run one child workflow call; returns the child's output.
+
+    The step is named ``step_name`` (a builder's child state passes its own
+    name), by default ``workflow:NAME``; the child's id is ``{parent id}/{key}``.
+    """
+    step_name = step_name if step_name is not None else f"{CHILD_STEP_TYPE}:{definition.name}"
     key, rec = run.next_checkpoint(scope, step_name, ChildWorkflowFailed)
     if rec is not None and rec.status == StepStatus.COMPLETED:
         return rec.output

@@ -30,6 +30,15 @@ as the state-machine builder's. The mapping, construct by construct:
   imported from ``durable``) -> a map state named ``map`` whose iterator is
   ``fn`` compiled as a call (a step's task, or a helper's steps inlined; a
   ``lambda x: f(x, y)`` is its call), labelled with ``fn``, the items and the bound.
+- ``await durable.sleep(seconds)`` / ``await durable.sleep_until(when)`` (or
+  ``sleep`` / ``sleep_until`` imported from ``durable``) -> a wait state named
+  ``sleep``, as the runtime names the step; a duration of constants
+  (``24 * 3600``) is drawn as such, any other argument as its source text.
+- ``await durable.wait_for_signal("approve", timeout=..., default=...)`` -> a
+  signal state named ``signal:approve`` (the runtime's step name).
+- ``await child(...)``, where ``child`` resolves to a ``@workflow`` function
+  -> a child workflow state named ``workflow:NAME`` (the runtime's step
+  name), never inlined: it runs as an instance of its own.
 - ``break`` leaves the loop (skipping its ``else``); ``continue`` goes back to it.
 - ``return`` ends its path (a pass state ``return`` when no state precedes it
   on the path); ``raise`` too (a pass state ``raise``); so does falling off the
@@ -39,7 +48,9 @@ Approximations: an exception is drawn as raised after the try body's last step
 (any of them may raise); a try body that always returns hides its handlers;
 ``return``/``raise`` paths skip ``finally``; every ``while`` (even ``while
 True``) is drawn with an exit; both sides of ``a if c else b`` / ``x or y`` are
-drawn in sequence; an await inside a comprehension is drawn once. If the graph
+drawn in sequence; an await inside a comprehension is drawn once; a
+``@workflow`` defined after the workflow calling it is not known yet when
+the caller is decorated, so it is drawn as a task. If the graph
 still breaks a rule of :func:`~durable._ir.validate_graph`, it falls back to
 the steps in source order.
 """
@@ -56,7 +67,21 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from ._ir import ChoiceState, Graph, MapState, ParallelState, PassState, State, TaskState, When, validate_graph
+from ._diagram import duration_text
+from ._ir import (
+    ChildState,
+    ChoiceState,
+    Graph,
+    MapState,
+    ParallelState,
+    PassState,
+    SignalState,
+    State,
+    TaskState,
+    WaitState,
+    When,
+    validate_graph,
+)
 from .errors import GraphError
 
 __all__ = ["compile_workflow"]
@@ -66,7 +91,7 @@ _NAME_LIMIT = 60  # choice names are clipped to this many characters
 # parallel() arguments that can never be awaitable: a mistake worth failing decoration for.
 _NOT_AWAITABLE = (ast.Constant, ast.List, ast.Tuple, ast.Dict, ast.Set, ast.Lambda, ast.JoinedStr,
                   ast.ListComp, ast.SetComp, ast.DictComp)
-_STEPS = ("task", "parallel", "map")  # kinds of mutable states that are steps
+_STEPS = ("task", "parallel", "map", "wait", "signal", "workflow")  # kinds of mutable states that are steps
 
 # A mutable state is a dict (kind, name, base, next, end, plus rules/default for
 # choices, branches/label for parallels). A hook is a dangling exit of a state:
@@ -120,7 +145,7 @@ class _States:
         """End the paths of ``hooks``: a state's own ``end``, else a shared pass state ``base``."""
         need: list[Hook] = []
         for state, slot in hooks:
-            if slot == "next" and state["kind"] in ("task", "parallel", "map", "pass"):
+            if slot == "next" and state["kind"] != "choice" and state["kind"] != "start":
                 state["end"] = True
             else:  # a choice's rule or default, or the start: needs a state to go to
                 need.append((state, slot))
@@ -321,6 +346,9 @@ class _Compiler:
         if in_trio or str(getattr(resolved, "__module__", "")).startswith("trio"):
             return hooks  # trio.sleep & co. (also `from trio import sleep`) are not steps
         last = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        primitive = self.primitive(g, f, call, hooks)
+        if primitive is not None:
+            return primitive
         if last == "parallel":
             return self.parallel(g, f, call, hooks)
         if last in ("map", "map_") and self.is_durable_map(func):
@@ -343,12 +371,30 @@ class _Compiler:
 
     def helper(self, f: _Frame, obj: object) -> Callable[..., Any] | None:
         """The async helper to inline for a callee resolving to ``obj``, if it is one."""
-        target = getattr(obj, "__wrapped__", obj)  # e.g. a @workflow called from a workflow
+        target = getattr(obj, "__wrapped__", obj)
         if obj is None or self.is_step is None or self.is_step(obj) or not inspect.iscoroutinefunction(target):
             return None
         if getattr(target, "__module__", None) != self.module or id(target) in f.helpers:
             return None  # another module's coroutine, or a cycle: drawn as a task
         return target if len(f.helpers) <= _MAX_DEPTH else None
+
+    def resolve(self, func: ast.expr) -> tuple[bool, Any]:
+        """(found, object) of the callee ``func`` (``name`` or ``a.b.name``), through the module's globals.
+
+        ``found`` is false when ``func``'s root name is not a global (a local,
+        a name imported inside the function) or ``func`` is no dotted name.
+        """
+        parts: list[str] = []
+        node = func
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name) or node.id not in self.globals:
+            return False, None
+        obj: Any = self.globals[node.id]
+        for part in reversed(parts):
+            obj = getattr(obj, part, None)
+        return True, obj
 
     def is_durable_map(self, func: ast.expr) -> bool:
         """Whether the callee ``func`` is ``durable.map``: resolved through the module's globals,
@@ -356,19 +402,53 @@ class _Compiler:
         ``map`` is never awaited)."""
         from ._map import map as durable_map
 
-        parts: list[str] = []
-        node = func
-        while isinstance(node, ast.Attribute):
-            parts.append(node.attr)
-            node = node.value
-        if not isinstance(node, ast.Name):
-            return False
-        if node.id not in self.globals:
-            return not parts  # `await map(...)` with map imported inside the function
-        obj: Any = self.globals[node.id]
-        for part in reversed(parts):
-            obj = getattr(obj, part, None)
+        found, obj = self.resolve(func)
+        if not found:
+            return isinstance(func, ast.Name)  # `await map(...)` with map imported inside the function
         return obj is durable_map
+
+    def primitive(self, g: _States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook] | None:
+        """A wait, signal or child workflow state for a call of ``durable.sleep`` / ``sleep_until`` /
+        ``wait_for_signal`` or of a ``@workflow``; ``None`` for any other call."""
+        from ._decorators import WorkflowFunction
+        from ._signals import wait_for_signal
+        from ._sleep import sleep, sleep_until
+
+        found, obj = self.resolve(call.func)
+        if not found:
+            return None
+        keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
+        if obj is sleep or obj is sleep_until:
+            until = obj is sleep_until
+            arg = call.args[0] if call.args else keywords.get("when" if until else "seconds")
+            seconds = _number(arg) if arg is not None and not until else None
+            if seconds is not None and seconds >= 0:
+                label = f"sleep {duration_text(seconds)}"
+            else:
+                seconds = None
+                what = f.text(arg) if arg is not None else "?"
+                label = _clip(f"sleep until {what}" if until else f"sleep {what}")
+            state = g.add("wait", "sleep", hooks, seconds=seconds)
+            state["label"] = label  # the diagram's text: what the wait waits for
+            return [(state, "next")]
+        if obj is wait_for_signal:
+            arg = call.args[0] if call.args else keywords.get("name")
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                signal = arg.value
+            else:
+                signal = f.text(arg) if arg is not None else "?"
+            timeout_node = keywords.get("timeout")
+            timeout = _number(timeout_node) if timeout_node is not None else None
+            default_node = keywords.get("default")
+            default = default_node.value if isinstance(default_node, ast.Constant) else None
+            state = g.add("signal", _clip(f"signal:{signal}"), hooks, signal=signal,
+                          timeout=timeout if timeout is not None and timeout >= 0 else None,
+                          has_default=default_node is not None, default=default)
+            return [(state, "next")]
+        if isinstance(obj, WorkflowFunction):
+            state = g.add("workflow", _clip(f"workflow:{obj.name}"), hooks, workflow=obj.name, definition=obj)
+            return [(state, "next")]
+        return None
 
     def map(self, g: _States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
         """A map state: the iterator is ``fn`` compiled as a call; the label tells the items and the bound."""
@@ -448,6 +528,30 @@ class _Compiler:
         return [(state, "next")]
 
 
+def _number(node: ast.AST) -> float | None:
+    """The value of a number made of constants (``3600``, ``24 * 60 * 60``, ``1.5``); ``None`` otherwise."""
+    if isinstance(node, ast.Constant):
+        value = node.value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        return None
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        inner = _number(node.operand)
+        return None if inner is None else (-inner if isinstance(node.op, ast.USub) else inner)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
+        left, right = _number(node.left), _number(node.right)
+        if left is None or right is None:
+            return None
+        if isinstance(node.op, ast.Add):
+            return left + right
+        if isinstance(node.op, ast.Sub):
+            return left - right
+        if isinstance(node.op, ast.Mult):
+            return left * right
+        return left / right if right else None
+    return None
+
+
 def _clip(text: str) -> str:
     """``text`` clipped to the state name limit."""
     return text if len(text) <= _NAME_LIMIT else text[: _NAME_LIMIT - 3] + "..."
@@ -468,6 +572,13 @@ def _frozen(s: dict[str, Any]) -> State:
     if s["kind"] == "map":
         return MapState(iterator=s["iterator"], max_concurrency=s["max_concurrency"], on_error=s["on_error"],
                         **common)
+    if s["kind"] == "wait":
+        return WaitState(seconds=s["seconds"], **common)
+    if s["kind"] == "signal":
+        return SignalState(signal=s["signal"], timeout=s["timeout"], has_default=s["has_default"],
+                           default=s["default"], **common)
+    if s["kind"] == "workflow":
+        return ChildState(workflow=s["workflow"], definition=s["definition"], **common)
     return PassState(**common)
 
 
@@ -483,8 +594,9 @@ def _freeze(g: _States, name: str, entry: str) -> Graph:
     try:
         validate_graph(graph)
     except GraphError:
-        steps: list[TaskState | ParallelState | MapState | PassState] = [
-            s for s in graph.states if isinstance(s, (TaskState, ParallelState, MapState))] or [PassState(name="return")]
+        steps: list[TaskState | ParallelState | MapState | PassState | WaitState | SignalState | ChildState] = [
+            s for s in graph.states if isinstance(s, (TaskState, ParallelState, MapState, WaitState, SignalState,
+                                                      ChildState))] or [PassState(name="return")]
         linear: list[State] = [
             attrs.evolve(s, next=None if i + 1 == len(steps) else steps[i + 1].name, end=i + 1 == len(steps))
             for i, s in enumerate(steps)]

@@ -19,7 +19,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, final, overload
 from ._active import Active, active, plain_default_retry
 from ._children import child_step
 from ._builder import callable_name
-from ._ir import Graph, TaskState
+from ._ir import STEP_TYPES, Graph, TaskState
 from ._plain import run_plain
 from ._retry import Retry, effective_retry
 from ._run import Run, Scope
@@ -208,8 +208,8 @@ class WorkflowFunction(Generic[P, R]):
 
     @property
     def total_steps(self) -> int:
-        """Steps and parallels in the compiled graph: progress's denominator."""
-        return sum(1 for s in self._graph.walk() if s.type in ("task", "parallel", "map"))
+        """Steps, parallels, maps, sleeps, signal waits and child calls in the graph: progress's denominator."""
+        return sum(1 for s in self._graph.walk() if s.type in STEP_TYPES)
 
     def make_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
         try:

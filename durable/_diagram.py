@@ -7,15 +7,34 @@ map a subgraph of its iterator, titled with its concurrency bound, whose
 nodes are numbered under the map's own id (``n3_0``, ``n3_1``...) so the
 numbering of every other node is the same as without the map. Catch edges
 are dashed and labelled with the errors they catch.
+
+Node shapes by kind, Mermaid / DOT: task ``[box]`` / box, choice ``{rhombus}``
+/ diamond, pass ``([stadium])`` / ellipse, wait ``{{hexagon}}`` / hexagon
+(``⏳ name`` and how long), signal ``>flag]`` / cds (``✉ signal NAME``),
+child workflow ``[[subroutine]]`` / box3d (``child: NAME``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ._ir import ChoiceState, Graph, MapState, ParallelState, PassState, State, TaskState
+from ._ir import (
+    ChildState,
+    ChoiceState,
+    Graph,
+    MapState,
+    ParallelState,
+    PassState,
+    SignalState,
+    State,
+    TaskState,
+    WaitState,
+    catches_of,
+)
 
-__all__ = ["to_dot", "to_mermaid"]
+__all__ = ["duration_text", "to_dot", "to_mermaid"]
+
+_DOT_SHAPES = {"choice": "diamond", "pass": "ellipse", "wait": "hexagon", "signal": "cds", "workflow": "box3d"}
 
 
 class _Ids:
@@ -39,9 +58,56 @@ def _mermaid_label(text: str) -> str:
     return '"' + text.replace('"', "#quot;").replace("\n", " ") + '"'
 
 
+def duration_text(seconds: float) -> str:
+    """``1h 30m``, ``2d``, ``45s``, ``0.5s``: a number of seconds for a diagram."""
+    if seconds < 60:
+        return f"{seconds:g}s"
+    parts: list[str] = []
+    rest = round(seconds)
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return " ".join(parts)
+
+
+def _wait_text(state: WaitState) -> str:
+    head = f"⏳ {state.label or state.name}"
+    if state.label:
+        return head
+    if state.seconds is not None:
+        return f"{head}\nwait {duration_text(state.seconds)}"
+    if state.until is not None:
+        fn = getattr(state.until, "__name__", "")
+        return f"{head}\nwait until {fn}()" if fn.isidentifier() else f"{head}\nwait until a time"
+    return head
+
+
+def _signal_text(state: SignalState) -> str:
+    head = state.label or state.name
+    text = f"signal {state.signal}" if head in (state.signal, f"signal:{state.signal}") else (
+        f"{head}\nsignal {state.signal}")
+    if state.timeout is not None:
+        text += f"\ntimeout {duration_text(state.timeout)}"
+    return f"✉ {text}"
+
+
+def _child_text(state: ChildState) -> str:
+    head = state.label or state.name
+    if head in (state.workflow, f"workflow:{state.workflow}"):
+        return f"child: {state.workflow}"
+    return f"{head}\n(child: {state.workflow})"
+
+
 def _node_text(state: State) -> str:
     if isinstance(state, TaskState) and state.job != state.name:
         return f"{state.name}\n({state.job})" if state.label is None else state.label
+    if isinstance(state, WaitState):
+        return _wait_text(state)
+    if isinstance(state, SignalState):
+        return _signal_text(state)
+    if isinstance(state, ChildState):
+        return _child_text(state)
     return state.label or state.name
 
 
@@ -55,9 +121,8 @@ def _edges(state: State) -> Iterator[tuple[str, str | None, bool]]:
         return
     if state.next is not None:
         yield state.next, None, False
-    if not isinstance(state, PassState):
-        for catcher in state.catch:
-            yield catcher.next, catcher.label, True
+    for catcher in catches_of(state):
+        yield catcher.next, catcher.label, True
 
 
 def _mermaid_body(graph: Graph, ids: _Ids, indent: str) -> tuple[list[str], str, list[str]]:
@@ -88,6 +153,12 @@ def _mermaid_body(graph: Graph, ids: _Ids, indent: str) -> tuple[list[str], str,
             lines.append(f"{indent}{nid}{{{label}}}")
         elif isinstance(s, PassState):
             lines.append(f"{indent}{nid}([{label}])")
+        elif isinstance(s, WaitState):
+            lines.append(f"{indent}{nid}{{{{{label}}}}}")
+        elif isinstance(s, SignalState):
+            lines.append(f"{indent}{nid}>{label}]")
+        elif isinstance(s, ChildState):
+            lines.append(f"{indent}{nid}[[{label}]]")
         else:
             lines.append(f"{indent}{nid}[{label}]")
     for s in graph.states:
@@ -144,7 +215,7 @@ def _dot_body(graph: Graph, ids: _Ids, indent: str) -> tuple[list[str], dict[str
                 lines.append(f"{indent}  {nid} -> {inner_nodes[s.iterator.states[0].name]} [style=dashed];")
             lines.append(f"{indent}}}")
             continue
-        shape = {"choice": "diamond", "pass": "ellipse"}.get(s.type, "box")
+        shape = _DOT_SHAPES.get(s.type, "box")
         lines.append(f"{indent}{nid} [label={_dot_label(_node_text(s))}, shape={shape}];")
     for s in graph.states:
         for target, edge_label, dashed in _edges(s):

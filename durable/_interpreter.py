@@ -5,7 +5,15 @@ visited twice (a loop through a choice) has two checkpoints, and a resumed
 instance re-walks the graph from the start, replaying finished states from
 their checkpoints until it reaches the first unfinished one.
 
-A task, parallel or map state that fails for good is matched against its
+A wait state is a durable sleep (:func:`~durable._sleep.sleep_step`), a
+signal state a wait for a signal (:func:`~durable._signals.signal_step`), a
+child state a child workflow call (:func:`~durable._children.child_step`):
+the same cores the decorator's ``durable.sleep``, ``durable.wait_for_signal``
+and awaited ``@workflow`` use, each under the state's name, so
+``ctx.steps[name]``, the instance's ``step_results[name]`` and the checkpoint
+key ``name#n`` all use the state's name.
+
+A task, parallel, map, signal or child state that fails for good is matched against its
 ``catch`` list; the first :class:`~durable.Catch` that matches sends the walk
 to its ``next`` state with the error in ``ctx.error``. A failed state replays
 by re-raising its stored exception, so the same catcher is taken on replay.
@@ -14,18 +22,34 @@ by re-raising its stored exception, so the same catcher is taken on replay.
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
+from datetime import datetime, timedelta
 from typing import Any, cast, final
 
 from ._catch import CaughtError, catch_target
+from ._children import child_step
 from ._context import Context
-from ._ir import ChoiceState, Graph, MapState, ParallelState, PassState, State, TaskState
+from ._ir import (
+    ChildState,
+    ChoiceState,
+    Graph,
+    MapState,
+    ParallelState,
+    PassState,
+    SignalState,
+    State,
+    TaskState,
+    WaitState,
+)
 from ._jobs import as_async_call, inline_call
 from ._parallel import run_map, run_parallel
+from ._records import StepStatus
 from ._retry import Retry, effective_retry
-from ._run import Run, Scope
+from ._run import Definition, Run, Scope
+from ._signals import signal_step
+from ._sleep import sleep_step
 from ._steps import StepSpec, run_step
-from .errors import NoChoiceMatched
+from .errors import ChildWorkflowFailed, DurableError, NoChoiceMatched, WorkflowNotFound
 
 __all__ = ["GraphDefinition", "run_graph"]
 
@@ -92,8 +116,52 @@ async def _run_state(run: Run, scope: Scope, state: State, ctx: Context, default
         return await run_step(run, scope, _pass_spec(state, ctx))
     if isinstance(state, MapState):
         return await _run_map_state(run, scope, state, ctx, default_retry)
+    if isinstance(state, WaitState):
+        await sleep_step(run, scope, state.name, _wake_time(run, state, ctx))
+        return None
+    if isinstance(state, SignalState):
+        if state.has_default:
+            return await signal_step(run, scope, state.signal, state.timeout, state.default, step_name=state.name)
+        return await signal_step(run, scope, state.signal, state.timeout, step_name=state.name)
+    if isinstance(state, ChildState):
+        return await _run_child_state(run, scope, state, ctx)
     assert isinstance(state, ParallelState)
     return await _run_parallel_state(run, scope, state, ctx, default_retry)
+
+
+def _wake_time(run: Run, state: WaitState, ctx: Context) -> Callable[[datetime], datetime]:
+    """``wake_time(start)`` for :func:`sleep_step`: ``start + seconds``, or ``until(ctx)``."""
+    seconds, until = state.seconds, state.until
+    if seconds is not None:
+        return lambda start: start + timedelta(seconds=seconds)
+    if until is not None:
+        def wake(start: datetime) -> datetime:
+            return until(ctx)
+
+        return wake
+    raise run.fail(DurableError, "a wait state needs seconds or until", step=state.name)
+
+
+async def _run_child_state(run: Run, scope: Scope, state: ChildState, ctx: Context) -> Any:
+    # A finished call replays from its checkpoint as child_step would, but
+    # without computing the input or looking the child up: a child named by its
+    # registered name need not be registered to replay (assert_replays' engine,
+    # a resume before the child is registered again).
+    ahead = run.checkpoints.get(f"{scope.path}{state.name}#{scope.counts.get(state.name, 0)}")  # child_step's key
+    if ahead is not None and ahead.status in (StepStatus.COMPLETED, StepStatus.FAILED):
+        _, rec = run.next_checkpoint(scope, state.name, ChildWorkflowFailed)  # returns, or raises its error
+        result = rec.output if rec is not None else None
+    else:
+        definition: Definition | None = state.definition
+        if definition is None:
+            try:
+                definition = run.engine.workflows._definition(state.workflow)
+            except WorkflowNotFound as exc:
+                raise run.fail(WorkflowNotFound, f"child workflow of state {state.name!r}: {exc.message}",
+                               step=state.name) from None
+        value = state.input(ctx) if state.input is not None else ctx.input
+        result = await child_step(run, scope, definition, (value,), {}, step_name=state.name)
+    return state.output(result, ctx) if state.output is not None else result
 
 
 def _task_spec(run: Run, state: TaskState, ctx: Context, default_retry: Retry | None) -> StepSpec:

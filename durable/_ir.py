@@ -1,4 +1,4 @@
-"""The graph IR: frozen task / choice / parallel / map / pass states, and their validation.
+"""The graph IR: frozen states (task, choice, parallel, map, pass, wait, signal, child workflow), validated.
 
 Both front-ends produce a :class:`Graph`: the builder directly, the decorator by
 compiling the workflow's source. The builder's graph is what the engine's
@@ -9,6 +9,7 @@ progress totals and validation. This module is pure: no I/O, no engine.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
 import attrs
@@ -18,22 +19,31 @@ from .errors import GraphError
 
 if TYPE_CHECKING:
     from ._context import Context
+    from ._run import Definition
 
 __all__ = [
+    "STEP_TYPES",
     "Catch",
+    "ChildState",
     "ChoiceState",
     "Graph",
     "MapState",
     "ParallelState",
     "PassState",
     "State",
+    "SignalState",
     "TaskState",
+    "WaitState",
     "When",
     "validate_graph",
 ]
 
 OnError: TypeAlias = Literal["fail-fast", "wait-all"]
 GraphSource: TypeAlias = Literal["builder", "source", "recorded"]
+
+#: the state types that are steps of a decorator workflow's run (choices and
+#: pass states are plain code there): a decorator workflow's progress total
+STEP_TYPES = frozenset({"task", "parallel", "map", "wait", "signal", "workflow"})
 
 
 @final
@@ -228,7 +238,103 @@ class PassState:
     type: str = attrs.field(default="pass", init=False)
 
 
-State: TypeAlias = TaskState | ChoiceState | ParallelState | MapState | PassState
+@attrs.frozen(kw_only=True)
+class WaitState:
+    """Wait durably: ``seconds`` after the state starts, or until the time ``until(ctx)`` gives.
+
+    The wake-up time is checkpointed when the wait starts, so a restart waits
+    only the rest (or goes on at once if it has passed). A long wait at the
+    workflow's top level unloads the instance until then, as
+    :func:`durable.sleep` does. The state's output is ``None``.
+
+    Attributes:
+        seconds: how long to wait (``>= 0``).
+        until: ``until(ctx)`` gives the wake-up time, an aware ``datetime``;
+            computed once, when the wait first starts.
+        label: the text drawn for the state (a graph compiled from source
+            sets it when the duration is not a constant).
+
+    A builder wait has exactly one of ``seconds`` and ``until``; a wait
+    compiled from source may have neither (its duration is not a constant).
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    seconds: float | None = None
+    until: Callable[[Context], datetime] | None = None
+    next: str | None = None
+    end: bool = False
+    label: str | None = None
+
+    type: str = attrs.field(default="wait", init=False)
+
+
+@attrs.frozen(kw_only=True)
+class SignalState:
+    """Wait for signal ``signal`` sent with ``engine.workflows.signal(id, signal, payload)``; output: the payload.
+
+    Attributes:
+        signal: the signal's name.
+        timeout: seconds to wait, counted from when the wait first started;
+            ``None`` waits for ever.
+        default: the output when the wait times out, if ``has_default``;
+            otherwise a time-out fails the state with
+            :class:`~durable.errors.SignalTimeout` (which ``catch`` can take).
+        has_default: whether ``default`` is given.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    signal: str
+    timeout: float | None = None
+    default: Any = None
+    has_default: bool = False
+    next: str | None = None
+    end: bool = False
+    label: str | None = None
+    catch: tuple[Catch, ...] = attrs.field(default=(), converter=_catches)
+
+    type: str = attrs.field(default="signal", init=False)
+
+
+@attrs.frozen(kw_only=True)
+class ChildState:
+    """Run another workflow as a child instance of its own; output: the child's output.
+
+    Attributes:
+        workflow: the child workflow's name.
+        definition: what to run (a builder graph's or a ``@workflow``
+            function's definition); ``None`` when the child is named by its
+            registered name, looked up in ``engine.workflows`` when the state
+            runs, or in a graph compiled from source.
+        input: ``input(ctx)`` gives the child's input (default ``ctx.input``),
+            passed as its one argument.
+        output: ``output(result, ctx)`` turns the child's output into the
+            state's output.
+
+    A child that fails (or times out, or is cancelled) fails the state with
+    :class:`~durable.errors.ChildWorkflowFailed`, which ``catch`` can take.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    workflow: str
+    definition: Definition | None = attrs.field(default=None, eq=False, repr=False)
+    input: Callable[[Context], Any] | None = None
+    output: Callable[[Any, Context], Any] | None = None
+    next: str | None = None
+    end: bool = False
+    label: str | None = None
+    catch: tuple[Catch, ...] = attrs.field(default=(), converter=_catches)
+
+    type: str = attrs.field(default="workflow", init=False)
+
+
+State: TypeAlias = (TaskState | ChoiceState | ParallelState | MapState | PassState | WaitState | SignalState
+                    | ChildState)
 
 
 @final
@@ -308,9 +414,20 @@ def _targets(state: State) -> list[tuple[str, str]]:
             out.append(("default", state.default))
         return out
     out = [("next", state.next)] if state.next is not None else []
-    if not isinstance(state, PassState):
-        out.extend((f"catch {i}", c.next) for i, c in enumerate(state.catch))
+    out.extend((f"catch {i}", c.next) for i, c in enumerate(catches_of(state)))
     return out
+
+
+def catches_of(state: State) -> tuple[Catch, ...]:
+    """The catchers of ``state`` (``()`` for the states that take none: choice, pass, wait)."""
+    if isinstance(state, (ChoiceState, PassState, WaitState)):
+        return ()
+    return state.catch
+
+
+def _seconds_ok(value: object) -> bool:
+    """Whether ``value`` is a number of seconds >= 0 (not a bool, not NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")
 
 
 def validate_graph(graph: Graph, *, workflow: str | None = None) -> None:
@@ -318,7 +435,8 @@ def validate_graph(graph: Graph, *, workflow: str | None = None) -> None:
 
     Checks: duplicate state names, ``next`` together with ``end``, a transition
     (or a catch) to an unknown state, a parallel with no branches, a map with a
-    negative ``max_concurrency``, a choice with no way out, states unreachable
+    negative ``max_concurrency``, a wait's ``seconds`` or a signal's
+    ``timeout`` that is not a number >= 0, a choice with no way out, states unreachable
     from the start (catch edges count), and no reachable end. Loops through a
     choice or a catch are allowed. Branch and iterator graphs are checked the
     same way.
@@ -351,6 +469,12 @@ def validate_graph(graph: Graph, *, workflow: str | None = None) -> None:
                 raise GraphError(f"max_concurrency must be an int >= 0 (0: no limit), got {limit!r}",
                                  workflow=wf, step=s.name)
             validate_graph(s.iterator, workflow=f"{wf}/{s.name}/{s.iterator.name}")
+        if isinstance(s, WaitState) and s.seconds is not None and not _seconds_ok(s.seconds):
+            raise GraphError(f"a wait takes a finite number of seconds >= 0, got {s.seconds!r}",
+                             workflow=wf, step=s.name)
+        if isinstance(s, SignalState) and s.timeout is not None and not _seconds_ok(s.timeout):
+            raise GraphError(f"a signal's timeout takes a finite number of seconds >= 0 or None, got {s.timeout!r}",
+                             workflow=wf, step=s.name)
         for label, target in _targets(s):
             if target in seen:
                 continue

@@ -61,9 +61,14 @@ async def wait_for_signal(name: str, *, timeout: float | None = None, default: A
     return await signal_step(current.run, current.scope, name, timeout, default)
 
 
-async def signal_step(run: Run, scope: Scope, name: str, timeout: float | None, default: Any = _RAISE) -> Any:
-    """Replay or run one wait for signal ``name`` (both front-ends)."""
-    step_name = f"signal:{name}"
+async def signal_step(run: Run, scope: Scope, name: str, timeout: float | None, default: Any = _RAISE, *,
+                      step_name: str | None = None) -> Any:
+    """Replay or run one wait for signal ``name`` (both front-ends).
+
+    The step is named ``step_name`` (a builder's signal state passes its own
+    name), by default ``signal:NAME``.
+    """
+    step_name = step_name if step_name is not None else f"signal:{name}"
     key, rec = run.next_checkpoint(scope, step_name, SignalTimeout)
     if rec is not None and rec.status == StepStatus.COMPLETED:
         return rec.output

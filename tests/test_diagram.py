@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from durable import Graph, PassState, When, workflow
+from durable import Catch, Graph, PassState, When, workflow
 
 ID = re.compile(r"n\d+")
 
@@ -18,9 +18,13 @@ _M_NODE = re.compile(
     r"|\(\[" + _M_LABEL.replace("(", "(?P<stadium>", 1) + r"\]\)"
     r"|\[" + _M_LABEL.replace("(", "(?P<box>", 1) + r"\]"
     r"|\{" + _M_LABEL.replace("(", "(?P<diamond>", 1) + r"\}"
+    r"|\{\{" + _M_LABEL.replace("(", "(?P<hexagon>", 1) + r"\}\}"
+    r"|>" + _M_LABEL.replace("(", "(?P<flag>", 1) + r"\]"
+    r"|\[\[" + _M_LABEL.replace("(", "(?P<subroutine>", 1) + r"\]\]"
     r")"
 )
-_M_EDGE = re.compile(r"(?P<src>\w+) -->(?:\|" + _M_LABEL.replace("(", "(?P<label>", 1) + r"\|)? (?P<dst>\w+)")
+_M_EDGE = re.compile(r"(?P<src>\w+) (?:-->|-\.->)(?:\|" + _M_LABEL.replace("(", "(?P<label>", 1)
+                     + r"\|)? (?P<dst>\w+)")
 _M_SUB = re.compile(r"subgraph (?P<id>\w+) \[" + _M_LABEL.replace("(", "(?P<label>", 1) + r"\]")
 
 
@@ -78,7 +82,7 @@ def parse_mermaid(text: str) -> Mermaid:
         elif m := _M_NODE.fullmatch(line):
             nid = m["id"]
             assert nid not in out.declared(), f"id declared twice: {nid}"
-            for shape in ("circle", "stadium", "box", "diamond"):
+            for shape in ("circle", "stadium", "box", "diamond", "hexagon", "flag", "subroutine"):
                 if m[shape] is not None:
                     out.nodes[nid] = (shape, _unescape_mermaid(m[shape]))
             out.parent[nid] = stack[-1] if stack else None
@@ -110,7 +114,8 @@ _D_NODE = re.compile(r"(?P<id>\w+) \[label=" + _D_LABEL.replace("(", "(?P<label>
 _D_POINT = re.compile(r"(?P<id>\w+) \[shape=point\];")
 _D_SUB = re.compile(r"subgraph (?P<id>cluster_\w+) \{ label=" + _D_LABEL.replace("(", "(?P<label>", 1) + ";")
 _D_EDGE = re.compile(
-    r"(?P<src>\w+) -> (?P<dst>\w+)(?: \[(?:label=" + _D_LABEL.replace("(", "(?P<label>", 1) + r"|(?P<dashed>style=dashed))\])?;"
+    r"(?P<src>\w+) -> (?P<dst>\w+)(?: \[(?:label=" + _D_LABEL.replace("(", "(?P<label>", 1)
+    + r"(?P<catch>, style=dashed)?|(?P<dashed>style=dashed))\])?;"
 )
 
 
@@ -166,6 +171,8 @@ def parse_dot(text: str) -> Dot:
             out.parent[m["id"]] = stack[-1] if stack else None
         elif m := _D_EDGE.fullmatch(line):
             label = m["label"]
+            if m["catch"]:
+                label = "dashed: " + label
             out.edges.append(
                 (m["src"], "dashed" if m["dashed"] else (_unescape_dot(label) if label is not None else None), m["dst"])
             )
@@ -429,3 +436,45 @@ def test_dot_empty_recorded_graph() -> None:
     """An empty (recorded) graph renders to a digraph with only the markers."""
     d = check_dot(Graph("r", (), source="recorded").to_dot())
     assert set(d.nodes) == {"start", "stop"} and d.edges == []
+
+
+# -- wait, signal and child-workflow states ------------------------------------------
+
+
+def _primitives() -> Graph:
+    kid = workflow("kid").task("k", job="k").build()
+    return (
+        workflow("primitives")
+        .wait("cool-off", seconds=3600)
+        .wait_for_signal("approve", timeout=600, catch=[Catch(["SignalTimeout"], next="escalate")])
+        .task("charge", workflow=kid, catch=[Catch(["ChildWorkflowFailed"], next="escalate")])
+        .task("by-name", workflow="kid", end=True)
+        .task("escalate", job="escalate", end=True)
+        .build()
+    )
+
+
+def test_mermaid_draws_wait_signal_and_child_as_their_own_shapes() -> None:
+    """A wait is a hexagon, a signal a flag, a child workflow a subroutine; catch edges are dashed."""
+    m = check_mermaid(_primitives().to_mermaid())
+    assert m.nodes[m.id_of("⏳ cool-off wait 1h")][0] == "hexagon"
+    assert m.nodes[m.id_of("✉ signal approve timeout 10m")][0] == "flag"
+    assert m.nodes[m.id_of("charge (child: kid)")][0] == "subroutine"
+    assert m.nodes[m.id_of("by-name (child: kid)")][0] == "subroutine"
+    wait, signal, child = (m.id_of(x) for x in (
+        "⏳ cool-off wait 1h", "✉ signal approve timeout 10m", "charge (child: kid)"))
+    escalate = m.id_of("escalate")
+    assert (wait, None, signal) in m.edges and (signal, None, child) in m.edges
+    assert (signal, "catch SignalTimeout", escalate) in m.edges
+    assert (child, "catch ChildWorkflowFailed", escalate) in m.edges
+    assert {s for s, _, d in m.edges if d == "stop"} == {m.id_of("by-name (child: kid)"), escalate}
+
+
+def test_dot_draws_wait_signal_and_child_as_their_own_shapes() -> None:
+    """DOT: hexagon, cds and box3d; catch edges labelled and dashed."""
+    d = check_dot(_primitives().to_dot())
+    wait, signal, child = (d.id_of(x) for x in (
+        "⏳ cool-off\nwait 1h", "✉ signal approve\ntimeout 10m", "charge\n(child: kid)"))
+    assert [d.nodes[i][0] for i in (wait, signal, child)] == ["hexagon", "cds", "box3d"]
+    assert (signal, "dashed: catch SignalTimeout", d.id_of("escalate")) in d.edges
+    assert (child, "dashed: catch ChildWorkflowFailed", d.id_of("escalate")) in d.edges

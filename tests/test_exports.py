@@ -10,9 +10,9 @@ import durable.stores
 import durable.testing
 
 EXPECTED = {
-    "Catch", "CaughtError", "ChildWorkflowFailed", "ChoiceState", "Context", "DurableError", "Engine", "Event", "EventBus", "Graph", "GraphError",
+    "Catch", "CaughtError", "ChildState", "ChildWorkflowFailed", "ChoiceState", "Context", "DurableError", "Engine", "Event", "EventBus", "Graph", "GraphError",
     "InstanceNotFound", "InstanceStatus", "JobNotFound", "LMDBStore", "MapFailed", "MapState", "MemoryStore", "NoChoiceMatched",
-    "NonDeterminismError", "ParallelFailed", "ParallelState", "PassState", "Retry", "SerializationError", "SignalTimeout",
+    "NonDeterminismError", "ParallelFailed", "ParallelState", "PassState", "Retry", "SerializationError", "SignalState", "SignalTimeout", "WaitState",
     "StepFailed", "StepFunction", "StepInfo", "StepResult", "StepStatus", "StepTimeout", "Store", "StoreError",
     "Subscription", "TaskState", "When", "WorkflowCancelled", "WorkflowFunction", "WorkflowInstance",
     "WorkflowNotFound", "WorkflowTimeout", "__version__", "current_step", "map_", "parallel", "sleep", "sleep_until", "step", "wait_for_signal", "workflow",
