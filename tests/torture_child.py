@@ -311,6 +311,18 @@ builder_wf = (
 )
 
 
+# The builder's waiting states: a durable wait, a signal wait, a child workflow.
+waiting_wf = (
+    workflow("t-builder-wait")
+    .task("start", job="t-inc", input=lambda ctx: {"n": ctx.input["n"]})
+    .wait("pause", seconds=0.3)  # longer than suspend_after: unloads, then replays
+    .wait_for_signal("go", timeout=3600)
+    .task("kid", workflow=kid, input=lambda ctx: ctx.steps["start"]["n"] + ctx.steps["go"])
+    .pass_("done", transform=lambda ctx: {"kid": ctx.steps["kid"], "go": ctx.steps["go"]}, end=True)
+    .build()
+)
+
+
 # -- retry policies, for the parent's attempt checks ---------------------------------
 
 STEP_FUNCTIONS: list[StepFunction[Any, Any]] = [add, mul, label, flaky, boom]
@@ -321,9 +333,10 @@ def max_attempts() -> dict[str, int]:
     out: dict[str, int] = {}
     for sf in STEP_FUNCTIONS:
         out[sf.name] = (sf.retry or Retry()).resolved().attempts
-    for state in builder_wf.walk():
-        if isinstance(state, TaskState):
-            out[state.name] = (state.retry or Retry()).merged_over(builder_wf.default_retry).resolved().attempts
+    for graph in (builder_wf, waiting_wf):
+        for state in graph.walk():
+            if isinstance(state, TaskState):
+                out[state.name] = (state.retry or Retry()).merged_over(graph.default_retry).resolved().attempts
     return out
 
 
@@ -339,6 +352,7 @@ def instances(copies: int) -> list[tuple[Any, str, Any]]:
         for fn in DECORATOR_WORKFLOWS:
             out.append((fn, f"{fn.name}-{k}", k))
         out.append(("t-builder", f"t-builder-{k}", {"n": k}))
+        out.append(("t-builder-wait", f"t-builder-wait-{k}", {"n": k}))
     return out
 
 
@@ -351,6 +365,7 @@ async def main(store: str, mode: str, copies: int) -> None:
             engine.workflows.register(fn)
         engine.workflows.register(kid)  # its instances are started by t-parent
         engine.workflows.register(builder_wf)
+        engine.workflows.register(waiting_wf)
 
         def on_event(event: Any) -> None:
             task = trio.lowlevel.current_task()
@@ -381,6 +396,11 @@ async def main(store: str, mode: str, copies: int) -> None:
         for wf, iid, _ in todo:
             if wf is signalled:
                 await send_signals(engine, iid)
+            elif wf == "t-builder-wait":
+                try:
+                    await engine.workflows.signal(iid, "go", 7)
+                except durable.DurableError:
+                    pass  # not created yet (a start child will), or finished
         for _, iid, _ in todo:
             inst = await engine.workflows.wait(iid)
             log(f"finished {iid} {inst.status.value if hasattr(inst.status, 'value') else inst.status}")
