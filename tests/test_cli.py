@@ -358,6 +358,29 @@ def test_processes_run_list_and_python_m(tmp_path: Path) -> None:
     assert bad.stderr == "durable: no module named 'nosuchmodule' (nor a file of that name)\n"
 
 
+def test_processes_cancel_signal_resume_show_and_graph(tmp_path: Path) -> None:
+    """The commands that change or draw things, as real processes, with their output checked."""
+    def ok(*args: str) -> str:
+        done = _durable(*args, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    slow = ok("run", f"{FLOWS}:slow", "--detach", "-s", "p.lmdb").strip()
+    assert ok("cancel", slow, "-s", "p.lmdb").strip() == f"cancelled {slow}"
+    waiting = ok("run", f"{FLOWS}:needs_approval", "ink", "--detach", "-s", "p.lmdb").strip()
+    assert f"sent approve to {waiting}" in ok("signal", waiting, "approve", "--data", '"yes"', "-s", "p.lmdb")
+    resumed = ok("resume", FLOWS, "-s", "p.lmdb")
+    assert f"{waiting} (needs_approval): completed" in resumed and slow not in resumed
+    shown = json.loads(ok("show", waiting, "--json", "-s", "p.lmdb"))
+    assert shown["status"] == "completed" and shown["output"] == {"item": "ink", "approval": "yes"}
+    assert ok("graph", f"{FLOWS}:checkout").startswith("flowchart TD")
+    assert ok("graph", f"{FLOWS}:checkout", "--format", "dot").startswith("digraph")
+    ok("run", f"{FLOWS}:order", '{"qty": 1}', "-s", "p.lmdb", "-q")
+    order = json.loads(ok("list", "--workflow", "order", "--json", "-s", "p.lmdb"))[0]["id"]
+    marked = ok("show", order, "--graph", "--module", FLOWS, "-s", "p.lmdb")
+    assert marked.startswith("flowchart TD") and "classDef completed" in marked
+
+
 def test_stored_values_of_a_module_need_it_importable(tmp_path: Path, store: str) -> None:
     """A step's stored exception pickles its class by reference: reading it elsewhere needs --module."""
     invoke("run", f"{FLOWS}:checkout", "book", "20", "--id", "o-1", "-s", store, "-q", code=1)
