@@ -166,3 +166,17 @@ async def test_a_suspended_child_wakes_and_its_parent_continues(autojump_clock: 
             inst = await engine.workflows.wait(await engine.workflows.start(patient_parent, "s", id="s-1"))
     assert inst.status == "completed" and inst.output == "S"
     assert any(e.step_type == "workflow" and e.name == "workflow.step.completed" for e in events)
+
+
+@workflow
+async def fan_out_children(tags: list[str]) -> list[dict[str, str]]:
+    return await durable.map(child, tags, concurrency=2)
+
+
+async def test_map_over_a_child_workflow_starts_one_child_per_item(autojump_clock: MockClock) -> None:
+    async with Engine(MemoryStore()) as engine:
+        inst = await engine.workflows.wait(await engine.workflows.start(fan_out_children, ["x", "y", "z"], id="m-1"))
+        kids = [i for i in await engine.store.get_all_instances() if i.workflow_name == "child"]
+    assert inst.status == "completed"
+    assert inst.output == [{"a": "X-A", "b": "X-B"}, {"a": "Y-A", "b": "Y-B"}, {"a": "Z-A", "b": "Z-B"}]
+    assert sorted(k.id for k in kids) == [f"m-1/map#0/{i}/workflow:child#0" for i in range(3)]

@@ -318,7 +318,17 @@ waiting_wf = (
     .wait("pause", seconds=0.3)  # longer than suspend_after: unloads, then replays
     .wait_for_signal("go", timeout=3600)
     .task("kid", workflow=kid, input=lambda ctx: ctx.steps["start"]["n"] + ctx.steps["go"])
-    .pass_("done", transform=lambda ctx: {"kid": ctx.steps["kid"], "go": ctx.steps["go"]}, end=True)
+    .map(
+        "each",
+        items=lambda ctx: [{"n": ctx.steps["kid"] + i} for i in range(5)],
+        iterator=workflow.branch("item")
+        .task("i1", job="t-inc", input=lambda ctx: ctx.input)
+        .task("i2", job="t-double", input=lambda ctx: ctx.steps["i1"])
+        .build(),
+        max_concurrency=2,
+    )
+    .pass_("done", transform=lambda ctx: {"kid": ctx.steps["kid"], "go": ctx.steps["go"], "each": ctx.steps["each"]},
+           end=True)
     .build()
 )
 
