@@ -13,6 +13,7 @@ cancels its unfinished children (``WorkflowService.cancel``).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from ._records import InstanceStatus, StepResult, StepStatus
@@ -21,7 +22,7 @@ from ._steps import error_text
 from .errors import ChildWorkflowFailed
 from .stores._base import MAX_ID_LENGTH
 
-__all__ = ["CHILD_STEP_TYPE", "child_instance_id", "child_step"]
+__all__ = ["CHILD_STEP_TYPE", "child_instance_id", "child_step", "running_children"]
 
 CHILD_STEP_TYPE = "workflow"
 
@@ -33,6 +34,15 @@ def child_instance_id(parent_id: str, key: str) -> str:
         return child
     digest = hashlib.sha256(child.encode()).hexdigest()[:32]
     return f"{parent_id.encode()[:100].decode(errors='ignore')}/{digest}"
+
+
+def running_children(checkpoints: Mapping[str, StepResult]) -> list[str]:
+    """Ids of the child workflows whose call is still running in these checkpoints."""
+    return [
+        rec.input["child"] for rec in checkpoints.values()
+        if rec.step_type == CHILD_STEP_TYPE and rec.status == StepStatus.RUNNING
+        and isinstance(rec.input, dict) and isinstance(rec.input.get("child"), str)
+    ]
 
 
 async def child_step(run: Run, scope: Scope, definition: Definition, args: tuple[Any, ...],

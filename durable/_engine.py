@@ -135,7 +135,7 @@ class Engine:
         assert self._nursery is not None and self._nursery_cm is not None
         try:
             with trio.CancelScope(shield=True):
-                self.workflows._closed = True  # no suspended instance wakes up any more
+                self.workflows._sleepers.closed = True  # no suspended instance wakes up any more
                 await self.workflows.stop()
                 if self._owner is not None:
                     try:

@@ -30,12 +30,11 @@ import trio
 from ._interpreter import GraphDefinition
 from ._ir import Graph
 from ._events import Event
-from ._children import CHILD_STEP_TYPE
-from ._records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
+from ._children import running_children
+from ._records import InstanceStatus, StepResult, WorkflowInstance
 from ._run import Definition, Run
 from ._steps import error_text
-from ._signal_hub import SignalHub
-from ._timers import Timers
+from ._sleepers import Sleepers
 from .errors import (
     DurableError,
     InstanceNotFound,
@@ -68,28 +67,6 @@ def _error_text(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, DurableError) else error_text(exc)
 
 
-def _running_children(checkpoints: dict[str, StepResult]) -> list[str]:
-    """Ids of the child workflows whose call is still running in these checkpoints."""
-    return [
-        rec.input["child"] for rec in checkpoints.values()
-        if rec.step_type == CHILD_STEP_TYPE and rec.status == StepStatus.RUNNING
-        and isinstance(rec.input, dict) and isinstance(rec.input.get("child"), str)
-    ]
-
-
-@attrs.define(eq=False)
-class _Sleeper:
-    """A suspended instance: what wakes it besides its timer, and an event for wait()."""
-
-    signal: str | None = None
-    event: trio.Event | None = None
-
-    def waiters(self) -> trio.Event:
-        if self.event is None:
-            self.event = trio.Event()
-        return self.event
-
-
 @final
 class WorkflowService:
     """The workflow operations of an :class:`~durable.Engine` (``engine.workflows``).
@@ -103,13 +80,7 @@ class WorkflowService:
         self._runs: dict[str, Run] = {}
         self._store_failed: dict[str, StoreError] = {}  # runs stopped by a failed write, for wait()
         self._unregistered: set[str] = set()  # instances resume() skipped and logged
-        # Instances unloaded by a long durable sleep or a signal wait, and
-        # those being continued right now.
-        self._suspended: dict[str, _Sleeper] = {}
-        self._waking: dict[str, _Sleeper] = {}
-        self._timers = Timers(self._wake)
-        self._signals = SignalHub()
-        self._closed = False  # the engine is exiting: wake nothing more
+        self._sleepers = Sleepers(engine, self._continue)  # instances unloaded by a long sleep or signal wait
         self._stopping = False
 
     # -- registry ----------------------------------------------------------
@@ -248,82 +219,29 @@ class WorkflowService:
                 ))
             with trio.CancelScope(shield=True):
                 await self._finish(run, *outcome)
-            if run.instance.finished and _running_children(run.checkpoints):
+            if run.instance.finished and running_children(run.checkpoints):
                 # A child still running when its parent ended (a fail-fast
                 # parallel cancelled the branch awaiting it): cancel it.
                 engine.nursery.start_soon(self._cancel_children, run.id, dict(run.checkpoints))
         finally:
             self._runs.pop(run.id, None)
-            if run.stop_reason == "suspend" and not self._closed:
-                self._suspend(run)
+            if run.stop_reason == "suspend":
+                self._sleepers.suspend(run)
             run.done.set()
 
     # -- suspended instances (long sleeps, signal waits) -----------------------
 
-    def _suspend(self, run: Run) -> None:
-        """Wake ``run``'s instance at its wake-up time or deadline, whichever comes first, or on its signal."""
-        times = [t for t in (run.wake_at, run.instance.deadline) if t is not None]
-        self._suspended[run.id] = _Sleeper(signal=run.wake_signal)
-        if times:
-            delay = max(0.0, (min(times) - self._engine.now()).total_seconds())
-            self._timers.add(self._engine.nursery, trio.current_time() + delay, run.id)
-        if run.wake_signal is not None:
-            self._poll_signals()
-            # A signal queued between the wait's last look and now must not be missed.
-            self._engine.nursery.start_soon(self._wake_if_signalled, run.id, run.wake_signal)
-
-    def _wake(self, instance_id: str) -> None:
-        """Continue a suspended instance now (its timer fired, or its signal came)."""
-        sleeper = self._suspended.pop(instance_id, None)
-        if sleeper is None or self._closed:
-            return  # cancelled meanwhile, or already being continued
-        self._waking[instance_id] = sleeper
-        self._engine.nursery.start_soon(self._wake_up, instance_id, sleeper)
-
-    async def _wake_up(self, instance_id: str, sleeper: _Sleeper) -> None:
-        try:
-            await self._continue(instance_id)
-        finally:
-            if self._waking.get(instance_id) is sleeper:
-                del self._waking[instance_id]
-            if sleeper.event is not None:
-                sleeper.event.set()
-
-    async def _wake_if_signalled(self, instance_id: str, name: str) -> None:
-        sleeper = self._suspended.get(instance_id)
-        if sleeper is not None and sleeper.signal == name and await self._engine.store.peek_signal(instance_id, name):
-            self._wake(instance_id)
-
-    def _poll_signals(self) -> None:
-        """Watch for signals sent by other processes while anything here waits for one."""
-        self._signals.start_polling(
-            self._engine.nursery, self._engine.store,
-            waiting=lambda: self._signals.has_waiters() or any(s.signal for s in self._suspended.values()),
-            changed=self._signals_changed,
-        )
-
-    def _signals_changed(self) -> None:
-        self._signals.notify_all()
-        for instance_id, sleeper in list(self._suspended.items()):
-            if sleeper.signal is not None:
-                self._engine.nursery.start_soon(self._wake_if_signalled, instance_id, sleeper.signal)
-
-    async def _signal_sent(self, instance_id: str, name: str) -> None:
-        """For a run waiting in memory: return once signal ``name`` may have been queued."""
-        self._poll_signals()
-        await self._signals.sent(instance_id, name)
-
     def _open(self) -> None:
         """The engine (re)starts: suspended instances of an earlier session are for resume() now."""
-        self._closed = False
-        self._suspended.clear()
-        self._waking.clear()
-        self._timers = Timers(self._wake)
-        self._signals = SignalHub()
+        self._sleepers.open()
 
     def suspended_ids(self) -> list[str]:
         """Ids of the instances this engine has unloaded until their durable sleep ends or their signal comes."""
-        return list(self._suspended)
+        return self._sleepers.ids()
+
+    async def _signal_sent(self, instance_id: str, name: str) -> None:
+        """For a run waiting in memory: return once signal ``name`` may have been queued."""
+        await self._sleepers.signal_sent(instance_id, name)
 
     async def signal(self, instance_id: str, name: str, payload: Any = None) -> int:
         """Send signal ``name`` with ``payload`` to an instance; returns once it is queued durably.
@@ -349,10 +267,8 @@ class WorkflowService:
             seq = await engine.store.send_signal(instance_id, name, payload)
         except SerializationError as exc:
             raise SerializationError(exc.message, workflow=inst.workflow_name, instance_id=instance_id) from exc
-        self._signals.notify(instance_id, name)
-        sleeper = self._suspended.get(instance_id)
-        if sleeper is not None and sleeper.signal == name:
-            self._wake(instance_id)
+        self._sleepers.signals.notify(instance_id, name)
+        self._sleepers.wake_for(instance_id, name)
         return seq
 
     async def _finish(self, run: Run, status: InstanceStatus, output: Any, error: BaseException | None) -> None:
@@ -458,9 +374,9 @@ class WorkflowService:
                         # Its final record is durable, and every write of the
                         # run before it: what the store would give back.
                         return run.snapshot()
-                sleeper = self._suspended.get(instance_id) or self._waking.get(instance_id)
-                if sleeper is not None:
-                    await sleeper.waiters().wait()  # until it is continued (or cancelled)
+                woken = self._sleepers.event(instance_id)
+                if woken is not None:
+                    await woken.wait()  # until it is continued (or cancelled)
                     continue
                 inst = await self._engine.store.get_instance(instance_id)
                 if inst is None:
@@ -506,9 +422,7 @@ class WorkflowService:
                              error=str(err), error_type=type(err).__name__,
                              current_step=run.current_step if run else inst.current_step)
         await engine.store.update_instance(final, durable=True)
-        sleeper = self._suspended.pop(instance_id, None)
-        if sleeper is not None and sleeper.event is not None:
-            sleeper.event.set()  # its timer will find nothing to wake
+        self._sleepers.drop(instance_id)
         if engine.events.active:
             engine.events.emit(Event(name="workflow.cancelled", instance_id=inst.id, workflow_name=inst.workflow_name))
         if run is None:
@@ -528,7 +442,7 @@ class WorkflowService:
         """Cancel the unfinished child workflows an instance started."""
         if checkpoints is None:
             checkpoints = await self._engine.store.get_steps(instance_id)
-        for child_id in _running_children(checkpoints):
+        for child_id in running_children(checkpoints):
             try:
                 await self.cancel(child_id)
             except DurableError:
