@@ -10,6 +10,10 @@ Layout (named databases in one LMDB environment, a directory):
                without reading finished ones
 ``leases``     instance id -> id of the owner running it (unfinished instances)
 ``owners``     owner id -> JSON :class:`Owner` record (host, pid, heartbeat)
+``signals``    ``id NUL name NUL seq`` -> a queued signal's payload (``_lmdb_signals``)
+
+Signals and leases are in mixins of their own modules (``_lmdb_signals``,
+``_lmdb_leases``); this module opens the store, reads, and group-commits writes.
 
 Reads run in short read transactions on the trio loop (they cost about a
 microsecond); writes go through the group-commit :class:`Writer` thread. The
@@ -29,20 +33,15 @@ import lmdb
 import trio
 
 from .._records import InstanceStatus, StepResult, WorkflowInstance
-from .._serde import (
-    check_step_input,
-    decode_instance,
-    decode_step,
-    decode_value,
-    encode_instance,
-    encode_step,
-    encode_value,
-)
+from .._serde import check_step_input, decode_instance, decode_step, encode_instance, encode_step
 from ..errors import SerializationError, StoreError
-from ._base import check_instance_id, check_signal_name, check_workflow_name, is_valid_id, signal_key_prefix, step_key_bytes
+from ._base import check_instance_id, check_workflow_name, is_valid_id, step_key_bytes
 from ._join import join_steps
 from ._sharedlock import SharedLock
-from ._lease import LeaseLost, Owner, may_claim, record_alive
+from ._lease import LeaseLost, Owner
+from ._lmdb_leases import LMDBLeases
+from ._lmdb_parts import finished
+from ._lmdb_signals import LMDBSignals
 from ._writer import WriteRequest, Writer, superseded
 
 __all__ = ["FORMAT_VERSION", "LMDBStore"]
@@ -51,15 +50,7 @@ __all__ = ["FORMAT_VERSION", "LMDBStore"]
 # microseconds (earlier formats are still read, and the marker is upgraded on open).
 FORMAT_VERSION = 3
 _DBS = (b"meta", b"instances", b"steps", b"status", b"index", b"leases", b"owners", b"signals")
-_SIGNAL_CLOCK = b"signal-clock"  # in meta: bumped by every send_signal
 _T = TypeVar("_T")
-
-
-_FINISHED = tuple(s.value.encode() + b"\0" for s in InstanceStatus if s.finished)
-
-
-def _finished(status_entry: bytes) -> bool:
-    return status_entry.startswith(_FINISHED)
 
 
 def _refuse_abort(raise_cancel: Callable[[], Any]) -> trio.lowlevel.Abort:
@@ -67,7 +58,7 @@ def _refuse_abort(raise_cancel: Callable[[], Any]) -> trio.lowlevel.Abort:
 
 
 @final
-class LMDBStore:
+class LMDBStore(LMDBSignals, LMDBLeases):
     """A :class:`~durable.stores.Store` in an LMDB environment at ``path`` (a directory).
 
     Args:
@@ -353,7 +344,7 @@ class LMDBStore:
         if holder is None or bytes(holder) != owner.encode():
             return LeaseLost(f"instance {key.decode()!r} is no longer held by this engine")
         status = txn.get(key, db=self._dbs["status"])
-        if status is not None and _finished(bytes(status)):
+        if status is not None and finished(bytes(status)):
             return LeaseLost(f"instance {key.decode()!r} finished meanwhile")
         return None
 
@@ -365,13 +356,13 @@ class LMDBStore:
         found = txn.get(key, db=status_db)
         old = bytes(found) if found is not None else None
         new = f"{InstanceStatus(inst.status).value}\0{inst.workflow_name}".encode()
-        if old is not None and old != new and _finished(old):
+        if old is not None and old != new and finished(old):
             # A finished status is final: a late write (another process, a race) never reopens it.
             return LeaseLost(f"instance {inst.id!r} finished meanwhile") if owner is not None else None
         lost = self._fence(txn, key, owner)
         if lost is not None:
             return lost
-        if _finished(new):
+        if finished(new):
             txn.delete(key, db=self._dbs["leases"])
         if old != new:
             if old is not None:
@@ -475,133 +466,6 @@ class LMDBStore:
             return lost
 
         await self._write(put, durable, key)
-
-    # -- signals ---------------------------------------------------------
-
-    async def send_signal(self, instance_id: str, name: str, payload: Any) -> int:
-        """Queue signal ``name`` for an instance, durably; returns its sequence number."""
-        check_instance_id(instance_id)
-        check_signal_name(name)
-        data = encode_value(payload, f"the payload of signal {name!r}", instance_id=instance_id)
-        prefix = signal_key_prefix(instance_id, name)
-
-        def send(txn: lmdb.Transaction) -> int:
-            meta = self._dbs["meta"]
-            raw = txn.get(_SIGNAL_CLOCK, db=meta)
-            seq = (int(bytes(raw)) if raw is not None else 0) + 1  # one clock for every queue: FIFO per queue
-            txn.put(_SIGNAL_CLOCK, str(seq).encode(), db=meta)
-            txn.put(prefix + seq.to_bytes(8, "big"), data, db=self._dbs["signals"])
-            return seq
-
-        return await self._write(send)
-
-    async def peek_signal(self, instance_id: str, name: str) -> tuple[int, Any] | None:
-        """The oldest queued signal ``name`` of an instance, or ``None``."""
-        if not is_valid_id(instance_id):
-            return None
-        prefix = signal_key_prefix(instance_id, name)
-        with self._read() as txn:
-            cursor = txn.cursor(db=self._dbs["signals"])
-            if not cursor.set_range(prefix):
-                return None
-            key = bytes(cursor.key())
-            if not key.startswith(prefix) or len(key) != len(prefix) + 8:
-                return None
-            seq = int.from_bytes(key[len(prefix):], "big")
-            return seq, decode_value(bytes(cursor.value()), f"{self._path}:signals/{key!r}", self._path)
-
-    async def take_signal(
-        self, instance_id: str, name: str, seq: int, step: StepResult, *, owner: str | None = None
-    ) -> bool:
-        """Remove queued signal ``seq`` and store ``step``, in one durable write; ``False`` if it is not queued."""
-        check_instance_id(instance_id)
-        data = encode_step(step, instance_id=instance_id)
-        signal_key = signal_key_prefix(instance_id, name) + seq.to_bytes(8, "big")
-        step_key = step_key_bytes(instance_id, step.key)
-        instance_key = instance_id.encode()
-
-        def take(txn: lmdb.Transaction) -> bool | LeaseLost:
-            lost = self._fence(txn, instance_key, owner)
-            if lost is not None:
-                return lost
-            if not txn.delete(signal_key, db=self._dbs["signals"]):
-                return False
-            txn.put(step_key, data, db=self._dbs["steps"])
-            return True
-
-        taken = await self._write(take)  # a LeaseLost result is raised by _write
-        return taken is True
-
-    async def signal_clock(self) -> int:
-        """Changes whenever a signal is sent, by any process."""
-        with self._read() as txn:
-            raw = txn.get(_SIGNAL_CLOCK, db=self._dbs["meta"])
-        return int(bytes(raw)) if raw is not None else 0
-
-    # -- leases ----------------------------------------------------------
-
-    def _owner_in(self, txn: lmdb.Transaction, owner_id: str) -> Owner | None:
-        data = txn.get(owner_id.encode(), db=self._dbs["owners"])
-        return Owner.decode(bytes(data)) if data is not None else None
-
-    async def claim(self, instance_ids: list[str], owner: Owner, *, limit: int | None = None) -> list[str]:
-        """Durably take the leases of those unfinished instances whose holder is gone."""
-        ids = [i for i in instance_ids if is_valid_id(i)]
-
-        def take(txn: lmdb.Transaction) -> list[str]:
-            leases = self._dbs["leases"]
-            txn.put(owner.id.encode(), owner.encode(), db=self._dbs["owners"])
-            alive: dict[str, bool] = {}
-
-            def is_alive(holder: str) -> bool:
-                if holder not in alive:
-                    alive[holder] = record_alive(self._owner_in(txn, holder))
-                return alive[holder]
-
-            taken: list[str] = []
-            for iid in ids:
-                if limit is not None and len(taken) >= limit:
-                    break
-                key = iid.encode()
-                status = txn.get(key, db=self._dbs["status"])
-                if status is None or _finished(bytes(status)):
-                    continue
-                holder = txn.get(key, db=leases)
-                if may_claim(bytes(holder).decode() if holder is not None else None, owner.id, is_alive):
-                    txn.put(key, owner.id.encode(), db=leases)
-                    taken.append(iid)
-            return taken
-
-        return await self._write(take)
-
-    async def heartbeat(self, owner: Owner) -> None:
-        """Record ``owner`` as alive (non-durable)."""
-        data = owner.encode()
-        await self._write(lambda txn: txn.put(owner.id.encode(), data, db=self._dbs["owners"]), False)
-
-    async def release(self, owner_id: str) -> None:
-        """Durably remove an owner record: its instances may be taken over at once."""
-        await self._write(lambda txn: txn.delete(owner_id.encode(), db=self._dbs["owners"]))
-
-    async def lost_leases(self, owner_id: str, instance_ids: list[str]) -> list[str]:
-        """Those of ``instance_ids`` that ``owner_id`` no longer holds, or that finished."""
-        me = owner_id.encode()
-        lost = []
-        with self._read() as txn:
-            for iid in instance_ids:
-                key = iid.encode()
-                status = txn.get(key, db=self._dbs["status"])
-                if txn.get(key, db=self._dbs["leases"]) != me or status is None or _finished(bytes(status)):
-                    lost.append(iid)
-        return lost
-
-    async def get_lease(self, instance_id: str) -> Owner | None:
-        """The owner record of whoever holds the instance's lease, if any."""
-        if not is_valid_id(instance_id):
-            return None
-        with self._read() as txn:
-            holder = txn.get(instance_id.encode(), db=self._dbs["leases"])
-            return self._owner_in(txn, bytes(holder).decode()) if holder is not None else None
 
     # -- lifecycle -------------------------------------------------------
 
