@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 import attrs
 import trio
@@ -148,7 +148,7 @@ class Run:
             self.step_completed(step_name, executed=False)
         return key, rec
 
-    def suspend(self, wake_at: datetime | None, signal: str | None = None) -> None:
+    async def suspend(self, wake_at: datetime | None, signal: str | None = None) -> NoReturn:
         """End this run to free its memory; the engine continues it at ``wake_at`` (a durable sleep),
         or when ``signal`` arrives (``wake_at`` then is the wait's time-out, if any).
 
@@ -161,6 +161,8 @@ class Run:
             self.wake_at = wake_at
             self.wake_signal = signal
         self.cancel_scope.cancel()
+        await trio.lowlevel.checkpoint()  # raises Cancelled: the run's scope is cancelled
+        raise AssertionError("unreachable: a suspended run is cancelled")  # pragma: no cover
 
     def lose(self) -> BaseException:
         """Stop this run at once, writing nothing more: its lease is another engine's now

@@ -180,3 +180,20 @@ async def test_map_over_a_child_workflow_starts_one_child_per_item(autojump_cloc
     assert inst.status == "completed"
     assert inst.output == [{"a": "X-A", "b": "X-B"}, {"a": "Y-A", "b": "Y-B"}, {"a": "Z-A", "b": "Z-B"}]
     assert sorted(k.id for k in kids) == [f"m-1/map#0/{i}/workflow:child#0" for i in range(3)]
+
+
+@workflow
+async def parent_with_a_failing_sibling(tag: str) -> Any:
+    return await durable.parallel(child(tag), explode(f"{tag}-boom"))
+
+
+async def test_a_parent_that_ends_while_its_child_runs_cancels_the_child(autojump_clock: MockClock) -> None:
+    """A fail-fast parallel cancels the branch awaiting the child; the parent fails and the child is cancelled."""
+    GATE["f-a"] = trio.Event()  # the child blocks in its first step, so its sibling's failure comes first
+    async with Engine(MemoryStore()) as engine:
+        inst = await engine.workflows.wait(await engine.workflows.start(parent_with_a_failing_sibling, "f", id="f-1"))
+        with trio.fail_after(10):
+            kid = await engine.workflows.wait("f-1/parallel#0/0/workflow:child#0")
+    assert inst.status == "failed" and "f-boom exploded" in (inst.error or "")
+    assert kid.status == "cancelled"
+    assert "f-b" not in RAN
