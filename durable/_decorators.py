@@ -24,7 +24,7 @@ from ._plain import run_plain
 from ._retry import Retry, effective_retry
 from ._run import Run, Scope
 from ._steps import StepSpec, run_step
-from ._jobs import as_async_call
+from ._jobs import as_async_call, is_async_callable
 from .stores._base import check_workflow_name
 
 __all__ = ["StepFunction", "WorkflowFunction", "decorate_workflow", "step"]
@@ -44,21 +44,23 @@ def _check_options(retry: Retry | None, timeout: float | None, what: str) -> Non
         raise ValueError(f"{what}: timeout must be a number of seconds > 0, got {timeout!r}")
 
 
-async def _call_step(name: str, function: str, fn: Callable[..., Any], args: tuple[Any, ...],
-                     kwargs: dict[str, Any], retry: Retry | None, timeout: float | None) -> Any:
-    current = active.get()
+async def _call_step(sf: StepFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    current = active.get()  # read when awaited: a parallel() branch has its own scope
     if current is None:
-        policy = (retry or Retry()).merged_over(plain_default_retry.get())
-        return await run_plain(name, fn, args, kwargs, policy, timeout)
-    policy = effective_retry(retry, current.default_retry)
-    spec = StepSpec(
-        name=name, function=function, retry=policy, timeout=timeout,
-        prepare=lambda: ({"args": args, "kwargs": kwargs} if kwargs else args, as_async_call(fn, *args, **kwargs)),
-    )
-    record = getattr(current.run.definition, "record", None)
+        policy = (sf.retry or Retry()).merged_over(plain_default_retry.get())
+        return await run_plain(sf.name, sf.__wrapped__, args, kwargs, policy, sf.timeout)
+    run = current.run
+    record = getattr(run.definition, "record", None)
     if record is not None:
-        record(name)
-    return await run_step(current.run, current.scope, spec)
+        record(sf.name)
+    fn = sf.__wrapped__
+    if sf.calls_async(fn):
+        def prepare() -> tuple[Any, Callable[[], Awaitable[Any]]]:
+            return {"args": args, "kwargs": kwargs} if kwargs else args, functools.partial(fn, *args, **kwargs)
+    else:
+        def prepare() -> tuple[Any, Callable[[], Awaitable[Any]]]:
+            return {"args": args, "kwargs": kwargs} if kwargs else args, as_async_call(fn, *args, **kwargs)
+    return await run_step(run, current.scope, sf.spec(current.default_retry), prepare)
 
 
 @final
@@ -82,15 +84,36 @@ class StepFunction(Generic[P, R]):
         self.retry = retry
         self.timeout = timeout
         self.function = callable_name(fn)
+        self._checked: tuple[Callable[..., Any], bool] = (fn, is_async_callable(fn))
+        # The StepSpec under each workflow default_retry seen, by identity (a
+        # workflow's default_retry is one object for all its runs).
+        self._specs: dict[int, tuple[Retry | None, StepSpec]] = {}
+
+    def calls_async(self, fn: Callable[..., Any]) -> bool:
+        """Whether calling ``fn`` (``__wrapped__``, which ``replace_step`` swaps) gives a coroutine."""
+        checked = self._checked
+        if checked[0] is not fn:
+            checked = self._checked = (fn, is_async_callable(fn))
+        return checked[1]
+
+    def spec(self, default_retry: Retry | None) -> StepSpec:
+        """How the engine runs this step in a workflow whose ``default_retry`` is given."""
+        found = self._specs.get(id(default_retry))
+        if found is not None and found[0] is default_retry:
+            return found[1]
+        spec = StepSpec(name=self.name, function=self.function, timeout=self.timeout,
+                        retry=effective_retry(self.retry, default_retry))
+        if len(self._specs) >= 64:
+            self._specs.clear()  # many distinct policies (made per run): do not grow without bound
+        self._specs[id(default_retry)] = (default_retry, spec)
+        return spec
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
-        return _call_step(self.name, self.function, self.__wrapped__, args, kwargs, self.retry, self.timeout)
+        return _call_step(self, args, kwargs)
 
     def __await__(self) -> Generator[Any, None, R]:
         """``await step(fn)``: run ``fn()`` with no arguments as a step."""
-        call: Coroutine[Any, Any, R] = _call_step(
-            self.name, self.function, self.__wrapped__, (), {}, self.retry, self.timeout
-        )
+        call: Coroutine[Any, Any, R] = _call_step(self, (), {})
         return call.__await__()
 
     def __repr__(self) -> str:

@@ -23,7 +23,10 @@ from ._retry import Retry
 from ._run import Run, Scope
 from .errors import DurableError, NonDeterminismError, StepFailed, StepTimeout
 
-__all__ = ["StepSpec", "error_text", "run_step"]
+__all__ = ["Prepare", "StepSpec", "error_text", "run_step"]
+
+Prepare = Callable[[], tuple[Any, Callable[[], Awaitable[Any]]]]
+"""Returns the step's input (to record) and a zero-argument async callable doing one attempt."""
 
 
 @attrs.frozen(kw_only=True)
@@ -34,7 +37,8 @@ class StepSpec:
         name: the step's name (the key's last part).
         function: what runs it (job name or function path); replay checks it.
         prepare: called only when the step must execute: returns the input to
-            record and a zero-argument async callable doing one attempt.
+            record and a zero-argument async callable doing one attempt (may be
+            given to :func:`run_step` instead, for a spec shared by many calls).
         retry: the resolved retry policy.
         timeout: seconds allowed per attempt.
         step_type: ``task``, ``pass``, ``choice`` ...
@@ -47,7 +51,7 @@ class StepSpec:
 
     name: str
     function: str | None
-    prepare: Callable[[], tuple[Any, Callable[[], Awaitable[Any]]]]
+    prepare: Prepare | None = None
     retry: Retry = Retry()
     timeout: float | None = None
     step_type: str = "task"
@@ -71,8 +75,11 @@ def _failure(run: Run, spec: StepSpec, key: str, exc: BaseException, attempts: i
     return err
 
 
-async def run_step(run: Run, scope: Scope, spec: StepSpec) -> Any:
-    """Replay or execute one step under ``scope``; returns its output."""
+async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | None = None) -> Any:
+    """Replay or execute one step under ``scope``; returns its output.
+
+    ``prepare`` (if given) replaces ``spec.prepare``.
+    """
     if run.fatal is not None:
         raise run.fatal
     key = scope.next_key(spec.name)
@@ -102,12 +109,12 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec) -> Any:
         ))
     scope.busy = key
     try:
-        return await _execute(run, key, spec, rec)
+        return await _execute(run, key, spec, rec, prepare or spec.prepare)
     finally:
         scope.busy = None
 
 
-async def _execute(run: Run, key: str, spec: StepSpec, rec: StepResult | None) -> Any:
+async def _execute(run: Run, key: str, spec: StepSpec, rec: StepResult | None, prepare: Prepare | None) -> Any:
     policy = spec.retry
     attempt = rec.attempts if rec is not None else 0
     if rec is not None and rec.next_attempt_at is None and attempt > 0:
@@ -121,7 +128,8 @@ async def _execute(run: Run, key: str, spec: StepSpec, rec: StepResult | None) -
         remaining = (rec.next_attempt_at - run.now()).total_seconds()
         if remaining > 0:
             await trio.sleep(remaining)
-    step_input, call = spec.prepare()
+    assert prepare is not None, f"step {spec.name!r} has nothing to run"
+    step_input, call = prepare()
 
     def record(status: StepStatus, **fields: Any) -> StepResult:
         # A direct constructor call: attrs.evolve costs several times more, per step.

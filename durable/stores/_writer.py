@@ -9,7 +9,7 @@ waits for no timer, and the trio loop never blocks on the disk.
 
 Non-durable writes do not wake the writer on their own: they ride along with
 the next durable commit, or are committed within about ``lazy_delay`` seconds
-(the idle thread looks at its queue that often). A
+(the idle thread looks at its queue that often). Queueing takes no lock. A
 non-durable write with a ``key`` is skipped when a later write of the same
 batch has that key: a step's "running" marker is never even encoded when the
 step's result follows it into the same commit, the common case.
@@ -21,7 +21,7 @@ before they are queued, so bad user data never reaches this thread.
 from __future__ import annotations
 
 import threading
-import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -55,18 +55,29 @@ def superseded(batch: list[WriteRequest]) -> set[int]:
     return {i for i, r in enumerate(batch) if r.key is not None and not r.durable and last[r.key] != i}
 
 
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @attrs.define(eq=False)
 class Writer:
-    """The writer thread's state; ``run_batch`` does the transaction for one batch."""
+    """The writer thread's state; ``run_batch`` does the transaction for one batch.
+
+    The queue is a :class:`collections.deque` (appends and pops are atomic), so
+    queueing a write takes no lock. The thread sleeps on ``_wake``, a plain
+    lock used as a flag: held while there is nothing to wake it for, released
+    by a durable write (or :meth:`stop`). A wake-up that finds the queue
+    already taken is harmless: the thread finds nothing and sleeps again.
+    """
 
     run_batch: Callable[[list[WriteRequest]], None]
     token: trio.lowlevel.TrioToken
     lazy_delay: float = 0.1
-    _queue: list[WriteRequest] = attrs.field(factory=list)
-    _durable_waiting: int = 0
-    _cond: threading.Condition = attrs.field(factory=threading.Condition)
+    _queue: deque[WriteRequest] = attrs.field(factory=deque)
+    _wake: threading.Lock = attrs.field(factory=_held_lock)
     _stopping: bool = False
-    _oldest: float = 0.0  # when the oldest queued write was queued
     _thread: threading.Thread | None = None
     batches: int = 0
     writes: int = 0
@@ -76,44 +87,46 @@ class Writer:
         self._thread.start()
 
     def submit(self, request: WriteRequest) -> None:
-        with self._cond:
-            if self._stopping:
-                raise RuntimeError("the store's writer has stopped")
-            if not self._queue:
-                self._oldest = time.monotonic()
-            self._queue.append(request)
-            if request.durable:
-                self._durable_waiting += 1
-                self._cond.notify()
-            # A non-durable write does not wake the thread (a wake-up costs the
-            # trio thread the GIL, once per step): the thread looks at the queue
-            # at least every lazy_delay seconds anyway.
+        """Queue ``request`` (from the trio thread); a durable one wakes the writer thread.
+
+        A non-durable write does not wake it (a wake-up costs the trio thread
+        the GIL, once per step): the thread looks at the queue at least every
+        ``lazy_delay`` seconds anyway.
+        """
+        if self._stopping:
+            raise RuntimeError("the store's writer has stopped")
+        self._queue.append(request)
+        if request.durable:
+            self._signal()
+
+    def _signal(self) -> None:
+        if self._wake.locked():
+            try:
+                self._wake.release()
+            except RuntimeError:
+                pass  # released meanwhile by another thread (stop): woken all the same
 
     def stop(self) -> None:
-        """Commit what is queued, then end the thread (blocking: call from a worker thread)."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
+        """Commit what is queued, then end the thread (blocking: call from a worker thread).
+
+        Called once nothing submits any more (the store dropped this writer on
+        the trio thread first), so every queued write is committed.
+        """
+        self._stopping = True
+        self._signal()
         if self._thread is not None:
             self._thread.join()
 
     def _take(self) -> list[WriteRequest] | None:
-        with self._cond:
-            while True:
-                if self._durable_waiting or (self._stopping and self._queue):
-                    break
-                if self._stopping:
-                    return None
-                if self._queue:
-                    remaining = self._oldest + self.lazy_delay - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
-                else:
-                    self._cond.wait(self.lazy_delay)
-            batch, self._queue = self._queue, []
-            self._durable_waiting = 0
-            return batch
+        """The next batch: waits for a durable write, ``lazy_delay``, or a stop; ``None`` to end."""
+        queue = self._queue
+        while True:
+            if not self._stopping:
+                self._wake.acquire(timeout=self.lazy_delay)
+            if queue:
+                return [queue.popleft() for _ in range(len(queue))]
+            if self._stopping:
+                return None
 
     def _loop(self) -> None:
         while True:
