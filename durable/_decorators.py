@@ -54,13 +54,14 @@ async def _call_step(sf: StepFunction[Any, Any], args: tuple[Any, ...], kwargs: 
     if record is not None:
         record(sf.name)
     fn = sf.__wrapped__
+    spec = sf.spec(current.default_retry)
     if sf.calls_async(fn):
-        def prepare() -> tuple[Any, Callable[[], Awaitable[Any]]]:
-            return {"args": args, "kwargs": kwargs} if kwargs else args, functools.partial(fn, *args, **kwargs)
-    else:
-        def prepare() -> tuple[Any, Callable[[], Awaitable[Any]]]:
-            return {"args": args, "kwargs": kwargs} if kwargs else args, as_async_call(fn, *args, **kwargs)
-    return await run_step(run, current.scope, sf.spec(current.default_retry), prepare)
+        return await run_step(run, current.scope, spec, job=(fn, args, kwargs))
+
+    def prepare() -> tuple[Any, Callable[[], Awaitable[Any]]]:
+        return {"args": args, "kwargs": kwargs} if kwargs else args, as_async_call(fn, *args, **kwargs)
+
+    return await run_step(run, current.scope, spec, prepare)
 
 
 @final

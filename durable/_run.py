@@ -191,16 +191,36 @@ class Run:
             self.checkpoints[step.key] = step
         return taken
 
+    def mark_running(self, step: StepResult) -> bool:
+        """Record ``step`` (a "running" marker: bookkeeping, not durable) without waiting, if the store can.
+
+        ``False`` if the store has no ``put_step_later``: then await
+        ``checkpoint(step, durable=False)`` instead.
+        """
+        later = getattr(self.engine.store, "put_step_later", None)
+        if later is None:
+            return False
+        try:
+            later(self.id, step, owner=self.engine.owner.id)
+        except Exception as exc:
+            raise self._write_failed(exc, step) from (exc.__cause__ if isinstance(exc, SerializationError) else None)
+        self.checkpoints[step.key] = step
+        return True
+
     async def _guard(self, write: Awaitable[_T], step: StepResult) -> _T:
         """Await a store write of ``step``'s; a failure stops the run (see :meth:`checkpoint`)."""
         try:
             return await write
-        except LeaseLost:
-            raise self.lose() from None
-        except SerializationError as exc:
-            raise self.poison(self.fail(SerializationError, exc.message, step=step.key)) from exc.__cause__
         except Exception as exc:
-            raise self.poison(exc) from None
+            raise self._write_failed(exc, step) from (exc.__cause__ if isinstance(exc, SerializationError) else None)
+
+    def _write_failed(self, exc: Exception, step: StepResult) -> BaseException:
+        """What a failed write of ``step`` raises: it stops the run (lease lost) or poisons it."""
+        if isinstance(exc, LeaseLost):
+            return self.lose()
+        if isinstance(exc, SerializationError):
+            return self.poison(self.fail(SerializationError, exc.message, step=step.key))
+        return self.poison(exc)
 
     def completed_under(self, prefix: str) -> int:
         """How many loaded checkpoints under scope ``prefix`` (a parallel's ``key/``) are completed.

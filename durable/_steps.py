@@ -11,7 +11,7 @@ still be lost.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
@@ -27,6 +27,8 @@ __all__ = ["Prepare", "StepSpec", "error_text", "run_step"]
 
 Prepare = Callable[[], tuple[Any, Callable[[], Awaitable[Any]]]]
 """Returns the step's input (to record) and a zero-argument async callable doing one attempt."""
+Job = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], dict[str, Any]]
+"""An async function and its arguments: one attempt awaits ``fn(*args, **kwargs)``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -75,14 +77,19 @@ def _failure(run: Run, spec: StepSpec, key: str, exc: BaseException, attempts: i
     return err
 
 
-async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | None = None) -> Any:
+async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | None = None,
+                   job: Job | None = None) -> Any:
     """Replay or execute one step under ``scope``; returns its output.
 
-    ``prepare`` (if given) replaces ``spec.prepare``.
+    What one attempt runs: ``job`` (an async function with its arguments,
+    called directly: the decorator's path), else ``prepare`` (if given), else
+    ``spec.prepare``. One coroutine frame, not one per layer: a step blocked
+    in its body holds this frame in memory (benchmark W5).
     """
     if run.fatal is not None:
         raise run.fatal
-    key = scope.next_key(spec.name)
+    name = spec.name
+    key = scope.next_key(name)
     rec = run.checkpoints.get(key)
     if rec is not None:
         if rec.function != spec.function and rec.function is not None and spec.function is not None:
@@ -93,7 +100,7 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
                 step=key,
             ))
         if rec.status == StepStatus.COMPLETED:
-            run.step_completed(spec.name, executed=False)
+            run.step_completed(name, executed=False)
             return rec.output
         if rec.status == StepStatus.FAILED:
             exc = rec.exception or run.fail(StepFailed, rec.error or "failed", step=key)
@@ -109,82 +116,90 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
         ))
     scope.busy = key
     try:
-        return await _execute(run, key, spec, rec, prepare or spec.prepare)
+        policy = spec.retry
+        attempt = rec.attempts if rec is not None else 0
+        if rec is not None and rec.next_attempt_at is None and attempt > 0:
+            # That attempt was cut off (a crash or a stop), not failed: run it again
+            # under its own number, so a crash never uses up a retry.
+            attempt -= 1
+        started_at = rec.started_at if rec is not None and rec.started_at else run.now()
+        run.current_step = name
+        if rec is not None and rec.next_attempt_at is not None:
+            # The process stopped while this step waited out a retry delay: wait only the rest.
+            remaining = (rec.next_attempt_at - run.now()).total_seconds()
+            if remaining > 0:
+                await trio.sleep(remaining)
+        call: Callable[[], Awaitable[Any]] | None = None
+        if job is not None:
+            fn, args, kwargs = job
+            step_input: Any = {"args": args, "kwargs": kwargs} if kwargs else args
+        else:
+            fn, args, kwargs = None, (), {}
+            make = prepare or spec.prepare
+            assert make is not None, f"step {name!r} has nothing to run"
+            step_input, call = make()
+        run.emit("workflow.step.started", step_name=name, step_type=spec.step_type, current_step=name)
+        while True:
+            attempt += 1
+            marker = _record(spec, key, step_input, started_at, StepStatus.RUNNING, attempts=attempt)
+            if not run.mark_running(marker):
+                await run.checkpoint(marker, durable=False)
+            token = step_info_var.set(StepInfo(run.name, run.id, key, attempt))
+            try:
+                if spec.timeout is not None:
+                    with trio.move_on_after(spec.timeout) as timer:
+                        result = await (call() if call is not None else fn(*args, **kwargs))  # type: ignore[misc]
+                    if timer.cancelled_caught:
+                        raise run.fail(StepTimeout, f"attempt {attempt} timed out after {spec.timeout:g} s", step=key)
+                else:
+                    result = await (call() if call is not None else fn(*args, **kwargs))  # type: ignore[misc]
+                output = spec.output(result) if spec.output is not None else result
+            except Exception as exc:
+                error: BaseException | None = exc
+            else:
+                error = None
+            finally:
+                step_info_var.reset(token)
+            if error is None:
+                break
+            if run.cancel_scope.cancel_called:
+                # The run is being cancelled, stopped or timed out, and the step
+                # turned that into an error: not a failure of the step, so neither
+                # retried nor checkpointed as failed.
+                raise error
+            if attempt < policy.attempts and policy.should_retry(error):
+                delay = policy.delay(attempt)
+                run.emit(
+                    "workflow.step.retry", step_name=name, attempt=attempt,
+                    max_attempts=policy.attempts, delay=delay, error=error_text(error),
+                )
+                waiting = _record(
+                    spec, key, step_input, started_at, StepStatus.RUNNING, attempts=attempt,
+                    error=error_text(error), next_attempt_at=run.now() + timedelta(seconds=delay),
+                )
+                await run.checkpoint(waiting, durable=True)
+                await trio.sleep(delay)
+                continue
+            failed = _record(
+                spec, key, step_input, started_at, StepStatus.FAILED, attempts=attempt, error=error_text(error),
+                exception=error, completed_at=run.now(),
+            )
+            await run.checkpoint(failed, durable=True)
+            run.emit("workflow.step.failed", step_name=name, step_type=spec.step_type,
+                     error=error_text(error), attempts=attempt)
+            raise _failure(run, spec, key, error, attempt)
+        done = _record(spec, key, step_input, started_at, StepStatus.COMPLETED, output=output, attempts=attempt,
+                       completed_at=run.now())
+        await run.checkpoint(done, durable=spec.durable)
+        run.emit("workflow.step.completed", step_name=name, step_type=spec.step_type, output=output)
+        run.step_completed(name, executed=True)
+        return output
     finally:
         scope.busy = None
 
 
-async def _execute(run: Run, key: str, spec: StepSpec, rec: StepResult | None, prepare: Prepare | None) -> Any:
-    policy = spec.retry
-    attempt = rec.attempts if rec is not None else 0
-    if rec is not None and rec.next_attempt_at is None and attempt > 0:
-        # That attempt was cut off (a crash or a stop), not failed: run it again
-        # under its own number, so a crash never uses up a retry.
-        attempt -= 1
-    started_at = rec.started_at if rec is not None and rec.started_at else run.now()
-    run.current_step = spec.name
-    if rec is not None and rec.next_attempt_at is not None:
-        # The process stopped while this step waited out a retry delay: wait only the rest.
-        remaining = (rec.next_attempt_at - run.now()).total_seconds()
-        if remaining > 0:
-            await trio.sleep(remaining)
-    assert prepare is not None, f"step {spec.name!r} has nothing to run"
-    step_input, call = prepare()
-
-    def record(status: StepStatus, **fields: Any) -> StepResult:
-        # A direct constructor call: attrs.evolve costs several times more, per step.
-        return StepResult(step_name=spec.name, status=status, input=step_input, started_at=started_at,
-                          key=key, step_type=spec.step_type, function=spec.function, **fields)
-
-    run.emit("workflow.step.started", step_name=spec.name, step_type=spec.step_type, current_step=spec.name)
-    while True:
-        attempt += 1
-        await run.checkpoint(record(StepStatus.RUNNING, attempts=attempt), durable=False)
-        token = step_info_var.set(StepInfo(run.name, run.id, key, attempt))
-        try:
-            if spec.timeout is not None:
-                with trio.move_on_after(spec.timeout) as timer:
-                    result = await call()
-                if timer.cancelled_caught:
-                    raise run.fail(StepTimeout, f"attempt {attempt} timed out after {spec.timeout:g} s", step=key)
-            else:
-                result = await call()
-            output = spec.output(result) if spec.output is not None else result
-        except Exception as exc:
-            error: BaseException | None = exc
-        else:
-            error = None
-        finally:
-            step_info_var.reset(token)
-        if error is None:
-            break
-        if run.cancel_scope.cancel_called:
-            # The run is being cancelled, stopped or timed out, and the step
-            # turned that into an error: not a failure of the step, so neither
-            # retried nor checkpointed as failed.
-            raise error
-        if attempt < policy.attempts and policy.should_retry(error):
-            delay = policy.delay(attempt)
-            run.emit(
-                "workflow.step.retry", step_name=spec.name, attempt=attempt,
-                max_attempts=policy.attempts, delay=delay, error=error_text(error),
-            )
-            waiting = record(
-                StepStatus.RUNNING, attempts=attempt, error=error_text(error),
-                next_attempt_at=run.now() + timedelta(seconds=delay),
-            )
-            await run.checkpoint(waiting, durable=True)
-            await trio.sleep(delay)
-            continue
-        failed = record(
-            StepStatus.FAILED, attempts=attempt, error=error_text(error), exception=error, completed_at=run.now(),
-        )
-        await run.checkpoint(failed, durable=True)
-        run.emit("workflow.step.failed", step_name=spec.name, step_type=spec.step_type,
-                 error=error_text(error), attempts=attempt)
-        raise _failure(run, spec, key, error, attempt)
-    done = record(StepStatus.COMPLETED, output=output, attempts=attempt, completed_at=run.now())
-    await run.checkpoint(done, durable=spec.durable)
-    run.emit("workflow.step.completed", step_name=spec.name, step_type=spec.step_type, output=output)
-    run.step_completed(spec.name, executed=True)
-    return output
+def _record(spec: StepSpec, key: str, step_input: Any, started_at: datetime, status: StepStatus,
+            **fields: Any) -> StepResult:
+    # A direct constructor call: attrs.evolve costs several times more, per step.
+    return StepResult(step_name=spec.name, status=status, input=step_input, started_at=started_at,
+                      key=key, step_type=spec.step_type, function=spec.function, **fields)

@@ -171,3 +171,38 @@ async def test_a_failed_checkpoint_write_ends_the_run() -> None:
         inst = await engine.workflows.wait(iid)
     assert inst.status == "completed" and inst.output == "charged"
     assert CALLS["charge"] == 2  # its checkpoint was never written: it runs again (at least once)
+
+
+class MarkerRecordingStore:
+    """A store with only the protocol's methods (no ``put_step_later``): every write goes through put_step."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+        self.writes: list[tuple[str, bool]] = []
+        self.refuse_markers = False
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "put_step_later":
+            raise AttributeError(name)  # the optional method: this store does not have it
+        return getattr(self.inner, name)
+
+    async def put_step(self, instance_id: str, result: Any, *, durable: bool = True, owner: str | None = None) -> None:
+        if not durable and self.refuse_markers:
+            raise StoreError("read-only (simulated)")
+        self.writes.append((str(result.status), durable))
+        await self.inner.put_step(instance_id, result, durable=durable, owner=owner)
+
+
+async def test_a_store_without_put_step_later_gets_markers_through_put_step() -> None:
+    """The engine falls back to ``put_step(durable=False)`` for "running" markers; a failing one stops the run."""
+    CALLS.clear()
+    store = MarkerRecordingStore()
+    async with Engine(store=store) as engine:  # type: ignore[arg-type]
+        inst = await engine.workflows.wait(await engine.workflows.start(catches_everything))
+        assert inst.status == "completed" and inst.output == "charged"
+        assert store.writes == [("running", False), ("completed", True)]
+        store.refuse_markers = True
+        iid = await engine.workflows.start(catches_everything)
+        with pytest.raises(StoreError, match="read-only"):
+            await engine.workflows.wait(iid)
+    assert CALLS["charge"] == 1  # the second instance's step never ran: its marker could not be written

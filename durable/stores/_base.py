@@ -86,6 +86,12 @@ class Store(Protocol):
     Implementations: :class:`~durable.MemoryStore` and :class:`~durable.LMDBStore`.
     Reads return records as stored; writes take immutable records.
 
+    Optional: a synchronous ``put_step_later(instance_id, step, *, owner=None)``
+    queueing a non-durable checkpoint (a step's "running" marker) in order with
+    the other writes, without an await. The engine uses it when present, else
+    awaits ``put_step(..., durable=False)``. A store wrapping another (say, by
+    ``__getattr__``) that overrides ``put_step`` must override it as well.
+
     .. versionadded:: 0.1.0
     """
 

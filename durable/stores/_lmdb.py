@@ -440,17 +440,44 @@ class LMDBStore(LMDBSignals, LMDBLeases):
         A non-durable checkpoint (a "running" marker) is skipped if a later
         checkpoint of the same key joins its commit.
         """
+        if not durable:
+            self.put_step_later(instance_id, step, owner=owner)
+            return
         check_instance_id(instance_id)
         key = step_key_bytes(instance_id, step.key)
+        data = encode_step(step, instance_id=instance_id)  # SerializationError here
+        await self._write(self._step_writer(instance_id, key, step, data, owner), True, key)
+
+    def put_step_later(self, instance_id: str, step: StepResult, *, owner: str | None = None) -> None:
+        """Queue a non-durable checkpoint (a step's "running" marker) without waiting for it.
+
+        It is committed with the next durable write, or within ``lazy_delay``,
+        after every write queued before it and before every write queued
+        after it; a later checkpoint of the same key in the same commit
+        supersedes it, and then it is never even encoded. Its input is checked
+        now (:class:`SerializationError`): a step whose input cannot be stored
+        must not run.
+        """
+        check_instance_id(instance_id)
+        # A marker is usually superseded by the step's result in the same
+        # commit, so the writer encodes it only if it is written.
+        check_step_input(step, instance_id=instance_id)
+        key = step_key_bytes(instance_id, step.key)
+        request = WriteRequest(self._step_writer(instance_id, key, step, None, owner), False, None, key)
+        if self._closed:
+            raise self._fail("the store is closed")
+        writer = self._writer
+        if writer is not None:
+            writer.submit(request)
+            return
+        self._run_batch([request])  # no writer thread (the store is used outside an engine): write inline
+        if request.error is not None:
+            raise request.error
+
+    def _step_writer(self, instance_id: str, key: bytes, step: StepResult, data: bytes | None,
+                     owner: str | None) -> Callable[[lmdb.Transaction], LeaseLost | None]:
+        """The write function storing ``step`` (``data``, or encoded by the writer if ``None``), fenced."""
         instance_key = instance_id.encode()
-        if durable:
-            data: bytes | None = encode_step(step, instance_id=instance_id)  # SerializationError here
-        else:
-            # A marker: usually superseded by the step's result in the same
-            # commit, so encoded by the writer only if it is written. Its input
-            # is checked now: a step whose input cannot be stored must not run.
-            check_step_input(step, instance_id=instance_id)
-            data = None
 
         def put(txn: lmdb.Transaction) -> LeaseLost | None:
             lost = self._fence(txn, instance_key, owner)
@@ -465,7 +492,7 @@ class LMDBStore(LMDBSignals, LMDBLeases):
                     txn.put(key, marker, db=self._dbs["steps"])
             return lost
 
-        await self._write(put, durable, key)
+        return put
 
     # -- lifecycle -------------------------------------------------------
 

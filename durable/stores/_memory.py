@@ -152,6 +152,10 @@ class MemoryStore:
         self, instance_id: str, step: StepResult, *, durable: bool = True, owner: str | None = None
     ) -> None:
         """Store one checkpoint under ``step.key`` (fenced by ``owner``)."""
+        self.put_step_later(instance_id, step, owner=owner)
+
+    def put_step_later(self, instance_id: str, step: StepResult, *, owner: str | None = None) -> None:
+        """A non-durable checkpoint (a step's "running" marker), stored at once without awaiting."""
         check_instance_id(instance_id)
         data = encode_step(step, instance_id=instance_id)
         self._fence(instance_id, owner)

@@ -52,6 +52,10 @@ class _ReplayStore:
         self.would_run.append(step)
         raise _WouldRun(f"step {step.key!r} would run again")
 
+    def put_step_later(self, instance_id: str, step: StepResult, *, owner: str | None = None) -> None:
+        self.would_run.append(step)
+        raise _WouldRun(f"step {step.key!r} would run again")
+
 
 def _describe(instance: WorkflowInstance) -> str:
     return f"instance {instance.id!r} of workflow {instance.workflow_name!r}"
