@@ -129,15 +129,14 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
             remaining = (rec.next_attempt_at - run.now()).total_seconds()
             if remaining > 0:
                 await trio.sleep(remaining)
-        call: Callable[[], Awaitable[Any]] | None = None
         if job is not None:
             fn, args, kwargs = job
             step_input: Any = {"args": args, "kwargs": kwargs} if kwargs else args
         else:
-            fn, args, kwargs = None, (), {}
             make = prepare or spec.prepare
             assert make is not None, f"step {name!r} has nothing to run"
-            step_input, call = make()
+            step_input, fn = make()
+            args, kwargs = (), {}
         run.emit("workflow.step.started", step_name=name, step_type=spec.step_type, current_step=name)
         while True:
             attempt += 1
@@ -148,11 +147,11 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
             try:
                 if spec.timeout is not None:
                     with trio.move_on_after(spec.timeout) as timer:
-                        result = await (call() if call is not None else fn(*args, **kwargs))  # type: ignore[misc]
+                        result = await fn(*args, **kwargs)
                     if timer.cancelled_caught:
                         raise run.fail(StepTimeout, f"attempt {attempt} timed out after {spec.timeout:g} s", step=key)
                 else:
-                    result = await (call() if call is not None else fn(*args, **kwargs))  # type: ignore[misc]
+                    result = await fn(*args, **kwargs)
                 output = spec.output(result) if spec.output is not None else result
             except Exception as exc:
                 error: BaseException | None = exc
