@@ -16,15 +16,15 @@ import trio
 
 __all__ = ["now"]
 
-_EPOCH: trio.lowlevel.RunVar[float] = trio.lowlevel.RunVar("durable_epoch")
+_BASE: trio.lowlevel.RunVar[tuple[float, trio.abc.Clock]] = trio.lowlevel.RunVar("durable_epoch")
 
 
 def now() -> datetime:
     """The current UTC time, as trio's clock sees it."""
     try:
-        epoch = _EPOCH.get()
+        epoch, clock = _BASE.get()
     except LookupError:
-        epoch = time.time() - trio.current_time()
-        _EPOCH.set(epoch)
-    return datetime.fromtimestamp(epoch + trio.current_time(), tz=UTC)
-
+        clock = trio.lowlevel.current_clock()
+        epoch = time.time() - clock.current_time()
+        _BASE.set((epoch, clock))
+    return datetime.fromtimestamp(epoch + clock.current_time(), tz=UTC)

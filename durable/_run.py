@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 import attrs
 import trio
 
+from ._clock import now as clock_now
 from ._events import Event
 from ._ir import Graph
 from ._records import StepResult, StepStatus, WorkflowInstance
@@ -102,7 +103,7 @@ class Run:
         return self.instance.workflow_name
 
     def now(self) -> datetime:
-        return self.engine.now()
+        return clock_now()  # what Engine.now() gives, one call fewer (several per step)
 
     def snapshot(self) -> WorkflowInstance:
         """The instance as it stands, with its step results."""
