@@ -192,6 +192,12 @@ class WorkflowFunction(Generic[P, R]):
         self._timeout = float(timeout) if timeout is not None else None
         self.default_retry = default_retry
         self._signature = inspect.signature(fn)
+        params = self._signature.parameters.values()
+        # Names of a signature of plain positional parameters without defaults:
+        # a call with exactly that many positional arguments needs no bind().
+        self._plain_names = tuple(p.name for p in params) if all(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in params
+        ) else None
         self._graph = self._compile()
         self._recorded: list[str] = []
 
@@ -236,6 +242,9 @@ class WorkflowFunction(Generic[P, R]):
         return sum(1 for s in self._graph.walk() if s.type in STEP_TYPES)
 
     def make_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        names = self._plain_names
+        if names is not None and not kwargs and len(args) == len(names):
+            return dict(zip(names, args)), tuple(args), {}
         try:
             bound = self._signature.bind(*args, **kwargs)
         except TypeError as exc:
