@@ -701,14 +701,27 @@ _VALID_INSTANCE = {"id": "a", "workflow_name": "wf", "status": "running", "creat
 _VALID_STEP = {"step_name": "s", "status": "completed", "key": "s#0", "attempts": 1, "started_at": T0}
 
 
+_VALID_STEP_TUPLE = ("step", "s", "completed", None, None, None, 1_714_564_800_000_000, None, 1, "s#0", "task", None,
+                     None, None)
+_VALID_INSTANCE_TUPLE = ("instance", "a", "wf", "running", None, None, None, None, 1_714_564_800_000_000, None, None,
+                         None, (), {}, None)
+
+
 @st.composite
 def _shaped(draw: st.DrawFn) -> Any:
     """Pickleable things of the wrong (or nearly right) shape: what a foreign or damaged writer stores."""
-    kind = draw(st.sampled_from(["value", "dict", "near-instance", "near-step"]))
+    kind = draw(st.sampled_from(["value", "dict", "near-instance", "near-step", "near-instance-tuple",
+                                 "near-step-tuple"]))
     if kind == "value":
         return draw(_values)
     if kind == "dict":
         return draw(st.dictionaries(st.sampled_from(_FIELDS), _values, max_size=8))
+    if kind.endswith("-tuple"):  # a format-4 record: some items replaced, cut or appended
+        items = list(_VALID_INSTANCE_TUPLE if kind == "near-instance-tuple" else _VALID_STEP_TUPLE)
+        for _ in range(draw(st.integers(0, 2))):
+            items[draw(st.integers(0, len(items) - 1))] = draw(_values)
+        cut = draw(st.integers(0, len(items) + 2))
+        return tuple(items[:cut] + draw(st.lists(_values, max_size=2)) if cut > len(items) else items[:cut])
     base = dict(_VALID_INSTANCE if kind == "near-instance" else _VALID_STEP)
     for name in draw(st.lists(st.sampled_from(list(base)), max_size=2)):
         base.pop(name, None)
