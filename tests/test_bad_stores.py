@@ -676,6 +676,20 @@ async def test_a_record_under_another_key_is_a_store_error(store_path: Path) -> 
         st_.close()
 
 
+async def test_a_step_whose_key_cannot_be_encoded_is_a_store_error(store_path: Path) -> None:
+    """A checksummed step record holding a key with a lone surrogate (no write can store one) is corrupt."""
+    await _populate_three(store_path)
+    record = ("step", "s1", "completed", None, None, None, None, None, 1, "s\ud800", "task", None, None, None)
+    _raw_put(store_path, [(b"steps", b"a\0s1", _seal(pickle.dumps(record)))])
+    st_ = LMDBStore(store_path)
+    try:
+        with pytest.raises(StoreError, match=r"corrupt record at .*steps/b'a\\x00s1': it holds step 's\\ud800'"):
+            await st_.get_steps("a")
+        assert (await st_.get_steps("c")).keys() == {"s1"}
+    finally:
+        st_.close()
+
+
 # -- fuzzing the codec -----------------------------------------------------------
 
 _FIELDS = [

@@ -188,7 +188,11 @@ class LMDBStore(LMDBSignals, LMDBLeases):
                     break
                 where = f"{self._path}:steps/{k!r}"
                 step = decode_step(v, where, self._path)
-                if step_key_bytes(instance_id, step.key) != k:
+                try:
+                    stored_as: bytes | None = step_key_bytes(instance_id, step.key)
+                except UnicodeEncodeError:  # a key no write could have stored (a lone surrogate)
+                    stored_as = None
+                if stored_as != k:
                     raise StoreError(f"corrupt record at {where}: it holds step {step.key!r}", path=self._path)
                 out[step.key] = step
         return out
