@@ -167,9 +167,10 @@ def _cannot(what: str, exc: Exception, **context: Any) -> SerializationError:
 # -- the stored layouts (format 4) ---------------------------------------------
 # A record is (tag, *fields) in these orders. Only ever append: records of an
 # older layout must keep reading, and an older durable ignores what it does not
-# know at the end (so appending a field needs no new store format). Each is
-# also the order of its class's attrs fields (step results aside: they are
-# stored apart), so records are built positionally; a test holds them equal.
+# know at the end (so a field whose absence older versions can live with needs
+# no new store format). Each is also the order of its class's attrs fields
+# (step results aside: they are stored apart), so records are built
+# positionally; a test holds them equal.
 
 _STEP_TAG = "step"
 _STEP_LAYOUT = (

@@ -48,8 +48,8 @@ __all__ = ["FORMAT_VERSION", "LMDBStore"]
 
 # 1: records behind a one-byte envelope; 2: records carry a CRC-32; 3: UTC times as integer
 # microseconds; 4: records are tuples (tag, fields in a fixed order) instead of dicts. Earlier
-# formats are still read, and the marker is upgraded on open. A field appended to a record's
-# layout needs no new format: older readers ignore extra fields at the end (see _serde).
+# formats are still read, and the marker is upgraded on open. Format-4 readers ignore fields
+# appended at the end of a record, as they ignored unknown keys of a dict (see _serde).
 FORMAT_VERSION = 4
 _DBS = (b"meta", b"instances", b"steps", b"status", b"index", b"leases", b"owners", b"signals")
 _T = TypeVar("_T")
