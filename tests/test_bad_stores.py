@@ -676,6 +676,20 @@ async def test_a_record_under_another_key_is_a_store_error(store_path: Path) -> 
         st_.close()
 
 
+async def test_a_step_whose_key_cannot_be_encoded_is_a_store_error(store_path: Path) -> None:
+    """A checksummed step record holding a key with a lone surrogate (no write can store one) is corrupt."""
+    await _populate_three(store_path)
+    record = ("step", "s1", "completed", None, None, None, None, None, 1, "s\ud800", "task", None, None, None)
+    _raw_put(store_path, [(b"steps", b"a\0s1", _seal(pickle.dumps(record)))])
+    st_ = LMDBStore(store_path)
+    try:
+        with pytest.raises(StoreError, match=r"corrupt record at .*steps/b'a\\x00s1': it holds step 's\\ud800'"):
+            await st_.get_steps("a")
+        assert (await st_.get_steps("c")).keys() == {"s1"}
+    finally:
+        st_.close()
+
+
 # -- fuzzing the codec -----------------------------------------------------------
 
 _FIELDS = [
@@ -701,14 +715,27 @@ _VALID_INSTANCE = {"id": "a", "workflow_name": "wf", "status": "running", "creat
 _VALID_STEP = {"step_name": "s", "status": "completed", "key": "s#0", "attempts": 1, "started_at": T0}
 
 
+_VALID_STEP_TUPLE = ("step", "s", "completed", None, None, None, 1_714_564_800_000_000, None, 1, "s#0", "task", None,
+                     None, None)
+_VALID_INSTANCE_TUPLE = ("instance", "a", "wf", "running", None, None, None, None, 1_714_564_800_000_000, None, None,
+                         None, (), {}, None)
+
+
 @st.composite
 def _shaped(draw: st.DrawFn) -> Any:
     """Pickleable things of the wrong (or nearly right) shape: what a foreign or damaged writer stores."""
-    kind = draw(st.sampled_from(["value", "dict", "near-instance", "near-step"]))
+    kind = draw(st.sampled_from(["value", "dict", "near-instance", "near-step", "near-instance-tuple",
+                                 "near-step-tuple"]))
     if kind == "value":
         return draw(_values)
     if kind == "dict":
         return draw(st.dictionaries(st.sampled_from(_FIELDS), _values, max_size=8))
+    if kind.endswith("-tuple"):  # a format-4 record: some items replaced, cut or appended
+        items = list(_VALID_INSTANCE_TUPLE if kind == "near-instance-tuple" else _VALID_STEP_TUPLE)
+        for _ in range(draw(st.integers(0, 2))):
+            items[draw(st.integers(0, len(items) - 1))] = draw(_values)
+        cut = draw(st.integers(0, len(items) + 2))
+        return tuple(items[:cut] + draw(st.lists(_values, max_size=2)) if cut > len(items) else items[:cut])
     base = dict(_VALID_INSTANCE if kind == "near-instance" else _VALID_STEP)
     for name in draw(st.lists(st.sampled_from(list(base)), max_size=2)):
         base.pop(name, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -38,6 +39,7 @@ def test_values_from_main_load_in_another_process(tmp_path: Path) -> None:
     out = tmp_path / "record"
     subprocess.run([sys.executable, "-c", WRITER, str(out)], check=True, timeout=60)
     rec = decode_step(out.read_bytes())
+    assert pickle.loads(out.read_bytes()[5:])[:2] == ("step", "s")  # a format-4 record: a tuple
     point, scale = rec.output["point"], rec.output["fn"]
     assert (point.x, point.y) == (1, 2)
     assert scale(point).x == 2
