@@ -12,8 +12,9 @@ Layout (named databases in one LMDB environment, a directory):
 ``owners``     owner id -> JSON :class:`Owner` record (host, pid, heartbeat)
 ``signals``    ``id NUL name NUL seq`` -> a queued signal's payload (``_lmdb_signals``)
 
-Signals and leases are in mixins of their own modules (``_lmdb_signals``,
-``_lmdb_leases``); this module opens the store, reads, and group-commits writes.
+Step checkpoint writes, signals and leases are in mixins of their own modules
+(``_lmdb_steps``, ``_lmdb_signals``, ``_lmdb_leases``); this module opens the
+store, reads, and group-commits writes.
 
 Reads run in short read transactions on the trio loop (they cost about a
 microsecond); writes go through the group-commit :class:`Writer` thread. The
@@ -33,8 +34,8 @@ import lmdb
 import trio
 
 from .._records import InstanceStatus, StepResult, WorkflowInstance
-from .._serde import check_step_input, decode_instance, decode_step, encode_instance, encode_step
-from ..errors import SerializationError, StoreError
+from .._serde import decode_instance, decode_step, encode_instance
+from ..errors import StoreError
 from ._base import check_instance_id, check_workflow_name, is_valid_id, step_key_bytes
 from ._join import join_steps
 from ._sharedlock import SharedLock
@@ -42,6 +43,7 @@ from ._lease import LeaseLost, Owner
 from ._lmdb_leases import LMDBLeases
 from ._lmdb_parts import finished
 from ._lmdb_signals import LMDBSignals
+from ._lmdb_steps import LMDBSteps
 from ._writer import WriteRequest, Writer, superseded
 
 __all__ = ["FORMAT_VERSION", "LMDBStore"]
@@ -60,7 +62,7 @@ def _refuse_abort(raise_cancel: Callable[[], Any]) -> trio.lowlevel.Abort:
 
 
 @final
-class LMDBStore(LMDBSignals, LMDBLeases):
+class LMDBStore(LMDBSteps, LMDBSignals, LMDBLeases):
     """A :class:`~durable.stores.Store` in an LMDB environment at ``path`` (a directory).
 
     Args:
@@ -327,7 +329,7 @@ class LMDBStore(LMDBSignals, LMDBLeases):
             request = WriteRequest(fn, durable, None, key)
             self._run_batch([request])
         elif not durable:
-            writer.submit(WriteRequest(fn, False, None, key))
+            self._write_later(fn, key)
             return None  # type: ignore[return-value]
         else:
             request = WriteRequest(fn, True, trio.lowlevel.current_task(), key)
@@ -341,6 +343,19 @@ class LMDBStore(LMDBSignals, LMDBLeases):
         if isinstance(request.result, LeaseLost):
             raise request.result  # a fenced write refused (returned, so the batch still commits)
         return request.result  # type: ignore[no-any-return]
+
+    def _write_later(self, fn: Callable[[lmdb.Transaction], Any], key: bytes | None = None) -> None:
+        """Queue ``fn`` as a non-durable write, without waiting (written inline if there is no writer thread)."""
+        if self._closed:
+            raise self._fail("the store is closed")
+        request = WriteRequest(fn, False, None, key)
+        writer = self._writer
+        if writer is not None:
+            writer.submit(request)
+            return
+        self._run_batch([request])
+        if request.error is not None:
+            raise request.error
 
     def _fence(self, txn: lmdb.Transaction, key: bytes, owner: str | None) -> LeaseLost | None:
         """Why a write fenced by ``owner`` must not land, or ``None`` (writer thread)."""
@@ -437,68 +452,6 @@ class LMDBStore(LMDBSignals, LMDBLeases):
             return bool(txn.delete(key, db=self._dbs["instances"]))
 
         return await self._write(delete)
-
-    async def put_step(
-        self, instance_id: str, step: StepResult, *, durable: bool = True, owner: str | None = None
-    ) -> None:
-        """Store one checkpoint under ``step.key`` (fenced by ``owner``).
-
-        A non-durable checkpoint (a "running" marker) is skipped if a later
-        checkpoint of the same key joins its commit.
-        """
-        if not durable:
-            self.put_step_later(instance_id, step, owner=owner)
-            return
-        check_instance_id(instance_id)
-        key = step_key_bytes(instance_id, step.key)
-        data = encode_step(step, instance_id=instance_id)  # SerializationError here
-        await self._write(self._step_writer(instance_id, key, step, data, owner), True, key)
-
-    def put_step_later(self, instance_id: str, step: StepResult, *, owner: str | None = None) -> None:
-        """Queue a non-durable checkpoint (a step's "running" marker) without waiting for it.
-
-        It is committed with the next durable write, or within ``lazy_delay``,
-        after every write queued before it and before every write queued
-        after it; a later checkpoint of the same key in the same commit
-        supersedes it, and then it is never even encoded. Its input is checked
-        now (:class:`SerializationError`): a step whose input cannot be stored
-        must not run.
-        """
-        check_instance_id(instance_id)
-        # A marker is usually superseded by the step's result in the same
-        # commit, so the writer encodes it only if it is written.
-        check_step_input(step, instance_id=instance_id)
-        key = step_key_bytes(instance_id, step.key)
-        request = WriteRequest(self._step_writer(instance_id, key, step, None, owner), False, None, key)
-        if self._closed:
-            raise self._fail("the store is closed")
-        writer = self._writer
-        if writer is not None:
-            writer.submit(request)
-            return
-        self._run_batch([request])  # no writer thread (the store is used outside an engine): write inline
-        if request.error is not None:
-            raise request.error
-
-    def _step_writer(self, instance_id: str, key: bytes, step: StepResult, data: bytes | None,
-                     owner: str | None) -> Callable[[lmdb.Transaction], LeaseLost | None]:
-        """The write function storing ``step`` (``data``, or encoded by the writer if ``None``), fenced."""
-        instance_key = instance_id.encode()
-
-        def put(txn: lmdb.Transaction) -> LeaseLost | None:
-            lost = self._fence(txn, instance_key, owner)
-            if lost is None:
-                if data is not None:
-                    txn.put(key, data, db=self._dbs["steps"])
-                else:
-                    try:
-                        marker = encode_step(step, instance_id=instance_id)
-                    except SerializationError:
-                        return None  # the input changed since it was checked: bookkeeping, skipped
-                    txn.put(key, marker, db=self._dbs["steps"])
-            return lost
-
-        return put
 
     # -- lifecycle -------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """What the LMDB store's parts share: the store's primitives, declared for its mixins.
 
 :class:`~durable.stores._lmdb.LMDBStore` defines them; the mixins that hold
-its signal and lease operations (``_lmdb_signals``, ``_lmdb_leases``) only
-call them.
+its step writes, signal and lease operations (``_lmdb_steps``,
+``_lmdb_signals``, ``_lmdb_leases``) only call them.
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ class LMDBParts:
     async def _write(self, fn: Callable[[lmdb.Transaction], _T], durable: bool = True,
                      key: bytes | None = None) -> _T:
         """Run ``fn`` in the group-commit writer's next transaction."""
+        raise NotImplementedError
+
+    def _write_later(self, fn: Callable[[lmdb.Transaction], Any], key: bytes | None = None) -> None:
+        """Queue ``fn`` as a non-durable write without waiting."""
         raise NotImplementedError
 
     def _fence(self, txn: lmdb.Transaction, key: bytes, owner: str | None) -> LeaseLost | None:
