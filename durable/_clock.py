@@ -14,17 +14,27 @@ from datetime import UTC, datetime
 
 import trio
 
-__all__ = ["now"]
+__all__ = ["base", "now"]
 
 _BASE: trio.lowlevel.RunVar[tuple[float, trio.abc.Clock]] = trio.lowlevel.RunVar("durable_epoch")
 
 
-def now() -> datetime:
-    """The current UTC time, as trio's clock sees it."""
+def base() -> tuple[float, trio.abc.Clock]:
+    """This trio run's (epoch offset, clock): ``now()`` is ``epoch + clock.current_time()``.
+
+    Taken once per run, so every engine of the run agrees on "now"; an engine
+    keeps it, to read the time without looking it up each time.
+    """
     try:
-        epoch, clock = _BASE.get()
+        return _BASE.get()
     except LookupError:
         clock = trio.lowlevel.current_clock()
-        epoch = time.time() - clock.current_time()
-        _BASE.set((epoch, clock))
+        found = (time.time() - clock.current_time(), clock)
+        _BASE.set(found)
+        return found
+
+
+def now() -> datetime:
+    """The current UTC time, as trio's clock sees it."""
+    epoch, clock = base()
     return datetime.fromtimestamp(epoch + clock.current_time(), tz=UTC)

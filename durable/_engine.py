@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import final
 
@@ -67,6 +67,7 @@ class Engine:
         self.lease_ttl = float(lease_ttl)
         self.suspend_after = float(suspend_after)
         self._owner: Owner | None = None
+        self._time_base: tuple[float, trio.abc.Clock] | None = None  # the run's clock, while running
         self.jobs = JobRegistry()
         self.events = EventBus()
         self.workflows = WorkflowService(self)
@@ -98,7 +99,10 @@ class Engine:
 
     def now(self) -> datetime:
         """The engine's wall-clock time, following trio's clock (so ``MockClock`` moves it)."""
-        return _clock.now()
+        base = self._time_base
+        if base is None:
+            return _clock.now()
+        return datetime.fromtimestamp(base[0] + base[1].current_time(), tz=UTC)
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -111,6 +115,7 @@ class Engine:
         if self._nursery is not None:
             raise RuntimeError("this engine is already running")
         self.workflows._open()
+        self._time_base = _clock.base()
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
         try:
@@ -152,6 +157,7 @@ class Engine:
             self.events._nursery = None
             self._nursery = None
             self._owner = None
+            self._time_base = None
             if self._owns_store:
                 self.store.close()
 
