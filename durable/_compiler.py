@@ -63,94 +63,19 @@ import textwrap
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any
 
-import attrs
-
+from ._compile_graph import STEP_KINDS, Hook, States, build_graph, clip, connect
 from ._diagram import duration_text
-from ._ir import (
-    ChildState,
-    ChoiceState,
-    Graph,
-    MapState,
-    ParallelState,
-    PassState,
-    SignalState,
-    State,
-    TaskState,
-    WaitState,
-    When,
-    validate_graph,
-)
+from ._ir import Graph
 from .errors import GraphError
 
 __all__ = ["compile_workflow"]
 
 _MAX_DEPTH = 5  # nested helper coroutines inlined at most this deep
-_NAME_LIMIT = 60  # choice names are clipped to this many characters
 # parallel() arguments that can never be awaitable: a mistake worth failing decoration for.
 _NOT_AWAITABLE = (ast.Constant, ast.List, ast.Tuple, ast.Dict, ast.Set, ast.Lambda, ast.JoinedStr,
                   ast.ListComp, ast.SetComp, ast.DictComp)
-_STEPS = ("task", "parallel", "map", "wait", "signal", "workflow")  # kinds of mutable states that are steps
-
-# A mutable state is a dict (kind, name, base, next, end, plus rules/default for
-# choices, branches/label for parallels). A hook is a dangling exit of a state:
-# (state, slot) with slot "next", "default" or a choice rule's index. Compiling a
-# block takes the hooks that lead into it and returns the hooks that leave it.
-Hook: TypeAlias = tuple[dict[str, Any], str | int]
-
-
-def _connect(hooks: list[Hook], target: str | None) -> None:
-    """Point every hook at ``target`` (``None`` re-opens them)."""
-    for state, slot in hooks:
-        if slot == "next" or slot == "default":
-            state[slot] = target
-        else:
-            state["rules"][slot][1] = target
-
-
-class _States:
-    """The mutable states of one graph (the workflow, or one parallel branch), in creation order."""
-
-    def __init__(self) -> None:
-        self.states: dict[str, dict[str, Any]] = {}
-        self.counts: Counter[str] = Counter()
-
-    def add(self, kind: str, base: str, hooks: list[Hook], **fields: Any) -> dict[str, Any]:
-        """A new state named ``base`` (``base#n`` for the n-th), entered from ``hooks``."""
-        self.counts[base] += 1
-        n = self.counts[base]
-        state = {"kind": kind, "name": base if n == 1 else f"{base}#{n}", "base": base,
-                 "next": None, "end": False, **fields}
-        self.states[state["name"]] = state
-        _connect(hooks, state["name"])
-        return state
-
-    def since(self, mark: int) -> list[dict[str, Any]]:
-        """States created after the first ``mark`` ones."""
-        return list(self.states.values())[mark:]
-
-    def truncate(self, mark: int, hooks: list[Hook], frame: _Frame) -> None:
-        """Forget the states created after ``mark``, re-open ``hooks``, drop exits into them."""
-        gone = self.since(mark)
-        for state in gone:
-            del self.states[state["name"]]
-            self.counts[state["base"]] -= 1
-        _connect(hooks, None)
-        ids = {id(s) for s in gone}
-        for pending in [frame.returns or [], *(h for loop in frame.loops for h in loop)]:
-            pending[:] = [h for h in pending if id(h[0]) not in ids]
-
-    def end(self, hooks: list[Hook], base: str) -> None:
-        """End the paths of ``hooks``: a state's own ``end``, else a shared pass state ``base``."""
-        need: list[Hook] = []
-        for state, slot in hooks:
-            if slot == "next" and state["kind"] != "choice" and state["kind"] != "start":
-                state["end"] = True
-            else:  # a choice's rule or default, or the start: needs a state to go to
-                need.append((state, slot))
-        if need:
-            self.add("pass", base, need, end=True)
 
 
 @dataclass
@@ -209,16 +134,9 @@ class _Compiler:
         self.globals: dict[str, Any] = getattr(fn, "__globals__", {})
         self.module = getattr(fn, "__module__", None)
 
-    def graph(self, name: str, build: Callable[[_States, list[Hook]], list[Hook]]) -> Graph:
-        """Build a graph from a start hook; paths left open fall off the end and end."""
-        g = _States()
-        start: dict[str, Any] = {"kind": "start", "name": "", "next": None}
-        g.end(build(g, [(start, "next")]), "return")  # a graph with no state gets one pass "return"
-        return _freeze(g, name, start["next"])
-
     # -- statements: each takes the hooks leading in and returns the hooks leading out --
 
-    def block(self, g: _States, f: _Frame, body: list[ast.stmt], hooks: list[Hook]) -> list[Hook]:
+    def block(self, g: States, f: _Frame, body: list[ast.stmt], hooks: list[Hook]) -> list[Hook]:
         """Compile ``body`` entered from ``hooks``; returns the hooks leaving its end (``[]``: none do)."""
         for stmt in body:
             if not hooks:  # every path before returned: the rest is dead code
@@ -226,7 +144,7 @@ class _Compiler:
             hooks = self.statement(g, f, stmt, hooks)
         return hooks
 
-    def statement(self, g: _States, f: _Frame, stmt: ast.stmt, hooks: list[Hook]) -> list[Hook]:
+    def statement(self, g: States, f: _Frame, stmt: ast.stmt, hooks: list[Hook]) -> list[Hook]:
         """Compile one statement entered from ``hooks``; returns the hooks leaving it."""
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             return hooks
@@ -267,11 +185,11 @@ class _Compiler:
             return []
         return hooks
 
-    def choice(self, g: _States, f: _Frame, base: str, rules: list[tuple[str, list[ast.stmt]]],
+    def choice(self, g: States, f: _Frame, base: str, rules: list[tuple[str, list[ast.stmt]]],
                default: list[ast.stmt], hooks: list[Hook]) -> list[Hook]:
         """A choice state: a rule per (label, body), ``default`` otherwise; empty paths fall through."""
         mark = len(g.states)
-        state = g.add("choice", _clip(base), hooks,
+        state = g.add("choice", clip(base), hooks,
                       rules=[[label, None] for label, _ in rules], default=None)
         out: list[Hook] = []
         for i, (_, body) in enumerate(rules):
@@ -282,7 +200,7 @@ class _Compiler:
             return hooks
         return out
 
-    def loop(self, g: _States, f: _Frame, stmt: ast.For | ast.AsyncFor | ast.While, hooks: list[Hook]) -> list[Hook]:
+    def loop(self, g: States, f: _Frame, stmt: ast.For | ast.AsyncFor | ast.While, hooks: list[Hook]) -> list[Hook]:
         """A loop with steps: a choice whose rule enters the body, whose body comes back to it."""
         before = hooks
         if isinstance(stmt, ast.While):
@@ -293,20 +211,20 @@ class _Compiler:
             hooks = before = self.expr(g, f, stmt.iter, hooks)  # the iterable is evaluated once
             mark = len(g.states)
             base, label = f"for {f.text(stmt.target)} in {f.text(stmt.iter)}", "next item"
-        state = g.add("choice", _clip(base), hooks, rules=[[label, None]], default=None)
+        state = g.add("choice", clip(base), hooks, rules=[[label, None]], default=None)
         head = g.since(mark)[0]["name"]  # the while test's first step, or the choice
         continues: list[Hook] = []
         breaks: list[Hook] = []
         f.loops.append((continues, breaks))
         out = self.block(g, f, stmt.body, [(state, 0)])
         f.loops.pop()
-        if not any(s["kind"] in _STEPS for s in g.since(mark)):
+        if not any(s["kind"] in STEP_KINDS for s in g.since(mark)):
             g.truncate(mark, before, f)  # no step in the loop: nothing to draw
             return before
-        _connect(out + continues, head)
+        connect(out + continues, head)
         return self.block(g, f, stmt.orelse, [(state, "default")]) + breaks
 
-    def try_(self, g: _States, f: _Frame, stmt: ast.Try | ast.TryStar, hooks: list[Hook]) -> list[Hook]:
+    def try_(self, g: States, f: _Frame, stmt: ast.Try | ast.TryStar, hooks: list[Hook]) -> list[Hook]:
         """The body, then a choice ``except <Types>``: "raised" to each handler, default onwards.
 
         Approximation: the exception is drawn as raised after the body's last
@@ -325,7 +243,7 @@ class _Compiler:
 
     # -- expressions --------------------------------------------------------------
 
-    def expr(self, g: _States, f: _Frame, node: ast.AST, hooks: list[Hook]) -> list[Hook]:
+    def expr(self, g: States, f: _Frame, node: ast.AST, hooks: list[Hook]) -> list[Hook]:
         """The steps awaited in ``node``, in evaluation order (both sides of ``a if c else b``)."""
         for aw in _awaits(node):
             if isinstance(aw.value, ast.Call):
@@ -335,7 +253,7 @@ class _Compiler:
                 hooks = [(g.add("task", name, hooks, job=name), "next")]
         return hooks
 
-    def call(self, g: _States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
+    def call(self, g: States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
         """An awaited call: nothing (trio), a parallel, an inlined helper, or a task."""
         func = call.func
         root = func
@@ -407,7 +325,7 @@ class _Compiler:
             return isinstance(func, ast.Name)  # `await map(...)` with map imported inside the function
         return obj is durable_map
 
-    def primitive(self, g: _States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook] | None:
+    def primitive(self, g: States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook] | None:
         """A wait, signal or child workflow state for a call of ``durable.sleep`` / ``sleep_until`` /
         ``wait_for_signal`` or of a ``@workflow``; ``None`` for any other call."""
         from ._decorators import WorkflowFunction
@@ -427,7 +345,7 @@ class _Compiler:
             else:
                 seconds = None
                 what = f.text(arg) if arg is not None else "?"
-                label = _clip(f"sleep until {what}" if until else f"sleep {what}")
+                label = clip(f"sleep until {what}" if until else f"sleep {what}")
             state = g.add("wait", "sleep", hooks, seconds=seconds)
             state["label"] = label  # the diagram's text: what the wait waits for
             return [(state, "next")]
@@ -441,16 +359,16 @@ class _Compiler:
             timeout = _number(timeout_node) if timeout_node is not None else None
             default_node = keywords.get("default")
             default = default_node.value if isinstance(default_node, ast.Constant) else None
-            state = g.add("signal", _clip(f"signal:{signal}"), hooks, signal=signal,
+            state = g.add("signal", clip(f"signal:{signal}"), hooks, signal=signal,
                           timeout=timeout if timeout is not None and timeout >= 0 else None,
                           has_default=default_node is not None, default=default)
             return [(state, "next")]
         if isinstance(obj, WorkflowFunction):
-            state = g.add("workflow", _clip(f"workflow:{obj.name}"), hooks, workflow=obj.name, definition=obj)
+            state = g.add("workflow", clip(f"workflow:{obj.name}"), hooks, workflow=obj.name, definition=obj)
             return [(state, "next")]
         return None
 
-    def map(self, g: _States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
+    def map(self, g: States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
         """A map state: the iterator is ``fn`` compiled as a call; the label tells the items and the bound."""
         keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
         fn = call.args[0] if call.args else keywords.get("fn")
@@ -473,20 +391,20 @@ class _Compiler:
         over = f" over {f.text(items)}" if items is not None else ""
         frame = _Frame(f.source, f.filename, f.first_line, returns=None, helpers=f.helpers)
 
-        def build(sub: _States, start: list[Hook]) -> list[Hook]:
+        def build(sub: States, start: list[Hook]) -> list[Hook]:
             if isinstance(fn, ast.Lambda) and isinstance(fn.body, ast.Call):
                 return self.call(sub, frame, fn.body, start)  # `lambda x: pack(x, "gift")`
             if isinstance(fn, ast.Lambda):
                 return [(sub.add("task", fn_text, start, job=fn_text), "next")]
             return self.call(sub, frame, ast.Call(func=fn, args=[], keywords=[]), start)
 
-        iterator = self.graph(_clip(fn_text), build)
+        iterator = build_graph(clip(fn_text), build)
         state = g.add("map", "map", hooks, iterator=iterator, max_concurrency=bound,
                       on_error=on_error if on_error in ("fail-fast", "wait-all") else "fail-fast")
-        state["label"] = _clip(f"{state['name']} {fn_text}{over} ({limit})")
+        state["label"] = clip(f"{state['name']} {fn_text}{over} ({limit})")
         return [(state, "next")]
 
-    def parallel(self, g: _States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
+    def parallel(self, g: States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
         """A parallel state: a branch per argument, a fan-out branch per starred comprehension."""
         branches: list[Graph] = []
         names: Counter[str] = Counter()
@@ -513,13 +431,13 @@ class _Compiler:
             branch_name = label if names[label] == 1 else f"{label}#{names[label]}"
             branch_frame = _Frame(f.source, f.filename, f.first_line, returns=None, helpers=f.helpers)
 
-            def build(sub: _States, start: list[Hook], el: ast.expr = element,
+            def build(sub: States, start: list[Hook], el: ast.expr = element,
                       bf: _Frame = branch_frame) -> list[Hook]:
                 if isinstance(el, ast.Call):
                     return self.call(sub, bf, el, start)
                 return [(sub.add("task", bf.text(el), start, job=bf.text(el)), "next")]
 
-            branches.append(self.graph(branch_name, build))
+            branches.append(build_graph(branch_name, build))
         if not branches:
             return hooks  # `await parallel()` awaits nothing
         state = g.add("parallel", "parallel", hooks, branches=tuple(branches))
@@ -552,58 +470,6 @@ def _number(node: ast.AST) -> float | None:
     return None
 
 
-def _clip(text: str) -> str:
-    """``text`` clipped to the state name limit."""
-    return text if len(text) <= _NAME_LIMIT else text[: _NAME_LIMIT - 3] + "..."
-
-
-def _frozen(s: dict[str, Any]) -> State:
-    """The IR state of the mutable state ``s``; an open ``next`` ends the path."""
-    label = s.get("label") or (s["base"] if s["name"] != s["base"] else None)
-    if s["kind"] == "choice":
-        rules = tuple(When(None, target, lbl) for lbl, target in s["rules"] if target is not None)
-        return ChoiceState(name=s["name"], choices=rules, default=s["default"], label=label)
-    end = s["end"] or s["next"] is None
-    common: dict[str, Any] = {"name": s["name"], "next": None if end else s["next"], "end": end, "label": label}
-    if s["kind"] == "task":
-        return TaskState(job=s["job"], **common)
-    if s["kind"] == "parallel":
-        return ParallelState(branches=s["branches"], **common)
-    if s["kind"] == "map":
-        return MapState(iterator=s["iterator"], max_concurrency=s["max_concurrency"], on_error=s["on_error"],
-                        **common)
-    if s["kind"] == "wait":
-        return WaitState(seconds=s["seconds"], **common)
-    if s["kind"] == "signal":
-        return SignalState(signal=s["signal"], timeout=s["timeout"], has_default=s["has_default"],
-                           default=s["default"], **common)
-    if s["kind"] == "workflow":
-        return ChildState(workflow=s["workflow"], definition=s["definition"], **common)
-    return PassState(**common)
-
-
-def _freeze(g: _States, name: str, entry: str) -> Graph:
-    """The validated IR graph of ``g``, ``entry`` first.
-
-    If an approximation left the graph invalid (say an unreachable state),
-    fall back to its steps in source order, one after the other, so that
-    decoration never fails on a workflow Python accepts.
-    """
-    order = [g.states[entry], *(s for s in g.states.values() if s["name"] != entry)]
-    graph = Graph(name, tuple(_frozen(s) for s in order), source="source")
-    try:
-        validate_graph(graph)
-    except GraphError:
-        steps: list[TaskState | ParallelState | MapState | PassState | WaitState | SignalState | ChildState] = [
-            s for s in graph.states if isinstance(s, (TaskState, ParallelState, MapState, WaitState, SignalState,
-                                                      ChildState))] or [PassState(name="return")]
-        linear: list[State] = [
-            attrs.evolve(s, next=None if i + 1 == len(steps) else steps[i + 1].name, end=i + 1 == len(steps))
-            for i, s in enumerate(steps)]
-        graph = Graph(name, tuple(linear), source="source")
-    return graph
-
-
 def compile_workflow(fn: Callable[..., Any], *, name: str, is_step: Callable[[object], bool] | None = None) -> Graph:
     """Compile the ``async def`` ``fn`` into a :class:`Graph` with ``source="source"``.
 
@@ -628,4 +494,4 @@ def compile_workflow(fn: Callable[..., Any], *, name: str, is_step: Callable[[ob
     source, filename, first_line, node = loaded
     compiler = _Compiler(fn, name, is_step)
     frame = _Frame(source, filename, first_line, returns=None, helpers=(id(fn),))
-    return compiler.graph(name, lambda g, hooks: compiler.block(g, frame, node.body, hooks))
+    return build_graph(name, lambda g, hooks: compiler.block(g, frame, node.body, hooks))
