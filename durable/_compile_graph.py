@@ -31,7 +31,7 @@ from ._ir import (
 from .errors import GraphError
 
 if TYPE_CHECKING:
-    from ._compiler import _Frame as Frame
+    from ._compile_source import Frame
 
 __all__ = ["STEP_KINDS", "Hook", "States", "build_graph", "clip", "connect"]
 

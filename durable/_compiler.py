@@ -58,85 +58,33 @@ the steps in source order.
 from __future__ import annotations
 
 import ast
-import inspect
-import textwrap
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ._compile_graph import STEP_KINDS, Hook, States, build_graph, clip, connect
+from ._compile_source import Frame, Scope, awaits, load
 from ._diagram import duration_text
 from ._ir import Graph
 from .errors import GraphError
 
 __all__ = ["compile_workflow"]
 
-_MAX_DEPTH = 5  # nested helper coroutines inlined at most this deep
 # parallel() arguments that can never be awaitable: a mistake worth failing decoration for.
 _NOT_AWAITABLE = (ast.Constant, ast.List, ast.Tuple, ast.Dict, ast.Set, ast.Lambda, ast.JoinedStr,
                   ast.ListComp, ast.SetComp, ast.DictComp)
-
-
-@dataclass
-class _Frame:
-    """The function being compiled: the workflow, or a helper inlined into it."""
-
-    source: str
-    filename: str
-    first_line: int
-    returns: list[Hook] | None  # None: ``return`` ends the graph; else the helper's exits
-    helpers: tuple[int, ...]  # ids of the functions being compiled, outermost first (cycles, depth)
-    loops: list[tuple[list[Hook], list[Hook]]] = field(default_factory=list)  # (continues, breaks)
-
-    def text(self, node: ast.AST) -> str:
-        """The source text of ``node``, on one line."""
-        return " ".join((ast.get_source_segment(self.source, node) or ast.unparse(node)).split())
-
-
-def _load(fn: Callable[..., Any]) -> tuple[str, str, int, ast.AsyncFunctionDef | ast.FunctionDef] | None:
-    """(source, file name, first line, def node) of ``fn``; ``None`` when its source is unavailable."""
-    name = getattr(fn, "__name__", None)
-    try:
-        source = textwrap.dedent(inspect.getsource(fn))
-        first_line = inspect.getsourcelines(fn)[1]
-        filename = inspect.getsourcefile(fn) or inspect.getfile(fn)
-        tree = ast.parse(source)
-    except (OSError, TypeError, SyntaxError):
-        return None  # built by exec/eval, a builtin, or source that no longer parses
-    defs = [n for n in ast.walk(tree) if isinstance(n, (ast.AsyncFunctionDef, ast.FunctionDef))]
-    node = next((d for d in defs if d.name == name), None)
-    return None if node is None else (source, filename, first_line, node)  # a lambda has no def
-
-
-def _awaits(node: ast.AST) -> list[ast.Await]:
-    """The awaits in ``node``, inner ones first (evaluation order), skipping nested definitions."""
-    found: list[ast.Await] = []
-
-    def visit(n: ast.AST) -> None:
-        for child in ast.iter_child_nodes(n):
-            if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
-                visit(child)
-        if isinstance(n, ast.Await):
-            found.append(n)
-
-    visit(node)
-    return found
 
 
 class _Compiler:
     """Compiles statements into mutable states; one per :func:`compile_workflow` call."""
 
     def __init__(self, fn: Callable[..., Any], name: str, is_step: Callable[[object], bool] | None) -> None:
-        self.fn = fn
         self.name = name
-        self.is_step = is_step
-        self.globals: dict[str, Any] = getattr(fn, "__globals__", {})
-        self.module = getattr(fn, "__module__", None)
+        self.scope = Scope(fn, is_step)
 
     # -- statements: each takes the hooks leading in and returns the hooks leading out --
 
-    def block(self, g: States, f: _Frame, body: list[ast.stmt], hooks: list[Hook]) -> list[Hook]:
+    def block(self, g: States, f: Frame, body: list[ast.stmt], hooks: list[Hook]) -> list[Hook]:
         """Compile ``body`` entered from ``hooks``; returns the hooks leaving its end (``[]``: none do)."""
         for stmt in body:
             if not hooks:  # every path before returned: the rest is dead code
@@ -144,7 +92,7 @@ class _Compiler:
             hooks = self.statement(g, f, stmt, hooks)
         return hooks
 
-    def statement(self, g: States, f: _Frame, stmt: ast.stmt, hooks: list[Hook]) -> list[Hook]:
+    def statement(self, g: States, f: Frame, stmt: ast.stmt, hooks: list[Hook]) -> list[Hook]:
         """Compile one statement entered from ``hooks``; returns the hooks leaving it."""
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             return hooks
@@ -185,7 +133,7 @@ class _Compiler:
             return []
         return hooks
 
-    def choice(self, g: States, f: _Frame, base: str, rules: list[tuple[str, list[ast.stmt]]],
+    def choice(self, g: States, f: Frame, base: str, rules: list[tuple[str, list[ast.stmt]]],
                default: list[ast.stmt], hooks: list[Hook]) -> list[Hook]:
         """A choice state: a rule per (label, body), ``default`` otherwise; empty paths fall through."""
         mark = len(g.states)
@@ -200,7 +148,7 @@ class _Compiler:
             return hooks
         return out
 
-    def loop(self, g: States, f: _Frame, stmt: ast.For | ast.AsyncFor | ast.While, hooks: list[Hook]) -> list[Hook]:
+    def loop(self, g: States, f: Frame, stmt: ast.For | ast.AsyncFor | ast.While, hooks: list[Hook]) -> list[Hook]:
         """A loop with steps: a choice whose rule enters the body, whose body comes back to it."""
         before = hooks
         if isinstance(stmt, ast.While):
@@ -224,7 +172,7 @@ class _Compiler:
         connect(out + continues, head)
         return self.block(g, f, stmt.orelse, [(state, "default")]) + breaks
 
-    def try_(self, g: States, f: _Frame, stmt: ast.Try | ast.TryStar, hooks: list[Hook]) -> list[Hook]:
+    def try_(self, g: States, f: Frame, stmt: ast.Try | ast.TryStar, hooks: list[Hook]) -> list[Hook]:
         """The body, then a choice ``except <Types>``: "raised" to each handler, default onwards.
 
         Approximation: the exception is drawn as raised after the body's last
@@ -243,23 +191,23 @@ class _Compiler:
 
     # -- expressions --------------------------------------------------------------
 
-    def expr(self, g: States, f: _Frame, node: ast.AST, hooks: list[Hook]) -> list[Hook]:
+    def expr(self, g: States, f: Frame, node: ast.AST, hooks: list[Hook]) -> list[Hook]:
         """The steps awaited in ``node``, in evaluation order (both sides of ``a if c else b``)."""
-        for aw in _awaits(node):
+        for aw in awaits(node):
             if isinstance(aw.value, ast.Call):
                 hooks = self.call(g, f, aw.value, hooks)
-            elif isinstance(aw.value, ast.Name) and self.is_step and self.is_step(self.globals.get(aw.value.id)):
+            elif isinstance(aw.value, ast.Name) and self.scope.is_step and self.scope.is_step(self.scope.globals.get(aw.value.id)):
                 name = aw.value.id  # `await my_step`: a step awaited without arguments
                 hooks = [(g.add("task", name, hooks, job=name), "next")]
         return hooks
 
-    def call(self, g: States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
+    def call(self, g: States, f: Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
         """An awaited call: nothing (trio), a parallel, an inlined helper, or a task."""
         func = call.func
         root = func
         while isinstance(root, ast.Attribute):
             root = root.value
-        resolved = self.globals.get(func.id) if isinstance(func, ast.Name) else None
+        resolved = self.scope.globals.get(func.id) if isinstance(func, ast.Name) else None
         in_trio = isinstance(root, ast.Name) and root.id == "trio"
         if in_trio or str(getattr(resolved, "__module__", "")).startswith("trio"):
             return hooks  # trio.sleep & co. (also `from trio import sleep`) are not steps
@@ -273,46 +221,19 @@ class _Compiler:
             return self.map(g, f, call, hooks)
         base = f.text(func)
         declared = getattr(resolved, "name", None)
-        if self.is_step is not None and self.is_step(resolved) and isinstance(declared, str):
+        if self.scope.is_step is not None and self.scope.is_step(resolved) and isinstance(declared, str):
             base = declared  # a @step(name=...) is drawn under the name the runtime keys it by
         if last == "step" and call.args:  # step(fn, ...) / step("label", fn, ...): named like the runtime
             first = call.args[0]
             base = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else f.text(first)
-        helper = self.helper(f, resolved)
-        loaded = _load(helper) if helper is not None else None
+        helper = self.scope.helper(f, resolved)
+        loaded = load(helper) if helper is not None else None
         if helper is None or loaded is None:
             return [(g.add("task", base, hooks, job=base), "next")]
         source, filename, first_line, node = loaded  # a helper coroutine: its steps, inlined
         returns: list[Hook] = []
-        inner = _Frame(source, filename, first_line, returns=returns, helpers=(*f.helpers, id(helper)))
+        inner = Frame(source, filename, first_line, returns=returns, helpers=(*f.helpers, id(helper)))
         return self.block(g, inner, node.body, hooks) + returns
-
-    def helper(self, f: _Frame, obj: object) -> Callable[..., Any] | None:
-        """The async helper to inline for a callee resolving to ``obj``, if it is one."""
-        target = getattr(obj, "__wrapped__", obj)
-        if obj is None or self.is_step is None or self.is_step(obj) or not inspect.iscoroutinefunction(target):
-            return None
-        if getattr(target, "__module__", None) != self.module or id(target) in f.helpers:
-            return None  # another module's coroutine, or a cycle: drawn as a task
-        return target if len(f.helpers) <= _MAX_DEPTH else None
-
-    def resolve(self, func: ast.expr) -> tuple[bool, Any]:
-        """(found, object) of the callee ``func`` (``name`` or ``a.b.name``), through the module's globals.
-
-        ``found`` is false when ``func``'s root name is not a global (a local,
-        a name imported inside the function) or ``func`` is no dotted name.
-        """
-        parts: list[str] = []
-        node = func
-        while isinstance(node, ast.Attribute):
-            parts.append(node.attr)
-            node = node.value
-        if not isinstance(node, ast.Name) or node.id not in self.globals:
-            return False, None
-        obj: Any = self.globals[node.id]
-        for part in reversed(parts):
-            obj = getattr(obj, part, None)
-        return True, obj
 
     def is_durable_map(self, func: ast.expr) -> bool:
         """Whether the callee ``func`` is ``durable.map``: resolved through the module's globals,
@@ -320,19 +241,19 @@ class _Compiler:
         ``map`` is never awaited)."""
         from ._map import map as durable_map
 
-        found, obj = self.resolve(func)
+        found, obj = self.scope.resolve(func)
         if not found:
             return isinstance(func, ast.Name)  # `await map(...)` with map imported inside the function
         return obj is durable_map
 
-    def primitive(self, g: States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook] | None:
+    def primitive(self, g: States, f: Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook] | None:
         """A wait, signal or child workflow state for a call of ``durable.sleep`` / ``sleep_until`` /
         ``wait_for_signal`` or of a ``@workflow``; ``None`` for any other call."""
         from ._decorators import WorkflowFunction
         from ._signals import wait_for_signal
         from ._sleep import sleep, sleep_until
 
-        found, obj = self.resolve(call.func)
+        found, obj = self.scope.resolve(call.func)
         if not found:
             return None
         keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
@@ -368,7 +289,7 @@ class _Compiler:
             return [(state, "next")]
         return None
 
-    def map(self, g: States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
+    def map(self, g: States, f: Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
         """A map state: the iterator is ``fn`` compiled as a call; the label tells the items and the bound."""
         keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
         fn = call.args[0] if call.args else keywords.get("fn")
@@ -389,7 +310,7 @@ class _Compiler:
             limit = f"at most {bound} at once" if bound else "no limit"
         fn_text = f.text(fn)
         over = f" over {f.text(items)}" if items is not None else ""
-        frame = _Frame(f.source, f.filename, f.first_line, returns=None, helpers=f.helpers)
+        frame = Frame(f.source, f.filename, f.first_line, returns=None, helpers=f.helpers)
 
         def build(sub: States, start: list[Hook]) -> list[Hook]:
             if isinstance(fn, ast.Lambda) and isinstance(fn.body, ast.Call):
@@ -404,7 +325,7 @@ class _Compiler:
         state["label"] = clip(f"{state['name']} {fn_text}{over} ({limit})")
         return [(state, "next")]
 
-    def parallel(self, g: States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
+    def parallel(self, g: States, f: Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
         """A parallel state: a branch per argument, a fan-out branch per starred comprehension."""
         branches: list[Graph] = []
         names: Counter[str] = Counter()
@@ -429,10 +350,10 @@ class _Compiler:
                 label = f.text(arg)
             names[label] += 1
             branch_name = label if names[label] == 1 else f"{label}#{names[label]}"
-            branch_frame = _Frame(f.source, f.filename, f.first_line, returns=None, helpers=f.helpers)
+            branch_frame = Frame(f.source, f.filename, f.first_line, returns=None, helpers=f.helpers)
 
             def build(sub: States, start: list[Hook], el: ast.expr = element,
-                      bf: _Frame = branch_frame) -> list[Hook]:
+                      bf: Frame = branch_frame) -> list[Hook]:
                 if isinstance(el, ast.Call):
                     return self.call(sub, bf, el, start)
                 return [(sub.add("task", bf.text(el), start, job=bf.text(el)), "next")]
@@ -488,10 +409,10 @@ def compile_workflow(fn: Callable[..., Any], *, name: str, is_step: Callable[[ob
         GraphError: ``parallel()`` is given something that cannot be awaited
             (the message names ``file:line``).
     """
-    loaded = _load(fn)
+    loaded = load(fn)
     if loaded is None:
         return Graph(name, (), source="recorded")
     source, filename, first_line, node = loaded
     compiler = _Compiler(fn, name, is_step)
-    frame = _Frame(source, filename, first_line, returns=None, helpers=(id(fn),))
+    frame = Frame(source, filename, first_line, returns=None, helpers=(id(fn),))
     return build_graph(name, lambda g, hooks: compiler.block(g, frame, node.body, hooks))
