@@ -2,7 +2,12 @@
 
 The coroutine is what runs; the graph serves inspection, diagrams, progress
 totals and validation at decoration time. It is built from the same IR states
-as the state-machine builder's. The mapping, construct by construct:
+as the state-machine builder's. This module compiles the statements (the
+control flow) and is the entry point; the state table and its freezing into a
+graph are in ``_compile_graph``, reading the source and resolving names in
+``_compile_source``, and the states of durable's primitives (sleep, signals,
+child workflows, map, parallel) in ``_compile_primitives``. The mapping,
+construct by construct:
 
 - ``await f(...)`` -> a task named after the step's declared name when ``f``
   resolves to a ``@step``, else after the call site's callee text (``f``,
@@ -58,167 +63,27 @@ the steps in source order.
 from __future__ import annotations
 
 import ast
-import inspect
-import textwrap
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any
 
-import attrs
-
-from ._diagram import duration_text
-from ._ir import (
-    ChildState,
-    ChoiceState,
-    Graph,
-    MapState,
-    ParallelState,
-    PassState,
-    SignalState,
-    State,
-    TaskState,
-    WaitState,
-    When,
-    validate_graph,
-)
-from .errors import GraphError
+from ._compile_graph import STEP_KINDS, Hook, States, build_graph, clip, connect
+from ._compile_primitives import is_durable_map, map_state, parallel_state, primitive_state
+from ._compile_source import Frame, Scope, awaits, load
+from ._ir import Graph
 
 __all__ = ["compile_workflow"]
-
-_MAX_DEPTH = 5  # nested helper coroutines inlined at most this deep
-_NAME_LIMIT = 60  # choice names are clipped to this many characters
-# parallel() arguments that can never be awaitable: a mistake worth failing decoration for.
-_NOT_AWAITABLE = (ast.Constant, ast.List, ast.Tuple, ast.Dict, ast.Set, ast.Lambda, ast.JoinedStr,
-                  ast.ListComp, ast.SetComp, ast.DictComp)
-_STEPS = ("task", "parallel", "map", "wait", "signal", "workflow")  # kinds of mutable states that are steps
-
-# A mutable state is a dict (kind, name, base, next, end, plus rules/default for
-# choices, branches/label for parallels). A hook is a dangling exit of a state:
-# (state, slot) with slot "next", "default" or a choice rule's index. Compiling a
-# block takes the hooks that lead into it and returns the hooks that leave it.
-Hook: TypeAlias = tuple[dict[str, Any], str | int]
-
-
-def _connect(hooks: list[Hook], target: str | None) -> None:
-    """Point every hook at ``target`` (``None`` re-opens them)."""
-    for state, slot in hooks:
-        if slot == "next" or slot == "default":
-            state[slot] = target
-        else:
-            state["rules"][slot][1] = target
-
-
-class _States:
-    """The mutable states of one graph (the workflow, or one parallel branch), in creation order."""
-
-    def __init__(self) -> None:
-        self.states: dict[str, dict[str, Any]] = {}
-        self.counts: Counter[str] = Counter()
-
-    def add(self, kind: str, base: str, hooks: list[Hook], **fields: Any) -> dict[str, Any]:
-        """A new state named ``base`` (``base#n`` for the n-th), entered from ``hooks``."""
-        self.counts[base] += 1
-        n = self.counts[base]
-        state = {"kind": kind, "name": base if n == 1 else f"{base}#{n}", "base": base,
-                 "next": None, "end": False, **fields}
-        self.states[state["name"]] = state
-        _connect(hooks, state["name"])
-        return state
-
-    def since(self, mark: int) -> list[dict[str, Any]]:
-        """States created after the first ``mark`` ones."""
-        return list(self.states.values())[mark:]
-
-    def truncate(self, mark: int, hooks: list[Hook], frame: _Frame) -> None:
-        """Forget the states created after ``mark``, re-open ``hooks``, drop exits into them."""
-        gone = self.since(mark)
-        for state in gone:
-            del self.states[state["name"]]
-            self.counts[state["base"]] -= 1
-        _connect(hooks, None)
-        ids = {id(s) for s in gone}
-        for pending in [frame.returns or [], *(h for loop in frame.loops for h in loop)]:
-            pending[:] = [h for h in pending if id(h[0]) not in ids]
-
-    def end(self, hooks: list[Hook], base: str) -> None:
-        """End the paths of ``hooks``: a state's own ``end``, else a shared pass state ``base``."""
-        need: list[Hook] = []
-        for state, slot in hooks:
-            if slot == "next" and state["kind"] != "choice" and state["kind"] != "start":
-                state["end"] = True
-            else:  # a choice's rule or default, or the start: needs a state to go to
-                need.append((state, slot))
-        if need:
-            self.add("pass", base, need, end=True)
-
-
-@dataclass
-class _Frame:
-    """The function being compiled: the workflow, or a helper inlined into it."""
-
-    source: str
-    filename: str
-    first_line: int
-    returns: list[Hook] | None  # None: ``return`` ends the graph; else the helper's exits
-    helpers: tuple[int, ...]  # ids of the functions being compiled, outermost first (cycles, depth)
-    loops: list[tuple[list[Hook], list[Hook]]] = field(default_factory=list)  # (continues, breaks)
-
-    def text(self, node: ast.AST) -> str:
-        """The source text of ``node``, on one line."""
-        return " ".join((ast.get_source_segment(self.source, node) or ast.unparse(node)).split())
-
-
-def _load(fn: Callable[..., Any]) -> tuple[str, str, int, ast.AsyncFunctionDef | ast.FunctionDef] | None:
-    """(source, file name, first line, def node) of ``fn``; ``None`` when its source is unavailable."""
-    name = getattr(fn, "__name__", None)
-    try:
-        source = textwrap.dedent(inspect.getsource(fn))
-        first_line = inspect.getsourcelines(fn)[1]
-        filename = inspect.getsourcefile(fn) or inspect.getfile(fn)
-        tree = ast.parse(source)
-    except (OSError, TypeError, SyntaxError):
-        return None  # built by exec/eval, a builtin, or source that no longer parses
-    defs = [n for n in ast.walk(tree) if isinstance(n, (ast.AsyncFunctionDef, ast.FunctionDef))]
-    node = next((d for d in defs if d.name == name), None)
-    return None if node is None else (source, filename, first_line, node)  # a lambda has no def
-
-
-def _awaits(node: ast.AST) -> list[ast.Await]:
-    """The awaits in ``node``, inner ones first (evaluation order), skipping nested definitions."""
-    found: list[ast.Await] = []
-
-    def visit(n: ast.AST) -> None:
-        for child in ast.iter_child_nodes(n):
-            if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
-                visit(child)
-        if isinstance(n, ast.Await):
-            found.append(n)
-
-    visit(node)
-    return found
 
 
 class _Compiler:
     """Compiles statements into mutable states; one per :func:`compile_workflow` call."""
 
     def __init__(self, fn: Callable[..., Any], name: str, is_step: Callable[[object], bool] | None) -> None:
-        self.fn = fn
         self.name = name
-        self.is_step = is_step
-        self.globals: dict[str, Any] = getattr(fn, "__globals__", {})
-        self.module = getattr(fn, "__module__", None)
-
-    def graph(self, name: str, build: Callable[[_States, list[Hook]], list[Hook]]) -> Graph:
-        """Build a graph from a start hook; paths left open fall off the end and end."""
-        g = _States()
-        start: dict[str, Any] = {"kind": "start", "name": "", "next": None}
-        g.end(build(g, [(start, "next")]), "return")  # a graph with no state gets one pass "return"
-        return _freeze(g, name, start["next"])
+        self.scope = Scope(fn, is_step)
 
     # -- statements: each takes the hooks leading in and returns the hooks leading out --
 
-    def block(self, g: _States, f: _Frame, body: list[ast.stmt], hooks: list[Hook]) -> list[Hook]:
+    def block(self, g: States, f: Frame, body: list[ast.stmt], hooks: list[Hook]) -> list[Hook]:
         """Compile ``body`` entered from ``hooks``; returns the hooks leaving its end (``[]``: none do)."""
         for stmt in body:
             if not hooks:  # every path before returned: the rest is dead code
@@ -226,7 +91,7 @@ class _Compiler:
             hooks = self.statement(g, f, stmt, hooks)
         return hooks
 
-    def statement(self, g: _States, f: _Frame, stmt: ast.stmt, hooks: list[Hook]) -> list[Hook]:
+    def statement(self, g: States, f: Frame, stmt: ast.stmt, hooks: list[Hook]) -> list[Hook]:
         """Compile one statement entered from ``hooks``; returns the hooks leaving it."""
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             return hooks
@@ -267,11 +132,11 @@ class _Compiler:
             return []
         return hooks
 
-    def choice(self, g: _States, f: _Frame, base: str, rules: list[tuple[str, list[ast.stmt]]],
+    def choice(self, g: States, f: Frame, base: str, rules: list[tuple[str, list[ast.stmt]]],
                default: list[ast.stmt], hooks: list[Hook]) -> list[Hook]:
         """A choice state: a rule per (label, body), ``default`` otherwise; empty paths fall through."""
         mark = len(g.states)
-        state = g.add("choice", _clip(base), hooks,
+        state = g.add("choice", clip(base), hooks,
                       rules=[[label, None] for label, _ in rules], default=None)
         out: list[Hook] = []
         for i, (_, body) in enumerate(rules):
@@ -282,7 +147,7 @@ class _Compiler:
             return hooks
         return out
 
-    def loop(self, g: _States, f: _Frame, stmt: ast.For | ast.AsyncFor | ast.While, hooks: list[Hook]) -> list[Hook]:
+    def loop(self, g: States, f: Frame, stmt: ast.For | ast.AsyncFor | ast.While, hooks: list[Hook]) -> list[Hook]:
         """A loop with steps: a choice whose rule enters the body, whose body comes back to it."""
         before = hooks
         if isinstance(stmt, ast.While):
@@ -293,20 +158,20 @@ class _Compiler:
             hooks = before = self.expr(g, f, stmt.iter, hooks)  # the iterable is evaluated once
             mark = len(g.states)
             base, label = f"for {f.text(stmt.target)} in {f.text(stmt.iter)}", "next item"
-        state = g.add("choice", _clip(base), hooks, rules=[[label, None]], default=None)
+        state = g.add("choice", clip(base), hooks, rules=[[label, None]], default=None)
         head = g.since(mark)[0]["name"]  # the while test's first step, or the choice
         continues: list[Hook] = []
         breaks: list[Hook] = []
         f.loops.append((continues, breaks))
         out = self.block(g, f, stmt.body, [(state, 0)])
         f.loops.pop()
-        if not any(s["kind"] in _STEPS for s in g.since(mark)):
+        if not any(s["kind"] in STEP_KINDS for s in g.since(mark)):
             g.truncate(mark, before, f)  # no step in the loop: nothing to draw
             return before
-        _connect(out + continues, head)
+        connect(out + continues, head)
         return self.block(g, f, stmt.orelse, [(state, "default")]) + breaks
 
-    def try_(self, g: _States, f: _Frame, stmt: ast.Try | ast.TryStar, hooks: list[Hook]) -> list[Hook]:
+    def try_(self, g: States, f: Frame, stmt: ast.Try | ast.TryStar, hooks: list[Hook]) -> list[Hook]:
         """The body, then a choice ``except <Types>``: "raised" to each handler, default onwards.
 
         Approximation: the exception is drawn as raised after the body's last
@@ -325,283 +190,50 @@ class _Compiler:
 
     # -- expressions --------------------------------------------------------------
 
-    def expr(self, g: _States, f: _Frame, node: ast.AST, hooks: list[Hook]) -> list[Hook]:
+    def expr(self, g: States, f: Frame, node: ast.AST, hooks: list[Hook]) -> list[Hook]:
         """The steps awaited in ``node``, in evaluation order (both sides of ``a if c else b``)."""
-        for aw in _awaits(node):
+        for aw in awaits(node):
             if isinstance(aw.value, ast.Call):
                 hooks = self.call(g, f, aw.value, hooks)
-            elif isinstance(aw.value, ast.Name) and self.is_step and self.is_step(self.globals.get(aw.value.id)):
+            elif (isinstance(aw.value, ast.Name) and self.scope.is_step
+                  and self.scope.is_step(self.scope.globals.get(aw.value.id))):
                 name = aw.value.id  # `await my_step`: a step awaited without arguments
                 hooks = [(g.add("task", name, hooks, job=name), "next")]
         return hooks
 
-    def call(self, g: _States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
+    def call(self, g: States, f: Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
         """An awaited call: nothing (trio), a parallel, an inlined helper, or a task."""
         func = call.func
         root = func
         while isinstance(root, ast.Attribute):
             root = root.value
-        resolved = self.globals.get(func.id) if isinstance(func, ast.Name) else None
+        resolved = self.scope.globals.get(func.id) if isinstance(func, ast.Name) else None
         in_trio = isinstance(root, ast.Name) and root.id == "trio"
         if in_trio or str(getattr(resolved, "__module__", "")).startswith("trio"):
             return hooks  # trio.sleep & co. (also `from trio import sleep`) are not steps
         last = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-        primitive = self.primitive(g, f, call, hooks)
+        primitive = primitive_state(self.scope, g, f, call, hooks)
         if primitive is not None:
             return primitive
         if last == "parallel":
-            return self.parallel(g, f, call, hooks)
-        if last in ("map", "map_") and self.is_durable_map(func):
-            return self.map(g, f, call, hooks)
+            return parallel_state(g, f, call, hooks, self.call, self.name)
+        if last in ("map", "map_") and is_durable_map(self.scope, func):
+            return map_state(g, f, call, hooks, self.call)
         base = f.text(func)
         declared = getattr(resolved, "name", None)
-        if self.is_step is not None and self.is_step(resolved) and isinstance(declared, str):
+        if self.scope.is_step is not None and self.scope.is_step(resolved) and isinstance(declared, str):
             base = declared  # a @step(name=...) is drawn under the name the runtime keys it by
         if last == "step" and call.args:  # step(fn, ...) / step("label", fn, ...): named like the runtime
             first = call.args[0]
             base = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else f.text(first)
-        helper = self.helper(f, resolved)
-        loaded = _load(helper) if helper is not None else None
+        helper = self.scope.helper(f, resolved)
+        loaded = load(helper) if helper is not None else None
         if helper is None or loaded is None:
             return [(g.add("task", base, hooks, job=base), "next")]
         source, filename, first_line, node = loaded  # a helper coroutine: its steps, inlined
         returns: list[Hook] = []
-        inner = _Frame(source, filename, first_line, returns=returns, helpers=(*f.helpers, id(helper)))
+        inner = Frame(source, filename, first_line, returns=returns, helpers=(*f.helpers, id(helper)))
         return self.block(g, inner, node.body, hooks) + returns
-
-    def helper(self, f: _Frame, obj: object) -> Callable[..., Any] | None:
-        """The async helper to inline for a callee resolving to ``obj``, if it is one."""
-        target = getattr(obj, "__wrapped__", obj)
-        if obj is None or self.is_step is None or self.is_step(obj) or not inspect.iscoroutinefunction(target):
-            return None
-        if getattr(target, "__module__", None) != self.module or id(target) in f.helpers:
-            return None  # another module's coroutine, or a cycle: drawn as a task
-        return target if len(f.helpers) <= _MAX_DEPTH else None
-
-    def resolve(self, func: ast.expr) -> tuple[bool, Any]:
-        """(found, object) of the callee ``func`` (``name`` or ``a.b.name``), through the module's globals.
-
-        ``found`` is false when ``func``'s root name is not a global (a local,
-        a name imported inside the function) or ``func`` is no dotted name.
-        """
-        parts: list[str] = []
-        node = func
-        while isinstance(node, ast.Attribute):
-            parts.append(node.attr)
-            node = node.value
-        if not isinstance(node, ast.Name) or node.id not in self.globals:
-            return False, None
-        obj: Any = self.globals[node.id]
-        for part in reversed(parts):
-            obj = getattr(obj, part, None)
-        return True, obj
-
-    def is_durable_map(self, func: ast.expr) -> bool:
-        """Whether the callee ``func`` is ``durable.map``: resolved through the module's globals,
-        or a bare ``map``/``map_`` imported where the compiler cannot see it (the builtin
-        ``map`` is never awaited)."""
-        from ._map import map as durable_map
-
-        found, obj = self.resolve(func)
-        if not found:
-            return isinstance(func, ast.Name)  # `await map(...)` with map imported inside the function
-        return obj is durable_map
-
-    def primitive(self, g: _States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook] | None:
-        """A wait, signal or child workflow state for a call of ``durable.sleep`` / ``sleep_until`` /
-        ``wait_for_signal`` or of a ``@workflow``; ``None`` for any other call."""
-        from ._decorators import WorkflowFunction
-        from ._signals import wait_for_signal
-        from ._sleep import sleep, sleep_until
-
-        found, obj = self.resolve(call.func)
-        if not found:
-            return None
-        keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
-        if obj is sleep or obj is sleep_until:
-            until = obj is sleep_until
-            arg = call.args[0] if call.args else keywords.get("when" if until else "seconds")
-            seconds = _number(arg) if arg is not None and not until else None
-            if seconds is not None and seconds >= 0:
-                label = f"sleep {duration_text(seconds)}"
-            else:
-                seconds = None
-                what = f.text(arg) if arg is not None else "?"
-                label = _clip(f"sleep until {what}" if until else f"sleep {what}")
-            state = g.add("wait", "sleep", hooks, seconds=seconds)
-            state["label"] = label  # the diagram's text: what the wait waits for
-            return [(state, "next")]
-        if obj is wait_for_signal:
-            arg = call.args[0] if call.args else keywords.get("name")
-            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                signal = arg.value
-            else:
-                signal = f.text(arg) if arg is not None else "?"
-            timeout_node = keywords.get("timeout")
-            timeout = _number(timeout_node) if timeout_node is not None else None
-            default_node = keywords.get("default")
-            default = default_node.value if isinstance(default_node, ast.Constant) else None
-            state = g.add("signal", _clip(f"signal:{signal}"), hooks, signal=signal,
-                          timeout=timeout if timeout is not None and timeout >= 0 else None,
-                          has_default=default_node is not None, default=default)
-            return [(state, "next")]
-        if isinstance(obj, WorkflowFunction):
-            state = g.add("workflow", _clip(f"workflow:{obj.name}"), hooks, workflow=obj.name, definition=obj)
-            return [(state, "next")]
-        return None
-
-    def map(self, g: _States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
-        """A map state: the iterator is ``fn`` compiled as a call; the label tells the items and the bound."""
-        keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
-        fn = call.args[0] if call.args else keywords.get("fn")
-        items = call.args[1] if len(call.args) > 1 else keywords.get("items")
-        if fn is None or isinstance(fn, ast.Starred):
-            return [(g.add("task", f.text(call.func), hooks, job=f.text(call.func)), "next")]
-        bound_node = keywords.get("concurrency")
-        bound = 10
-        if isinstance(bound_node, ast.Constant) and isinstance(bound_node.value, int):
-            bound = max(0, bound_node.value)
-        elif bound_node is not None:
-            bound = 0
-        on_error_node = keywords.get("on_error")
-        on_error = on_error_node.value if isinstance(on_error_node, ast.Constant) else "fail-fast"
-        if bound_node is not None and not isinstance(bound_node, ast.Constant):
-            limit = f"at most {f.text(bound_node)} at once"
-        else:
-            limit = f"at most {bound} at once" if bound else "no limit"
-        fn_text = f.text(fn)
-        over = f" over {f.text(items)}" if items is not None else ""
-        frame = _Frame(f.source, f.filename, f.first_line, returns=None, helpers=f.helpers)
-
-        def build(sub: _States, start: list[Hook]) -> list[Hook]:
-            if isinstance(fn, ast.Lambda) and isinstance(fn.body, ast.Call):
-                return self.call(sub, frame, fn.body, start)  # `lambda x: pack(x, "gift")`
-            if isinstance(fn, ast.Lambda):
-                return [(sub.add("task", fn_text, start, job=fn_text), "next")]
-            return self.call(sub, frame, ast.Call(func=fn, args=[], keywords=[]), start)
-
-        iterator = self.graph(_clip(fn_text), build)
-        state = g.add("map", "map", hooks, iterator=iterator, max_concurrency=bound,
-                      on_error=on_error if on_error in ("fail-fast", "wait-all") else "fail-fast")
-        state["label"] = _clip(f"{state['name']} {fn_text}{over} ({limit})")
-        return [(state, "next")]
-
-    def parallel(self, g: _States, f: _Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook]:
-        """A parallel state: a branch per argument, a fan-out branch per starred comprehension."""
-        branches: list[Graph] = []
-        names: Counter[str] = Counter()
-        fan_out = False
-        args: list[ast.expr] = []
-        for arg in call.args:  # `*[a(), b()]` is just a(), b()
-            spread = isinstance(arg, ast.Starred) and isinstance(arg.value, (ast.List, ast.Tuple))
-            args.extend(arg.value.elts if spread else [arg])  # type: ignore[attr-defined]
-        for arg in args:  # keywords (on_error=) do not change the graph
-            element: ast.expr = arg
-            if isinstance(arg, ast.Starred) and isinstance(arg.value, (ast.GeneratorExp, ast.ListComp)):
-                fan_out, element = True, arg.value.elt
-                label = " ".join(f"for {f.text(c.target)} in {f.text(c.iter)}" for c in arg.value.generators)
-            elif isinstance(arg, ast.Starred):
-                fan_out, label = True, f.text(arg)  # `*calls`: unknown awaitables, one task
-                element = arg.value
-            elif isinstance(arg, _NOT_AWAITABLE):
-                line = f.first_line + arg.lineno - 1
-                raise GraphError(f"{f.filename}:{line}: parallel() takes awaitables (step or helper calls), "
-                                 f"got {f.text(arg)}", workflow=self.name)
-            else:
-                label = f.text(arg)
-            names[label] += 1
-            branch_name = label if names[label] == 1 else f"{label}#{names[label]}"
-            branch_frame = _Frame(f.source, f.filename, f.first_line, returns=None, helpers=f.helpers)
-
-            def build(sub: _States, start: list[Hook], el: ast.expr = element,
-                      bf: _Frame = branch_frame) -> list[Hook]:
-                if isinstance(el, ast.Call):
-                    return self.call(sub, bf, el, start)
-                return [(sub.add("task", bf.text(el), start, job=bf.text(el)), "next")]
-
-            branches.append(self.graph(branch_name, build))
-        if not branches:
-            return hooks  # `await parallel()` awaits nothing
-        state = g.add("parallel", "parallel", hooks, branches=tuple(branches))
-        if fan_out:
-            state["label"] = f"{state['name']}: fan-out, one branch per item"
-        return [(state, "next")]
-
-
-def _number(node: ast.AST) -> float | None:
-    """The value of a number made of constants (``3600``, ``24 * 60 * 60``, ``1.5``); ``None`` otherwise."""
-    if isinstance(node, ast.Constant):
-        value = node.value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        return None
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        inner = _number(node.operand)
-        return None if inner is None else (-inner if isinstance(node.op, ast.USub) else inner)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
-        left, right = _number(node.left), _number(node.right)
-        if left is None or right is None:
-            return None
-        if isinstance(node.op, ast.Add):
-            return left + right
-        if isinstance(node.op, ast.Sub):
-            return left - right
-        if isinstance(node.op, ast.Mult):
-            return left * right
-        return left / right if right else None
-    return None
-
-
-def _clip(text: str) -> str:
-    """``text`` clipped to the state name limit."""
-    return text if len(text) <= _NAME_LIMIT else text[: _NAME_LIMIT - 3] + "..."
-
-
-def _frozen(s: dict[str, Any]) -> State:
-    """The IR state of the mutable state ``s``; an open ``next`` ends the path."""
-    label = s.get("label") or (s["base"] if s["name"] != s["base"] else None)
-    if s["kind"] == "choice":
-        rules = tuple(When(None, target, lbl) for lbl, target in s["rules"] if target is not None)
-        return ChoiceState(name=s["name"], choices=rules, default=s["default"], label=label)
-    end = s["end"] or s["next"] is None
-    common: dict[str, Any] = {"name": s["name"], "next": None if end else s["next"], "end": end, "label": label}
-    if s["kind"] == "task":
-        return TaskState(job=s["job"], **common)
-    if s["kind"] == "parallel":
-        return ParallelState(branches=s["branches"], **common)
-    if s["kind"] == "map":
-        return MapState(iterator=s["iterator"], max_concurrency=s["max_concurrency"], on_error=s["on_error"],
-                        **common)
-    if s["kind"] == "wait":
-        return WaitState(seconds=s["seconds"], **common)
-    if s["kind"] == "signal":
-        return SignalState(signal=s["signal"], timeout=s["timeout"], has_default=s["has_default"],
-                           default=s["default"], **common)
-    if s["kind"] == "workflow":
-        return ChildState(workflow=s["workflow"], definition=s["definition"], **common)
-    return PassState(**common)
-
-
-def _freeze(g: _States, name: str, entry: str) -> Graph:
-    """The validated IR graph of ``g``, ``entry`` first.
-
-    If an approximation left the graph invalid (say an unreachable state),
-    fall back to its steps in source order, one after the other, so that
-    decoration never fails on a workflow Python accepts.
-    """
-    order = [g.states[entry], *(s for s in g.states.values() if s["name"] != entry)]
-    graph = Graph(name, tuple(_frozen(s) for s in order), source="source")
-    try:
-        validate_graph(graph)
-    except GraphError:
-        steps: list[TaskState | ParallelState | MapState | PassState | WaitState | SignalState | ChildState] = [
-            s for s in graph.states if isinstance(s, (TaskState, ParallelState, MapState, WaitState, SignalState,
-                                                      ChildState))] or [PassState(name="return")]
-        linear: list[State] = [
-            attrs.evolve(s, next=None if i + 1 == len(steps) else steps[i + 1].name, end=i + 1 == len(steps))
-            for i, s in enumerate(steps)]
-        graph = Graph(name, tuple(linear), source="source")
-    return graph
 
 
 def compile_workflow(fn: Callable[..., Any], *, name: str, is_step: Callable[[object], bool] | None = None) -> Graph:
@@ -622,10 +254,10 @@ def compile_workflow(fn: Callable[..., Any], *, name: str, is_step: Callable[[ob
         GraphError: ``parallel()`` is given something that cannot be awaited
             (the message names ``file:line``).
     """
-    loaded = _load(fn)
+    loaded = load(fn)
     if loaded is None:
         return Graph(name, (), source="recorded")
     source, filename, first_line, node = loaded
     compiler = _Compiler(fn, name, is_step)
-    frame = _Frame(source, filename, first_line, returns=None, helpers=(id(fn),))
-    return compiler.graph(name, lambda g, hooks: compiler.block(g, frame, node.body, hooks))
+    frame = Frame(source, filename, first_line, returns=None, helpers=(id(fn),))
+    return build_graph(name, lambda g, hooks: compiler.block(g, frame, node.body, hooks))

@@ -661,7 +661,7 @@ def test_invalid_graph_falls_back_to_linear(monkeypatch: pytest.MonkeyPatch) -> 
     def failing(graph: Graph, *, workflow: str | None = None) -> None:
         raise GraphError("no end is reachable: every path loops forever", workflow=graph.name)
 
-    monkeypatch.setattr("durable._compiler.validate_graph", failing)
+    monkeypatch.setattr("durable._compile_graph.validate_graph", failing)
     g = compile_workflow(wf_while, name="wf_while", is_step=is_step)
     assert g.source == "source"
     assert shape(g) == [("charge", "task", "notify"), ("notify", "task", "END")]
@@ -749,7 +749,7 @@ def test_the_linear_fallback_keeps_waits_signals_and_children(monkeypatch: pytes
     def failing(graph: Graph, *, workflow: str | None = None) -> None:
         raise GraphError("no end is reachable: every path loops forever", workflow=graph.name)
 
-    monkeypatch.setattr("durable._compiler.validate_graph", failing)
+    monkeypatch.setattr("durable._compile_graph.validate_graph", failing)
     g = compile_workflow(with_primitives.__wrapped__, name="with_primitives", is_step=durable_is_step)
     assert [s.type for s in g.states] == ["task", "wait", "wait", "wait", "signal", "signal", "workflow", "workflow"]
     monkeypatch.undo()
