@@ -23,7 +23,7 @@ from ._ir import STEP_TYPES, Graph, TaskState
 from ._plain import run_plain
 from ._retry import Retry, effective_retry
 from ._run import Run, Scope
-from ._steps import StepSpec, run_step
+from ._steps import Prepare, StepSpec, run_step
 from ._jobs import as_async_call, is_async_callable
 from .stores._base import check_workflow_name
 
@@ -57,11 +57,17 @@ async def _call_step(sf: StepFunction[Any, Any], args: tuple[Any, ...], kwargs: 
     spec = sf.spec(current.default_retry)
     if sf.calls_async(fn):
         return await run_step(run, current.scope, spec, job=(fn, args, kwargs))
+    return await run_step(run, current.scope, spec, _prepare_sync(fn, args, kwargs))
+
+
+def _prepare_sync(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Prepare:
+    """How a sync ``@step`` runs: in a worker thread. (Not a closure of ``_call_step``: its
+    variables would become cells, allocated on every call, for the async steps too.)"""
 
     def prepare() -> tuple[Any, Callable[[], Awaitable[Any]]]:
         return {"args": args, "kwargs": kwargs} if kwargs else args, as_async_call(fn, *args, **kwargs)
 
-    return await run_step(run, current.scope, spec, prepare)
+    return prepare
 
 
 @final

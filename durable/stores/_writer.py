@@ -141,11 +141,13 @@ class Writer:
             self.batches += 1
             self.writes += len(batch)
             waiters = [r.waiter for r in batch if r.waiter is not None]
+            del batch  # not kept alive (closures, records) while the thread waits for the next one
             if waiters:
                 try:
                     self.token.run_sync_soon(_wake_all, waiters)
                 except trio.RunFinishedError:
                     return
+                del waiters
 
 
 def _wake_all(tasks: list[trio.lowlevel.Task]) -> None:
