@@ -8,6 +8,7 @@ concurrently in a nursery with the same ``on_error`` semantics.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Awaitable, Coroutine
 from typing import Any
@@ -56,21 +57,20 @@ async def parallel(*awaitables: Awaitable[Any], on_error: str = "fail-fast") -> 
         if current is None:
             return await _plain_parallel(aws, on_error, started)
 
-        def branch(i: int) -> Any:
-            async def go(scope: Scope) -> Any:
-                assert current is not None
-                started.add(i)
-                token = active.set(Active(current.run, scope, current.default_retry))
-                try:
-                    return await aws[i]
-                finally:
-                    active.reset(token)
+        run, default_retry = current.run, current.default_retry
 
-            return go
+        def enter(i: int, scope: Scope) -> Awaitable[Any]:
+            # Called in the branch's own task (each has a context of its own),
+            # right before it awaits the branch: the branch's steps see its scope.
+            # Never reset: the task ends with the branch, and a task's next item
+            # (a map's) sets its own. No wrapper coroutine per branch.
+            started.add(i)
+            active.set(Active(run, scope, default_retry))
+            return aws[i]
 
         results: list[Any] = await run_parallel(
-            current.run, current.scope, name="parallel", labels=[str(i) for i in range(len(aws))],
-            branches=[branch(i) for i in range(len(aws))], on_error=on_error,
+            run, current.scope, name="parallel", labels=[str(i) for i in range(len(aws))],
+            branches=[functools.partial(enter, i) for i in range(len(aws))], on_error=on_error,
         )
         return results
     finally:
