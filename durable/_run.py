@@ -179,8 +179,10 @@ class Run:
         A failed write poisons the run: the workflow must not move past a step
         whose result is not stored.
         """
-        await self._guard(self.engine.store.put_step(self.id, step, durable=durable, owner=self.engine.owner.id),
-                          step)
+        try:  # what _guard does, inline: one coroutine fewer per step
+            await self.engine.store.put_step(self.id, step, durable=durable, owner=self.engine.owner.id)
+        except Exception as exc:
+            raise self._write_failed(exc, step) from (exc.__cause__ if isinstance(exc, SerializationError) else None)
         self.checkpoints[step.key] = step
 
     async def take_signal(self, name: str, seq: int, step: StepResult) -> bool:
