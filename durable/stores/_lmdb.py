@@ -278,7 +278,7 @@ class LMDBStore(LMDBSteps, LMDBSignals, LMDBLeases):
                         skip = superseded(batch)
                         for i, r in enumerate(batch):
                             if i not in skip:
-                                r.result = r.fn(txn)
+                                r.result = r.fn(txn, *r.args)
                         txn.commit()
                         return
                     except lmdb.MapFullError:
@@ -319,20 +319,21 @@ class LMDBStore(LMDBSteps, LMDBSignals, LMDBLeases):
         return f" (is the disk full, or a file size limit reached? {free})"
 
     async def _write(
-        self, fn: Callable[[lmdb.Transaction], _T], durable: bool = True, key: bytes | None = None
+        self, fn: Callable[..., _T], durable: bool = True, key: bytes | None = None, args: tuple[Any, ...] = ()
     ) -> _T:
+        """Run ``fn(txn, *args)`` in the writer's next transaction; returns (or raises) what it did."""
         if self._closed:
             raise self._fail("the store is closed")
         writer = self._writer
         if writer is None:
             # No writer thread (the store is used outside an engine): write inline.
-            request = WriteRequest(fn, durable, None, key)
+            request = WriteRequest(fn, durable, None, key, args)
             self._run_batch([request])
         elif not durable:
-            self._write_later(fn, key)
+            self._write_later(fn, key, args)
             return None  # type: ignore[return-value]
         else:
-            request = WriteRequest(fn, True, trio.lowlevel.current_task(), key)
+            request = WriteRequest(fn, True, trio.lowlevel.current_task(), key, args)
             writer.submit(request)
             # Uncancellable, like a shielded wait but cheaper (no cancel scope
             # per checkpoint): once queued the write will land, and the caller
@@ -344,11 +345,11 @@ class LMDBStore(LMDBSteps, LMDBSignals, LMDBLeases):
             raise request.result  # a fenced write refused (returned, so the batch still commits)
         return request.result  # type: ignore[no-any-return]
 
-    def _write_later(self, fn: Callable[[lmdb.Transaction], Any], key: bytes | None = None) -> None:
-        """Queue ``fn`` as a non-durable write, without waiting (written inline if there is no writer thread)."""
+    def _write_later(self, fn: Callable[..., Any], key: bytes | None = None, args: tuple[Any, ...] = ()) -> None:
+        """Queue ``fn(txn, *args)`` as a non-durable write, without waiting (inline if there is no writer thread)."""
         if self._closed:
             raise self._fail("the store is closed")
-        request = WriteRequest(fn, False, None, key)
+        request = WriteRequest(fn, False, None, key, args)
         writer = self._writer
         if writer is not None:
             writer.submit(request)

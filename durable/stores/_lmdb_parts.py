@@ -37,13 +37,13 @@ class LMDBParts:
         """A read transaction (with the map-resize handling)."""
         raise NotImplementedError
 
-    async def _write(self, fn: Callable[[lmdb.Transaction], _T], durable: bool = True,
-                     key: bytes | None = None) -> _T:
-        """Run ``fn`` in the group-commit writer's next transaction."""
+    async def _write(self, fn: Callable[..., _T], durable: bool = True, key: bytes | None = None,
+                     args: tuple[Any, ...] = ()) -> _T:
+        """Run ``fn(txn, *args)`` in the group-commit writer's next transaction."""
         raise NotImplementedError
 
-    def _write_later(self, fn: Callable[[lmdb.Transaction], Any], key: bytes | None = None) -> None:
-        """Queue ``fn`` as a non-durable write without waiting."""
+    def _write_later(self, fn: Callable[..., Any], key: bytes | None = None, args: tuple[Any, ...] = ()) -> None:
+        """Queue ``fn(txn, *args)`` as a non-durable write without waiting."""
         raise NotImplementedError
 
     def _fence(self, txn: lmdb.Transaction, key: bytes, owner: str | None) -> LeaseLost | None:

@@ -7,7 +7,6 @@ only if no later checkpoint of its key joins the same commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import lmdb
 
@@ -38,7 +37,7 @@ class LMDBSteps(LMDBParts):
         check_instance_id(instance_id)
         key = step_key_bytes(instance_id, step.key)
         data = encode_step(step, instance_id=instance_id)  # SerializationError here
-        await self._write(self._step_writer(instance_id, key, step, data, owner), True, key)
+        await self._write(self._put_step, True, key, (instance_id, key, step, data, owner))
 
     def put_step_later(self, instance_id: str, step: StepResult, *, owner: str | None = None) -> None:
         """Queue a non-durable checkpoint (a step's "running" marker) without waiting for it.
@@ -55,24 +54,17 @@ class LMDBSteps(LMDBParts):
         # commit, so the writer encodes it only if it is written.
         check_step_input(step, instance_id=instance_id)
         key = step_key_bytes(instance_id, step.key)
-        self._write_later(self._step_writer(instance_id, key, step, None, owner), key)
+        self._write_later(self._put_step, key, (instance_id, key, step, None, owner))
 
-    def _step_writer(self, instance_id: str, key: bytes, step: StepResult, data: bytes | None,
-                     owner: str | None) -> Callable[[lmdb.Transaction], LeaseLost | None]:
-        """The write function storing ``step`` (``data``, or encoded by the writer if ``None``), fenced."""
-        instance_key = instance_id.encode()
-
-        def put(txn: lmdb.Transaction) -> LeaseLost | None:
-            lost = self._fence(txn, instance_key, owner)
-            if lost is None:
-                if data is not None:
-                    txn.put(key, data, db=self._dbs["steps"])
-                else:
-                    try:
-                        marker = encode_step(step, instance_id=instance_id)
-                    except SerializationError:
-                        return None  # the input changed since it was checked: bookkeeping, skipped
-                    txn.put(key, marker, db=self._dbs["steps"])
-            return lost
-
-        return put
+    def _put_step(self, txn: lmdb.Transaction, instance_id: str, key: bytes, step: StepResult,
+                  data: bytes | None, owner: str | None) -> LeaseLost | None:
+        """Store ``step`` (``data``, or encoded now if ``None``: a marker), fenced by ``owner`` (writer thread)."""
+        lost = self._fence(txn, instance_id.encode(), owner)
+        if lost is None:
+            if data is None:
+                try:
+                    data = encode_step(step, instance_id=instance_id)
+                except SerializationError:
+                    return None  # the input changed since it was checked: bookkeeping, skipped
+            txn.put(key, data, db=self._dbs["steps"])
+        return lost

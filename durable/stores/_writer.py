@@ -26,22 +26,23 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-import lmdb
 import trio
 
 __all__ = ["WriteRequest", "Writer", "superseded"]
 
-WriteFn = Callable[[lmdb.Transaction], Any]
+WriteFn = Callable[..., Any]  # fn(txn, *args)
 
 
 @attrs.define(eq=False)
 class WriteRequest:
-    """One queued write; ``waiter`` (a parked task) is rescheduled once it is committed (or failed)."""
+    """One queued write, ``fn(txn, *args)``; ``waiter`` (a parked task) is rescheduled once it is
+    committed (or failed). ``args`` spares a closure (and its cells) per write."""
 
     fn: WriteFn
     durable: bool
     waiter: trio.lowlevel.Task | None
     key: bytes | None = None
+    args: tuple[Any, ...] = ()
     result: Any = None
     error: BaseException | None = None
 
