@@ -64,7 +64,8 @@ class Scope:
 
     path: str = ""
     counts: dict[str, int] = attrs.field(factory=dict)
-    busy: str | None = None
+    busy: str | None = None  # the key of the step running in this scope
+    attempt: int = 0  # and its attempt (what current_step() reports)
 
     def next_key(self, name: str) -> str:
         n = self.counts.get(name, 0)

@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import trio
 
-from ._context import StepInfo, step_info_var
+from ._context import step_slot_var
 from ._records import StepResult, StepStatus
 from ._retry import Retry
 from ._run import Run, Scope
@@ -115,6 +115,9 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
             step=key,
         ))
     scope.busy = key
+    slot = step_slot_var.get()
+    if slot is None or slot[1] is not scope:
+        step_slot_var.set((run, scope))  # once per task and scope: current_step() reads scope.busy
     try:
         policy = spec.retry
         attempt = rec.attempts if rec is not None else 0
@@ -143,7 +146,7 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
             marker = _record(spec, key, step_input, started_at, StepStatus.RUNNING, attempts=attempt)
             if not run.mark_running(marker):
                 await run.checkpoint(marker, durable=False)
-            token = step_info_var.set(StepInfo(run.name, run.id, key, attempt))
+            scope.attempt = attempt
             try:
                 if spec.timeout is not None:
                     with trio.move_on_after(spec.timeout) as timer:
@@ -157,8 +160,6 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
                 error: BaseException | None = exc
             else:
                 error = None
-            finally:
-                step_info_var.reset(token)
             if error is None:
                 break
             if run.cancel_scope.cancel_called:

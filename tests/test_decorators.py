@@ -486,3 +486,32 @@ async def test_plain_call_honours_default_retry(autojump_clock: Any) -> None:
     FLAKES.clear()
     assert await uses_default() == "ok"
     assert FLAKES["n"] == 2
+
+
+@step
+async def my_key(tag: str) -> str:
+    info = current_step()
+    assert info is not None
+    await trio.sleep(0)  # the other branches run meanwhile: each still sees its own step
+    again = current_step()
+    assert again == info
+    return f"{tag}={info.key}@{info.attempt}"
+
+
+@workflow
+async def branch_keys() -> list[Any]:
+    before = current_step()
+    out = await parallel(my_key("a"), my_key("b"), my_key("c"))
+    between = current_step()
+    last = await my_key("d")
+    return [before, *out, between, last, current_step()]
+
+
+async def test_current_step_in_parallel_branches_and_between_steps(engine: Engine) -> None:
+    """Each branch sees its own step's key; the workflow body between steps sees no step."""
+    inst = await engine.workflows.wait(await engine.workflows.start(branch_keys))
+    assert inst.status == "completed", inst.error
+    assert inst.output == [
+        None, "a=parallel#0/0/my_key#0@1", "b=parallel#0/1/my_key#0@1", "c=parallel#0/2/my_key#0@1",
+        None, "d=my_key#0@1", None,
+    ]
