@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-peer", action="store_true", help="skip DBOS even if it is installed")
     p.add_argument("--dir", default=None, help="where to put the temporary stores (default: the system temp dir)")
     p.add_argument("--timeout", type=float, default=1200, help="seconds one child process may run")
+    p.add_argument("--gc-freeze", action="store_true",
+                   help="each child process (both sides) calls gc.freeze() after its imports: an application's "
+                        "tuning, measured apart (the default run is without)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every child process started")
     return p.parse_args(argv)
 
@@ -84,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         info = machine_info(root)
         info["sizes"] = "quick" if args.quick else "full"
+        info["gc"] = "gc.freeze() after imports (--gc-freeze)" if args.gc_freeze else "Python's defaults"
+        if args.gc_freeze:
+            os.environ["BENCH_GC_FREEZE"] = "1"  # the children inherit it (see _child.py)
         info["peer"] = ("DBOS with SQLite" if peer else
                         "skipped (--no-peer)" if args.no_peer else
                         "skipped: dbos is not installed (pip install 'durable[bench]')")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, final
+from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
@@ -18,7 +18,7 @@ from ._records import WorkflowInstance
 if TYPE_CHECKING:
     from ._catch import CaughtError
 
-__all__ = ["Context", "StepInfo", "current_step", "step_info_var", "step_slot_var"]
+__all__ = ["Context", "StepInfo", "current_step", "step_info_var"]
 
 
 @final
@@ -84,34 +84,6 @@ class StepInfo:
 
 
 step_info_var: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar("durable_step", default=None)
-"""The step of a plain run (no engine), set around each attempt."""
-
-
-class StepSlot(Protocol):
-    """Where an engine's running step is noted: a checkpoint scope (``busy``: its key, ``attempt``)."""
-
-    busy: str | None
-    attempt: int
-
-
-class RunNames(Protocol):
-    """The run a step slot belongs to."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def name(self) -> str: ...
-
-
-step_slot_var: contextvars.ContextVar[tuple[RunNames, StepSlot] | None] = contextvars.ContextVar(
-    "durable_step_slot", default=None
-)
-"""The run and scope whose steps run in this task (set at a task's first step, never reset).
-
-The engine notes the running step on the scope itself, so a step costs no
-context change; each task (a parallel branch, a map item) has a scope of its own.
-"""
 
 
 def current_step() -> StepInfo | None:
@@ -119,14 +91,4 @@ def current_step() -> StepInfo | None:
 
     .. versionadded:: 0.1.0
     """
-    info = step_info_var.get()
-    if info is not None:
-        return info
-    where = step_slot_var.get()
-    if where is None:
-        return None
-    run, scope = where
-    key = scope.busy
-    if key is None:
-        return None
-    return StepInfo(run.name, run.id, key, scope.attempt)
+    return step_info_var.get()

@@ -44,16 +44,16 @@ def _check_options(retry: Retry | None, timeout: float | None, what: str) -> Non
         raise ValueError(f"{what}: timeout must be a number of seconds > 0, got {timeout!r}")
 
 
-async def _call_step(sf: StepFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def _call_step(sf: StepFunction[Any, Any], fn: Callable[..., Any], args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> Any:
     current = active.get()  # read when awaited: a parallel() branch has its own scope
     if current is None:
         policy = (sf.retry or Retry()).merged_over(plain_default_retry.get())
-        return await run_plain(sf.name, sf.__wrapped__, args, kwargs, policy, sf.timeout)
+        return await run_plain(sf.name, fn, args, kwargs, policy, sf.timeout)
     run = current.run
     record = getattr(run.definition, "record", None)
     if record is not None:
         record(sf.name)
-    fn = sf.__wrapped__
     spec = sf.spec(current.default_retry)
     if sf.calls_async(fn):
         return await run_step(run, current.scope, spec, job=(fn, args, kwargs))
@@ -107,20 +107,23 @@ class StepFunction(Generic[P, R]):
         """How the engine runs this step in a workflow whose ``default_retry`` is given."""
         found = self._specs.get(id(default_retry))
         if found is not None and found[0] is default_retry:
-            return found[1]
+            spec = found[1]
+            if (spec.name is self.name and spec.function is self.function and spec.timeout is self.timeout
+                    and spec.retry_given is self.retry):
+                return spec  # (name, retry, timeout are plain attributes: one may have been set since)
         spec = StepSpec(name=self.name, function=self.function, timeout=self.timeout,
-                        retry=effective_retry(self.retry, default_retry))
+                        retry=effective_retry(self.retry, default_retry), retry_given=self.retry)
         if len(self._specs) >= 64:
             self._specs.clear()  # many distinct policies (made per run): do not grow without bound
         self._specs[id(default_retry)] = (default_retry, spec)
         return spec
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
-        return _call_step(self, args, kwargs)
+        return _call_step(self, self.__wrapped__, args, kwargs)  # the function as called (replace_step)
 
     def __await__(self) -> Generator[Any, None, R]:
         """``await step(fn)``: run ``fn()`` with no arguments as a step."""
-        call: Coroutine[Any, Any, R] = _call_step(self, (), {})
+        call: Coroutine[Any, Any, R] = _call_step(self, self.__wrapped__, (), {})
         return call.__await__()
 
     def __repr__(self) -> str:

@@ -14,12 +14,14 @@ stops running them.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from types import TracebackType
+from collections.abc import Callable
 from typing import final
 
 import trio
@@ -64,6 +66,13 @@ class Engine:
         if not suspend_after >= 0:
             raise ValueError(f"suspend_after must be a number of seconds >= 0, got {suspend_after!r}")
         self.store: Store = store if store is not None else MemoryStore()
+        # The store's optional synchronous marker write, looked up on its class: a
+        # wrapper delegating through __getattr__ (and overriding put_step) is not
+        # bypassed; an async one is not this method and is not used.
+        later = getattr(type(self.store), "put_step_later", None)
+        self._put_step_later: Callable[..., None] | None = (
+            None if later is None or inspect.iscoroutinefunction(later) else later
+        )
         self.lease_ttl = float(lease_ttl)
         self.suspend_after = float(suspend_after)
         self._owner: Owner | None = None

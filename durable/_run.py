@@ -64,8 +64,7 @@ class Scope:
 
     path: str = ""
     counts: dict[str, int] = attrs.field(factory=dict)
-    busy: str | None = None  # the key of the step running in this scope
-    attempt: int = 0  # and its attempt (what current_step() reports)
+    busy: str | None = None
 
     def next_key(self, name: str) -> str:
         n = self.counts.get(name, 0)
@@ -200,11 +199,11 @@ class Run:
         ``False`` if the store has no ``put_step_later``: then await
         ``checkpoint(step, durable=False)`` instead.
         """
-        later = getattr(self.engine.store, "put_step_later", None)
+        later = self.engine._put_step_later
         if later is None:
             return False
         try:
-            later(self.id, step, owner=self.engine.owner.id)
+            later(self.engine.store, self.id, step, owner=self.engine.owner.id)
         except Exception as exc:
             raise self._write_failed(exc, step) from (exc.__cause__ if isinstance(exc, SerializationError) else None)
         self.checkpoints[step.key] = step

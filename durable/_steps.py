@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import trio
 
-from ._context import step_slot_var
+from ._context import StepInfo, step_info_var
 from ._records import StepResult, StepStatus
 from ._retry import Retry
 from ._run import Run, Scope
@@ -60,6 +60,7 @@ class StepSpec:
     output: Callable[[Any], Any] | None = None
     durable: bool = True
     wrap_errors: bool = False
+    retry_given: Retry | None = None  # the step's own policy ``retry`` was resolved from (a cache check)
 
 
 def error_text(exc: BaseException) -> str:
@@ -115,9 +116,6 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
             step=key,
         ))
     scope.busy = key
-    slot = step_slot_var.get()
-    if slot is None or slot[1] is not scope:
-        step_slot_var.set((run, scope))  # once per task and scope: current_step() reads scope.busy
     try:
         policy = spec.retry
         attempt = rec.attempts if rec is not None else 0
@@ -146,7 +144,7 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
             marker = _record(spec, key, step_input, started_at, StepStatus.RUNNING, attempts=attempt)
             if not run.mark_running(marker):
                 await run.checkpoint(marker, durable=False)
-            scope.attempt = attempt
+            token = step_info_var.set(StepInfo(run.name, run.id, key, attempt))
             try:
                 if spec.timeout is not None:
                     with trio.move_on_after(spec.timeout) as timer:
@@ -160,6 +158,8 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
                 error: BaseException | None = exc
             else:
                 error = None
+            finally:
+                step_info_var.reset(token)
             if error is None:
                 break
             if run.cancel_scope.cancel_called:

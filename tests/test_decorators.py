@@ -515,3 +515,63 @@ async def test_current_step_in_parallel_branches_and_between_steps(engine: Engin
         None, "a=parallel#0/0/my_key#0@1", "b=parallel#0/1/my_key#0@1", "c=parallel#0/2/my_key#0@1",
         None, "d=my_key#0@1", None,
     ]
+
+
+FLAKY_CALLS: Counter[str] = Counter()
+
+
+@step
+async def fails_first_attempt() -> str:
+    FLAKY_CALLS["n"] += 1
+    info = current_step()
+    if info is not None and info.attempt == 1:
+        raise ValueError("the first attempt of each run fails")
+    return "ok"
+
+
+@workflow
+async def calls_flaky() -> str:
+    return await fails_first_attempt()
+
+
+async def test_a_step_policy_set_after_first_use_applies(engine: Engine, autojump_clock: Any) -> None:
+    """A @step's retry (a plain attribute) set after it ran once is the one the next run uses."""
+    FLAKY_CALLS.clear()
+    first = await engine.workflows.wait(await engine.workflows.start(calls_flaky))
+    assert first.status == "failed" and FLAKY_CALLS["n"] == 1
+    saved = fails_first_attempt.retry
+    fails_first_attempt.retry = Retry(max_attempts=2, interval=0.01)
+    try:
+        second = await engine.workflows.wait(await engine.workflows.start(calls_flaky))
+    finally:
+        fails_first_attempt.retry = saved
+    assert second.status == "completed" and second.output == "ok" and FLAKY_CALLS["n"] == 3
+
+
+async def test_a_step_called_inside_replace_step_runs_the_fake(engine: Engine) -> None:
+    """The function is taken when the step is called, as with a plain coroutine function."""
+    from durable.testing import replace_step
+
+    async def fake() -> str:
+        return "fake"
+
+    @workflow
+    async def made_inside() -> str:
+        with replace_step(fails_first_attempt, fake):
+            pending = fails_first_attempt()
+        return await pending  # awaited after the block: still the fake's call
+
+    inst = await engine.workflows.wait(await engine.workflows.start(made_inside))
+    assert inst.status == "completed" and inst.output == "fake"
+
+
+async def test_current_step_is_none_in_an_event_listener(engine: Engine) -> None:
+    """A step's events are emitted outside its attempts: a listener sees no running step."""
+    seen: list[Any] = []
+    off = engine.events.on("*", lambda event: seen.append((event.name, current_step())))
+    try:
+        inst = await engine.workflows.wait(await engine.workflows.start(branch_keys))
+    finally:
+        off()
+    assert inst.status == "completed"
+    assert seen and all(info is None for _, info in seen), [s for s in seen if s[1] is not None]

@@ -174,7 +174,11 @@ async def test_a_failed_checkpoint_write_ends_the_run() -> None:
 
 
 class MarkerRecordingStore:
-    """A store with only the protocol's methods (no ``put_step_later``): every write goes through put_step."""
+    """A wrapper delegating to a MemoryStore (``put_step_later`` included) through ``__getattr__``.
+
+    The optional ``put_step_later`` is looked up on the store's class, so every
+    write, markers included, goes through this wrapper's own ``put_step``.
+    """
 
     def __init__(self) -> None:
         self.inner = MemoryStore()
@@ -182,9 +186,7 @@ class MarkerRecordingStore:
         self.refuse_markers = False
 
     def __getattr__(self, name: str) -> Any:
-        if name == "put_step_later":
-            raise AttributeError(name)  # the optional method: this store does not have it
-        return getattr(self.inner, name)
+        return getattr(self.inner, name)  # the inner store's put_step_later is not this store's
 
     async def put_step(self, instance_id: str, result: Any, *, durable: bool = True, owner: str | None = None) -> None:
         if not durable and self.refuse_markers:

@@ -956,3 +956,25 @@ async def test_bad_signals_are_refused(s: Store) -> None:
     with pytest.raises(SerializationError, match="signal 'go'"):
         await s.send_signal("a", "go", threading.Lock())
     assert await s.peek_signal("a", "go") is None
+
+
+@pytest.mark.parametrize("delay", [0, -0.1, float("inf"), float("nan"), "0.1"])
+def test_lazy_delay_must_be_a_positive_number(tmp_path: Path, delay: Any) -> None:
+    """A lazy_delay the writer thread could not wait with is refused when the store is made."""
+    with pytest.raises(ValueError, match="lazy_delay must be a number of seconds > 0"):
+        LMDBStore(tmp_path / "bad.lmdb", lazy_delay=delay)
+
+
+async def test_fenced_marker_written_inline_raises_lease_lost(tmp_path: Path) -> None:
+    """Without a writer thread a non-durable write is written at once, and a fence refusing it says so."""
+    from durable.stores._lease import LeaseLost
+
+    st = LMDBStore(tmp_path / "inline.lmdb")
+    try:
+        await st.create_instance(make_instance("a", status="running"))
+        marker = StepResult(step_name="s", status=StepStatus.RUNNING, key="s#0", attempts=1)
+        with pytest.raises(LeaseLost):
+            await st.put_step("a", marker, durable=False, owner="someone-else")
+        assert await st.get_steps("a") == {}
+    finally:
+        st.close()

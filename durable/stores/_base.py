@@ -89,8 +89,9 @@ class Store(Protocol):
     Optional: a synchronous ``put_step_later(instance_id, step, *, owner=None)``
     queueing a non-durable checkpoint (a step's "running" marker) in order with
     the other writes, without an await. The engine uses it when present, else
-    awaits ``put_step(..., durable=False)``. A store wrapping another (say, by
-    ``__getattr__``) that overrides ``put_step`` must override it as well.
+    awaits ``put_step(..., durable=False)``. It is looked up on the store's
+    class, so a wrapper delegating to another store through ``__getattr__``
+    gets every write, markers included, through its own ``put_step``.
 
     .. versionadded:: 0.1.0
     """

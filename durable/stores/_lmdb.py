@@ -68,7 +68,7 @@ class LMDBStore(LMDBSteps, LMDBSignals, LMDBLeases):
     Args:
         path: the store's directory; created (owner-only) if missing.
         map_size: initial map size in bytes; the map doubles when full.
-        lazy_delay: longest time a non-durable write waits for a commit.
+        lazy_delay: longest time a non-durable write waits for a commit (seconds, > 0).
 
     Raises:
         StoreError: the path is a file, a directory that is not a store, a
@@ -78,8 +78,10 @@ class LMDBStore(LMDBSteps, LMDBSignals, LMDBLeases):
     """
 
     def __init__(self, path: str | os.PathLike[str], *, map_size: int = 64 << 20, lazy_delay: float = 0.1) -> None:
+        if not isinstance(lazy_delay, (int, float)) or not 0 < lazy_delay < float("inf"):
+            raise ValueError(f"lazy_delay must be a number of seconds > 0, got {lazy_delay!r}")
         self._path = os.fspath(path)
-        self._lazy_delay = lazy_delay
+        self._lazy_delay = float(lazy_delay)
         self._lock = SharedLock()  # transactions (shared) vs. map resizes (exclusive) in this process
         self._writer: Writer | None = None
         self._closed = False
@@ -357,6 +359,8 @@ class LMDBStore(LMDBSteps, LMDBSignals, LMDBLeases):
         self._run_batch([request])
         if request.error is not None:
             raise request.error
+        if isinstance(request.result, LeaseLost):
+            raise request.result  # written inline: the caller can be told, as _write tells it
 
     def _fence(self, txn: lmdb.Transaction, key: bytes, owner: str | None) -> LeaseLost | None:
         """Why a write fenced by ``owner`` must not land, or ``None`` (writer thread)."""
