@@ -138,6 +138,12 @@ class WorkflowService(Resuming):
         self._defs.setdefault(definition.name, definition)  # a child's: resume() and wake-ups need it
         instance_id = check_instance_id(id) if id is not None else uuid.uuid4().hex
         value, call_args, call_kwargs = definition.make_call(args, kwargs)
+        if id is not None:
+            # A caller's id (a child's, on every replay of its call) often exists
+            # already: a read finds it without a durable write (an fsync) for nothing.
+            found = await engine.store.get_instance(instance_id, steps=False)
+            if found is not None:
+                return await self._existing(definition, found)
         now = engine.now()
         deadline = now + timedelta(seconds=definition.timeout) if definition.timeout else None
         if deadline_cap is not None:
@@ -152,17 +158,22 @@ class WorkflowService(Resuming):
         except SerializationError as exc:
             raise SerializationError(exc.message, workflow=definition.name, instance_id=instance_id) from exc
         if not created:
-            if stored.workflow_name != definition.name:
-                raise DurableError(
-                    f"id {instance_id!r} already belongs to an instance of workflow {stored.workflow_name!r}",
-                    workflow=definition.name, instance_id=instance_id,
-                )
-            if not stored.finished and instance_id not in self._runs:
-                # Left unfinished by an engine that is gone (a crash, a stop):
-                # continue it here, as resume() would; a live owner keeps it.
-                await self._take_over([instance_id], None)
-            return instance_id
+            return await self._existing(definition, stored)
         self._launch(definition, stored, {}, first=True)
+        return instance_id
+
+    async def _existing(self, definition: Definition, stored: WorkflowInstance) -> str:
+        """``start()`` with the id of an existing instance: the same id, continued here if it was left unfinished."""
+        instance_id = stored.id
+        if stored.workflow_name != definition.name:
+            raise DurableError(
+                f"id {instance_id!r} already belongs to an instance of workflow {stored.workflow_name!r}",
+                workflow=definition.name, instance_id=instance_id,
+            )
+        if not stored.finished and instance_id not in self._runs:
+            # Left unfinished by an engine that is gone (a crash, a stop):
+            # continue it here, as resume() would; a live owner keeps it.
+            await self._take_over([instance_id], None)
         return instance_id
 
     def _launch(self, definition: Definition, instance: WorkflowInstance, checkpoints: dict[str, Any],

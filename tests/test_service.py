@@ -177,6 +177,20 @@ async def test_resume_continues_without_rerunning_finished_steps(store_path: Pat
     assert counts.calls == {"a": 1, "b": 2, "c": 1}
 
 
+async def test_start_with_an_existing_id_writes_nothing(store_path: Path) -> None:
+    """start(id=...) of an existing instance finds it by a read: no durable write, no fsync."""
+    async with Engine.open(store_path) as engine:
+        counts = Counts()
+        counts.register(engine, "a", "b", "c")
+        engine.workflows.register(_three_steps())
+        await engine.workflows.wait(await engine.workflows.start("three", 1, id="order-1"))
+        before = engine.store.stats()["batches"]  # type: ignore[attr-defined]
+        for _ in range(5):
+            assert await engine.workflows.start("three", 2, id="order-1") == "order-1"
+        assert engine.store.stats()["batches"] == before  # type: ignore[attr-defined]
+    assert counts.calls == {"a": 1, "b": 1, "c": 1}
+
+
 async def test_start_with_the_id_of_an_abandoned_instance_continues_it(store_path: Path) -> None:
     """start(id=) of an unfinished instance whose engine is gone continues it (no wait() that never ends)."""
     counts = Counts()
