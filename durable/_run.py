@@ -182,7 +182,7 @@ class Run:
         try:  # what _guard does, inline: one coroutine fewer per step
             await self.engine.store.put_step(self.id, step, durable=durable, owner=self.engine.owner.id)
         except Exception as exc:
-            raise self._write_failed(exc, step) from (exc.__cause__ if isinstance(exc, SerializationError) else None)
+            raise self._write_failed(exc, step)  # (its cause set there)
         self.checkpoints[step.key] = step
 
     async def take_signal(self, name: str, seq: int, step: StepResult) -> bool:
@@ -205,7 +205,7 @@ class Run:
         try:
             later(self.engine.store, self.id, step, owner=self.engine.owner.id)
         except Exception as exc:
-            raise self._write_failed(exc, step) from (exc.__cause__ if isinstance(exc, SerializationError) else None)
+            raise self._write_failed(exc, step)  # (its cause set there)
         self.checkpoints[step.key] = step
         return True
 
@@ -214,15 +214,23 @@ class Run:
         try:
             return await write
         except Exception as exc:
-            raise self._write_failed(exc, step) from (exc.__cause__ if isinstance(exc, SerializationError) else None)
+            raise self._write_failed(exc, step)  # (its cause set there)
 
     def _write_failed(self, exc: Exception, step: StepResult) -> BaseException:
-        """What a failed write of ``step`` raises: it stops the run (lease lost) or poisons it."""
+        """What a failed write of ``step`` raises: it stops the run (lease lost) or poisons it.
+
+        Raised as ``raise ... from`` the serialization's own cause (the value
+        that would not pickle), or from nothing.
+        """
         if isinstance(exc, LeaseLost):
-            return self.lose()
-        if isinstance(exc, SerializationError):
-            return self.poison(self.fail(SerializationError, exc.message, step=step.key))
-        return self.poison(exc)
+            error = self.lose()
+        elif isinstance(exc, SerializationError):
+            error = self.poison(self.fail(SerializationError, exc.message, step=step.key))
+        else:
+            error = self.poison(exc)
+        error.__cause__ = exc.__cause__ if isinstance(exc, SerializationError) else None
+        error.__suppress_context__ = True
+        return error
 
     def completed_under(self, prefix: str) -> int:
         """How many loaded checkpoints under scope ``prefix`` (a parallel's ``key/``) are completed.
