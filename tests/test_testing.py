@@ -98,3 +98,32 @@ def test_run_and_crash_and_resume_take_the_jobs_of_a_builder_workflow() -> None:
     resumed = trio.run(lambda: crash_and_resume(graph, {"n": 1}, after="one", jobs={"inc": inc}),
                        clock=trio.testing.MockClock(autojump_threshold=0))
     assert resumed.status == "completed" and resumed.output == {"n": 3} and calls == ["inc", "inc"]
+
+
+async def test_crash_and_resume_on_a_slow_disk_under_an_autojumping_clock(
+    tmp_path: Any, disk_clock: Any, monkeypatch: Any
+) -> None:
+    """A commit slower than the clock's autojump threshold must not end crash_and_resume's wait early.
+
+    (It once waited under a one-hour virtual deadline: an autojumping clock
+    leaps to the next deadline whenever the loop waits on a thread that long.)
+    """
+    import time
+
+    from durable import LMDBStore
+
+    real = LMDBStore._run_batch
+
+    def slow(self: LMDBStore, batch: Any) -> None:
+        time.sleep(0.1)  # an fsync slower than disk_clock's 0.05 s real-time threshold
+        real(self, batch)
+
+    monkeypatch.setattr(LMDBStore, "_run_batch", slow)
+    CALLS.clear()
+    store = LMDBStore(tmp_path / "slow.lmdb")
+    try:
+        inst = await crash_and_resume(pipeline, "k", after="store_it", store=store)
+    finally:
+        store.close()
+    assert inst.status == "completed"
+    assert CALLS == Counter({"fetch": 3, "store": 1, "notify": 1})
