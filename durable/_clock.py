@@ -9,12 +9,14 @@ and a mock clock jumping ahead moves "now" with it.
 
 from __future__ import annotations
 
+import math
 import time
+from typing import Any
 from datetime import UTC, datetime
 
 import trio
 
-__all__ = ["base", "now"]
+__all__ = ["base", "now", "pause_autojump", "resume_autojump"]
 
 _BASE: trio.lowlevel.RunVar[tuple[float, trio.abc.Clock]] = trio.lowlevel.RunVar("durable_epoch")
 
@@ -38,3 +40,37 @@ def now() -> datetime:
     """The current UTC time, as trio's clock sees it."""
     epoch, clock = base()
     return datetime.fromtimestamp(epoch + clock.current_time(), tz=UTC)
+
+
+# An autojumping trio.testing.MockClock leaps to the next deadline whenever the
+# loop is idle, and a loop waiting for a thread (a sync step, an LMDB commit) is
+# idle: a step's timeout would fire while a fast step runs. While durable waits
+# on real work in a thread, the clock's autojump is paused (counted, per clock).
+_PAUSED: dict[int, list[Any]] = {}  # id(clock) -> [clock, waits, saved autojump_threshold]
+
+
+def pause_autojump() -> Any:
+    """Pause an autojumping ``MockClock`` while the loop waits on a thread; pass the result to
+    :func:`resume_autojump` (``None``, doing nothing, for any other clock)."""
+    clock: Any = trio.lowlevel.current_clock()
+    entry = _PAUSED.get(id(clock))
+    if entry is not None:
+        entry[1] += 1
+        return clock
+    threshold = getattr(clock, "autojump_threshold", None)  # a MockClock's
+    if threshold is None or threshold == math.inf:
+        return None
+    _PAUSED[id(clock)] = [clock, 1, threshold]
+    clock.autojump_threshold = math.inf
+    return clock
+
+
+def resume_autojump(clock: Any) -> None:
+    """End one :func:`pause_autojump`; the last one gives the clock its autojump back."""
+    if clock is None:
+        return
+    entry = _PAUSED[id(clock)]
+    entry[1] -= 1
+    if entry[1] == 0:
+        del _PAUSED[id(clock)]
+        clock.autojump_threshold = entry[2]

@@ -9,6 +9,7 @@ from typing import Any, final
 
 import trio
 
+from ._clock import pause_autojump, resume_autojump
 from .errors import JobNotFound
 
 __all__ = ["JobRegistry", "as_async_call", "inline_call", "is_async_callable"]
@@ -39,7 +40,11 @@ def as_async_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable
 
 async def _in_thread(call: Callable[[], Any]) -> Any:
     # Boxed in a tuple: trio refuses a thread function whose result is a coroutine.
-    (result,) = await trio.to_thread.run_sync(lambda: (call(),), abandon_on_cancel=True)
+    paused = pause_autojump()  # a mock clock must not leap ahead while the thread works
+    try:
+        (result,) = await trio.to_thread.run_sync(lambda: (call(),), abandon_on_cancel=True)
+    finally:
+        resume_autojump(paused)
     if inspect.isawaitable(result):
         # A sync callable that returns an awaitable (say, ``lambda x: job(x)``
         # over an async job): await it here, on the loop.

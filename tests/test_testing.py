@@ -127,3 +127,47 @@ async def test_crash_and_resume_on_a_slow_disk_under_an_autojumping_clock(
         store.close()
     assert inst.status == "completed"
     assert CALLS == Counter({"fetch": 3, "store": 1, "notify": 1})
+
+
+@step(timeout=5)
+def sync_double(x: int) -> int:
+    """A sync step (it runs in a worker thread) with a timeout."""
+    import time
+
+    time.sleep(0.01)  # real work: real time passes, virtual time must not leap meanwhile
+    return x * 2
+
+
+@workflow(timeout=60)
+async def sync_then_many(x: int) -> int:
+    total = await sync_double(x)
+    for i in range(20):
+        total += await store_it_quietly(i)
+    return total
+
+
+@step
+async def store_it_quietly(i: int) -> int:
+    return i
+
+
+def test_a_sync_step_with_a_timeout_does_not_time_out_under_run() -> None:
+    """run()'s clock autojumps; it must not jump to a step's timeout while the step's thread works."""
+    inst = run(sync_then_many, 21)
+    assert inst.status == "completed", inst.error
+    assert inst.output == 42 + sum(range(20))
+
+
+async def test_lmdb_commits_do_not_leap_an_autojumping_clock_to_the_deadline(
+    tmp_path: Any, autojump_clock: Any
+) -> None:
+    """With autojump threshold 0, waiting for the writer thread's fsync is not idle time."""
+    from durable import LMDBStore
+
+    store = LMDBStore(tmp_path / "jump.lmdb")
+    try:
+        async with Engine(store=store) as engine:
+            inst = await engine.workflows.wait(await engine.workflows.start(sync_then_many, 1))
+    finally:
+        store.close()
+    assert inst.status == "completed", inst.error

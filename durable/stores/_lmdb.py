@@ -33,6 +33,7 @@ from typing import Any, TypeVar, final
 import lmdb
 import trio
 
+from .._clock import pause_autojump, resume_autojump
 from .._records import InstanceStatus, StepResult, WorkflowInstance
 from .._serde import decode_instance, decode_step, encode_instance
 from ..errors import StoreError
@@ -340,7 +341,11 @@ class LMDBStore(LMDBSteps, LMDBSignals, LMDBLeases):
             # Uncancellable, like a shielded wait but cheaper (no cancel scope
             # per checkpoint): once queued the write will land, and the caller
             # must not move on (or be told it failed) before knowing that it has.
-            await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
+            paused = pause_autojump()  # a mock clock must not leap ahead during the fsync
+            try:
+                await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
+            finally:
+                resume_autojump(paused)
         if request.error is not None:
             raise request.error
         if isinstance(request.result, LeaseLost):
