@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 from datetime import UTC, datetime
+from typing import Any
 
 import trio
 

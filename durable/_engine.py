@@ -18,10 +18,10 @@ import inspect
 import logging
 import os
 import threading
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from types import TracebackType
-from collections.abc import Callable
 from typing import final
 
 import trio

@@ -7,7 +7,6 @@ only if no later checkpoint of its key joins the same commit.
 
 from __future__ import annotations
 
-
 import lmdb
 
 from .._records import StepResult
