@@ -376,33 +376,38 @@ class WorkflowService(Resuming):
                 unfinished for ``resume()``.
             TimeoutError: it did not finish within ``timeout`` seconds.
         """
-        with trio.move_on_after(timeout if timeout is not None else float("inf")):
-            delay = 0.01
-            while True:
-                run = self._runs.get(instance_id)
-                if run is not None:
-                    await run.done.wait()
-                    if run.instance.finished:
-                        # Its final record is durable, and every write of the
-                        # run before it: what the store would give back.
-                        return run.snapshot()
-                woken = self._sleepers.event(instance_id)
-                if woken is not None:
-                    await woken.wait()  # until it is continued (or cancelled)
-                    continue
-                inst = await self._engine.store.get_instance(instance_id)
-                if inst is None:
-                    raise InstanceNotFound("no such instance", instance_id=instance_id)
-                if inst.finished:
-                    return inst
-                failed = self._store_failed.get(instance_id)
-                if failed is not None and instance_id not in self._runs:
-                    raise failed  # stopped here by a failing store: it will not finish by waiting
-                if instance_id not in self._runs:
-                    # Running elsewhere, or not resumed yet: poll the store.
-                    await trio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+        if timeout is None:
+            return await self._wait(instance_id)  # no cancel scope: wait() is on every client's path
+        with trio.move_on_after(timeout):
+            return await self._wait(instance_id)
         raise TimeoutError(f"instance {instance_id!r} did not finish within {timeout:g} s")
+
+    async def _wait(self, instance_id: str) -> WorkflowInstance:
+        delay = 0.01
+        while True:
+            run = self._runs.get(instance_id)
+            if run is not None:
+                await run.done.wait()
+                if run.instance.finished:
+                    # Its final record is durable, and every write of the
+                    # run before it: what the store would give back.
+                    return run.snapshot()
+            woken = self._sleepers.event(instance_id)
+            if woken is not None:
+                await woken.wait()  # until it is continued (or cancelled)
+                continue
+            inst = await self._engine.store.get_instance(instance_id)
+            if inst is None:
+                raise InstanceNotFound("no such instance", instance_id=instance_id)
+            if inst.finished:
+                return inst
+            failed = self._store_failed.get(instance_id)
+            if failed is not None and instance_id not in self._runs:
+                raise failed  # stopped here by a failing store: it will not finish by waiting
+            if instance_id not in self._runs:
+                # Running elsewhere, or not resumed yet: poll the store.
+                await trio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     # -- control -----------------------------------------------------------
 

@@ -26,8 +26,7 @@ trusted as the code that reads it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar, final
 
 import lmdb
@@ -60,6 +59,25 @@ _T = TypeVar("_T")
 
 def _refuse_abort(raise_cancel: Callable[[], Any]) -> trio.lowlevel.Abort:
     return trio.lowlevel.Abort.FAILED
+
+
+class _Reading:
+    """The context manager of ``LMDBStore._read()``: a class, not a generator, as every read uses it."""
+
+    __slots__ = ("_store", "_txn")
+
+    def __init__(self, store: LMDBStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> lmdb.Transaction:
+        self._txn = self._store._begin_read()
+        return self._txn
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._txn.abort()
+        finally:
+            self._store._lock.release_shared()
 
 
 @final
@@ -156,24 +174,27 @@ class LMDBStore(LMDBSteps, LMDBSignals, LMDBLeases):
 
     # -- reading ---------------------------------------------------------
 
-    @contextmanager
-    def _read(self) -> Iterator[lmdb.Transaction]:
+    def _read(self) -> _Reading:
+        """``with self._read() as txn:`` a read transaction (with the map-resize handling)."""
+        return _Reading(self)
+
+    def _begin_read(self) -> lmdb.Transaction:
+        """A read transaction, with the shared lock held (``_Reading`` gives both back)."""
         if self._closed:
             raise self._fail("the store is closed")
+        lock = self._lock
         for _ in range(2):
-            with self._lock.shared():
-                try:
-                    txn = self._env.begin(write=False, buffers=False)
-                except lmdb.MapResizedError:
-                    pass  # another process grew the map: adopt its size, below, then retry
-                except lmdb.Error as exc:
-                    raise self._fail(f"read failed: {exc}") from exc
-                else:
-                    try:
-                        yield txn
-                    finally:
-                        txn.abort()
-                    return
+            lock.acquire_shared()
+            try:
+                return self._env.begin(write=False, buffers=False)
+            except lmdb.MapResizedError:
+                lock.release_shared()  # another process grew the map: adopt its size, then retry
+            except lmdb.Error as exc:
+                lock.release_shared()
+                raise self._fail(f"read failed: {exc}") from exc
+            except BaseException:
+                lock.release_shared()
+                raise
             self._resize(0)
         raise self._fail("read failed: the map kept being resized by another process")
 

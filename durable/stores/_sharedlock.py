@@ -6,13 +6,15 @@ of the process is open, in any thread. Read transactions (trio thread) and
 the write transaction (writer thread) hold the lock shared; a resize (after
 ``MapFullError``, or ``MapResizedError`` when another process grew the map)
 holds it exclusively, so it waits until every open transaction has ended.
+
+Every read takes it, so the shared side is cheap: a plain mutex held only to
+count, and a condition notified only when somebody waits on it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from typing import Any
 
 __all__ = ["SharedLock"]
 
@@ -20,34 +22,72 @@ __all__ = ["SharedLock"]
 class SharedLock:
     """Many shared holders, or one exclusive holder."""
 
+    __slots__ = ("_mutex", "_cond", "_shared", "_exclusive", "_waiting", "_shared_cm", "_exclusive_cm")
+
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._shared = 0
         self._exclusive = False
+        self._waiting = 0  # threads waiting in _cond
+        self._shared_cm = _Held(self.acquire_shared, self.release_shared)
+        self._exclusive_cm = _Held(self.acquire_exclusive, self.release_exclusive)
 
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._cond:
+    def acquire_shared(self) -> None:
+        """Take the lock shared (waits while it is held exclusively)."""
+        with self._mutex:
             while self._exclusive:
-                self._cond.wait()
+                self._wait()
             self._shared += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._shared -= 1
-                if not self._shared:
-                    self._cond.notify_all()
 
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            while self._exclusive or self._shared:
-                self._cond.wait()
-            self._exclusive = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._exclusive = False
+    def release_shared(self) -> None:
+        """Give back a shared hold."""
+        with self._mutex:
+            self._shared -= 1
+            if not self._shared and self._waiting:
                 self._cond.notify_all()
+
+    def acquire_exclusive(self) -> None:
+        """Take the lock alone (waits until no one holds it)."""
+        with self._mutex:
+            while self._exclusive or self._shared:
+                self._wait()
+            self._exclusive = True
+
+    def release_exclusive(self) -> None:
+        """Give back the exclusive hold."""
+        with self._mutex:
+            self._exclusive = False
+            if self._waiting:
+                self._cond.notify_all()
+
+    def _wait(self) -> None:
+        self._waiting += 1
+        try:
+            self._cond.wait()
+        finally:
+            self._waiting -= 1
+
+    def shared(self) -> _Held:
+        """``with lock.shared():`` hold it shared for the block."""
+        return self._shared_cm
+
+    def exclusive(self) -> _Held:
+        """``with lock.exclusive():`` hold it alone for the block."""
+        return self._exclusive_cm
+
+
+class _Held:
+    """A reusable context manager: ``acquire`` on entry, ``release`` on exit (no generator per use)."""
+
+    __slots__ = ("_acquire", "_release")
+
+    def __init__(self, acquire: Any, release: Any) -> None:
+        self._acquire = acquire
+        self._release = release
+
+    def __enter__(self) -> None:
+        self._acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
