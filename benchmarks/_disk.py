@@ -30,14 +30,19 @@ def fsync_us(directory: str, count: int = 30) -> float:
     return statistics.median(times) * 1e6
 
 
-def lmdb_commit_us(directory: str, count: int = 100) -> float | None:
-    """Median time of one small put + commit in an LMDB environment opened as durable opens it (synced)."""
+def lmdb_commit_us(directory: str, count: int = 100, metasync: bool = True) -> float | None:
+    """Median time of one small put + commit in an LMDB environment opened as durable opens it (synced).
+
+    ``metasync=False`` (one sync per commit instead of two; not durable against
+    power loss for the last transaction, so durable never uses it) is for
+    comparison only (``floors.py``).
+    """
     try:
         import lmdb
     except ImportError:
         return None
     path = os.path.join(directory, "lmdb-probe")
-    env = lmdb.open(path, map_size=16 << 20, sync=True, metasync=True, readahead=False)
+    env = lmdb.open(path, map_size=16 << 20, sync=True, metasync=metasync, readahead=False)
     times = []
     try:
         for i in range(count):

@@ -143,8 +143,12 @@ def table(results: list[Result]) -> str:
             ratio = _ratio(row, d_val, p_val)
             lines.append([f"{res.key} {res.title}" if i == 0 else "", row.label, d_text, p_text,
                           "" if ratio is None else f"{ratio:,.1f}x", _target(row), _met(row, d_val, ratio)])
+    return pipe_table(header, lines, right={2, 3, 4})
+
+
+def pipe_table(header: list[str], lines: list[list[str]], right: set[int]) -> str:
+    """An aligned pipe table (valid Markdown); the columns in ``right`` are right-aligned."""
     widths = [max(len(r[c]) for r in [header, *lines]) for c in range(len(header))]
-    right = {2, 3, 4}
 
     def fmt(cells: list[str]) -> str:
         return "| " + " | ".join(c.rjust(w) if i in right else c.ljust(w)
