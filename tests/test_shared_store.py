@@ -68,3 +68,42 @@ def test_the_shared_lock_excludes_resizes_from_open_transactions() -> None:
         order.append("txn done")
     t.join(5)
     assert order == ["txn done", "resize"]
+
+
+def test_the_shared_lock_under_contention_never_overlaps_and_never_hangs() -> None:
+    """Readers and resizers in several threads: an exclusive holder is always alone, and no
+    waiter is left asleep (a release wakes only when somebody waits: that must not miss one)."""
+    import threading
+
+    lock = SharedLock()
+    state = {"shared": 0, "exclusive": 0}
+    guard = threading.Lock()
+    errors: list[str] = []
+
+    def reader() -> None:
+        for _ in range(3000):
+            with lock.shared():
+                with guard:
+                    state["shared"] += 1
+                    if state["exclusive"]:
+                        errors.append("a reader ran during a resize")
+                with guard:
+                    state["shared"] -= 1
+
+    def resizer() -> None:
+        for _ in range(300):
+            with lock.exclusive():
+                with guard:
+                    state["exclusive"] += 1
+                    if state["shared"] or state["exclusive"] != 1:
+                        errors.append(f"a resize was not alone: {state}")
+                with guard:
+                    state["exclusive"] -= 1
+
+    threads = [threading.Thread(target=reader) for _ in range(4)] + [threading.Thread(target=resizer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a thread hung on the lock"
+    assert errors == []
