@@ -107,3 +107,33 @@ def test_the_shared_lock_under_contention_never_overlaps_and_never_hangs() -> No
         t.join(60)
     assert not any(t.is_alive() for t in threads), "a thread hung on the lock"
     assert errors == []
+
+
+def test_a_read_takes_and_gives_back_the_shared_lock_under_ki_protection(tmp_path: Path) -> None:
+    """A Ctrl-C between taking the read's shared lock and its ``try`` would leave the read counted
+    forever, and the next map resize waiting forever: both ends of a read are KI-protected."""
+    seen: list[bool] = []
+
+    async def main() -> None:
+        store = LMDBStore(str(tmp_path / "s"))
+        try:
+            real_begin = store._env.begin  # type: ignore[attr-defined]
+
+            class Env:
+                def __getattr__(self, name: str) -> object:
+                    return getattr(real_env, name)
+
+                def begin(self, **kw: object) -> object:
+                    seen.append(trio.lowlevel.currently_ki_protected())
+                    return real_begin(**kw)
+
+            real_env = store._env  # type: ignore[attr-defined]
+            store._env = Env()  # type: ignore[attr-defined]
+            assert await store.get_instance("nope") is None
+            store._env = real_env  # type: ignore[attr-defined]
+            assert store._lock._shared == 0  # type: ignore[attr-defined]
+        finally:
+            store.close()
+
+    trio.run(main)
+    assert seen == [True]

@@ -69,10 +69,15 @@ class _Reading:
     def __init__(self, store: LMDBStore) -> None:
         self._store = store
 
+    # KI-protected (no cost per call: trio marks the code objects), so a Ctrl-C
+    # cannot land between taking the shared lock and the ``try`` that gives it
+    # back: a read counted forever would make the next map resize wait forever.
+    @trio.lowlevel.enable_ki_protection
     def __enter__(self) -> lmdb.Transaction:
         self._txn = self._store._begin_read()
         return self._txn
 
+    @trio.lowlevel.enable_ki_protection
     def __exit__(self, *exc: object) -> None:
         try:
             self._txn.abort()

@@ -14,7 +14,7 @@ count, and a condition notified only when somebody waits on it.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable
 
 __all__ = ["SharedLock"]
 
@@ -82,7 +82,7 @@ class _Held:
 
     __slots__ = ("_acquire", "_release")
 
-    def __init__(self, acquire: Any, release: Any) -> None:
+    def __init__(self, acquire: Callable[[], None], release: Callable[[], None]) -> None:
         self._acquire = acquire
         self._release = release
 
