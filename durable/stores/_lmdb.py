@@ -42,6 +42,7 @@ from ._sharedlock import SharedLock
 from ._lease import LeaseLost, Owner
 from ._lmdb_leases import LMDBLeases
 from ._lmdb_parts import finished
+from ._lmdb_reads import LMDBReads
 from ._lmdb_signals import LMDBSignals
 from ._lmdb_steps import LMDBSteps
 from ._writer import WriteRequest, Writer, superseded
@@ -61,32 +62,8 @@ def _refuse_abort(raise_cancel: Callable[[], Any]) -> trio.lowlevel.Abort:
     return trio.lowlevel.Abort.FAILED
 
 
-class _Reading:
-    """The context manager of ``LMDBStore._read()``: a class, not a generator, as every read uses it."""
-
-    __slots__ = ("_store", "_txn")
-
-    def __init__(self, store: LMDBStore) -> None:
-        self._store = store
-
-    # KI-protected (no cost per call: trio marks the code objects), so a Ctrl-C
-    # cannot land between taking the shared lock and the ``try`` that gives it
-    # back: a read counted forever would make the next map resize wait forever.
-    @trio.lowlevel.enable_ki_protection
-    def __enter__(self) -> lmdb.Transaction:
-        self._txn = self._store._begin_read()
-        return self._txn
-
-    @trio.lowlevel.enable_ki_protection
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self._txn.abort()
-        finally:
-            self._store._lock.release_shared()
-
-
 @final
-class LMDBStore(LMDBSteps, LMDBSignals, LMDBLeases):
+class LMDBStore(LMDBReads, LMDBSteps, LMDBSignals, LMDBLeases):
     """A :class:`~durable.stores.Store` in an LMDB environment at ``path`` (a directory).
 
     Args:
@@ -178,35 +155,6 @@ class LMDBStore(LMDBSteps, LMDBSignals, LMDBLeases):
         return self._path
 
     # -- reading ---------------------------------------------------------
-
-    def _read(self) -> _Reading:
-        """``with self._read() as txn:`` a read transaction (with the map-resize handling)."""
-        return _Reading(self)
-
-    def _begin_read(self) -> lmdb.Transaction:
-        """A read transaction, with the shared lock held (``_Reading`` gives both back)."""
-        if self._closed:
-            raise self._fail("the store is closed")
-        lock = self._lock
-        for _ in range(2):
-            lock.acquire_shared()
-            try:
-                return self._env.begin(write=False, buffers=False)
-            except lmdb.MapResizedError:
-                lock.release_shared()  # another process grew the map: adopt its size, then retry
-            except lmdb.Error as exc:
-                lock.release_shared()
-                raise self._fail(f"read failed: {exc}") from exc
-            except BaseException:
-                lock.release_shared()
-                raise
-            self._resize(0)
-        raise self._fail("read failed: the map kept being resized by another process")
-
-    def _resize(self, size: int) -> None:
-        """Set the map size (0: adopt the size another process set), with no transaction of ours open."""
-        with self._lock.exclusive():
-            self._env.set_mapsize(size)
 
     def _load_steps(self, txn: lmdb.Transaction, instance_id: str) -> dict[str, StepResult]:
         prefix = instance_id.encode() + b"\0"
