@@ -100,7 +100,7 @@ class Outcome:
         return statistics.median(values) if values else None
 
 
-# -- memory probes (Linux) ------------------------------------------------
+# -- memory and disk probes (Linux) ---------------------------------------
 
 
 def _status_kb(field: str) -> int:
@@ -129,6 +129,18 @@ def settled_rss_kb() -> int:
     """Current RSS after a full garbage collection."""
     gc.collect()
     return rss_kb()
+
+
+def written_bytes() -> int:
+    """Bytes this process has caused to be written to storage so far (``write_bytes`` of /proc/self/io).
+
+    Counted when a page is dirtied, so writes not yet flushed count too.
+    """
+    with open("/proc/self/io") as f:
+        for line in f:
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    raise RuntimeError("no write_bytes in /proc/self/io")
 
 
 def dir_size_mb(path: str) -> float:

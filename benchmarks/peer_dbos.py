@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 from dbos import DBOS, SetWorkflowID, WorkflowHandleAsync
 
-from _common import MARKER, Sample, peak_rss_kb, per, settled_rss_kb
+from _common import MARKER, Sample, peak_rss_kb, per, settled_rss_kb, written_bytes
 
 T = TypeVar("T")
 INSTANCE_ID = "w4-resume"
@@ -165,18 +165,20 @@ def w1(store: str, n: int) -> Sample:
 def w2(store: str, n: int) -> Sample:
     """W2 on DBOS: ``n`` workflows of 3 steps started at once."""
 
-    async def body() -> float:
+    async def body() -> tuple[float, int]:
         for h in await _start_all(three_steps, 10):  # warm-up
             await h.get_result()
+        written = written_bytes()
         t0 = time.perf_counter()
         handles = await _start_all(three_steps, n)
         results = await asyncio.gather(*(h.get_result() for h in handles))
         elapsed = time.perf_counter() - t0
         assert results == list(range(n)), results[:5]
-        return elapsed
+        return elapsed, written_bytes() - written
 
-    elapsed = _run(store + ".sqlite", body)
-    return {"seconds": elapsed, "steps_per_s": 3 * n / elapsed, "workflows_per_s": n / elapsed}
+    elapsed, written = _run(store + ".sqlite", body)
+    return {"seconds": elapsed, "steps_per_s": 3 * n / elapsed, "workflows_per_s": n / elapsed,
+            "kb_written": written / n / 1e3}
 
 
 def w3(store: str, n: int) -> Sample:

@@ -12,7 +12,7 @@ import time
 
 import trio
 
-from _common import Config, Row, Sample, Spawn, simple_repeats
+from _common import Config, Row, Sample, Spawn, simple_repeats, written_bytes
 from durable import Engine, step, workflow
 
 KEY = "W2"
@@ -20,6 +20,7 @@ TITLE = "{w2_workflows:,} workflows x 3 steps, started at once"
 ROWS = [
     Row("steps_per_s", "steps per second", better="higher", limit=20_000, ratio=20, fmt="{:,.0f}"),
     Row("workflows_per_s", "workflows per second", better="higher", fmt="{:,.0f}"),
+    Row("kb_written", "KB written to disk per workflow"),
 ]
 
 
@@ -69,17 +70,19 @@ async def start_all(engine: Engine, n: int) -> list[str]:
 def durable_run(store: str, n: int) -> Sample:
     """Child process: start ``n`` workflows at once on a new store and wait for all."""
 
-    async def main() -> float:
+    async def main() -> tuple[float, int]:
         async with Engine.open(store) as engine:
             engine.workflows.register(three_steps)
             for wid in await start_all(engine, 10):  # warm-up
                 await engine.workflows.wait(wid)
+            written = written_bytes()
             t0 = time.perf_counter()
             ids = await start_all(engine, n)
             for i, wid in enumerate(ids):
                 instance = await engine.workflows.wait(wid)
                 assert instance.status == "completed" and instance.output == (i + 1) * 2 - 1, instance
-            return time.perf_counter() - t0
+            return time.perf_counter() - t0, written_bytes() - written
 
-    elapsed = trio.run(main)
-    return {"seconds": elapsed, "steps_per_s": 3 * n / elapsed, "workflows_per_s": n / elapsed}
+    elapsed, written = trio.run(main)
+    return {"seconds": elapsed, "steps_per_s": 3 * n / elapsed, "workflows_per_s": n / elapsed,
+            "kb_written": written / n / 1e3}

@@ -20,7 +20,6 @@ engine that lost an instance can never write over its new owner's progress.
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, final
 
@@ -45,7 +44,7 @@ from .errors import (
     WorkflowNotFound,
     WorkflowTimeout,
 )
-from .stores._base import check_instance_id
+from .stores._base import check_instance_id, new_instance_id
 from .stores._lease import LeaseLost
 
 if TYPE_CHECKING:
@@ -121,7 +120,10 @@ class WorkflowService(Resuming):
             *args: the input (one value for a builder workflow; the call's
                 arguments for a decorator workflow).
             id: a caller-chosen id: starting twice with one id creates and runs
-                one instance, and returns the same id. If that instance is
+                one instance, and returns the same id. Without one, the
+                instance gets a new version-7 UUID (32 hex digits) whose
+                first 12 digits are its creation time in milliseconds, so
+                ids sort by creation. If that instance is
                 unfinished and the engine that ran it is gone (a crash, a
                 stop), this engine continues it, as ``resume()`` would.
             **kwargs: keyword arguments of a decorator workflow's call.
@@ -136,7 +138,7 @@ class WorkflowService(Resuming):
         engine = self._engine
         engine.nursery  # fail early, with a clear message, outside 'async with'
         self._defs.setdefault(definition.name, definition)  # a child's: resume() and wake-ups need it
-        instance_id = check_instance_id(id) if id is not None else uuid.uuid4().hex
+        instance_id = check_instance_id(id) if id is not None else new_instance_id()
         value, call_args, call_kwargs = definition.make_call(args, kwargs)
         if id is not None:
             # A caller's id (a child's, on every replay of its call) often exists

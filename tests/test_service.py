@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,23 @@ async def test_instance_is_durable_before_start_returns(engine: Engine) -> None:
     iid = await engine.workflows.start("three", {"x": 1})
     stored = await engine.store.get_instance(iid)
     assert stored is not None and stored.input == {"x": 1} and stored.created_at is not None
+
+
+async def test_generated_ids_are_uuid7_and_sort_by_creation(engine: Engine) -> None:
+    """A generated id is a version-7 UUID in hex: unique, and later ids sort later (by millisecond)."""
+    Counts().register(engine, "a", "b", "c")
+    engine.workflows.register(_three_steps())
+    before = time.time_ns() // 1_000_000
+    ids = [await engine.workflows.start("three", i) for i in range(200)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == 200
+    for iid in ids:
+        parsed = uuid.UUID(iid)
+        assert parsed.hex == iid and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert before <= int(iid[:12], 16) <= after  # the creation time, in ms
+    millis = [iid[:12] for iid in ids]
+    assert millis == sorted(millis)
+    assert len({iid[12:] for iid in ids}) == 200  # the random part differs too
 
 
 async def test_unknown_workflow_lists_registered_names(engine: Engine) -> None:
