@@ -9,13 +9,14 @@ The store joins the two when it reads an instance back.
 from __future__ import annotations
 
 import enum
+import operator
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import attrs
 
-__all__ = ["InstanceStatus", "StepResult", "StepStatus", "WorkflowInstance"]
+__all__ = ["InstanceStatus", "StepResult", "StepStatus", "WorkflowInstance", "replace_instance"]
 
 
 class InstanceStatus(str, enum.Enum):
@@ -137,4 +138,21 @@ class WorkflowInstance:
     @property
     def finished(self) -> bool:
         """True once the instance reached completed, failed, cancelled or timed_out."""
-        return InstanceStatus(self.status).finished
+        status = self.status
+        return (status if type(status) is InstanceStatus else InstanceStatus(status)).finished
+
+
+_INSTANCE_NAMES = tuple(a.name for a in attrs.fields(WorkflowInstance))
+_INSTANCE_INDEX = {name: i for i, name in enumerate(_INSTANCE_NAMES)}
+_instance_values = operator.attrgetter(*_INSTANCE_NAMES)
+
+
+def replace_instance(inst: WorkflowInstance, **changes: Any) -> WorkflowInstance:
+    """``attrs.evolve(inst, **changes)`` at about half the cost (it runs a few times per instance).
+
+    Every field of :class:`WorkflowInstance` is positional, in this order.
+    """
+    values = list(_instance_values(inst))
+    for name, value in changes.items():
+        values[_INSTANCE_INDEX[name]] = value
+    return WorkflowInstance(*values)

@@ -19,7 +19,7 @@ import trio
 
 from ._events import Event
 from ._ir import Graph
-from ._records import StepResult, StepStatus, WorkflowInstance
+from ._records import StepResult, StepStatus, WorkflowInstance, replace_instance
 from .errors import DurableError, SerializationError
 from .stores._join import join_steps
 from .stores._lease import LeaseLost
@@ -107,7 +107,7 @@ class Run:
     def snapshot(self) -> WorkflowInstance:
         """The instance as it stands, with its step results."""
         inst = join_steps(self.instance, self.checkpoints.values())
-        return attrs.evolve(inst, current_step=self.current_step)
+        return replace_instance(inst, current_step=self.current_step)
 
     def emit(self, name: str, **fields: Any) -> None:
         bus = self.engine.events

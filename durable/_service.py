@@ -30,7 +30,7 @@ from ._interpreter import GraphDefinition
 from ._ir import Graph
 from ._events import Event
 from ._children import running_children
-from ._records import InstanceStatus, StepResult, WorkflowInstance
+from ._records import InstanceStatus, StepResult, WorkflowInstance, replace_instance
 from ._run import Definition, Run
 from ._steps import error_text
 from ._service_resume import Resuming
@@ -288,7 +288,7 @@ class WorkflowService(Resuming):
     async def _finish(self, run: Run, status: InstanceStatus, output: Any, error: BaseException | None) -> None:
         run.finishing = True
         engine = self._engine
-        final = attrs.evolve(
+        final = replace_instance(
             run.instance, status=status, output=output, completed_at=engine.now(), current_step=run.current_step,
             error=_error_text(error) if error is not None else None,
             error_type=type(error).__name__ if error is not None else None,

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from durable import InstanceStatus, LMDBStore, StepResult, StepStatus, StoreError, WorkflowInstance
+from durable._records import replace_instance
 from durable._serde import (
     _INSTANCE_LAYOUT,
     _STEP_LAYOUT,
@@ -82,6 +83,29 @@ def test_layouts_are_the_attrs_field_orders() -> None:
     """Records are built positionally: each layout must be its class's attrs fields, in order."""
     assert _STEP_LAYOUT == tuple(a.name for a in attrs.fields(StepResult))
     assert _INSTANCE_LAYOUT == tuple(a.name for a in attrs.fields(WorkflowInstance) if a.name != "step_results")
+
+
+def test_replace_instance_is_attrs_evolve() -> None:
+    """The engine's fast ``replace_instance`` changes exactly the fields given, as ``attrs.evolve`` does."""
+    when = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    inst = WorkflowInstance(
+        id="i", workflow_name="w", status=InstanceStatus.RUNNING, input={"x": 1}, current_step="a", output=2,
+        error="e", step_results={"a": StepResult("a", StepStatus.COMPLETED)}, created_at=when, started_at=when,
+        completed_at=when, deadline=when, args=(1,), kwargs={"k": 2}, error_type="E",
+    )
+    changes: dict[str, Any] = {
+        "id": "j", "workflow_name": "v", "status": InstanceStatus.FAILED, "input": 3, "current_step": None,
+        "output": None, "error": None, "step_results": {}, "created_at": None, "started_at": None,
+        "completed_at": None, "deadline": None, "args": (), "kwargs": {}, "error_type": None,
+    }
+    assert set(changes) == {a.name for a in attrs.fields(WorkflowInstance)}  # every field, once
+    assert replace_instance(inst) == attrs.evolve(inst) == inst
+    for name, value in changes.items():
+        replaced = replace_instance(inst, **{name: value})
+        assert attrs.asdict(replaced, recurse=False) == attrs.asdict(attrs.evolve(inst, **{name: value}), recurse=False)
+    assert attrs.asdict(replace_instance(inst, **changes), recurse=False) == changes
+    with pytest.raises(KeyError):
+        replace_instance(inst, no_such_field=1)
 
 
 # -- round trips -------------------------------------------------------------------

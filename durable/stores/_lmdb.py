@@ -85,6 +85,7 @@ class LMDBStore(LMDBReads, LMDBSteps, LMDBSignals, LMDBLeases):
         self._lazy_delay = float(lazy_delay)
         self._lock = SharedLock()  # transactions (shared) vs. map resizes (exclusive) in this process
         self._writer: Writer | None = None
+        self._owner_cache: tuple[Owner, bytes, bytes] | None = None  # see _owner_record
         self._closed = False
         self._env = self._open(map_size)
 
@@ -384,15 +385,17 @@ class LMDBStore(LMDBReads, LMDBSteps, LMDBSignals, LMDBLeases):
         check_instance_id(instance.id)
         check_workflow_name(instance.workflow_name)
         data = encode_instance(instance)
+        owner_record = self._owner_record(owner) if owner is not None and not instance.finished else None
 
         def create(txn: lmdb.Transaction) -> bool:
             key = instance.id.encode()
             if txn.get(key, db=self._dbs["instances"]) is not None:
                 return False
             self._put_instance(txn, instance, data)
-            if owner is not None and not instance.finished:
-                txn.put(owner.id.encode(), owner.encode(), db=self._dbs["owners"])
-                txn.put(key, owner.id.encode(), db=self._dbs["leases"])
+            if owner_record is not None:
+                owner_id, encoded = owner_record
+                txn.put(owner_id, encoded, db=self._dbs["owners"])
+                txn.put(key, owner_id, db=self._dbs["leases"])
             return True
 
         if await self._write(create):
@@ -400,6 +403,13 @@ class LMDBStore(LMDBReads, LMDBSteps, LMDBSignals, LMDBLeases):
         existing = await self.get_instance(instance.id)
         assert existing is not None
         return existing, False
+
+    def _owner_record(self, owner: Owner) -> tuple[bytes, bytes]:
+        """``owner``'s id and record, encoded once per owner record (a JSON dump costs more than the write)."""
+        cached = self._owner_cache
+        if cached is None or cached[0] is not owner:
+            cached = self._owner_cache = (owner, owner.id.encode(), owner.encode())
+        return cached[1], cached[2]
 
     async def update_instance(
         self, instance: WorkflowInstance, *, durable: bool = True, owner: str | None = None
