@@ -31,10 +31,14 @@ def make_spawn(cwd: str, timeout: float, log: Any = None) -> Spawn:
 
     A child that runs longer than ``timeout`` seconds dumps its threads' stacks
     (``faulthandler``) and exits; its stderr ends up in :class:`ChildFailed`.
+    Dirty pages are flushed (``os.sync()``) before each child starts, so the
+    write-back of an earlier measurement (DBOS's, say) does not land on its
+    syncs.
     """
 
     def spawn(module: str, function: str, *, expect_kill: bool = False, **kwargs: Any) -> Sample:
         cmd = [sys.executable, CHILD, module, function, json.dumps(kwargs)]
+        os.sync()
         env = dict(os.environ, BENCH_CHILD_TIMEOUT=str(timeout))
         if log is not None:
             print(f"    $ {module}.{function}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})",
