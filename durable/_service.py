@@ -123,7 +123,7 @@ class WorkflowService(Resuming):
                 one instance, and returns the same id. Without one, the
                 instance gets a new version-7 UUID (32 hex digits) whose
                 first 12 digits are its creation time in milliseconds, so
-                ids sort by creation. If that instance is
+                ids sort by creation time, to the millisecond. If that instance is
                 unfinished and the engine that ran it is gone (a crash, a
                 stop), this engine continues it, as ``resume()`` would.
             **kwargs: keyword arguments of a decorator workflow's call.

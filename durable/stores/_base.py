@@ -57,11 +57,12 @@ def check_workflow_name(name: object) -> str:
 def new_instance_id() -> str:
     """A new instance id: a UUID version 7 (RFC 9562) as 32 hex digits.
 
-    Its first 12 digits are the wall-clock time in milliseconds and the rest
-    (74 bits) random, so ids made later sort later. That keeps concurrent
-    instances' records next to each other in the store's B-trees: a commit
-    of many checkpoints writes a few pages at one end, not a page per record
-    all over the tree.
+    Its first 12 digits are the wall-clock time in milliseconds and 74 of
+    its other bits random, so ids sort by creation time, to the millisecond
+    (within one, at random; and the wall clock can be set back). That keeps
+    the records of instances started together next to each other in the
+    store's B-trees: a commit of many checkpoints rewrites a few pages, not
+    a page per record all over the tree.
     """
     rand = int.from_bytes(os.urandom(10))
     return "%032x" % (
