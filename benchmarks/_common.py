@@ -132,15 +132,19 @@ def settled_rss_kb() -> int:
 
 
 def written_bytes() -> int:
-    """Bytes this process has caused to be written to storage so far (``write_bytes`` of /proc/self/io).
+    """Bytes this process has caused to be written to storage so far (/proc/self/io).
 
-    Counted when a page is dirtied, so writes not yet flushed count too.
+    ``write_bytes`` counts a page when it is dirtied, so writes not yet flushed
+    count too; ``cancelled_write_bytes`` (pages of files truncated or deleted
+    before they were written back, such as SQLite's rollback journal) is
+    subtracted.
     """
+    fields: dict[str, int] = {}
     with open("/proc/self/io") as f:
         for line in f:
-            if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-    raise RuntimeError("no write_bytes in /proc/self/io")
+            name, _, value = line.partition(":")
+            fields[name] = int(value)
+    return fields["write_bytes"] - fields["cancelled_write_bytes"]
 
 
 def dir_size_mb(path: str) -> float:

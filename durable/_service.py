@@ -122,7 +122,7 @@ class WorkflowService(Resuming):
             id: a caller-chosen id: starting twice with one id creates and runs
                 one instance, and returns the same id. Without one, the
                 instance gets a new version-7 UUID (32 hex digits) whose
-                first 12 digits are its creation time in milliseconds, so
+                first 12 digits are its ``created_at`` in milliseconds, so
                 ids sort by creation time, to the millisecond. If that instance is
                 unfinished and the engine that ran it is gone (a crash, a
                 stop), this engine continues it, as ``resume()`` would.
@@ -138,7 +138,8 @@ class WorkflowService(Resuming):
         engine = self._engine
         engine.nursery  # fail early, with a clear message, outside 'async with'
         self._defs.setdefault(definition.name, definition)  # a child's: resume() and wake-ups need it
-        instance_id = check_instance_id(id) if id is not None else new_instance_id()
+        now = engine.now()
+        instance_id = check_instance_id(id) if id is not None else new_instance_id(now)
         value, call_args, call_kwargs = definition.make_call(args, kwargs)
         if id is not None:
             # A caller's id (a child's, on every replay of its call) often exists
@@ -146,7 +147,7 @@ class WorkflowService(Resuming):
             found = await engine.store.get_instance(instance_id, steps=False)
             if found is not None:
                 return await self._existing(definition, found)
-        now = engine.now()
+            now = engine.now()  # after the read
         deadline = now + timedelta(seconds=definition.timeout) if definition.timeout else None
         if deadline_cap is not None:
             deadline = min(deadline, deadline_cap) if deadline is not None else deadline_cap

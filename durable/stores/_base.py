@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 import trio
@@ -54,23 +54,26 @@ def check_workflow_name(name: object) -> str:
     return _check_name(name, "a workflow name")
 
 
-def new_instance_id() -> str:
+def new_instance_id(created_at: datetime) -> str:
     """A new instance id: a UUID version 7 (RFC 9562) as 32 hex digits.
 
-    Its first 12 digits are the wall-clock time in milliseconds and 74 of
-    its other bits random, so ids sort by creation time, to the millisecond
-    (within one, at random; and the wall clock can be set back). That keeps
-    the records of instances started together next to each other in the
-    store's B-trees: a commit of many checkpoints rewrites a few pages, not
-    a page per record all over the tree.
+    Its first 12 digits are ``created_at`` (the instance's creation time, an
+    aware ``datetime``) in milliseconds since the epoch, and 74 of its other
+    bits are random, so ids sort by creation time, to the millisecond (within
+    one, at random). That keeps the records of instances started together
+    next to each other in the store's B-trees: a commit of many checkpoints
+    rewrites a few pages, not a page per record all over the tree. The
+    creation time can be read back from the id; the random bits still make
+    two ids of one millisecond differ, but an id is not a secret.
     """
+    millis = (created_at - _EPOCH) // _MILLISECOND
     rand = int.from_bytes(os.urandom(10))
-    return "%032x" % (
-        (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 | rand & _LOW62
-    )
+    return "%032x" % (millis << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 | rand & _LOW62)
 
 
 _LOW62 = (1 << 62) - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 def is_valid_id(instance_id: object) -> bool:

@@ -20,4 +20,5 @@ def join_steps(instance: WorkflowInstance, steps: Iterable[StepResult]) -> Workf
 
 
 def _started(step: StepResult) -> tuple[bool, Any, str]:
+    """The order of a step's executions: by start time (none last), then by key."""
     return step.started_at is None, step.started_at or 0, step.key
