@@ -16,7 +16,10 @@ from typing import Any
 
 import trio
 
-__all__ = ["base", "now", "pause_autojump", "resume_autojump"]
+__all__ = ["EPOCH", "base", "now", "pause_autojump", "resume_autojump"]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""The Unix epoch, as an aware ``datetime``: stored times count from it."""
 
 _BASE: trio.lowlevel.RunVar[tuple[float, trio.abc.Clock]] = trio.lowlevel.RunVar("durable_epoch")
 

@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 import attrs
 import cloudpickle  # type: ignore[import-untyped]
 
+from ._clock import EPOCH
 from ._records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
 from .errors import SerializationError, StoreError
 
@@ -184,7 +185,6 @@ _INSTANCE_LAYOUT = (
 )
 _step_fields = operator.attrgetter(*_STEP_LAYOUT)
 _instance_fields = operator.attrgetter(*_INSTANCE_LAYOUT)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -192,7 +192,7 @@ def _stored_time(value: datetime | None) -> datetime | int | None:
     """A record's time as stored: microseconds since the epoch if it is in UTC, else the ``datetime`` itself."""
     if value is None or value.tzinfo is not UTC:
         return value
-    return (value - _EPOCH) // _MICROSECOND
+    return (value - EPOCH) // _MICROSECOND
 
 
 def encode_instance(inst: WorkflowInstance) -> bytes:
@@ -257,7 +257,7 @@ def _bad(name: str, value: Any, cls: type) -> TypeError:
 def _time(value: Any, name: str, cls: type) -> datetime | None:
     """A stored time (microseconds since the epoch in UTC, a ``datetime`` or ``None``) as a record's time."""
     if type(value) is int:
-        return _EPOCH + timedelta(0, 0, value)  # exact; OverflowError if out of range
+        return EPOCH + timedelta(0, 0, value)  # exact; OverflowError if out of range
     if value is None or isinstance(value, datetime):
         return value
     raise _bad(name, value, cls)

@@ -13,18 +13,18 @@ not each earlier failure. ``workflow.progress`` is not derived.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import attrs
 
+from .._clock import EPOCH
 from .._events import Event
 from .._records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
 from ._render import fmt_time, ordered_steps, to_json
 
 __all__ = ["HistoryEvent", "derive", "format_event"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @attrs.frozen
@@ -79,7 +79,7 @@ def derive(inst: WorkflowInstance, steps: Mapping[str, StepResult]) -> list[Hist
     filled: list[datetime | None] = []
     for item in out:
         filled.append(item.at if item.at is not None else (filled[-1] if filled else None))
-    order = sorted(range(len(out)), key=lambda i: (filled[i] is not None, filled[i] or _EPOCH, i))
+    order = sorted(range(len(out)), key=lambda i: (filled[i] is not None, filled[i] or EPOCH, i))
     return [out[i] for i in order]
 
 

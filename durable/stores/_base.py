@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 import trio
 
+from .._clock import EPOCH
 from .._records import InstanceStatus, StepResult, WorkflowInstance
 from ._lease import Owner
 
@@ -66,13 +67,12 @@ def new_instance_id(created_at: datetime) -> str:
     creation time can be read back from the id; the random bits still make
     two ids of one millisecond differ, but an id is not a secret.
     """
-    millis = (created_at - _EPOCH) // _MILLISECOND
+    millis = (created_at - EPOCH) // _MILLISECOND
     rand = int.from_bytes(os.urandom(10))
     return "%032x" % (millis << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 | rand & _LOW62)
 
 
 _LOW62 = (1 << 62) - 1
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 
 
