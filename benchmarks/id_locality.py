@@ -4,7 +4,7 @@
 
 Runs W2's workload (1,000 workflows of 3 steps, started at once) ``--rounds``
 times on one store, so the store grows by 1,000 instances a round, and prints
-for each round the KB written to disk per workflow (``write_bytes`` of
+for each round the KB written to disk per workflow (``written_bytes()``:
 ``/proc/self/io``) and the steps per second. It does so twice, each on a fresh
 store in a fresh process: once with the ids ``start()`` generates (version-7
 UUIDs, time-ordered) and once with ``start()`` generating random version-4
