@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import statistics
+import time
 from dataclasses import dataclass, field
 
 from _common import Outcome, Row
@@ -75,8 +77,34 @@ def machine_info(workdir: str) -> dict[str, str]:
         "dbos": _version("dbos"),
         "stores in": f"{workdir} ({_filesystem(workdir)})",
         **disk_info(workdir),
+        "cpu probe": cpu_probe(),
         "load avg": load_average(),
     }
+
+
+def cpu_probe(repeats: int = 5) -> str:
+    """Median time of a fixed pure-Python loop (calls, attributes, a dict, small objects), as text.
+
+    The CPU-bound figures (W2, W3, U) move with it: this VM's speed varies
+    by tens of per cent from hour to hour, and a probe taken at the start and
+    at the end of a run shows whether it did during that run.
+    """
+
+    class Item:
+        __slots__ = ("key", "value")
+
+        def __init__(self, key: int, value: int) -> None:
+            self.key, self.value = key, value
+
+    def work() -> float:
+        t0 = time.perf_counter()
+        table: dict[int, Item] = {}
+        for i in range(100_000):
+            item = Item(i, i * 2)
+            table[item.key & 1023] = item
+        return time.perf_counter() - t0
+
+    return f"{statistics.median(work() for _ in range(repeats)) * 1e3:.1f} ms (a fixed Python loop; lower is faster)"
 
 
 def load_average() -> str:

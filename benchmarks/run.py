@@ -23,7 +23,7 @@ from types import ModuleType
 
 from _common import Config, Outcome, Sizes
 from _proc import ChildFailed, make_spawn
-from _report import RATIO_NOTE, Result, load_average, machine_info, table
+from _report import RATIO_NOTE, Result, cpu_probe, load_average, machine_info, table
 
 MODULES = ["w1_sequential", "w2_concurrent", "w3_parallel", "w4_resume", "w5_memory", "u_plain", "p1_sleep", "p2_map"]
 
@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         if res.dbos is not None and res.dbos.note and not res.dbos.samples:
             print(f"DBOS n/a for {res.key}: {res.dbos.note}")
     info["load avg at end"] = load_average()
+    info["cpu probe at end"] = cpu_probe()
     print(f"total time: {elapsed:.0f} s; load average at start {info['load avg']}, at end {info['load avg at end']}")
+    print(f"cpu probe at start: {info['cpu probe']}; at end: {info['cpu probe at end']}")
     print(f"({os.cpu_count()} CPUs: a 1-minute load above that before a workload means other work skewed it; "
           "the progress lines show it. The average lags, and DBOS's W5 raises it by itself: its blocked threads count.)")
     failed = [(res.key, side, o.error) for res in results for side, o in (("durable", res.durable), ("dbos", res.dbos))
