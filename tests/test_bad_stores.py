@@ -42,9 +42,9 @@ from durable import (
     StoreError,
     WorkflowInstance,
 )
-from durable._serde import _seal, decode_instance, decode_step, encode_instance, encode_step
+from durable._model.serde import _seal, decode_instance, decode_step, encode_instance, encode_step
 from durable.errors import StepFailed
-from durable.stores._lmdb import FORMAT_VERSION
+from durable.stores._lmdb.store import FORMAT_VERSION
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 NOBODY = 65534

@@ -9,7 +9,7 @@ import attrs
 import pytest
 
 from durable import ChoiceState, Graph, GraphError, ParallelState, PassState, Retry, TaskState, When, workflow
-from durable._builder import WorkflowBuilder
+from durable._frontends.builder import WorkflowBuilder
 
 
 def job_fn(x: Any) -> Any:

@@ -25,8 +25,8 @@ from durable import (
     step,
     workflow,
 )
-from durable._catch import error_matches
-from durable._serde import UnpicklableError
+from durable._graph.catch import error_matches
+from durable._model.serde import UnpicklableError
 from durable.testing import assert_replays, capture_events, crash_and_resume
 
 CALLS: Counter[str] = Counter()

@@ -28,9 +28,9 @@ from durable import (
     wait_for_signal,
     workflow,
 )
-from durable._compiler import compile_workflow
-from durable._decorators import is_step as durable_is_step
-from durable._ir import ChildState, MapState, SignalState, WaitState, validate_graph
+from durable._frontends.compiler.walk import compile_workflow
+from durable._frontends.decorators import is_step as durable_is_step
+from durable._graph.states import ChildState, MapState, SignalState, WaitState, validate_graph
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -661,7 +661,7 @@ def test_invalid_graph_falls_back_to_linear(monkeypatch: pytest.MonkeyPatch) -> 
     def failing(graph: Graph, *, workflow: str | None = None) -> None:
         raise GraphError("no end is reachable: every path loops forever", workflow=graph.name)
 
-    monkeypatch.setattr("durable._compile_graph.validate_graph", failing)
+    monkeypatch.setattr("durable._frontends.compiler.graph.validate_graph", failing)
     g = compile_workflow(wf_while, name="wf_while", is_step=is_step)
     assert g.source == "source"
     assert shape(g) == [("charge", "task", "notify"), ("notify", "task", "END")]
@@ -749,7 +749,7 @@ def test_the_linear_fallback_keeps_waits_signals_and_children(monkeypatch: pytes
     def failing(graph: Graph, *, workflow: str | None = None) -> None:
         raise GraphError("no end is reachable: every path loops forever", workflow=graph.name)
 
-    monkeypatch.setattr("durable._compile_graph.validate_graph", failing)
+    monkeypatch.setattr("durable._frontends.compiler.graph.validate_graph", failing)
     g = compile_workflow(with_primitives.__wrapped__, name="with_primitives", is_step=durable_is_step)
     assert [s.type for s in g.states] == ["task", "wait", "wait", "wait", "signal", "signal", "workflow", "workflow"]
     monkeypatch.undo()

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from durable import Engine, Event, Retry, When, workflow
-from durable._events import EVENT_NAMES
+from durable._engine.events import EVENT_NAMES
 
 
 def _order_graph() -> Any:

@@ -25,7 +25,7 @@ from durable import (
     WorkflowInstance,
 )
 from durable.errors import DurableError
-from durable.stores._lmdb import FORMAT_VERSION
+from durable.stores._lmdb.store import FORMAT_VERSION
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

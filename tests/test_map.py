@@ -27,6 +27,7 @@ from durable import (
     workflow,
 )
 from durable.testing import assert_replays, capture_events, crash_and_resume, run
+from durable._graph.states import validate_graph
 
 CALLS: Counter[Any] = Counter()
 
@@ -479,7 +480,7 @@ def test_builder_map_validation() -> None:
         workflow("w").map("m", iterator=item, items=[1, 2])  # type: ignore[arg-type]
     bad_iterator = MapState(name="m", iterator=durable.Graph("it", (TaskState(name="t", job="j", next="nope"),)))
     with pytest.raises(GraphError, match="nope") as info:
-        durable._ir.validate_graph(durable.Graph("w", (attrs_evolve_end(bad_iterator),)))
+        validate_graph(durable.Graph("w", (attrs_evolve_end(bad_iterator),)))
     assert info.value.workflow == "w/m/it"
 
 

@@ -21,8 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from durable import InstanceStatus, LMDBStore, StepResult, StepStatus, StoreError, WorkflowInstance
-from durable._records import replace_instance
-from durable._serde import (
+from durable._model.records import replace_instance
+from durable._model.serde import (
     _INSTANCE_LAYOUT,
     _STEP_LAYOUT,
     UnpicklableError,
@@ -33,7 +33,7 @@ from durable._serde import (
     encode_step,
 )
 from durable.errors import StepFailed
-from durable.stores._lmdb import FORMAT_VERSION
+from durable.stores._lmdb.store import FORMAT_VERSION
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T0 = datetime(2024, 5, 1, 12, 0, 0, 250_001, tzinfo=UTC)

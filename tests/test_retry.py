@@ -264,7 +264,7 @@ def test_delay_huge_attempt_with_integer_fields_is_fast() -> None:
     exact big-integer arithmetic: minutes of CPU for attempt 10**9. Run in a
     subprocess so a hang is bounded and reported, not inherited by the suite.
     """
-    code = "from durable._retry import Retry; print(Retry(interval=1, backoff_rate=3).delay(10**9))"
+    code = "from durable._model.retry import Retry; print(Retry(interval=1, backoff_rate=3).delay(10**9))"
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3)
     except subprocess.TimeoutExpired:

@@ -9,14 +9,14 @@ import textwrap
 from pathlib import Path
 
 from durable import StepResult, StepStatus
-from durable._serde import decode_step, encode_step
+from durable._model.serde import decode_step, encode_step
 
 WRITER = textwrap.dedent(
     """
     import sys
     from dataclasses import dataclass
     from durable import StepResult, StepStatus
-    from durable._serde import encode_step
+    from durable._model.serde import encode_step
 
     @dataclass
     class Point:          # defined in __main__: no other process can import it
@@ -64,7 +64,7 @@ def test_record_times_round_trip_exactly_in_any_zone() -> None:
     import pickle
     from datetime import UTC, datetime, timedelta, timezone
 
-    from durable._serde import _seal
+    from durable._model.serde import _seal
 
     paris = timezone(timedelta(hours=1), "CET")
     times = [
@@ -100,7 +100,7 @@ def test_a_record_naming_code_this_process_cannot_import_is_not_called_corrupt(t
         sys.path.insert(0, sys.argv[2])
         from shapes import Square
         from durable import StepResult, StepStatus
-        from durable._serde import encode_step
+        from durable._model.serde import encode_step
         rec = StepResult(step_name="s", status=StepStatus.COMPLETED, key="s#0", output=Square(2))
         open(sys.argv[1], "wb").write(encode_step(rec))
         """
@@ -121,7 +121,7 @@ def test_a_main_class_loads_as_the_resumed_scripts_own_class(tmp_path: Path) -> 
         """
         import sys
         from durable import StepResult, StepStatus
-        from durable._serde import decode_step, encode_step
+        from durable._model.serde import decode_step, encode_step
 
         class Boom(Exception):
             pass

@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 
 from durable import LMDBStore, StepResult, StepStatus
-from durable.stores._sharedlock import SharedLock
+from durable.stores._lmdb.sharedlock import SharedLock
 
 GROW = textwrap.dedent(
     """

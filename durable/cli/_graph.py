@@ -13,8 +13,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping
 
-from .._ir import Graph, ParallelState, State
-from .._records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
+from .._graph.states import Graph, ParallelState, State
+from .._model.records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
 from ._render import ordered_steps
 
 __all__ = ["COLOURS", "dot_node_ids", "marked_dot", "marked_mermaid", "mermaid_node_ids", "state_statuses"]

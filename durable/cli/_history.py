@@ -18,9 +18,9 @@ from typing import Any
 
 import attrs
 
-from .._clock import EPOCH
-from .._events import Event
-from .._records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
+from .._model.clock import EPOCH
+from .._engine.events import Event
+from .._model.records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
 from ._render import fmt_time, ordered_steps, to_json
 
 __all__ = ["HistoryEvent", "derive", "format_event"]

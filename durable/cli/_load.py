@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
-from .._builder import WorkflowBuilder
-from .._decorators import StepFunction, WorkflowFunction
-from .._ir import Graph, MapState, ParallelState, TaskState
+from .._frontends.builder import WorkflowBuilder
+from .._frontends.decorators import StepFunction, WorkflowFunction
+from .._graph.states import Graph, MapState, ParallelState, TaskState
 from ._errors import CliError
 
 if TYPE_CHECKING:
-    from .._engine import Engine
+    from .._engine.engine import Engine
 
 __all__ = [
     "Loaded",

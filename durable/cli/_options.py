@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .._ir import Graph
+from .._graph.states import Graph
 from ._errors import CliError
 from ._load import Workflow, name_of
 from ._store import DEFAULT_STORE

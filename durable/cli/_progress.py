@@ -14,7 +14,7 @@ from typing import Literal
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from .._events import Event
+from .._engine.events import Event
 
 __all__ = ["Mode", "RunProgress", "choose_mode"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 import trio
 
-from .._records import InstanceStatus, StepResult, WorkflowInstance
+from .._model.records import InstanceStatus, StepResult, WorkflowInstance
 from ..stores import LMDBStore, Owner
 from ._errors import CliError
 from ._graph import marked_dot, marked_mermaid

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .._records import StepResult, WorkflowInstance
+from .._model.records import StepResult, WorkflowInstance
 from ..stores import Owner
 
 __all__ = [

@@ -9,8 +9,8 @@ import attrs
 import click
 import trio
 
-from .._engine import Engine
-from .._records import InstanceStatus, WorkflowInstance
+from .._engine.engine import Engine
+from .._model.records import InstanceStatus, WorkflowInstance
 from ..stores import LMDBStore
 from ..stores._base import is_valid_id
 from ._errors import CliError

@@ -8,7 +8,7 @@ from typing import Any
 import click
 import trio
 
-from .._engine import Engine
+from .._engine.engine import Engine
 from ..stores import LMDBStore
 from ._errors import CliError
 from ._logs import engine_logs

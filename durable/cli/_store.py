@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .._records import InstanceStatus, WorkflowInstance
+from .._model.records import InstanceStatus, WorkflowInstance
 from ..stores import LMDBStore
 from ._errors import CliError
 

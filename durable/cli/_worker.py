@@ -9,8 +9,8 @@ from types import ModuleType
 import click
 import trio
 
-from .._engine import Engine
-from .._events import Event
+from .._engine.engine import Engine
+from .._engine.events import Event
 from ._load import load_module, setup_engine
 from ._logs import engine_logs
 from ._options import store_option

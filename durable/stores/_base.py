@@ -22,8 +22,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import trio
 
-from .._clock import EPOCH
-from .._records import InstanceStatus, StepResult, WorkflowInstance
+from .._model.clock import EPOCH
+from .._model.records import InstanceStatus, StepResult, WorkflowInstance
 from ._lease import Owner
 
 __all__ = [

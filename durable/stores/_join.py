@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .._records import StepResult, WorkflowInstance, replace_instance
+from .._model.records import StepResult, WorkflowInstance, replace_instance
 
 __all__ = ["join_steps"]
 

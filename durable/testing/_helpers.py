@@ -9,10 +9,10 @@ from typing import Any
 import trio
 import trio.testing
 
-from .._decorators import StepFunction
-from .._engine import Engine
-from .._events import Event
-from .._records import WorkflowInstance
+from .._frontends.decorators import StepFunction
+from .._engine.engine import Engine
+from .._engine.events import Event
+from .._model.records import WorkflowInstance
 from ..stores import MemoryStore, Store
 
 __all__ = ["capture_events", "crash_and_resume", "replace_step", "run", "run_on_engine"]

@@ -17,10 +17,10 @@ from typing import Any, cast
 
 import attrs
 
-from .._engine import Engine
-from .._interpreter import GraphDefinition
-from .._ir import Graph
-from .._records import InstanceStatus, StepResult, WorkflowInstance
+from .._engine.engine import Engine
+from .._engine.interpreter import GraphDefinition
+from .._graph.states import Graph
+from .._model.records import InstanceStatus, StepResult, WorkflowInstance
 from ..stores import MemoryStore, Store
 
 __all__ = ["assert_replays"]

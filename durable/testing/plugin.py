@@ -47,8 +47,8 @@ import pytest
 if TYPE_CHECKING:
     from trio.testing import MockClock
 
-    from .._engine import Engine
-    from .._events import Event
+    from .._engine.engine import Engine
+    from .._engine.events import Event
 
 __all__ = [
     "LMDB_AUTOJUMP_THRESHOLD",
@@ -128,7 +128,7 @@ async def durable_engine(
     Its events are collected in ``durable_events``. It stops when the test
     ends (instances still running stay ``running`` in its store).
     """
-    from .._engine import Engine
+    from .._engine.engine import Engine
     from ..stores import MemoryStore
 
     async with Engine(store=MemoryStore()) as engine:
@@ -148,7 +148,7 @@ async def durable_lmdb_engine(
     would jump while the writer thread waits on the disk, and deadlines would
     fire during an fsync. Its events are collected in ``durable_events``.
     """
-    from .._engine import Engine
+    from .._engine.engine import Engine
 
     if durable_clock.autojump_threshold == 0:
         durable_clock.autojump_threshold = LMDB_AUTOJUMP_THRESHOLD

@@ -1,0 +1,208 @@
+"""The engine: owns the store, the registries, the event bus and one nursery.
+
+Everything the engine runs (instances, the store's writer thread, async event
+listeners) lives in the nursery it opens on ``async with``; leaving the block
+stops every instance (they stay ``running`` in the store, for ``resume()``),
+releases the engine's leases and flushes the store.
+
+Each engine is a lease :class:`~durable.stores.Owner`: the instances it starts
+or resumes are leased to it, and a heartbeat task refreshes its record every
+``lease_ttl / 3`` seconds. The same task notices instances this engine has
+lost (cancelled by another process, or taken over after it looked gone) and
+stops running them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import threading
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import final
+
+import trio
+
+from .._model import clock as _clock
+from .events import EventBus
+from .jobs import JobRegistry
+from .service import WorkflowService
+from ..stores import LMDBStore, MemoryStore, Owner, Store
+
+__all__ = ["Engine"]
+
+log = logging.getLogger("durable.engine")
+
+
+@final
+class Engine:
+    """Runs workflows; use as ``async with Engine(store=...) as engine:``.
+
+    Args:
+        store: where instances and checkpoints are kept (default: a new
+            :class:`MemoryStore`).
+        lease_ttl: seconds after its last heartbeat when this engine counts as
+            gone for engines on *other hosts* (on one host a dead process is
+            detected at once, by its pid).
+        suspend_after: a workflow whose :func:`durable.sleep` is longer than
+            this many seconds is unloaded from memory until it wakes (replayed
+            from its checkpoints then); shorter sleeps wait in memory.
+
+    Attributes:
+        workflows: register, start, wait for, inspect, cancel and resume instances.
+        jobs: the jobs builder tasks run by name.
+        events: listeners and subscriptions for the workflow events.
+        store: the store.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, store: Store | None = None, *, lease_ttl: float = 30.0, suspend_after: float = 1.0) -> None:
+        if not lease_ttl > 0:
+            raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
+        if not suspend_after >= 0:
+            raise ValueError(f"suspend_after must be a number of seconds >= 0, got {suspend_after!r}")
+        self.store: Store = store if store is not None else MemoryStore()
+        # The store's optional synchronous marker write, looked up on its class: a
+        # wrapper delegating through __getattr__ (and overriding put_step) is not
+        # bypassed; an async one is not this method and is not used.
+        later = getattr(type(self.store), "put_step_later", None)
+        self._put_step_later: Callable[..., None] | None = (
+            None if later is None or inspect.iscoroutinefunction(later) else later
+        )
+        self.lease_ttl = float(lease_ttl)
+        self.suspend_after = float(suspend_after)
+        self._owner: Owner | None = None
+        self._time_base: tuple[float, trio.abc.Clock] | None = None  # the run's clock, while running
+        self.jobs = JobRegistry()
+        self.events = EventBus()
+        self.workflows = WorkflowService(self)
+        self._owns_store = False
+        self._nursery: trio.Nursery | None = None
+        self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str] = "durable.lmdb", *, lease_ttl: float = 30.0, suspend_after: float = 1.0,
+        **store_options: object,
+    ) -> Engine:
+        """An engine over the :class:`LMDBStore` at ``path``; closes the store when it exits.
+
+        Use as ``async with Engine.open("orders.lmdb") as engine:``. ``store_options``
+        go to :class:`LMDBStore`.
+        """
+        engine = cls(LMDBStore(path, **store_options), lease_ttl=lease_ttl,  # type: ignore[arg-type]
+                     suspend_after=suspend_after)
+        engine._owns_store = True
+        return engine
+
+    @property
+    def owner(self) -> Owner:
+        """This engine's lease owner record; only valid inside ``async with``."""
+        if self._owner is None:
+            raise RuntimeError("the engine is not running: use it inside 'async with Engine(...) as engine:'")
+        return self._owner
+
+    def now(self) -> datetime:
+        """The engine's wall-clock time, following trio's clock (so ``MockClock`` moves it)."""
+        base = self._time_base
+        if base is None:
+            return _clock.now()
+        return datetime.fromtimestamp(base[0] + base[1].current_time(), tz=UTC)
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """The engine's nursery; only valid inside ``async with``."""
+        if self._nursery is None:
+            raise RuntimeError("the engine is not running: use it inside 'async with Engine(...) as engine:'")
+        return self._nursery
+
+    async def __aenter__(self) -> Engine:
+        if self._nursery is not None:
+            raise RuntimeError("this engine is already running")
+        self.workflows._open()
+        self._time_base = _clock.base()
+        self._nursery_cm = trio.open_nursery()
+        self._nursery = await self._nursery_cm.__aenter__()
+        try:
+            await self._nursery.start(self.store.run)
+            self._owner = Owner.this_process(self.lease_ttl)
+            await self.store.heartbeat(self._owner)
+            self._nursery.start_soon(self._heartbeat)
+        except BaseException as exc:
+            await self._exit(type(exc), exc, exc.__traceback__)
+            raise
+        self.events._nursery = self._nursery
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        return await self._exit(exc_type, exc, tb)
+
+    async def _exit(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        assert self._nursery is not None and self._nursery_cm is not None
+        try:
+            with trio.CancelScope(shield=True):
+                self.workflows._sleepers.closed = True  # no suspended instance wakes up any more
+                await self.workflows.stop()
+                if self._owner is not None:
+                    try:
+                        await self.store.release(self._owner.id)
+                    except Exception:  # a failing store must not hide the body's error
+                        log.exception("could not release the engine's leases")
+            self._nursery.cancel_scope.cancel()
+            # The body's own exception propagates as it is: handing it to the
+            # nursery would wrap it in an ExceptionGroup.
+            await self._nursery_cm.__aexit__(None, None, None)
+            return None
+        finally:
+            self.events._close_all()
+            self.events._nursery = None
+            self._nursery = None
+            self._owner = None
+            self._time_base = None
+            if self._owns_store:
+                self.store.close()
+
+    async def _heartbeat(self) -> None:
+        """Beat every ``lease_ttl / 3`` real seconds until cancelled.
+
+        The timer is a thread's, not trio's: a periodic trio timer would make
+        an autojumping ``MockClock`` leap ahead whenever the loop waits on a
+        thread (an fsync, a sync step), and heartbeats are about real time.
+        """
+        interval = self.lease_ttl / 3
+        token = trio.lowlevel.current_trio_token()
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(interval):
+                try:
+                    trio.from_thread.run(self._beat, trio_token=token)
+                except (trio.RunFinishedError, trio.Cancelled):
+                    return
+                except Exception:
+                    log.exception("heartbeat failed; retrying in %g s", interval)
+
+        threading.Thread(target=loop, name="durable-heartbeat", daemon=True).start()
+        try:
+            await trio.sleep_forever()
+        finally:
+            stop.set()
+
+    async def _beat(self) -> None:
+        """Refresh this engine's owner record; stop runs whose lease it lost."""
+        if self._owner is None:
+            return
+        self._owner = self._owner.beat()
+        await self.store.heartbeat(self._owner)
+        runs = self.workflows.running_ids()
+        if runs:
+            for instance_id in await self.store.lost_leases(self._owner.id, runs):
+                self.workflows._lost(instance_id)

@@ -1,0 +1,97 @@
+"""The job registry: names a builder task can run, mapped to functions."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, final
+
+import trio
+
+from .._model.clock import pause_autojump, resume_autojump
+from ..errors import JobNotFound
+
+__all__ = ["JobRegistry", "as_async_call", "inline_call", "is_async_callable"]
+
+
+def is_async_callable(fn: Callable[..., Any]) -> bool:
+    """True if calling ``fn`` returns a coroutine (an ``async def``, or an object with one as ``__call__``)."""
+    while hasattr(fn, "__wrapped__") and not inspect.iscoroutinefunction(fn):
+        fn = fn.__wrapped__
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def as_async_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], Awaitable[Any]]:
+    """A zero-argument async callable running ``fn(*args, **kwargs)``.
+
+    An async ``fn`` is awaited on the trio loop; a sync one runs in a worker
+    thread so it never blocks the loop (on cancellation the thread is
+    abandoned: it finishes in the background, its result discarded).
+    """
+    if is_async_callable(fn):
+        return lambda: fn(*args, **kwargs)
+    call = functools.partial(fn, *args, **kwargs)
+    return lambda: _in_thread(call)
+
+
+async def _in_thread(call: Callable[[], Any]) -> Any:
+    # Boxed in a tuple: trio refuses a thread function whose result is a coroutine.
+    paused = pause_autojump()  # a mock clock must not leap ahead while the thread works
+    try:
+        (result,) = await trio.to_thread.run_sync(lambda: (call(),), abandon_on_cancel=True)
+    finally:
+        resume_autojump(paused)
+    if inspect.isawaitable(result):
+        # A sync callable that returns an awaitable (say, ``lambda x: job(x)``
+        # over an async job): await it here, on the loop.
+        result = await result
+    return result
+
+
+async def _value(value: Any) -> Any:
+    return value
+
+
+def inline_call(fn: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
+    """A zero-argument async callable running the quick sync ``fn`` on the loop itself."""
+    return lambda: _value(fn())
+
+
+@final
+class JobRegistry:
+    """``engine.jobs``: register the functions builder tasks run by name.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: str, fn: Callable[..., Any]) -> None:
+        """Register ``fn`` (async, or sync: run in a worker thread) as job ``name``."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a job name must be a non-empty str, got {name!r}")
+        if not callable(fn):
+            raise TypeError(f"job {name!r} must be callable, got {fn!r}")
+        self._jobs[name] = fn
+
+    def get(self, name: str, *, workflow: str | None = None, instance_id: str | None = None,
+            step: str | None = None) -> Callable[..., Any]:
+        """The job called ``name``; :class:`JobNotFound` listing the registered names otherwise."""
+        try:
+            return self._jobs[name]
+        except KeyError:
+            known = ", ".join(sorted(self._jobs)) or "none"
+            raise JobNotFound(f"no job {name!r} is registered (registered: {known})",
+                              workflow=workflow, instance_id=instance_id, step=step) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._jobs
+
+    def names(self) -> list[str]:
+        """The registered job names, sorted."""
+        return sorted(self._jobs)

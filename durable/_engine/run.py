@@ -1,0 +1,264 @@
+"""The live state of one instance running in this process.
+
+A :class:`Run` holds the instance record, every checkpoint loaded from the
+store (so replay never reads the store per step), progress counters and the
+cancel scope that cancel, stop and the workflow timeout act on. A
+:class:`Scope` hands out checkpoint keys: ``path + name#occurrence``, counted
+per scope, so inserting a step never shifts the keys of steps in other scopes
+or of other names.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
+
+import attrs
+import trio
+
+from .events import Event
+from .._graph.states import Graph
+from .._model.records import StepResult, StepStatus, WorkflowInstance, replace_instance
+from ..errors import DurableError, SerializationError
+from ..stores._join import join_steps
+from ..stores._lease import LeaseLost
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["Definition", "Run", "Scope"]
+
+_T = TypeVar("_T")
+
+
+class Definition(Protocol):
+    """What the engine needs of a registered workflow, whichever front-end made it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def graph(self) -> Graph: ...
+
+    @property
+    def timeout(self) -> float | None: ...
+
+    @property
+    def total_steps(self) -> int:
+        """How many step completions make a full run (progress's denominator)."""
+        ...
+
+    def make_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        """(input, args, kwargs) to store for a ``start()`` call with these arguments."""
+        ...
+
+    async def execute(self, run: Run) -> Any:
+        """Run (or replay) the workflow body; returns its output."""
+        ...
+
+
+@attrs.define(eq=False)
+class Scope:
+    """Hands out checkpoint keys; each parallel branch gets a scope of its own."""
+
+    path: str = ""
+    counts: dict[str, int] = attrs.field(factory=dict)
+    busy: str | None = None
+
+    def next_key(self, name: str) -> str:
+        n = self.counts.get(name, 0)
+        self.counts[name] = n + 1
+        return f"{self.path}{name}#{n}"
+
+
+@attrs.define(eq=False)
+class Run:
+    """One instance in flight in this engine."""
+
+    engine: Engine
+    definition: Definition
+    instance: WorkflowInstance
+    checkpoints: dict[str, StepResult]
+    total_steps: int
+    completed_steps: int = 0
+    progress: int = 0
+    current_step: str | None = None
+    cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    done: trio.Event = attrs.field(factory=trio.Event)
+    stop_reason: str | None = None  # "cancel", "stop", "lost" (lease), "suspend" (sleep) or "crash" (tests)
+    finishing: bool = False
+    fatal: BaseException | None = None
+    wake_at: datetime | None = None  # when a suspended run is to continue
+    wake_signal: str | None = None  # or the signal it waits for
+    _completed_under: dict[str, int] | None = attrs.field(default=None, init=False, repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.instance.id
+
+    @property
+    def name(self) -> str:
+        return self.instance.workflow_name
+
+    def now(self) -> datetime:
+        return self.engine.now()
+
+    def snapshot(self) -> WorkflowInstance:
+        """The instance as it stands, with its step results."""
+        inst = join_steps(self.instance, self.checkpoints.values())
+        return replace_instance(inst, current_step=self.current_step)
+
+    def emit(self, name: str, **fields: Any) -> None:
+        bus = self.engine.events
+        if bus.active:
+            bus.emit(Event(name=name, instance_id=self.id, workflow_name=self.name, **fields))
+
+    def fail(self, cls: type[DurableError], message: str, *, step: str | None = None, **extra: Any) -> DurableError:
+        """An error of ``cls`` naming this run's workflow and instance."""
+        return cls(message, workflow=self.name, instance_id=self.id, step=step, **extra)
+
+    def poison(self, error: BaseException) -> BaseException:
+        """End this run with ``error``: no further step may run, whatever the workflow's code catches.
+
+        Used when going on could break a promise: a checkpoint that could not
+        be written, or a replay that diverged from its checkpoints.
+        """
+        if self.fatal is None:
+            self.fatal = error
+            self.cancel_scope.cancel()
+        return self.fatal
+
+    def next_checkpoint(self, scope: Scope, step_name: str,
+                        failure: type[DurableError]) -> tuple[str, StepResult | None]:
+        """The next key of ``step_name`` in ``scope``, and its checkpoint if one was loaded.
+
+        A failed checkpoint re-raises its error (a ``failure`` if it has none);
+        a completed one is counted towards progress, and the caller returns
+        its output. Used by the primitives that are not plain steps (sleep,
+        signal, child workflow).
+        """
+        if self.fatal is not None:
+            raise self.fatal
+        key = scope.next_key(step_name)
+        rec = self.checkpoints.get(key)
+        if rec is not None and rec.status == StepStatus.FAILED:
+            raise rec.exception or self.fail(failure, rec.error or "failed", step=key)
+        if rec is not None and rec.status == StepStatus.COMPLETED:
+            self.step_completed(step_name, executed=False)
+        return key, rec
+
+    async def suspend(self, wake_at: datetime | None, signal: str | None = None) -> NoReturn:
+        """End this run to free its memory; the engine continues it at ``wake_at`` (a durable sleep),
+        or when ``signal`` arrives (``wake_at`` then is the wait's time-out, if any).
+
+        Its checkpoints say where it stands (the sleep's wake-up time is
+        durable), so nothing more is written: the instance stays running,
+        leased to this engine.
+        """
+        if self.stop_reason is None and not self.finishing:
+            self.stop_reason = "suspend"
+            self.wake_at = wake_at
+            self.wake_signal = signal
+        self.cancel_scope.cancel()
+        await trio.lowlevel.checkpoint()  # raises Cancelled: the run's scope is cancelled
+        raise AssertionError("unreachable: a suspended run is cancelled")  # pragma: no cover
+
+    def lose(self) -> BaseException:
+        """Stop this run at once, writing nothing more: its lease is another engine's now
+        (or the instance finished elsewhere, a cancel from another process).
+        """
+        if self.stop_reason is None and not self.finishing:
+            self.stop_reason = "lost"
+        self.cancel_scope.cancel()
+        return self.fail(DurableError, "this engine no longer holds the instance's lease")
+
+    async def checkpoint(self, step: StepResult, *, durable: bool) -> None:
+        """Store ``step``; returns once it is on disk if ``durable``.
+
+        A failed write poisons the run: the workflow must not move past a step
+        whose result is not stored.
+        """
+        try:  # what _guard does, inline: one coroutine fewer per step
+            await self.engine.store.put_step(self.id, step, durable=durable, owner=self.engine.owner.id)
+        except Exception as exc:
+            raise self._write_failed(exc, step)  # (its cause set there)
+        self.checkpoints[step.key] = step
+
+    async def take_signal(self, name: str, seq: int, step: StepResult) -> bool:
+        """Consume queued signal ``seq`` and store ``step`` in one durable write; ``False`` if it is gone."""
+        taken = await self._guard(
+            self.engine.store.take_signal(self.id, name, seq, step, owner=self.engine.owner.id), step)
+        if taken:
+            self.checkpoints[step.key] = step
+        return taken
+
+    def mark_running(self, step: StepResult) -> bool:
+        """Record ``step`` (a "running" marker: bookkeeping, not durable) without waiting, if the store can.
+
+        ``False`` if the store has no ``put_step_later``: then await
+        ``checkpoint(step, durable=False)`` instead.
+        """
+        later = self.engine._put_step_later
+        if later is None:
+            return False
+        try:
+            later(self.engine.store, self.id, step, owner=self.engine.owner.id)
+        except Exception as exc:
+            raise self._write_failed(exc, step)  # (its cause set there)
+        self.checkpoints[step.key] = step
+        return True
+
+    async def _guard(self, write: Awaitable[_T], step: StepResult) -> _T:
+        """Await a store write of ``step``'s; a failure stops the run (see :meth:`checkpoint`)."""
+        try:
+            return await write
+        except Exception as exc:
+            raise self._write_failed(exc, step)  # (its cause set there)
+
+    def _write_failed(self, exc: Exception, step: StepResult) -> BaseException:
+        """What a failed write of ``step`` raises: it stops the run (lease lost) or poisons it.
+
+        Raised as ``raise ... from`` the serialization's own cause (the value
+        that would not pickle), or from nothing.
+        """
+        if isinstance(exc, LeaseLost):
+            error = self.lose()
+        elif isinstance(exc, SerializationError):
+            error = self.poison(self.fail(SerializationError, exc.message, step=step.key))
+        else:
+            error = self.poison(exc)
+        error.__cause__ = exc.__cause__ if isinstance(exc, SerializationError) else None
+        error.__suppress_context__ = True
+        return error
+
+    def completed_under(self, prefix: str) -> int:
+        """How many loaded checkpoints under scope ``prefix`` (a parallel's ``key/``) are completed.
+
+        A parallel replayed from its own checkpoint never visits its branches;
+        progress still counts their steps, as the crash-free run did.
+        """
+        if self._completed_under is None:
+            counts: dict[str, int] = {}
+            for key, rec in self.checkpoints.items():
+                if rec.status != StepStatus.COMPLETED:
+                    continue
+                parts = key.split("/")
+                # key = "par#0/label/.../name#n": every "par#i/" level above it.
+                for depth in range(1, len(parts), 2):
+                    outer = "/".join(parts[:depth]) + "/"
+                    counts[outer] = counts.get(outer, 0) + 1
+            self._completed_under = counts
+        return self._completed_under.get(prefix, 0)
+
+    def step_completed(self, name: str, *, executed: bool) -> None:
+        """Count a finished step towards progress; emit progress if it ran now."""
+        self.completed_steps += 1
+        total = self.total_steps
+        if total:
+            self.progress = max(self.progress, min(99, self.completed_steps * 100 // total))
+        if executed:
+            self.emit(
+                "workflow.progress", progress=self.progress, current_step=name,
+                completed_steps=self.completed_steps, total_steps=total,
+            )

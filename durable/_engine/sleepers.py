@@ -1,0 +1,137 @@
+"""Instances unloaded from memory until something wakes them: a long sleep's time, a signal, a deadline.
+
+A run that suspends (``Run.suspend``) ends; the instance stays ``running`` in
+the store, leased to this engine. :class:`Sleepers` keeps what wakes it: a
+timer entry (its wake-up time or deadline, whichever comes first) and, for a
+signal wait, the signal's name, noticed when it is sent through this engine
+or, from another process, by the :class:`~durable._signal_hub.SignalHub`'s
+poll. Waking means calling ``continue_instance(id)``, which replays the
+instance from its checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from .signal_hub import SignalHub
+from .timers import Timers
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .run import Run
+
+__all__ = ["Sleepers"]
+
+
+@attrs.define(eq=False)
+class _Sleeper:
+    """A suspended instance: what wakes it besides its timer, and an event for wait()."""
+
+    signal: str | None = None
+    event: trio.Event | None = None
+
+
+class Sleepers:
+    """The suspended instances of one engine, and what wakes them."""
+
+    def __init__(self, engine: Engine, continue_instance: Callable[[str], Awaitable[bool]]) -> None:
+        self._engine = engine
+        self._continue = continue_instance
+        self.closed = False  # the engine is exiting: wake nothing more
+        self._reset()
+
+    def _reset(self) -> None:
+        self._suspended: dict[str, _Sleeper] = {}
+        self._waking: dict[str, _Sleeper] = {}  # being continued right now
+        self._timers = Timers(self.wake)
+        self.signals = SignalHub()
+
+    def open(self) -> None:
+        """The engine (re)starts: instances suspended in an earlier session are for resume() now."""
+        self.closed = False
+        self._reset()
+
+    def ids(self) -> list[str]:
+        """The suspended instances' ids."""
+        return list(self._suspended)
+
+    def suspend(self, run: Run) -> None:
+        """Wake ``run``'s instance at its wake-up time or deadline, whichever comes first, or on its signal."""
+        if self.closed:
+            return
+        engine = self._engine
+        times = [t for t in (run.wake_at, run.instance.deadline) if t is not None]
+        self._suspended[run.id] = _Sleeper(signal=run.wake_signal)
+        if times:
+            delay = max(0.0, (min(times) - engine.now()).total_seconds())
+            self._timers.add(engine.nursery, trio.current_time() + delay, run.id)
+        if run.wake_signal is not None:
+            self.poll_signals()
+            # A signal queued between the wait's last look and now must not be missed.
+            engine.nursery.start_soon(self._wake_if_signalled, run.id, run.wake_signal)
+
+    def wake(self, instance_id: str) -> None:
+        """Continue a suspended instance now (its timer fired, or its signal came)."""
+        sleeper = self._suspended.pop(instance_id, None)
+        if sleeper is None or self.closed:
+            return  # cancelled meanwhile, or already being continued
+        self._waking[instance_id] = sleeper
+        self._engine.nursery.start_soon(self._wake_up, instance_id, sleeper)
+
+    def wake_for(self, instance_id: str, signal: str) -> None:
+        """Signal ``signal`` was sent to the instance: wake it if it waits for that one."""
+        sleeper = self._suspended.get(instance_id)
+        if sleeper is not None and sleeper.signal == signal:
+            self.wake(instance_id)
+
+    def event(self, instance_id: str) -> trio.Event | None:
+        """Set once the suspended (or waking) instance is continued or cancelled; ``None`` if it is neither."""
+        sleeper = self._suspended.get(instance_id) or self._waking.get(instance_id)
+        if sleeper is None:
+            return None
+        if sleeper.event is None:
+            sleeper.event = trio.Event()
+        return sleeper.event
+
+    def drop(self, instance_id: str) -> None:
+        """Forget a suspended instance (it was cancelled): its timer will find nothing to wake."""
+        sleeper = self._suspended.pop(instance_id, None)
+        if sleeper is not None and sleeper.event is not None:
+            sleeper.event.set()
+
+    async def _wake_up(self, instance_id: str, sleeper: _Sleeper) -> None:
+        try:
+            await self._continue(instance_id)
+        finally:
+            if self._waking.get(instance_id) is sleeper:
+                del self._waking[instance_id]
+            if sleeper.event is not None:
+                sleeper.event.set()
+
+    async def _wake_if_signalled(self, instance_id: str, name: str) -> None:
+        sleeper = self._suspended.get(instance_id)
+        if sleeper is not None and sleeper.signal == name and await self._engine.store.peek_signal(instance_id, name):
+            self.wake(instance_id)
+
+    def poll_signals(self) -> None:
+        """Watch for signals sent by other processes while anything here waits for one."""
+        self.signals.start_polling(
+            self._engine.nursery, self._engine.store,
+            waiting=lambda: self.signals.has_waiters() or any(s.signal for s in self._suspended.values()),
+            changed=self._signals_changed,
+        )
+
+    def _signals_changed(self) -> None:
+        self.signals.notify_all()
+        for instance_id, sleeper in list(self._suspended.items()):
+            if sleeper.signal is not None:
+                self._engine.nursery.start_soon(self._wake_if_signalled, instance_id, sleeper.signal)
+
+    async def signal_sent(self, instance_id: str, name: str) -> None:
+        """For a run waiting in memory: return once signal ``name`` may have been queued."""
+        self.poll_signals()
+        await self.signals.sent(instance_id, name)

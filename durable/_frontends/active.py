@@ -1,0 +1,35 @@
+"""The run a piece of workflow code belongs to: a contextvar read by ``@step`` and ``parallel()``.
+
+It holds the :class:`~durable._run.Run` and the checkpoint :class:`~durable._run.Scope`
+of the current trio task. Each parallel branch's task sets its own scope; code
+outside any engine sees ``None`` and runs steps as plain functions.
+"""
+
+from __future__ import annotations
+
+import contextvars
+
+import attrs
+
+from .._model.retry import Retry
+from .._engine.run import Run, Scope
+
+__all__ = ["Active", "active", "plain_default_retry"]
+
+
+@attrs.frozen
+class Active:
+    """The current run and scope of a decorator workflow's code."""
+
+    run: Run
+    scope: Scope
+    default_retry: Retry | None = None
+
+
+active: contextvars.ContextVar[Active | None] = contextvars.ContextVar("durable_active", default=None)
+
+# The default_retry of a @workflow awaited as a plain function (no engine), so
+# its steps retry as they would on an engine.
+plain_default_retry: contextvars.ContextVar[Retry | None] = contextvars.ContextVar(
+    "durable_plain_default_retry", default=None
+)

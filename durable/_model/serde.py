@@ -1,0 +1,480 @@
+"""Encoding of stored records: a checksummed, versioned envelope around cloudpickle.
+
+A record is stored as a tuple (store format 4): a tag naming its type
+(``"step"`` or ``"instance"``), then its fields in a fixed order
+(:data:`_STEP_LAYOUT`, :data:`_INSTANCE_LAYOUT`), pickled, behind an
+envelope: one version byte, then (version 2) the CRC-32 of the pickle, so a
+flipped byte anywhere in a record is found when it is read instead of
+silently changing a stored value. Records of envelope version 1 (no
+checksum) are still read. A tuple pickles and loads about three times faster
+than the dict of the same fields, and is less than half its size.
+
+Fields are only ever added at the end of a layout, never removed or
+reordered. A record longer than this version's layout (a newer writer's, with
+fields it added) is read with the extra fields ignored; a shorter one is
+corrupt. Records of formats 1 to 3 (a dict of the fields, so missing fields
+take their defaults and unknown ones are ignored) are still read.
+
+A record's own times (``created_at``, ``started_at``...) that are in UTC, as
+the engine's always are, are stored as integer microseconds since the epoch
+(since store format 3): exact, and pickled ten times faster than an aware
+``datetime``. A time in another zone is stored as the ``datetime`` itself, as
+format 2 stored every time; both are read.
+
+Encoding happens on the caller's side, before anything reaches the store, so
+an unpicklable value raises :class:`SerializationError` and leaves the store
+untouched. Decoding never raises anything but :class:`StoreError` for bad
+bytes: a wrong envelope or checksum, a pickle that does not load, or fields of
+the wrong shape or type (which would otherwise blow up later, far from the
+store, as a ``TypeError`` while sorting or resuming).
+"""
+
+from __future__ import annotations
+
+import io
+import operator
+import pickle
+import pickletools
+import struct
+import sys
+import types
+import zlib
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import attrs
+import cloudpickle  # type: ignore[import-untyped]
+
+from .clock import EPOCH
+from .records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
+from ..errors import SerializationError, StoreError
+
+__all__ = ["decode_instance", "decode_step", "decode_value", "encode_instance", "encode_step", "encode_value"]
+
+_LEGACY = b"\x01"  # version byte + pickle (read only)
+_ENVELOPE = b"\x02"  # version byte + CRC-32 of the pickle (4 bytes, big endian) + pickle
+_CRC = struct.Struct(">I")
+_R = TypeVar("_R", WorkflowInstance, StepResult)
+
+
+def _seal(payload: bytes) -> bytes:
+    """``payload`` (a pickle) behind the current envelope."""
+    return _ENVELOPE + _CRC.pack(zlib.crc32(payload)) + payload
+
+
+def _unseal(data: bytes, where: str, path: str | None) -> bytes | memoryview:
+    """The pickle inside ``data``; :class:`StoreError` if the envelope or checksum is wrong."""
+    if data[:1] == _ENVELOPE:
+        if len(data) < 1 + _CRC.size:
+            raise StoreError(f"corrupt record at {where}: truncated ({len(data)} bytes)", path=path)
+        (crc,) = _CRC.unpack_from(data, 1)
+        # crc32 and pickle read buffers: a large record is not copied (a small one's copy costs less than a view)
+        checked = data[1 + _CRC.size:] if len(data) <= 4096 else memoryview(data)[1 + _CRC.size:]
+        if zlib.crc32(checked) != crc:
+            raise StoreError(f"corrupt record at {where}: checksum mismatch", path=path)
+        return checked
+    head = bytes(data[:1])
+    if head == _LEGACY:
+        unchecked = bytes(data[1:])
+        try:
+            _check_memo(unchecked)
+        except Exception as exc:
+            raise StoreError(f"corrupt record at {where}: {type(exc).__name__}: {exc}", path=path) from exc
+        return unchecked
+    raise StoreError(f"corrupt record at {where}: unknown envelope {head!r}", path=path)
+
+
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+
+def _check_memo(payload: bytes) -> None:
+    """Refuse a pickle that stores into a memo slot far past its own length (``ValueError``).
+
+    The C unpickler sizes its memo array to the largest index it is told to
+    store at: five corrupt bytes (``LONG_BINPUT`` 2**30) make it allocate and
+    clear gigabytes before failing, or not fail at all. A pickler numbers memo
+    slots from 0, so no sound pickle uses an index beyond its own length.
+    Checksummed records never reach the parser corrupt, so only unchecked
+    (legacy) records pay for this scan.
+    """
+    for op, arg, _ in pickletools.genops(payload):
+        if op.name in _MEMO_PUTS and not (isinstance(arg, int) and 0 <= arg <= len(payload)):
+            raise ValueError(f"memo index {arg!r} out of range")
+
+
+# How protocol 4+ writes the module name of a global from __main__: SHORT_BINUNICODE,
+# length 8. A plain string value "__main__" matches too (and just takes the slow path);
+# a string such as "__main__.fn" does not.
+_MAIN_GLOBAL = b"\x8c\x08__main__"
+assert pickle.HIGHEST_PROTOCOL >= 4
+
+
+def _from_main(qualname: str, by_value: bytes) -> Any:
+    """A class or function of a ``__main__`` module, as stored by :func:`_pickle`.
+
+    This process's own if its ``__main__`` defines that name (the same script,
+    resumed: an ``except MyError`` in the workflow must still match the
+    replayed exception), else the copy stored by value (another program, such
+    as the ``durable`` command, reading the record).
+    """
+    obj: Any = sys.modules.get("__main__")
+    try:
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        return pickle.loads(by_value)
+    return obj
+
+
+class _MainAwarePickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, with ``__main__``'s named classes and functions stored as :func:`_from_main` calls."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if (isinstance(obj, (type, types.FunctionType)) and getattr(obj, "__module__", None) == "__main__"
+                and "<" not in getattr(obj, "__qualname__", "<")):
+            return _from_main, (obj.__qualname__, cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+        return super().reducer_override(obj)
+
+
+def _pickle(value: Any) -> bytes:
+    """``value`` pickled: plain :mod:`pickle` when that is enough, else cloudpickle.
+
+    Plain pickle is about ten times faster, and stores classes and functions
+    by reference, which is right for anything importable. cloudpickle is used
+    when plain pickle cannot pickle the value (lambdas, local classes) or when
+    the result refers to ``__main__``, whose names another process (a CLI, a
+    worker started differently) could not import: cloudpickle stores those by
+    value, and a named class or function of ``__main__`` loads as the loading
+    process's own when its ``__main__`` defines that name (:func:`_from_main`).
+    Both load with :func:`pickle.loads`.
+    """
+    try:
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        pass
+    else:
+        if _MAIN_GLOBAL not in data:
+            return data
+    buffer = io.BytesIO()
+    _MainAwarePickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()
+
+
+def _cannot(what: str, exc: Exception, **context: Any) -> SerializationError:
+    return SerializationError(f"cannot checkpoint {what}: {type(exc).__name__}: {exc}", **context)
+
+
+# -- the stored layouts (format 4) ---------------------------------------------
+# A record is (tag, *fields) in these orders. Only ever append: records of an
+# older layout must keep reading, and an older durable ignores what it does not
+# know at the end (so a field whose absence older versions can live with needs
+# no new store format). Each is also the order of its class's attrs fields
+# (step results aside: they are stored apart), so records are built
+# positionally; a test holds them equal.
+
+_STEP_TAG = "step"
+_STEP_LAYOUT = (
+    "step_name", "status", "input", "output", "error", "started_at", "completed_at", "attempts", "key",
+    "step_type", "function", "exception", "next_attempt_at",
+)
+_INSTANCE_TAG = "instance"
+_INSTANCE_LAYOUT = (
+    "id", "workflow_name", "status", "input", "current_step", "output", "error", "created_at", "started_at",
+    "completed_at", "deadline", "args", "kwargs", "error_type",
+)
+_step_fields = operator.attrgetter(*_STEP_LAYOUT)
+_instance_fields = operator.attrgetter(*_INSTANCE_LAYOUT)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _stored_time(value: datetime | None) -> datetime | int | None:
+    """A record's time as stored: microseconds since the epoch if it is in UTC, else the ``datetime`` itself."""
+    if value is None or value.tzinfo is not UTC:
+        return value
+    return (value - EPOCH) // _MICROSECOND
+
+
+def encode_instance(inst: WorkflowInstance) -> bytes:
+    """Bytes of ``inst`` without its step results (they are stored apart)."""
+    (iid, workflow_name, status, input_, current_step, output, error, created_at, started_at, completed_at,
+     deadline, args, kwargs, error_type) = _instance_fields(inst)
+    record = (
+        _INSTANCE_TAG, iid, workflow_name,
+        status.value if type(status) is InstanceStatus else InstanceStatus(status).value,
+        input_, current_step, output, error, _stored_time(created_at), _stored_time(started_at),
+        _stored_time(completed_at), _stored_time(deadline), args, dict(kwargs), error_type,
+    )
+    try:
+        data = _pickle(record)
+    except Exception as exc:  # pickling raises many types: PicklingError, TypeError, AttributeError...
+        raise _cannot("instance", exc, workflow=workflow_name, instance_id=iid) from exc
+    return _seal(data)
+
+
+def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: str | None = None) -> bytes:
+    """Bytes of one step's checkpoint."""
+    (name, status, input_, output, error, started_at, completed_at, attempts, key, step_type, function, exception,
+     next_attempt_at) = _step_fields(step)
+    if exception is not None:
+        try:
+            pickle.loads(_pickle(exception))  # some exceptions pickle but cannot load back
+        except Exception:
+            # Keep the failure storable: an unpicklable exception is replaced by
+            # a plain one carrying the same type name and message.
+            exception = _portable_exception(exception)
+    record = (
+        _STEP_TAG, name, status.value if type(status) is StepStatus else StepStatus(status).value, input_, output,
+        error, _stored_time(started_at), _stored_time(completed_at), attempts, key, step_type, function, exception,
+        _stored_time(next_attempt_at),
+    )
+    try:
+        data = _pickle(record)
+    except Exception as exc:
+        raise _cannot(f"the {step.status} result of step {step.key or step.step_name!r}", exc, workflow=workflow,
+                      instance_id=instance_id, step=step.key or step.step_name) from exc
+    return _seal(data)
+
+
+# -- decoding -------------------------------------------------------------------
+# Every field's type is checked on every read: attrs does not check types, and
+# a record of the right shape but wrong types (corruption, a foreign writer)
+# would otherwise surface later as a TypeError far from the store (sorting by
+# created_at, a dict keyed by an unhashable step name, **kwargs with non-str
+# keys...). Each check tests the usual exact type first: decoding runs once per
+# checkpoint on resume.
+
+_STEP_STATUS: dict[str, StepStatus] = {s.value: s for s in StepStatus}
+_INSTANCE_STATUS: dict[str, InstanceStatus] = {s.value: s for s in InstanceStatus}
+_STEP_LENGTH = 1 + len(_STEP_LAYOUT)
+_INSTANCE_LENGTH = 1 + len(_INSTANCE_LAYOUT)
+
+
+def _bad(name: str, value: Any, cls: type) -> TypeError:
+    return TypeError(f"field {name!r} of a {cls.__name__} record has a bad value of type {type(value).__name__}")
+
+
+def _time(value: Any, name: str, cls: type) -> datetime | None:
+    """A stored time (microseconds since the epoch in UTC, a ``datetime`` or ``None``) as a record's time."""
+    if type(value) is int:
+        return EPOCH + timedelta(0, 0, value)  # exact; OverflowError if out of range
+    if value is None or isinstance(value, datetime):
+        return value
+    raise _bad(name, value, cls)
+
+
+def _opt_str(value: Any, name: str, cls: type) -> None:
+    if value is not None and type(value) is not str and not isinstance(value, str):
+        raise _bad(name, value, cls)
+
+
+def _check_shape(record: tuple[Any, ...], tag: str, length: int, cls: type) -> tuple[Any, ...]:
+    """``record`` cut to ``length`` items (a newer writer's extra fields dropped); ``TypeError`` if it is not one."""
+    if len(record) != length:
+        if len(record) < length:
+            raise TypeError(f"not a {cls.__name__} record (a tuple of {len(record)} items, not {length})")
+        record = record[:length]
+    if record[0] != tag:
+        found = repr(record[0][:40]) if type(record[0]) is str else f"a {type(record[0]).__name__}"
+        raise TypeError(f"not a {cls.__name__} record (its tag is {found}, not {tag!r})")
+    return record
+
+
+def _step_from(record: tuple[Any, ...]) -> StepResult:
+    (_, name, status, input_, output, error, started_at, completed_at, attempts, key, step_type, function, exception,
+     next_attempt_at) = _check_shape(record, _STEP_TAG, _STEP_LENGTH, StepResult)
+    if type(name) is not str and not isinstance(name, str):
+        raise _bad("step_name", name, StepResult)
+    known = _STEP_STATUS.get(status) if type(status) is str else None
+    _opt_str(error, "error", StepResult)
+    started_at = _time(started_at, "started_at", StepResult)
+    completed_at = _time(completed_at, "completed_at", StepResult)
+    if type(attempts) is not int and (not isinstance(attempts, int) or isinstance(attempts, bool)):
+        raise _bad("attempts", attempts, StepResult)
+    if type(key) is not str and not isinstance(key, str):
+        raise _bad("key", key, StepResult)
+    if type(step_type) is not str and not isinstance(step_type, str):
+        raise _bad("step_type", step_type, StepResult)
+    _opt_str(function, "function", StepResult)
+    if exception is not None and not isinstance(exception, BaseException):
+        raise _bad("exception", exception, StepResult)
+    next_attempt_at = _time(next_attempt_at, "next_attempt_at", StepResult)
+    return StepResult(
+        name, known if known is not None else StepStatus(status),  # ValueError if not a status
+        input_, output, error, started_at, completed_at, attempts, key, step_type, function, exception,
+        next_attempt_at,
+    )
+
+
+def _instance_from(record: tuple[Any, ...]) -> WorkflowInstance:
+    is_valid_id = _is_valid_id or _import_is_valid_id()
+    (_, iid, workflow_name, status, input_, current_step, output, error, created_at, started_at, completed_at,
+     deadline, args, kwargs, error_type) = _check_shape(record, _INSTANCE_TAG, _INSTANCE_LENGTH, WorkflowInstance)
+    # id and workflow name: what check_instance_id / check_workflow_name accept when a record is written
+    if not is_valid_id(iid):
+        raise _bad("id", iid, WorkflowInstance)
+    if not is_valid_id(workflow_name):
+        raise _bad("workflow_name", workflow_name, WorkflowInstance)
+    known = _INSTANCE_STATUS.get(status) if type(status) is str else None
+    _opt_str(current_step, "current_step", WorkflowInstance)
+    _opt_str(error, "error", WorkflowInstance)
+    created_at = _time(created_at, "created_at", WorkflowInstance)
+    started_at = _time(started_at, "started_at", WorkflowInstance)
+    completed_at = _time(completed_at, "completed_at", WorkflowInstance)
+    deadline = _time(deadline, "deadline", WorkflowInstance)
+    if not isinstance(args, tuple):
+        raise _bad("args", args, WorkflowInstance)
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise _bad("kwargs", kwargs, WorkflowInstance)
+    _opt_str(error_type, "error_type", WorkflowInstance)
+    return WorkflowInstance(
+        iid, workflow_name, known if known is not None else InstanceStatus(status),  # ValueError if not a status
+        input_, current_step, output, error, {}, created_at, started_at, completed_at, deadline, args, kwargs,
+        error_type,
+    )
+
+
+_is_valid_id: Callable[[object], bool] | None = None
+
+
+def _import_is_valid_id() -> Callable[[object], bool]:
+    """``stores._base.is_valid_id``, imported on first use: the stores import this module."""
+    global _is_valid_id
+    from ..stores._base import is_valid_id
+
+    _is_valid_id = is_valid_id
+    return is_valid_id
+
+
+_DEFAULTS: dict[type, dict[str, Any]] = {
+    cls: {a.name: a.default for a in attrs.fields(cls)} for cls in (StepResult, WorkflowInstance)
+}
+
+
+def _from_dict(fields: dict[Any, Any], tag: str, layout: tuple[str, ...], cls: type) -> tuple[Any, ...]:
+    """A record of formats 1 to 3 (a dict of fields) as a format-4 tuple.
+
+    A missing field takes its default; an unknown one (a newer writer's, or a
+    stored ``step_results``, which never overrides the steps stored apart) is
+    ignored. ``TypeError`` if a field without a default is missing.
+    """
+    defaults = _DEFAULTS[cls]
+    record: list[Any] = [tag]
+    for name in layout:
+        if name in fields:
+            record.append(fields[name])
+            continue
+        default = defaults[name]
+        if default is attrs.NOTHING:
+            raise TypeError(f"a {cls.__name__} record without its field {name!r}")
+        # (attrs types Factory as a function; at run time it is the class of factory defaults)
+        record.append(default.factory() if isinstance(default, attrs.Factory) else default)  # type: ignore[arg-type]
+    return tuple(record)
+
+
+def _builder(from_tuple: Callable[[tuple[Any, ...]], _R], tag: str, layout: tuple[str, ...],
+             cls: type) -> Callable[[Any], _R]:
+    """What builds a record of ``cls`` from what its bytes unpickled to: a tuple, or a dict of formats 1 to 3."""
+
+    def build(record: Any) -> _R:
+        if type(record) is tuple:
+            return from_tuple(record)
+        if type(record) is dict:
+            return from_tuple(_from_dict(record, tag, layout, cls))
+        raise TypeError(f"not a {cls.__name__} record (a {type(record).__name__})")
+
+    return build
+
+
+_build_step = _builder(_step_from, _STEP_TAG, _STEP_LAYOUT, StepResult)
+_build_instance = _builder(_instance_from, _INSTANCE_TAG, _INSTANCE_LAYOUT, WorkflowInstance)
+
+
+def _loads(data: bytes, build: Callable[[Any], _R], where: str, path: str | None) -> _R:
+    payload = _unseal(data, where, path)
+    # Exception covers what bad bytes can make pickle raise, MemoryError and
+    # RecursionError included. Deliberately not BaseException: a
+    # KeyboardInterrupt arriving while a record loads is not corruption and
+    # must propagate; SystemExit, GeneratorExit or a BaseExceptionGroup can
+    # only come from a record that calls code (a crafted REDUCE), and such
+    # a record could as well call os._exit: catching them would promise a
+    # safety that unpickling cannot give (see "Security" in the README: a
+    # store is exactly as trusted as the code that reads it).
+    try:
+        record = pickle.loads(payload)
+    except (ImportError, AttributeError) as exc:
+        if bytes(data[:1]) == _ENVELOPE:
+            # The checksum held: the bytes are intact, the record names code
+            # (a class, an exception type) this process cannot import.
+            raise StoreError(
+                f"cannot load the record at {where}: {type(exc).__name__}: {exc}; it refers to code this "
+                "process cannot import (import the module that defines it, or run from the project's directory)",
+                path=path,
+            ) from exc
+        raise StoreError(f"corrupt record at {where}: {type(exc).__name__}: {exc}", path=path) from exc
+    except Exception as exc:
+        raise StoreError(f"corrupt record at {where}: {type(exc).__name__}: {exc}", path=path) from exc
+    try:
+        return build(record)
+    except Exception as exc:
+        raise StoreError(f"corrupt record at {where}: {type(exc).__name__}: {exc}", path=path) from exc
+
+
+def decode_instance(data: bytes, where: str = "instance", path: str | None = None) -> WorkflowInstance:
+    """The instance encoded in ``data``; :class:`StoreError` if it is not one."""
+    return _loads(data, _build_instance, where, path)
+
+
+def encode_value(value: Any, what: str, **context: Any) -> bytes:
+    """Bytes of a bare value (a signal's payload); :class:`SerializationError` naming ``what``."""
+    try:
+        data = _pickle(value)
+    except Exception as exc:
+        raise SerializationError(f"cannot store {what}: {type(exc).__name__}: {exc}", **context) from exc
+    return _seal(data)
+
+
+def decode_value(data: bytes, where: str, path: str | None = None) -> Any:
+    """The value encoded in ``data``; :class:`StoreError` if it does not load."""
+    payload = _unseal(data, where, path)
+    try:
+        return pickle.loads(payload)
+    except Exception as exc:
+        raise StoreError(f"corrupt record at {where}: {type(exc).__name__}: {exc}", path=path) from exc
+
+
+def decode_step(data: bytes, where: str = "step", path: str | None = None) -> StepResult:
+    """The step result encoded in ``data``; :class:`StoreError` if it is not one."""
+    return _loads(data, _build_step, where, path)
+
+
+def check_step_input(step: StepResult, *, instance_id: str | None = None) -> None:
+    """:class:`SerializationError` if ``step``'s input cannot be stored; the input alone is pickled.
+
+    What a store checks before queueing a marker it encodes only if it is
+    written (most are superseded by the step's result in the same commit).
+    """
+    try:
+        _pickle(step.input)
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot checkpoint the {step.status} result of step {step.key or step.step_name!r}: "
+            f"{type(exc).__name__}: {exc}",
+            instance_id=instance_id, step=step.key or step.step_name,
+        ) from exc
+
+
+class UnpicklableError(Exception):
+    """Stands in for a step's exception that could not be pickled: same type name and message."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(type_name, message)
+        self.type_name = type_name
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}"
+
+
+def _portable_exception(exc: BaseException) -> BaseException:
+    return UnpicklableError(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc))
