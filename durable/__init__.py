@@ -31,9 +31,9 @@ from ._model.records import StepResult as StepResult
 from ._model.records import StepStatus as StepStatus
 from ._model.records import WorkflowInstance as WorkflowInstance
 from ._model.retry import Retry as Retry
-from ._engine.signals import wait_for_signal as wait_for_signal
-from ._engine.sleep import sleep as sleep
-from ._engine.sleep import sleep_until as sleep_until
+from ._frontends.waits import sleep as sleep
+from ._frontends.waits import sleep_until as sleep_until
+from ._frontends.waits import wait_for_signal as wait_for_signal
 from ._version import __version__ as __version__
 from ._frontends.entry import workflow as workflow
 from .errors import ChildWorkflowFailed as ChildWorkflowFailed

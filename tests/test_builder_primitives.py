@@ -24,7 +24,8 @@ from durable import (
     step,
     workflow,
 )
-from durable._graph.states import ChildState, SignalState, WaitState, validate_graph
+from durable._graph.states import ChildState, SignalState, WaitState
+from durable._graph.validate import validate_graph
 from durable.testing import assert_replays, capture_events
 
 CALLS: Counter[str] = Counter()

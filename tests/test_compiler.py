@@ -30,7 +30,8 @@ from durable import (
 )
 from durable._frontends.compiler.walk import compile_workflow
 from durable._frontends.decorators import is_step as durable_is_step
-from durable._graph.states import ChildState, MapState, SignalState, WaitState, validate_graph
+from durable._graph.states import ChildState, MapState, SignalState, WaitState
+from durable._graph.validate import validate_graph
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 

@@ -27,7 +27,7 @@ from durable import (
     workflow,
 )
 from durable.testing import assert_replays, capture_events, crash_and_resume, run
-from durable._graph.states import validate_graph
+from durable._graph.validate import validate_graph
 
 CALLS: Counter[Any] = Counter()
 

@@ -17,10 +17,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._model.records import InstanceStatus, StepResult, StepStatus
+from . import lifecycle
+from .lifecycle import error_text
 from .run import Definition, Run, Scope
-from .steps import error_text
 from ..errors import ChildWorkflowFailed
-from ..stores._base import MAX_ID_LENGTH
+from .._model.ids import MAX_ID_LENGTH
 
 __all__ = ["CHILD_STEP_TYPE", "child_instance_id", "child_step", "running_children"]
 
@@ -59,16 +60,12 @@ async def child_step(run: Run, scope: Scope, definition: Definition, args: tuple
     child_id = child_instance_id(run.id, key)
     started_at = rec.started_at if rec is not None and rec.started_at else run.now()
     if rec is None:
-        await run.checkpoint(
-            StepResult(step_name=step_name, status=StepStatus.RUNNING, input={"child": child_id}, key=key,
-                       step_type=CHILD_STEP_TYPE, function=definition.name, started_at=started_at, attempts=1),
-            durable=True,
-        )
-        run.emit("workflow.step.started", step_name=step_name, step_type=CHILD_STEP_TYPE, current_step=step_name)
+        await lifecycle.begin(run, StepResult(
+            step_name=step_name, status=StepStatus.RUNNING, input={"child": child_id}, key=key,
+            step_type=CHILD_STEP_TYPE, function=definition.name, started_at=started_at, attempts=1), durable=True)
     run.current_step = step_name
-    service = run.engine.workflows
-    await service._start(definition, args, kwargs, child_id, run.instance.deadline)
-    child = await service.wait(child_id)
+    await run.host.start_child(definition, args, kwargs, child_id, run.instance.deadline)
+    child = await run.host.wait(child_id)
 
     def record(status: StepStatus, **fields: Any) -> StepResult:
         return StepResult(step_name=step_name, status=status, input={"child": child_id}, key=key,
@@ -76,15 +73,11 @@ async def child_step(run: Run, scope: Scope, definition: Definition, args: tuple
                           completed_at=run.now(), attempts=1, **fields)
 
     if child.status == InstanceStatus.COMPLETED:
-        await run.checkpoint(record(StepStatus.COMPLETED, output=child.output), durable=True)
-        run.emit("workflow.step.completed", step_name=step_name, step_type=CHILD_STEP_TYPE, output=child.output)
-        run.step_completed(step_name, executed=True)
+        await lifecycle.complete(run, record(StepStatus.COMPLETED, output=child.output), durable=True)
         return child.output
     err = run.fail(
         ChildWorkflowFailed, f"child workflow {definition.name!r} ({child_id}) ended {child.status}: {child.error}",
         step=key, child_id=child_id, child_status=str(child.status), child_error_type=child.error_type,
     )
-    await run.checkpoint(record(StepStatus.FAILED, error=error_text(err), exception=err), durable=True)
-    run.emit("workflow.step.failed", step_name=step_name, step_type=CHILD_STEP_TYPE, error=error_text(err),
-             attempts=1)
+    await lifecycle.fail(run, record(StepStatus.FAILED, error=error_text(err), exception=err))
     raise err

@@ -18,7 +18,6 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from types import TracebackType
@@ -27,8 +26,10 @@ from typing import final
 import trio
 
 from .._model import clock as _clock
+from .driver import RunDriver
 from .events import EventBus
 from .jobs import JobRegistry
+from .run import PutStepLater
 from .service import WorkflowService
 from ..stores import LMDBStore, MemoryStore, Owner, Store
 
@@ -70,16 +71,16 @@ class Engine:
         # wrapper delegating through __getattr__ (and overriding put_step) is not
         # bypassed; an async one is not this method and is not used.
         later = getattr(type(self.store), "put_step_later", None)
-        self._put_step_later: Callable[..., None] | None = (
-            None if later is None or inspect.iscoroutinefunction(later) else later
-        )
+        put_step_later: PutStepLater | None = None if later is None or inspect.iscoroutinefunction(later) else later
         self.lease_ttl = float(lease_ttl)
         self.suspend_after = float(suspend_after)
         self._owner: Owner | None = None
         self._time_base: tuple[float, trio.abc.Clock] | None = None  # the run's clock, while running
         self.jobs = JobRegistry()
         self.events = EventBus()
-        self.workflows = WorkflowService(self)
+        self._driver = RunDriver(self.store, self.events, self.jobs, suspend_after=self.suspend_after, now=self.now,
+                                 put_step_later=put_step_later)
+        self.workflows = WorkflowService(self._driver)
         self._owns_store = False
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
@@ -123,13 +124,13 @@ class Engine:
     async def __aenter__(self) -> Engine:
         if self._nursery is not None:
             raise RuntimeError("this engine is already running")
-        self.workflows._open()
         self._time_base = _clock.base()
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
         try:
             await self._nursery.start(self.store.run)
             self._owner = Owner.this_process(self.lease_ttl)
+            self._driver.open(self._nursery, self._owner)
             await self.store.heartbeat(self._owner)
             self._nursery.start_soon(self._heartbeat)
         except BaseException as exc:
@@ -149,8 +150,8 @@ class Engine:
         assert self._nursery is not None and self._nursery_cm is not None
         try:
             with trio.CancelScope(shield=True):
-                self.workflows._sleepers.closed = True  # no suspended instance wakes up any more
-                await self.workflows.stop()
+                self._driver.sleepers.closed = True  # no suspended instance wakes up any more
+                await self._driver.stop()
                 if self._owner is not None:
                     try:
                         await self.store.release(self._owner.id)
@@ -164,6 +165,7 @@ class Engine:
         finally:
             self.events._close_all()
             self.events._nursery = None
+            self._driver.close()
             self._nursery = None
             self._owner = None
             self._time_base = None
@@ -201,8 +203,9 @@ class Engine:
         if self._owner is None:
             return
         self._owner = self._owner.beat()
+        self._driver.beat(self._owner)
         await self.store.heartbeat(self._owner)
-        runs = self.workflows.running_ids()
+        runs = list(self._driver.runs)
         if runs:
             for instance_id in await self.store.lost_leases(self._owner.id, runs):
-                self.workflows._lost(instance_id)
+                self._driver.lost(instance_id)

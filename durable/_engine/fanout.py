@@ -22,8 +22,9 @@ import attrs
 import trio
 
 from .._model.records import StepResult, StepStatus
+from . import lifecycle
+from .lifecycle import error_text
 from .run import Run, Scope
-from .steps import error_text
 from ..errors import MapFailed, NonDeterminismError, ParallelFailed
 
 __all__ = ["failure_detail", "fan_out", "run_map", "run_parallel"]
@@ -118,8 +119,7 @@ async def _run_fan_out(
         step_name=name, status=StepStatus.RUNNING, input=record, key=key,
         step_type=step_type, started_at=rec.started_at if rec and rec.started_at else run.now(),
     )
-    await run.checkpoint(base, durable=False)
-    run.emit("workflow.step.started", step_name=name, step_type=step_type, current_step=name)
+    await lifecycle.begin(run, base, durable=False)
 
     def one(i: int) -> Awaitable[Any]:
         return call(i, Scope(path=f"{key}/{label(i)}/"))
@@ -128,19 +128,12 @@ async def _run_fan_out(
     if errors:
         error = errors[order[0]] if on_error == "fail-fast" else failure(errors)
         text = error_text(error)
-        await run.checkpoint(
-            attrs.evolve(base, status=StepStatus.FAILED, error=text, exception=error, completed_at=run.now()),
-            durable=True,
-        )
-        run.emit("workflow.step.failed", step_name=name, step_type=step_type, error=text, attempts=1)
+        await lifecycle.fail(run, attrs.evolve(base, status=StepStatus.FAILED, error=text, exception=error,
+                                               attempts=1, completed_at=run.now()))
         raise error
     result = output(results)
-    await run.checkpoint(
-        attrs.evolve(base, status=StepStatus.COMPLETED, output=result, attempts=1, completed_at=run.now()),
-        durable=False,
-    )
-    run.emit("workflow.step.completed", step_name=name, step_type=step_type, output=result)
-    run.step_completed(name, executed=True)
+    await lifecycle.complete(run, attrs.evolve(base, status=StepStatus.COMPLETED, output=result, attempts=1,
+                                               completed_at=run.now()), durable=False)
     return result
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, MutableMapping
 from datetime import datetime, timedelta
 from typing import Any, cast, final
 
-from .._graph.catch import CaughtError, catch_target
+from .._graph.catch import CaughtError
 from .children import child_step
 from .._graph.context import Context
 from .._graph.states import (
@@ -49,9 +49,9 @@ from .run import Definition, Run, Scope
 from .signals import signal_step
 from .sleep import sleep_step
 from .steps import StepSpec, run_step
-from ..errors import ChildWorkflowFailed, DurableError, NoChoiceMatched, WorkflowNotFound
+from ..errors import ChildWorkflowFailed, DurableError, NoChoiceMatched, NonDeterminismError, WorkflowNotFound
 
-__all__ = ["GraphDefinition", "run_graph"]
+__all__ = ["GraphDefinition", "catch_target", "run_graph"]
 
 
 @final
@@ -109,6 +109,24 @@ async def run_graph(
         state = graph.state(state.next)
 
 
+def catch_target(run: Run, state: State, error: BaseException) -> str | None:
+    """The ``next`` of the first catcher of ``state`` matching ``error``; ``None`` when none does.
+
+    Never catches what must end the run: a diverged replay, a failed
+    checkpoint write (the run is poisoned), or a cancellation, a stop or a
+    workflow timeout (the run's scope is cancelled).
+    """
+    catchers = getattr(state, "catch", ())
+    if not catchers or run.fatal is not None or run.cancel_scope.cancel_called:
+        return None
+    if isinstance(error, NonDeterminismError):
+        return None
+    for catcher in catchers:
+        if catcher.matches(error):
+            return str(catcher.next)
+    return None
+
+
 async def _run_state(run: Run, scope: Scope, state: State, ctx: Context, default_retry: Retry | None) -> Any:
     if isinstance(state, TaskState):
         return await run_step(run, scope, _task_spec(run, state, ctx, default_retry))
@@ -152,13 +170,16 @@ async def _run_child_state(run: Run, scope: Scope, state: ChildState, ctx: Conte
         _, rec = run.next_checkpoint(scope, state.name, ChildWorkflowFailed)  # returns, or raises its error
         result = rec.output if rec is not None else None
     else:
-        definition: Definition | None = state.definition
-        if definition is None:
+        spec = state.definition
+        if spec is None:
             try:
-                definition = run.engine.workflows._definition(state.workflow)
+                definition = run.host.definition(state.workflow)
             except WorkflowNotFound as exc:
                 raise run.fail(WorkflowNotFound, f"child workflow of state {state.name!r}: {exc.message}",
                                step=state.name) from None
+        else:
+            # The front-ends put runnable definitions (a graph's, a @workflow's) in child states.
+            definition = cast(Definition, spec)
         value = state.input(ctx) if state.input is not None else ctx.input
         result = await child_step(run, scope, definition, (value,), {}, step_name=state.name)
     return state.output(result, ctx) if state.output is not None else result
@@ -166,7 +187,7 @@ async def _run_child_state(run: Run, scope: Scope, state: ChildState, ctx: Conte
 
 def _task_spec(run: Run, state: TaskState, ctx: Context, default_retry: Retry | None) -> StepSpec:
     def prepare() -> tuple[Any, Any]:
-        job = state.fn or run.engine.jobs.get(state.job, workflow=run.name, instance_id=run.id, step=state.name)
+        job = state.fn or run.host.jobs.get(state.job, workflow=run.name, instance_id=run.id, step=state.name)
         value = state.input(ctx) if state.input is not None else ctx.input
         return value, as_async_call(job, value)
 

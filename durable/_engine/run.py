@@ -1,4 +1,4 @@
-"""The live state of one instance running in this process.
+"""The live state of one instance running in this process, and what it needs of its engine.
 
 A :class:`Run` holds the instance record, every checkpoint loaded from the
 store (so replay never reads the store per step), progress counters and the
@@ -6,56 +6,115 @@ cancel scope that cancel, stop and the workflow timeout act on. A
 :class:`Scope` hands out checkpoint keys: ``path + name#occurrence``, counted
 per scope, so inserting a step never shifts the keys of steps in other scopes
 or of other names.
+
+A run reaches its engine only through :class:`RunHost`: the store and the
+lease owner it writes under, the event bus, the clock, the jobs, and the
+few services a step needs (start and wait for a child, hear of a signal,
+look up a workflow by name). The run driver implements it; nothing of the
+engine's own is reached from a run.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
+from enum import Enum
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import attrs
 import trio
 
-from .events import Event
-from .._graph.states import Graph
+from .events import Event, EventBus
+from .jobs import JobRegistry
+from .._graph.states import WorkflowSpec
 from .._model.records import StepResult, StepStatus, WorkflowInstance, replace_instance
 from ..errors import DurableError, SerializationError
+from ..stores import Store
 from ..stores._join import join_steps
 from ..stores._lease import LeaseLost
 
-if TYPE_CHECKING:
-    from .engine import Engine
-
-__all__ = ["Definition", "Run", "Scope"]
+__all__ = ["Definition", "PutStepLater", "Run", "RunHost", "Scope", "StopReason"]
 
 _T = TypeVar("_T")
 
 
-class Definition(Protocol):
-    """What the engine needs of a registered workflow, whichever front-end made it."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def graph(self) -> Graph: ...
-
-    @property
-    def timeout(self) -> float | None: ...
-
-    @property
-    def total_steps(self) -> int:
-        """How many step completions make a full run (progress's denominator)."""
-        ...
-
-    def make_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
-        """(input, args, kwargs) to store for a ``start()`` call with these arguments."""
-        ...
+class Definition(WorkflowSpec, Protocol):
+    """What the engine runs: a workflow spec (either front-end's) that can execute a run."""
 
     async def execute(self, run: Run) -> Any:
         """Run (or replay) the workflow body; returns its output."""
         ...
+
+
+class PutStepLater(Protocol):
+    """A store's synchronous, non-durable step write (``LMDBStore.put_step_later``)."""
+
+    def __call__(self, store: Any, instance_id: str, step: StepResult, *, owner: str | None = None) -> None: ...
+
+
+class RunHost(Protocol):
+    """What a :class:`Run` (and the steps it runs) may use of the engine that drives it."""
+
+    @property
+    def store(self) -> Store:
+        """Where checkpoints go."""
+        ...
+
+    @property
+    def owner_id(self) -> str:
+        """The lease owner every write of the run is fenced by."""
+        ...
+
+    @property
+    def events(self) -> EventBus:
+        """Where the run's events go."""
+        ...
+
+    @property
+    def jobs(self) -> JobRegistry:
+        """The jobs builder tasks name."""
+        ...
+
+    @property
+    def suspend_after(self) -> float:
+        """A top-level wait longer than this many seconds unloads the run (:meth:`Run.suspend`)."""
+        ...
+
+    @property
+    def put_step_later(self) -> PutStepLater | None:
+        """The store's synchronous marker write, if it has one (see :meth:`Run.mark_running`)."""
+        ...
+
+    def now(self) -> datetime:
+        """The engine's wall-clock time (follows trio's clock)."""
+        ...
+
+    def definition(self, name: str) -> Definition:
+        """The workflow registered as ``name``; ``WorkflowNotFound`` if there is none."""
+        ...
+
+    async def start_child(self, definition: Definition, args: tuple[Any, ...], kwargs: dict[str, Any],
+                          instance_id: str, deadline_cap: datetime | None) -> str:
+        """Start (or find, or continue) the child instance ``instance_id``; its deadline at most ``deadline_cap``."""
+        ...
+
+    async def wait(self, instance_id: str) -> WorkflowInstance:
+        """Return the instance once it has finished."""
+        ...
+
+    async def signal_sent(self, instance_id: str, name: str) -> None:
+        """Return once signal ``name`` may have been queued for the instance."""
+        ...
+
+
+class StopReason(str, Enum):
+    """Why a run was stopped from outside its workflow's code (``Run.stop_reason``)."""
+
+    CANCEL = "cancel"  #: cancelled: its status ``cancelled`` is recorded
+    STOP = "stop"  #: the engine is stopping: the instance stays unfinished, for ``resume()``
+    LOST = "lost"  #: its lease is another engine's now (or it finished elsewhere): write nothing more
+    SUSPEND = "suspend"  #: unloaded by a long sleep or signal wait; continued when it wakes
+    CRASH = "crash"  #: a simulated crash (``durable.testing``): stop as a killed process would
 
 
 @attrs.define(eq=False)
@@ -76,7 +135,7 @@ class Scope:
 class Run:
     """One instance in flight in this engine."""
 
-    engine: Engine
+    host: RunHost
     definition: Definition
     instance: WorkflowInstance
     checkpoints: dict[str, StepResult]
@@ -86,7 +145,7 @@ class Run:
     current_step: str | None = None
     cancel_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     done: trio.Event = attrs.field(factory=trio.Event)
-    stop_reason: str | None = None  # "cancel", "stop", "lost" (lease), "suspend" (sleep) or "crash" (tests)
+    stop_reason: StopReason | None = None
     finishing: bool = False
     fatal: BaseException | None = None
     wake_at: datetime | None = None  # when a suspended run is to continue
@@ -102,7 +161,7 @@ class Run:
         return self.instance.workflow_name
 
     def now(self) -> datetime:
-        return self.engine.now()
+        return self.host.now()
 
     def snapshot(self) -> WorkflowInstance:
         """The instance as it stands, with its step results."""
@@ -110,7 +169,7 @@ class Run:
         return replace_instance(inst, current_step=self.current_step)
 
     def emit(self, name: str, **fields: Any) -> None:
-        bus = self.engine.events
+        bus = self.host.events
         if bus.active:
             bus.emit(Event(name=name, instance_id=self.id, workflow_name=self.name, **fields))
 
@@ -157,7 +216,7 @@ class Run:
         leased to this engine.
         """
         if self.stop_reason is None and not self.finishing:
-            self.stop_reason = "suspend"
+            self.stop_reason = StopReason.SUSPEND
             self.wake_at = wake_at
             self.wake_signal = signal
         self.cancel_scope.cancel()
@@ -169,7 +228,7 @@ class Run:
         (or the instance finished elsewhere, a cancel from another process).
         """
         if self.stop_reason is None and not self.finishing:
-            self.stop_reason = "lost"
+            self.stop_reason = StopReason.LOST
         self.cancel_scope.cancel()
         return self.fail(DurableError, "this engine no longer holds the instance's lease")
 
@@ -180,7 +239,7 @@ class Run:
         whose result is not stored.
         """
         try:  # what _guard does, inline: one coroutine fewer per step
-            await self.engine.store.put_step(self.id, step, durable=durable, owner=self.engine.owner.id)
+            await self.host.store.put_step(self.id, step, durable=durable, owner=self.host.owner_id)
         except Exception as exc:
             raise self._write_failed(exc, step)  # (its cause set there)
         self.checkpoints[step.key] = step
@@ -188,7 +247,7 @@ class Run:
     async def take_signal(self, name: str, seq: int, step: StepResult) -> bool:
         """Consume queued signal ``seq`` and store ``step`` in one durable write; ``False`` if it is gone."""
         taken = await self._guard(
-            self.engine.store.take_signal(self.id, name, seq, step, owner=self.engine.owner.id), step)
+            self.host.store.take_signal(self.id, name, seq, step, owner=self.host.owner_id), step)
         if taken:
             self.checkpoints[step.key] = step
         return taken
@@ -199,11 +258,11 @@ class Run:
         ``False`` if the store has no ``put_step_later``: then await
         ``checkpoint(step, durable=False)`` instead.
         """
-        later = self.engine._put_step_later
+        later = self.host.put_step_later
         if later is None:
             return False
         try:
-            later(self.engine.store, self.id, step, owner=self.engine.owner.id)
+            later(self.host.store, self.id, step, owner=self.host.owner_id)
         except Exception as exc:
             raise self._write_failed(exc, step)  # (its cause set there)
         self.checkpoints[step.key] = step

@@ -1,4 +1,4 @@
-"""Signals from outside: ``await durable.wait_for_signal(name)`` and ``engine.workflows.signal(...)``.
+"""Signals, the engine's side: one checkpointed wait for a signal (``durable.wait_for_signal`` and the builder's signal state).
 
 A signal is queued in the store (durably) when it is sent, whether or not the
 instance waits for it yet; signals of one name are taken in the order they
@@ -7,6 +7,8 @@ wait takes the oldest queued signal and checkpoints its payload in one
 durable write, so each signal is delivered exactly once and a replay returns
 the same payload. A wait at a workflow's top level unloads the workflow
 (as a long sleep does) until the signal comes or the wait times out.
+Sending is ``engine.workflows.signal(...)``; the front-end's
+``wait_for_signal`` is in ``durable._frontends.waits``.
 """
 
 from __future__ import annotations
@@ -16,52 +18,18 @@ from typing import Any
 
 import trio
 
-from .._frontends.active import active
 from .._model.records import StepResult, StepStatus
+from . import lifecycle
+from .lifecycle import error_text
 from .run import Run, Scope
-from .steps import error_text
-from ..errors import DurableError, SignalTimeout
-from ..stores._base import check_signal_name
+from ..errors import SignalTimeout
 
-__all__ = ["wait_for_signal", "signal_step"]
+__all__ = ["NO_DEFAULT", "signal_step"]
 
-_RAISE: Any = object()  # no default: a time-out raises
+NO_DEFAULT: Any = object()  #: no default: a time-out raises
 
 
-async def wait_for_signal(name: str, *, timeout: float | None = None, default: Any = _RAISE) -> Any:
-    """Wait for signal ``name`` sent with ``engine.workflows.signal(instance_id, name, payload)``; returns the payload.
-
-    Args:
-        name: the signal's name.
-        timeout: seconds to wait (counted from the first time this wait
-            started, across restarts); ``None`` waits for ever.
-        default: returned when the wait times out; without it a time-out
-            raises :class:`~durable.errors.SignalTimeout`.
-
-    Outside an engine nobody can send a signal: with a ``timeout`` the wait
-    sleeps that long and times out (``default`` or ``SignalTimeout``), so a
-    plain unit test covers the time-out path; without one it raises
-    :class:`~durable.DurableError`.
-
-    .. versionadded:: 0.1.0
-    """
-    check_signal_name(name)
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                or timeout != timeout or timeout < 0):
-        raise ValueError(f"wait_for_signal() timeout must be a number of seconds >= 0 or None, got {timeout!r}")
-    current = active.get()
-    if current is None:
-        if timeout is None:
-            raise DurableError(f"wait_for_signal({name!r}) outside an engine would wait for ever: "
-                               "no one can send it a signal; pass timeout= to test the time-out path")
-        await trio.sleep(timeout)
-        if default is not _RAISE:
-            return default
-        raise SignalTimeout(f"no signal {name!r} within {timeout:g} s")
-    return await signal_step(current.run, current.scope, name, timeout, default)
-
-
-async def signal_step(run: Run, scope: Scope, name: str, timeout: float | None, default: Any = _RAISE, *,
+async def signal_step(run: Run, scope: Scope, name: str, timeout: float | None, default: Any = NO_DEFAULT, *,
                       step_name: str | None = None) -> Any:
     """Replay or run one wait for signal ``name`` (both front-ends).
 
@@ -76,17 +44,14 @@ async def signal_step(run: Run, scope: Scope, name: str, timeout: float | None, 
     if rec is None:
         deadline = now + timedelta(seconds=timeout) if timeout is not None else None
         started_at = now
-        await run.checkpoint(
-            StepResult(step_name=step_name, status=StepStatus.RUNNING, input={"signal": name, "timeout": timeout},
-                       key=key, step_type="signal", started_at=started_at, attempts=1, next_attempt_at=deadline),
-            durable=True,
-        )
-        run.emit("workflow.step.started", step_name=step_name, step_type="signal", current_step=step_name)
+        await lifecycle.begin(run, StepResult(
+            step_name=step_name, status=StepStatus.RUNNING, input={"signal": name, "timeout": timeout}, key=key,
+            step_type="signal", started_at=started_at, attempts=1, next_attempt_at=deadline), durable=True)
     else:
         deadline, started_at = rec.next_attempt_at, rec.started_at or now
     run.current_step = step_name
-    service = run.engine.workflows
-    store = run.engine.store
+    host = run.host
+    store = host.store
 
     def record(status: StepStatus, **fields: Any) -> StepResult:
         return StepResult(step_name=step_name, status=status, key=key, step_type="signal", started_at=started_at,
@@ -97,28 +62,23 @@ async def signal_step(run: Run, scope: Scope, name: str, timeout: float | None, 
         if queued is not None:
             seq, payload = queued
             done = record(StepStatus.COMPLETED, input={"signal": name, "seq": seq}, output=payload)
-            if await run.take_signal(name, seq, done):
-                run.emit("workflow.step.completed", step_name=step_name, step_type="signal", output=payload)
-                run.step_completed(step_name, executed=True)
+            if await run.take_signal(name, seq, done):  # the completed record, written with the take
+                lifecycle.completed(run, done)
                 return payload
             continue  # pragma: no cover - only this run takes this instance's signals
         remaining = (deadline - run.now()).total_seconds() if deadline is not None else None
         if remaining is not None and remaining <= 0:
             break
-        if scope.path == "" and (remaining is None or remaining > run.engine.suspend_after):
+        if scope.path == "" and (remaining is None or remaining > host.suspend_after):
             await run.suspend(deadline, signal=name)  # continued when the signal comes, or at the time-out
         with trio.move_on_after(remaining if remaining is not None else float("inf")):
-            await service._signal_sent(run.id, name)
+            await host.signal_sent(run.id, name)
     # Timed out.
-    if default is not _RAISE:
+    if default is not NO_DEFAULT:
         done = record(StepStatus.COMPLETED, input={"signal": name, "timed_out": True}, output=default)
-        await run.checkpoint(done, durable=True)
-        run.emit("workflow.step.completed", step_name=step_name, step_type="signal", output=default)
-        run.step_completed(step_name, executed=True)
+        await lifecycle.complete(run, done, durable=True)
         return default
     err = run.fail(SignalTimeout, f"no signal {name!r} within {timeout:g} s" if timeout is not None
                    else f"no signal {name!r} before the wait's time-out", step=key)
-    await run.checkpoint(record(StepStatus.FAILED, input={"signal": name}, error=error_text(err), exception=err),
-                         durable=True)
-    run.emit("workflow.step.failed", step_name=step_name, step_type="signal", error=error_text(err), attempts=1)
+    await lifecycle.fail(run, record(StepStatus.FAILED, input={"signal": name}, error=error_text(err), exception=err))
     raise err

@@ -1,4 +1,4 @@
-"""Durable sleep: ``await durable.sleep(seconds)`` / ``await durable.sleep_until(when)``.
+"""Durable sleep, the engine's side: one checkpointed sleep step (``durable.sleep`` and the builder's wait state).
 
 A sleep is a step of type ``sleep``: its wake-up time is checkpointed
 (durably) when it starts, so a process that restarts after that time
@@ -9,8 +9,8 @@ memory but a timer entry, and the engine replays it from its checkpoints when
 the time comes. Shorter sleeps, and sleeps inside a ``parallel()`` branch
 (whose sibling branches keep running), wait in memory.
 
-Outside an engine both are plain ``trio.sleep``: under a ``MockClock`` a
-day-long sleep takes no real time in a unit test.
+The front-ends' ``durable.sleep`` / ``sleep_until`` are in
+``durable._frontends.waits``.
 """
 
 from __future__ import annotations
@@ -20,44 +20,12 @@ from datetime import datetime, timedelta
 
 import trio
 
-from .._frontends.active import active
-from .._model.clock import now as clock_now
 from .._model.records import StepResult, StepStatus
+from . import lifecycle
 from .run import Run, Scope
 from ..errors import DurableError
 
-__all__ = ["sleep", "sleep_until", "sleep_step"]
-
-
-async def sleep(seconds: float) -> None:
-    """Sleep durably for ``seconds``: the wake-up time survives a restart.
-
-    Inside a workflow run the sleep is a checkpointed step named ``sleep``;
-    elsewhere it is ``trio.sleep(seconds)``.
-
-    .. versionadded:: 0.1.0
-    """
-    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds != seconds or seconds < 0:
-        raise ValueError(f"durable.sleep() takes a number of seconds >= 0, got {seconds!r}")
-    current = active.get()
-    if current is None:
-        await trio.sleep(seconds)
-        return
-    await sleep_step(current.run, current.scope, "sleep", lambda start: start + timedelta(seconds=seconds))
-
-
-async def sleep_until(when: datetime) -> None:
-    """Sleep durably until ``when`` (an aware ``datetime``); at once if it has passed.
-
-    .. versionadded:: 0.1.0
-    """
-    if not isinstance(when, datetime) or when.tzinfo is None or when.utcoffset() is None:
-        raise ValueError(f"durable.sleep_until() takes an aware datetime (with a tzinfo), got {when!r}")
-    current = active.get()
-    if current is None:
-        await trio.sleep(max(0.0, (when - clock_now()).total_seconds()))
-        return
-    await sleep_step(current.run, current.scope, "sleep", lambda start: when)
+__all__ = ["sleep_step"]
 
 
 async def sleep_step(run: Run, scope: Scope, name: str, wake_time: Callable[[datetime], datetime]) -> None:
@@ -78,22 +46,17 @@ async def sleep_step(run: Run, scope: Scope, name: str, wake_time: Callable[[dat
             raise run.fail(DurableError, f"the wake-up time of {key!r} must be an aware datetime, got {wake_at!r}",
                            step=key)
         started_at = now
-        await run.checkpoint(
-            StepResult(step_name=name, status=StepStatus.RUNNING, input={"until": wake_at}, key=key,
-                       step_type="sleep", started_at=started_at, attempts=1, next_attempt_at=wake_at),
-            durable=True,
-        )
-        run.emit("workflow.step.started", step_name=name, step_type="sleep", current_step=name)
+        await lifecycle.begin(run, StepResult(
+            step_name=name, status=StepStatus.RUNNING, input={"until": wake_at}, key=key, step_type="sleep",
+            started_at=started_at, attempts=1, next_attempt_at=wake_at), durable=True)
     run.current_step = name
     remaining = (wake_at - run.now()).total_seconds()
     if remaining > 0:
-        if scope.path == "" and remaining > run.engine.suspend_after:
+        if scope.path == "" and remaining > run.host.suspend_after:
             await run.suspend(wake_at)  # ends the run: the engine replays it when the time comes
         await trio.sleep(remaining)
     done = StepResult(step_name=name, status=StepStatus.COMPLETED, input={"until": wake_at}, key=key,
                       step_type="sleep", started_at=started_at, completed_at=run.now(), attempts=1)
     # Not durable on its own: a crash before the next durable write replays the
     # sleep, whose wake-up time has passed, and it completes at once.
-    await run.checkpoint(done, durable=False)
-    run.emit("workflow.step.completed", step_name=name, step_type="sleep", output=None)
-    run.step_completed(name, executed=True)
+    await lifecycle.complete(run, done, durable=False)

@@ -12,17 +12,15 @@ instance from its checkpoints.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from datetime import datetime
 
 import attrs
 import trio
 
+from .run import Run
 from .signal_hub import SignalHub
 from .timers import Timers
-
-if TYPE_CHECKING:
-    from .engine import Engine
-    from .run import Run
+from ..stores import Store
 
 __all__ = ["Sleepers"]
 
@@ -38,8 +36,11 @@ class _Sleeper:
 class Sleepers:
     """The suspended instances of one engine, and what wakes them."""
 
-    def __init__(self, engine: Engine, continue_instance: Callable[[str], Awaitable[bool]]) -> None:
-        self._engine = engine
+    def __init__(self, store: Store, now: Callable[[], datetime], nursery: Callable[[], trio.Nursery],
+                 continue_instance: Callable[[str], Awaitable[bool]]) -> None:
+        self._store = store
+        self._now = now
+        self._nursery = nursery  # the engine's, while it runs
         self._continue = continue_instance
         self.closed = False  # the engine is exiting: wake nothing more
         self._reset()
@@ -63,16 +64,15 @@ class Sleepers:
         """Wake ``run``'s instance at its wake-up time or deadline, whichever comes first, or on its signal."""
         if self.closed:
             return
-        engine = self._engine
         times = [t for t in (run.wake_at, run.instance.deadline) if t is not None]
         self._suspended[run.id] = _Sleeper(signal=run.wake_signal)
         if times:
-            delay = max(0.0, (min(times) - engine.now()).total_seconds())
-            self._timers.add(engine.nursery, trio.current_time() + delay, run.id)
+            delay = max(0.0, (min(times) - self._now()).total_seconds())
+            self._timers.add(self._nursery(), trio.current_time() + delay, run.id)
         if run.wake_signal is not None:
             self.poll_signals()
             # A signal queued between the wait's last look and now must not be missed.
-            engine.nursery.start_soon(self._wake_if_signalled, run.id, run.wake_signal)
+            self._nursery().start_soon(self._wake_if_signalled, run.id, run.wake_signal)
 
     def wake(self, instance_id: str) -> None:
         """Continue a suspended instance now (its timer fired, or its signal came)."""
@@ -80,7 +80,7 @@ class Sleepers:
         if sleeper is None or self.closed:
             return  # cancelled meanwhile, or already being continued
         self._waking[instance_id] = sleeper
-        self._engine.nursery.start_soon(self._wake_up, instance_id, sleeper)
+        self._nursery().start_soon(self._wake_up, instance_id, sleeper)
 
     def wake_for(self, instance_id: str, signal: str) -> None:
         """Signal ``signal`` was sent to the instance: wake it if it waits for that one."""
@@ -114,13 +114,13 @@ class Sleepers:
 
     async def _wake_if_signalled(self, instance_id: str, name: str) -> None:
         sleeper = self._suspended.get(instance_id)
-        if sleeper is not None and sleeper.signal == name and await self._engine.store.peek_signal(instance_id, name):
+        if sleeper is not None and sleeper.signal == name and await self._store.peek_signal(instance_id, name):
             self.wake(instance_id)
 
     def poll_signals(self) -> None:
         """Watch for signals sent by other processes while anything here waits for one."""
         self.signals.start_polling(
-            self._engine.nursery, self._engine.store,
+            self._nursery(), self._store,
             waiting=lambda: self.signals.has_waiters() or any(s.signal for s in self._suspended.values()),
             changed=self._signals_changed,
         )
@@ -129,7 +129,7 @@ class Sleepers:
         self.signals.notify_all()
         for instance_id, sleeper in list(self._suspended.items()):
             if sleeper.signal is not None:
-                self._engine.nursery.start_soon(self._wake_if_signalled, instance_id, sleeper.signal)
+                self._nursery().start_soon(self._wake_if_signalled, instance_id, sleeper.signal)
 
     async def signal_sent(self, instance_id: str, name: str) -> None:
         """For a run waiting in memory: return once signal ``name`` may have been queued."""

@@ -20,6 +20,8 @@ import trio
 from .._graph.context import StepInfo, step_info_var
 from .._model.records import StepResult, StepStatus
 from .._model.retry import Retry
+from . import lifecycle
+from .lifecycle import error_text
 from .run import Run, Scope
 from ..errors import DurableError, NonDeterminismError, StepFailed, StepTimeout
 
@@ -61,11 +63,6 @@ class StepSpec:
     durable: bool = True
     wrap_errors: bool = False
     retry_given: Retry | None = None  # the step's own policy ``retry`` was resolved from (a cache check)
-
-
-def error_text(exc: BaseException) -> str:
-    """``Type: message``: how a step's error is recorded and reported."""
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _failure(run: Run, spec: StepSpec, key: str, exc: BaseException, attempts: int) -> BaseException:
@@ -138,11 +135,14 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
             assert make is not None, f"step {name!r} has nothing to run"
             step_input, fn = make()
             args, kwargs = (), {}
-        run.emit("workflow.step.started", step_name=name, step_type=spec.step_type, current_step=name)
+        begun = False
         while True:
             attempt += 1
             marker = _record(spec, key, step_input, started_at, StepStatus.RUNNING, attempts=attempt)
-            if not run.mark_running(marker):
+            if not begun:
+                await lifecycle.begin(run, marker, durable=False)
+                begun = True
+            elif not run.mark_running(marker):
                 await run.checkpoint(marker, durable=False)
             token = step_info_var.set(StepInfo(run.name, run.id, key, attempt))
             try:
@@ -184,15 +184,11 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
                 spec, key, step_input, started_at, StepStatus.FAILED, attempts=attempt, error=error_text(error),
                 exception=error, completed_at=run.now(),
             )
-            await run.checkpoint(failed, durable=True)
-            run.emit("workflow.step.failed", step_name=name, step_type=spec.step_type,
-                     error=error_text(error), attempts=attempt)
+            await lifecycle.fail(run, failed)
             raise _failure(run, spec, key, error, attempt)
         done = _record(spec, key, step_input, started_at, StepStatus.COMPLETED, output=output, attempts=attempt,
                        completed_at=run.now())
-        await run.checkpoint(done, durable=spec.durable)
-        run.emit("workflow.step.completed", step_name=name, step_type=spec.step_type, output=output)
-        run.step_completed(name, executed=True)
+        await lifecycle.complete(run, done, durable=spec.durable)
         return output
     finally:
         scope.busy = None

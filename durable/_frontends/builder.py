@@ -28,11 +28,11 @@ from .._graph.states import (
     TaskState,
     WaitState,
     When,
-    validate_graph,
 )
+from .._graph.validate import validate_graph
 from .._model.retry import Retry
 from ..errors import GraphError
-from ..stores._base import check_signal_name, check_workflow_name
+from .._model.ids import check_signal_name, check_workflow_name
 
 if TYPE_CHECKING:
     from .._graph.context import Context

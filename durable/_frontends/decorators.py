@@ -25,7 +25,7 @@ from .._model.retry import Retry, effective_retry
 from .._engine.run import Run, Scope
 from .._engine.steps import Prepare, StepSpec, run_step
 from .._engine.jobs import as_async_call, is_async_callable
-from ..stores._base import check_workflow_name
+from .._model.ids import check_workflow_name
 
 __all__ = ["StepFunction", "WorkflowFunction", "decorate_workflow", "step"]
 
@@ -189,6 +189,9 @@ class WorkflowFunction(Generic[P, R]):
 
     .. versionadded:: 0.1.0
     """
+
+    #: how the compiler knows an awaited ``@workflow`` call is a child workflow
+    __durable_primitive__ = "workflow"
 
     def __init__(self, fn: Callable[P, Awaitable[R]], *, name: str | None, timeout: float | None,
                  default_retry: Retry | None) -> None:

@@ -106,4 +106,5 @@ async def map(  # noqa: A001 - durable.map, as the issue names it; durable.map_ 
                          concurrency=concurrency, on_error=on_error)
 
 
+map.__durable_primitive__ = "map"  # type: ignore[attr-defined]  # how the compiler knows it
 map_ = map

@@ -2,7 +2,7 @@
 
 A builder task, parallel or map state may carry ``catch=[Catch(errors=[...],
 next="handler")]``. Once the state has failed for good (a task after its
-retries), :func:`catch_target` tries the catchers in order; the first whose
+retries), the interpreter tries the catchers in order; the first whose
 ``errors`` match sends the workflow to its ``next`` state, and the handler sees
 the error as ``ctx.error`` (a :class:`CaughtError`).
 
@@ -14,17 +14,13 @@ runs, without running the failed state again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, final
+from typing import final
 
 import attrs
 
-from ..errors import NonDeterminismError, StepFailed
+from ..errors import StepFailed
 
-if TYPE_CHECKING:
-    from .states import State
-    from .._engine.run import Run
-
-__all__ = ["ANY", "CaughtError", "catch_target", "error_matches", "unwrap"]
+__all__ = ["ANY", "CaughtError", "error_matches", "unwrap"]
 
 #: the error names that match any error
 ANY = frozenset({"*", "States.ALL"})
@@ -101,21 +97,3 @@ class CaughtError:
         else:
             name, message = type(root).__name__, str(root)
         return cls(state=state, type=name, message=message, exception=root)
-
-
-def catch_target(run: Run, state: State, error: BaseException) -> str | None:
-    """The ``next`` of the first catcher of ``state`` matching ``error``; ``None`` when none does.
-
-    Never catches what must end the run: a diverged replay, a failed
-    checkpoint write (the run is poisoned), or a cancellation, a stop or a
-    workflow timeout (the run's scope is cancelled).
-    """
-    catchers = getattr(state, "catch", ())
-    if not catchers or run.fatal is not None or run.cancel_scope.cancel_called:
-        return None
-    if isinstance(error, NonDeterminismError):
-        return None
-    for catcher in catchers:
-        if catcher.matches(error):
-            return str(catcher.next)
-    return None

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, final
+from typing import Any, final
 
 import attrs
 
 from .._model.records import WorkflowInstance
-
-if TYPE_CHECKING:
-    from .catch import CaughtError
+from .catch import CaughtError
 
 __all__ = ["Context", "StepInfo", "current_step", "step_info_var"]
 

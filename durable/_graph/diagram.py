@@ -29,8 +29,8 @@ from .states import (
     State,
     TaskState,
     WaitState,
-    catches_of,
 )
+from .validate import catches_of
 
 __all__ = ["duration_text", "to_dot", "to_mermaid"]
 

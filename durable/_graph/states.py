@@ -1,25 +1,31 @@
-"""The graph IR: frozen states (task, choice, parallel, map, pass, wait, signal, child workflow), validated.
+"""The graph IR: frozen states (task, choice, parallel, map, pass, wait, signal, child workflow) and the graph.
 
 Both front-ends produce a :class:`Graph`: the builder directly, the decorator by
 compiling the workflow's source. The builder's graph is what the engine's
 interpreter walks; a decorator workflow's graph serves inspection, diagrams,
-progress totals and validation. This module is pure: no I/O, no engine.
+progress totals and validation (``validate.py``). :class:`WorkflowSpec` is
+what either front-end's workflow is before an engine runs it. This module is
+pure: no I/O, no engine.
+
+States and graphs nest (a parallel's branches and a map's iterator are
+graphs, a child state names a workflow spec), so they are one module: a
+recursive type whose annotations all resolve (``typing.get_type_hints``).
+The diagrams are rendered by ``diagram.py``, which ``Graph.to_mermaid()`` and
+``to_dot()`` import when called.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
+from typing import Any, Literal, Protocol, TypeAlias, final
 
 import attrs
 
 from .._model.retry import Retry
-from ..errors import GraphError
+from .catch import error_matches
+from .context import Context
 
-if TYPE_CHECKING:
-    from .context import Context
-    from .._engine.run import Definition
 
 __all__ = [
     "STEP_TYPES",
@@ -35,7 +41,7 @@ __all__ = [
     "TaskState",
     "WaitState",
     "When",
-    "validate_graph",
+    "WorkflowSpec",
 ]
 
 OnError: TypeAlias = Literal["fail-fast", "wait-all"]
@@ -113,8 +119,6 @@ class Catch:
 
     def matches(self, error: BaseException) -> bool:
         """Whether this catcher takes ``error``."""
-        from .catch import error_matches
-
         return error_matches(error, self.errors)
 
     @property
@@ -322,7 +326,7 @@ class ChildState:
 
     name: str
     workflow: str
-    definition: Definition | None = attrs.field(default=None, eq=False, repr=False)
+    definition: WorkflowSpec | None = attrs.field(default=None, eq=False, repr=False)
     input: Callable[[Context], Any] | None = None
     output: Callable[[Any, Context], Any] | None = None
     next: str | None = None
@@ -406,93 +410,27 @@ class Graph:
         return to_dot(self)
 
 
-def _targets(state: State) -> list[tuple[str, str]]:
-    """(label, target) pairs of the transitions out of ``state``, catch edges included."""
-    if isinstance(state, ChoiceState):
-        out = [(f"choice {i}", w.next) for i, w in enumerate(state.choices)]
-        if state.default is not None:
-            out.append(("default", state.default))
-        return out
-    out = [("next", state.next)] if state.next is not None else []
-    out.extend((f"catch {i}", c.next) for i, c in enumerate(catches_of(state)))
-    return out
+class WorkflowSpec(Protocol):
+    """What a workflow is, whichever front-end made it: its name, graph, time limit and call shape.
 
-
-def catches_of(state: State) -> tuple[Catch, ...]:
-    """The catchers of ``state`` (``()`` for the states that take none: choice, pass, wait)."""
-    if isinstance(state, (ChoiceState, PassState, WaitState)):
-        return ()
-    return state.catch
-
-
-def _seconds_ok(value: object) -> bool:
-    """Whether ``value`` is a number of seconds >= 0 (not a bool, not NaN)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")
-
-
-def validate_graph(graph: Graph, *, workflow: str | None = None) -> None:
-    """Raise :class:`GraphError` naming the workflow and state if ``graph`` is malformed.
-
-    Checks: duplicate state names, ``next`` together with ``end``, a transition
-    (or a catch) to an unknown state, a parallel with no branches, a map with a
-    negative ``max_concurrency``, a wait's ``seconds`` or a signal's
-    ``timeout`` that is not a number >= 0, a choice with no way out, states unreachable
-    from the start (catch edges count), and no reachable end. Loops through a
-    choice or a catch are allowed. Branch and iterator graphs are checked the
-    same way.
+    The engine's ``Definition`` extends it with ``execute(run)``; a
+    :class:`ChildState` names the spec of the workflow it starts.
     """
-    wf = workflow or graph.name
-    if not graph.states:
-        raise GraphError("workflow has no states", workflow=wf)
-    seen: set[str] = set()
-    for s in graph.states:
-        if s.name in seen:
-            raise GraphError(f"duplicate state name {s.name!r}", workflow=wf, step=s.name)
-        seen.add(s.name)
-    for s in graph.states:
-        if not isinstance(s, ChoiceState) and s.next is not None and s.end:
-            raise GraphError("state has both next and end", workflow=wf, step=s.name)
-        if isinstance(s, ChoiceState) and not s.choices and s.default is None:
-            raise GraphError("choice has no choices and no default: no way out", workflow=wf, step=s.name)
-        if isinstance(s, ParallelState):
-            if not s.branches:
-                raise GraphError("parallel state has no branches", workflow=wf, step=s.name)
-            names = [b.name for b in s.branches]
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise GraphError(f"parallel has duplicate branch names {dupes}", workflow=wf, step=s.name)
-            for b in s.branches:
-                validate_graph(b, workflow=f"{wf}/{s.name}/{b.name}")
-        if isinstance(s, MapState):
-            limit = s.max_concurrency
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-                raise GraphError(f"max_concurrency must be an int >= 0 (0: no limit), got {limit!r}",
-                                 workflow=wf, step=s.name)
-            validate_graph(s.iterator, workflow=f"{wf}/{s.name}/{s.iterator.name}")
-        if isinstance(s, WaitState) and s.seconds is not None and not _seconds_ok(s.seconds):
-            raise GraphError(f"a wait takes a finite number of seconds >= 0, got {s.seconds!r}",
-                             workflow=wf, step=s.name)
-        if isinstance(s, SignalState) and s.timeout is not None and not _seconds_ok(s.timeout):
-            raise GraphError(f"a signal's timeout takes a finite number of seconds >= 0 or None, got {s.timeout!r}",
-                             workflow=wf, step=s.name)
-        for label, target in _targets(s):
-            if target in seen:
-                continue
-            if label.startswith("catch"):
-                raise GraphError(f"catch target {target!r} is not a state of the workflow", workflow=wf, step=s.name)
-            raise GraphError(f"transition to unknown state {target!r}", workflow=wf, step=s.name)
-        if not isinstance(s, ChoiceState) and s.next is None and not s.end:
-            raise GraphError("state has neither next nor end", workflow=wf, step=s.name)
-    reachable: list[str] = []
-    todo = [graph.states[0].name]
-    while todo:
-        name = todo.pop()
-        if name in reachable:
-            continue
-        reachable.append(name)
-        todo.extend(t for _, t in _targets(graph.state(name)))
-    for s in graph.states:
-        if s.name not in reachable:
-            raise GraphError("state is unreachable from the start", workflow=wf, step=s.name)
-    if not any(graph.state(n).end for n in reachable):
-        raise GraphError("no end is reachable: every path loops forever", workflow=wf, step=graph.states[0].name)
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def graph(self) -> Graph: ...
+
+    @property
+    def timeout(self) -> float | None: ...
+
+    @property
+    def total_steps(self) -> int:
+        """How many step completions make a full run (progress's denominator)."""
+        ...
+
+    def make_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        """(input, args, kwargs) to store for a ``start()`` call with these arguments."""
+        ...

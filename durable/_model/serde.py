@@ -47,6 +47,7 @@ import attrs
 import cloudpickle  # type: ignore[import-untyped]
 
 from .clock import EPOCH
+from .ids import is_valid_id
 from .records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
 from ..errors import SerializationError, StoreError
 
@@ -307,7 +308,6 @@ def _step_from(record: tuple[Any, ...]) -> StepResult:
 
 
 def _instance_from(record: tuple[Any, ...]) -> WorkflowInstance:
-    is_valid_id = _is_valid_id or _import_is_valid_id()
     (_, iid, workflow_name, status, input_, current_step, output, error, created_at, started_at, completed_at,
      deadline, args, kwargs, error_type) = _check_shape(record, _INSTANCE_TAG, _INSTANCE_LENGTH, WorkflowInstance)
     # id and workflow name: what check_instance_id / check_workflow_name accept when a record is written
@@ -332,18 +332,6 @@ def _instance_from(record: tuple[Any, ...]) -> WorkflowInstance:
         input_, current_step, output, error, {}, created_at, started_at, completed_at, deadline, args, kwargs,
         error_type,
     )
-
-
-_is_valid_id: Callable[[object], bool] | None = None
-
-
-def _import_is_valid_id() -> Callable[[object], bool]:
-    """``stores._base.is_valid_id``, imported on first use: the stores import this module."""
-    global _is_valid_id
-    from ..stores._base import is_valid_id
-
-    _is_valid_id = is_valid_id
-    return is_valid_id
 
 
 _DEFAULTS: dict[type, dict[str, Any]] = {

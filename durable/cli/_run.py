@@ -12,7 +12,7 @@ import trio
 from .._engine.engine import Engine
 from .._model.records import InstanceStatus, WorkflowInstance
 from ..stores import LMDBStore
-from ..stores._base import is_valid_id
+from .._model.ids import is_valid_id
 from ._errors import CliError
 from ._load import Workflow, graph_of, load_module, load_target, name_of, setup_engine, split_target
 from ._logs import engine_logs

@@ -16,78 +16,17 @@ lease is no longer that owner's or the instance has finished meanwhile.
 from __future__ import annotations
 
 import hashlib
-import os
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 import trio
 
-from .._model.clock import EPOCH
 from .._model.records import InstanceStatus, StepResult, WorkflowInstance
 from ._lease import Owner
 
-__all__ = [
-    "MAX_ID_LENGTH", "Store", "check_instance_id", "check_signal_name", "check_workflow_name", "is_valid_id",
-    "new_instance_id", "signal_key_prefix", "step_key_bytes",
-]
+__all__ = ["Store", "signal_key_prefix", "step_key_bytes"]
 
-MAX_ID_LENGTH = 200
 _MAX_KEY = 480
-
-
-def _check_name(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{what} must be a non-empty str, got {value!r}")
-    if "\0" in value:
-        raise ValueError(f"{what} may not contain NUL: {value!r}")
-    if len(value.encode()) > MAX_ID_LENGTH:
-        raise ValueError(f"{what} may be at most {MAX_ID_LENGTH} bytes: {value[:40]!r}...")
-    return value
-
-
-def check_instance_id(instance_id: object) -> str:
-    """``instance_id`` if it is a usable id; ``ValueError`` naming the problem otherwise."""
-    return _check_name(instance_id, "an instance id")
-
-
-def check_workflow_name(name: object) -> str:
-    """``name`` if it is a usable workflow name; ``ValueError`` naming the problem otherwise."""
-    return _check_name(name, "a workflow name")
-
-
-def new_instance_id(created_at: datetime) -> str:
-    """A new instance id: a UUID version 7 (RFC 9562) as 32 hex digits.
-
-    Its first 12 digits are ``created_at`` (the instance's creation time, an
-    aware ``datetime``) in milliseconds since the epoch, and 74 of its other
-    bits are random, so ids sort by creation time, to the millisecond (within
-    one, at random). That keeps the records of instances started together
-    next to each other in the store's B-trees: a commit of many checkpoints
-    rewrites a few pages, not a page per record all over the tree. The
-    creation time can be read back from the id; the random bits still make
-    two ids of one millisecond differ, but an id is not a secret.
-    """
-    millis = (created_at - EPOCH) // _MILLISECOND
-    rand = int.from_bytes(os.urandom(10))
-    return "%032x" % (millis << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 | rand & _LOW62)
-
-
-_LOW62 = (1 << 62) - 1
-_MILLISECOND = timedelta(milliseconds=1)
-
-
-def is_valid_id(instance_id: object) -> bool:
-    """Whether ``instance_id`` could name a stored instance (reads of others find nothing)."""
-    try:
-        check_instance_id(instance_id)
-    except ValueError:
-        return False
-    return True
-
-
-def check_signal_name(name: object) -> str:
-    """``name`` if it is a usable signal name; ``ValueError`` naming the problem otherwise."""
-    return _check_name(name, "a signal name")
 
 
 def signal_key_prefix(instance_id: str, name: str) -> bytes:

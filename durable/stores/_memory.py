@@ -13,7 +13,7 @@ import trio
 
 from .._model.records import InstanceStatus, StepResult, WorkflowInstance
 from .._model.serde import decode_instance, decode_step, decode_value, encode_instance, encode_step, encode_value
-from ._base import check_instance_id, check_signal_name, check_workflow_name, is_valid_id
+from .._model.ids import check_instance_id, check_signal_name, check_workflow_name, is_valid_id
 from ._join import join_steps
 from ._lease import LeaseLost, Owner, may_claim, record_alive
 

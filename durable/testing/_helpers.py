@@ -93,10 +93,7 @@ async def crash_and_resume(
 
         def on_completed(event: Event) -> None:
             if event.step_name == after and event.instance_id == instance_id and not crashed.is_set():
-                run = engine.workflows._runs.get(event.instance_id)
-                if run is not None:
-                    run.stop_reason = "crash"
-                    run.cancel_scope.cancel()
+                engine.workflows.driver.crash(event.instance_id)
                 crashed.set()
 
         engine.events.on("workflow.step.completed", on_completed)
@@ -104,7 +101,7 @@ async def crash_and_resume(
         # No time limit here: under an autojumping MockClock any deadline is
         # where virtual time leaps to whenever the loop waits on a thread (a
         # slow fsync), which would end the wait before the run does.
-        run = engine.workflows._runs.get(instance_id)
+        run = engine.workflows.driver.runs.get(instance_id)
         if run is not None:
             await run.done.wait()
         if not crashed.is_set():

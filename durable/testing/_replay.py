@@ -136,7 +136,7 @@ async def assert_replays(
                 engine.jobs.register(name, source.jobs.get(name))
         for name, fn in (jobs or {}).items():
             engine.jobs.register(name, fn)
-        engine.workflows._defs[recorded.workflow_name] = definition
+        engine.workflows.driver.definitions[recorded.workflow_name] = definition
         await engine.workflows.resume()
         replayed = await engine.workflows.wait(instance_id)
 
@@ -176,7 +176,7 @@ def _definition(source: Engine | Store, recorded: WorkflowInstance, workflow: An
             )
         return definition
     if isinstance(source, Engine):
-        found = source.workflows._defs.get(recorded.workflow_name)
+        found = source.workflows.driver.definitions.get(recorded.workflow_name)
         if found is not None:
             return found
     raise AssertionError(

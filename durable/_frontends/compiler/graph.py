@@ -9,8 +9,8 @@ block takes the hooks that lead into it and returns the hooks that leave it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from collections.abc import Callable, Iterable
+from typing import Any, TypeAlias
 
 import attrs
 
@@ -26,12 +26,10 @@ from ..._graph.states import (
     TaskState,
     WaitState,
     When,
-    validate_graph,
 )
+from ..._graph.validate import validate_graph
 from ...errors import GraphError
 
-if TYPE_CHECKING:
-    from .source import Frame
 
 __all__ = ["STEP_KINDS", "Hook", "States", "build_graph", "clip", "connect"]
 
@@ -77,16 +75,17 @@ class States:
         """States created after the first ``mark`` ones."""
         return list(self.states.values())[mark:]
 
-    def truncate(self, mark: int, hooks: list[Hook], frame: Frame) -> None:
-        """Forget the states created after ``mark``, re-open ``hooks``, drop exits into them."""
+    def truncate(self, mark: int, hooks: list[Hook], pending: Iterable[list[Hook]]) -> None:
+        """Forget the states created after ``mark``, re-open ``hooks``, drop exits into them from ``pending``
+        (the open exits of the frame being compiled: ``Frame.exits()``)."""
         gone = self.since(mark)
         for state in gone:
             del self.states[state["name"]]
             self.counts[state["base"]] -= 1
         connect(hooks, None)
         ids = {id(s) for s in gone}
-        for pending in [frame.returns or [], *(h for loop in frame.loops for h in loop)]:
-            pending[:] = [h for h in pending if id(h[0]) not in ids]
+        for exits in pending:
+            exits[:] = [h for h in exits if id(h[0]) not in ids]
 
     def end(self, hooks: list[Hook], base: str) -> None:
         """End the paths of ``hooks``: a state's own ``end``, else a shared pass state ``base``."""

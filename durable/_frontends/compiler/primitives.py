@@ -21,7 +21,7 @@ from ..._graph.diagram import duration_text
 from ..._graph.states import Graph
 from ...errors import GraphError
 
-__all__ = ["CompileCall", "is_durable_map", "map_state", "parallel_state", "primitive_state"]
+__all__ = ["CompileCall", "is_durable_map", "map_state", "parallel_state", "primitive_kind", "primitive_state"]
 
 # parallel() arguments that can never be awaitable: a mistake worth failing decoration for.
 _NOT_AWAITABLE = (ast.Constant, ast.List, ast.Tuple, ast.Dict, ast.Set, ast.Lambda, ast.JoinedStr,
@@ -31,31 +31,42 @@ CompileCall: TypeAlias = Callable[[States, Frame, ast.Call, list[Hook]], list[Ho
 """Compiles an awaited call entered from the hooks; returns the hooks leaving it."""
 
 
+def primitive_kind(obj: object) -> str | None:
+    """Which of durable's primitives ``obj`` is, by its ``__durable_primitive__`` marker; ``None`` for others.
+
+    ``"sleep"``, ``"sleep_until"``, ``"wait_for_signal"``, ``"map"``, or
+    ``"workflow"`` (a ``@workflow`` function, awaited as a child workflow).
+    A marker, not an identity check, so the compiler needs none of the
+    modules that define the primitives.
+    """
+    if isinstance(obj, type):
+        return None
+    kind = getattr(obj, "__durable_primitive__", None)
+    return kind if isinstance(kind, str) else None
+
+
 def is_durable_map(scope: Scope, func: ast.expr) -> bool:
     """Whether the callee ``func`` is ``durable.map``: resolved through the module's globals,
     or a bare ``map``/``map_`` imported where the compiler cannot see it (the builtin
     ``map`` is never awaited)."""
-    from ..map import map as durable_map
-
     found, obj = scope.resolve(func)
     if not found:
         return isinstance(func, ast.Name)  # `await map(...)` with map imported inside the function
-    return obj is durable_map
+    return primitive_kind(obj) == "map"
 
 
 def primitive_state(scope: Scope, g: States, f: Frame, call: ast.Call, hooks: list[Hook]) -> list[Hook] | None:
     """A wait, signal or child workflow state for a call of ``durable.sleep`` / ``sleep_until`` /
     ``wait_for_signal`` or of a ``@workflow``; ``None`` for any other call."""
-    from ..decorators import WorkflowFunction
-    from ..._engine.signals import wait_for_signal
-    from ..._engine.sleep import sleep, sleep_until
-
     found, obj = scope.resolve(call.func)
     if not found:
         return None
+    kind = primitive_kind(obj)
+    if kind is None:
+        return None
     keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
-    if obj is sleep or obj is sleep_until:
-        until = obj is sleep_until
+    if kind in ("sleep", "sleep_until"):
+        until = kind == "sleep_until"
         arg = call.args[0] if call.args else keywords.get("when" if until else "seconds")
         seconds = _number(arg) if arg is not None and not until else None
         if seconds is not None and seconds >= 0:
@@ -67,7 +78,7 @@ def primitive_state(scope: Scope, g: States, f: Frame, call: ast.Call, hooks: li
         state = g.add("wait", "sleep", hooks, seconds=seconds)
         state["label"] = label  # the diagram's text: what the wait waits for
         return [(state, "next")]
-    if obj is wait_for_signal:
+    if kind == "wait_for_signal":
         arg = call.args[0] if call.args else keywords.get("name")
         if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
             signal = arg.value
@@ -81,9 +92,11 @@ def primitive_state(scope: Scope, g: States, f: Frame, call: ast.Call, hooks: li
                       timeout=timeout if timeout is not None and timeout >= 0 else None,
                       has_default=default_node is not None, default=default)
         return [(state, "next")]
-    if isinstance(obj, WorkflowFunction):
-        state = g.add("workflow", clip(f"workflow:{obj.name}"), hooks, workflow=obj.name, definition=obj)
-        return [(state, "next")]
+    if kind == "workflow":
+        name = getattr(obj, "name", None)
+        if isinstance(name, str):
+            state = g.add("workflow", clip(f"workflow:{name}"), hooks, workflow=name, definition=obj)
+            return [(state, "next")]
     return None
 
 

@@ -33,6 +33,10 @@ class Frame:
     helpers: tuple[int, ...]  # ids of the functions being compiled, outermost first (cycles, depth)
     loops: list[tuple[list[Hook], list[Hook]]] = field(default_factory=list)  # (continues, breaks)
 
+    def exits(self) -> list[list[Hook]]:
+        """The open exits that lead out of this frame: its returns, its loops' continues and breaks."""
+        return [self.returns or [], *(h for loop in self.loops for h in loop)]
+
     def text(self, node: ast.AST) -> str:
         """The source text of ``node``, on one line."""
         return " ".join((ast.get_source_segment(self.source, node) or ast.unparse(node)).split())

@@ -143,7 +143,7 @@ class _Compiler:
             out += self.block(g, f, body, [(state, i)])
         out += self.block(g, f, default, [(state, "default")])
         if len(g.states) == mark + 1 and len(out) == len(rules) + 1 and all(s is state for s, _ in out):
-            g.truncate(mark, hooks, f)  # no branch does anything the graph can show: no choice
+            g.truncate(mark, hooks, f.exits())  # no branch does anything the graph can show: no choice
             return hooks
         return out
 
@@ -166,7 +166,7 @@ class _Compiler:
         out = self.block(g, f, stmt.body, [(state, 0)])
         f.loops.pop()
         if not any(s["kind"] in STEP_KINDS for s in g.since(mark)):
-            g.truncate(mark, before, f)  # no step in the loop: nothing to draw
+            g.truncate(mark, before, f.exits())  # no step in the loop: nothing to draw
             return before
         connect(out + continues, head)
         return self.block(g, f, stmt.orelse, [(state, "default")]) + breaks

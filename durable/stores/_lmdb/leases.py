@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lmdb
 
-from .._base import is_valid_id
+from ..._model.ids import is_valid_id
 from .._lease import Owner, may_claim, record_alive
 from .parts import LMDBParts, finished
 

@@ -13,7 +13,8 @@ import lmdb
 
 from ..._model.records import StepResult
 from ..._model.serde import decode_value, encode_step, encode_value
-from .._base import check_instance_id, check_signal_name, is_valid_id, signal_key_prefix, step_key_bytes
+from .._base import signal_key_prefix, step_key_bytes
+from ..._model.ids import check_instance_id, check_signal_name, is_valid_id
 from .._lease import LeaseLost
 from .parts import LMDBParts
 

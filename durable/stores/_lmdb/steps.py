@@ -12,7 +12,8 @@ import lmdb
 from ..._model.records import StepResult
 from ..._model.serde import check_step_input, encode_step
 from ...errors import SerializationError
-from .._base import check_instance_id, step_key_bytes
+from .._base import step_key_bytes
+from ..._model.ids import check_instance_id
 from .._lease import LeaseLost
 from .parts import LMDBParts
 

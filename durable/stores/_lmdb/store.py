@@ -36,7 +36,8 @@ from ..._model.clock import pause_autojump, resume_autojump
 from ..._model.records import InstanceStatus, StepResult, WorkflowInstance
 from ..._model.serde import decode_instance, decode_step, encode_instance
 from ...errors import StoreError
-from .._base import check_instance_id, check_workflow_name, is_valid_id, step_key_bytes
+from .._base import step_key_bytes
+from ..._model.ids import check_instance_id, check_workflow_name, is_valid_id
 from .._join import join_steps
 from .sharedlock import SharedLock
 from .._lease import LeaseLost, Owner

@@ -1,0 +1,473 @@
+"""The run driver: starts, drives, finishes, suspends, continues and stops the runs of one engine.
+
+It owns what is live in this process: the registered definitions, the runs
+in flight (:class:`~durable._engine.run.Run`), the suspended instances
+(:class:`~durable._engine.sleepers.Sleepers`), and the runs a failing store
+stopped. It is the :class:`~durable._engine.run.RunHost` every run holds:
+the store and lease owner a run writes under, its events, clock and jobs,
+and the child start, wait and signal notice its steps use. The public
+operations on top of it (``engine.workflows``) are the
+:class:`~durable._engine.service.WorkflowService`.
+
+Taking over an unfinished instance (``resume()``, ``start(id=...)`` of a
+left-over instance, a suspended instance waking up) goes through
+:meth:`RunDriver.take_over` and :meth:`RunDriver.continue_instance`: only
+through the store's lease claim, so any number of engines may do it at once
+and each instance runs in exactly one of them; its checkpoints replay,
+nothing re-runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, final
+
+import attrs
+import trio
+
+from .children import running_children
+from .events import Event, EventBus
+from .jobs import JobRegistry
+from .run import Definition, PutStepLater, Run, StopReason
+from .sleepers import Sleepers
+from .steps import error_text
+from .._model.ids import check_instance_id, new_instance_id
+from .._model.records import InstanceStatus, StepResult, WorkflowInstance, replace_instance
+from ..errors import (
+    DurableError,
+    InstanceNotFound,
+    SerializationError,
+    StoreError,
+    WorkflowCancelled,
+    WorkflowNotFound,
+    WorkflowTimeout,
+)
+from ..stores import Owner, Store
+from ..stores._lease import LeaseLost
+
+__all__ = ["RunDriver"]
+
+log = logging.getLogger("durable.engine")
+
+Outcome = tuple[InstanceStatus, Any, BaseException | None]
+
+
+def _error_text(exc: BaseException) -> str:
+    # Our own errors already name the workflow, instance and step.
+    return str(exc) if isinstance(exc, DurableError) else error_text(exc)
+
+
+@final
+class RunDriver:
+    """The runs of one engine, and the :class:`~durable._engine.run.RunHost` they hold.
+
+    Args:
+        store: the engine's store.
+        events: the engine's event bus.
+        jobs: the engine's job registry.
+        suspend_after: see :class:`~durable.Engine`.
+        now: the engine's clock.
+        put_step_later: the store's synchronous marker write, if it has one.
+    """
+
+    def __init__(self, store: Store, events: EventBus, jobs: JobRegistry, *, suspend_after: float,
+                 now: Callable[[], datetime], put_step_later: PutStepLater | None) -> None:
+        self._store = store
+        self._events = events
+        self._jobs = jobs
+        self._suspend_after = suspend_after
+        self._now = now
+        self._put_step_later = put_step_later
+        self._nursery: trio.Nursery | None = None
+        self._owner: Owner | None = None
+        self.definitions: dict[str, Definition] = {}
+        self.runs: dict[str, Run] = {}  # in flight here, by instance id
+        self.store_failed: dict[str, StoreError] = {}  # runs stopped by a failed write, for wait()
+        self.sleepers = Sleepers(store, now, lambda: self.nursery, self.continue_instance)
+        self.stopping = False
+
+    # -- the engine's session --------------------------------------------------
+
+    def open(self, nursery: trio.Nursery, owner: Owner) -> None:
+        """The engine started (``async with``): runs go into ``nursery``, leased to ``owner``.
+
+        Instances suspended in an earlier session of this engine are for ``resume()`` now.
+        """
+        self._nursery, self._owner = nursery, owner
+        self.sleepers.open()
+
+    def beat(self, owner: Owner) -> None:
+        """The engine refreshed its owner record."""
+        self._owner = owner
+
+    def close(self) -> None:
+        """The engine has exited."""
+        self._nursery = self._owner = None
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """Where runs go; only while the engine runs."""
+        if self._nursery is None:
+            raise RuntimeError("the engine is not running: use it inside 'async with Engine(...) as engine:'")
+        return self._nursery
+
+    @property
+    def owner(self) -> Owner:
+        """This engine's lease owner record; only while the engine runs."""
+        if self._owner is None:
+            raise RuntimeError("the engine is not running: use it inside 'async with Engine(...) as engine:'")
+        return self._owner
+
+    # -- RunHost ------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def owner_id(self) -> str:
+        return self.owner.id
+
+    @property
+    def events(self) -> EventBus:
+        return self._events
+
+    @property
+    def jobs(self) -> JobRegistry:
+        return self._jobs
+
+    @property
+    def suspend_after(self) -> float:
+        return self._suspend_after
+
+    @property
+    def put_step_later(self) -> PutStepLater | None:
+        return self._put_step_later
+
+    def now(self) -> datetime:
+        return self._now()
+
+    def definition(self, name: str) -> Definition:
+        found = self.definitions.get(name)
+        if found is None:
+            known = ", ".join(sorted(self.definitions)) or "none"
+            raise WorkflowNotFound(f"no workflow {name!r} is registered (registered: {known})", workflow=name)
+        return found
+
+    async def start_child(self, definition: Definition, args: tuple[Any, ...], kwargs: dict[str, Any],
+                          instance_id: str, deadline_cap: datetime | None) -> str:
+        return await self.start(definition, args, kwargs, instance_id, deadline_cap)
+
+    async def signal_sent(self, instance_id: str, name: str) -> None:
+        await self.sleepers.signal_sent(instance_id, name)
+
+    # -- starting ------------------------------------------------------------------
+
+    async def start(self, definition: Definition, args: tuple[Any, ...], kwargs: dict[str, Any],
+                    id: str | None, deadline_cap: datetime | None) -> str:
+        """Create an instance (one durable write, leased here) and run it; ``deadline_cap`` bounds its deadline."""
+        if self.stopping:
+            raise RuntimeError("the engine is stopping: no new instances can start")
+        self.owner  # fail early, with a clear message, outside 'async with'
+        self.definitions.setdefault(definition.name, definition)  # a child's: resume() and wake-ups need it
+        now = self.now()
+        instance_id = check_instance_id(id) if id is not None else new_instance_id(now)
+        value, call_args, call_kwargs = definition.make_call(args, kwargs)
+        if id is not None:
+            # A caller's id (a child's, on every replay of its call) often exists
+            # already: a read finds it without a durable write (an fsync) for nothing.
+            found = await self._store.get_instance(instance_id, steps=False)
+            if found is not None:
+                return await self._existing(definition, found)
+            now = self.now()  # after the read
+        deadline = now + timedelta(seconds=definition.timeout) if definition.timeout else None
+        if deadline_cap is not None:
+            deadline = min(deadline, deadline_cap) if deadline is not None else deadline_cap
+        # Created "running": it starts at once, in this engine (one write, not two).
+        record = WorkflowInstance(
+            id=instance_id, workflow_name=definition.name, status=InstanceStatus.RUNNING, input=value,
+            created_at=now, started_at=now, deadline=deadline, args=call_args, kwargs=call_kwargs,
+        )
+        try:
+            stored, created = await self._store.create_instance(record, owner=self.owner)
+        except SerializationError as exc:
+            raise SerializationError(exc.message, workflow=definition.name, instance_id=instance_id) from exc
+        if not created:
+            return await self._existing(definition, stored)
+        self._launch(definition, stored, {}, first=True)
+        return instance_id
+
+    async def _existing(self, definition: Definition, stored: WorkflowInstance) -> str:
+        """``start()`` with the id of an existing instance: the same id, continued here if it was left unfinished."""
+        instance_id = stored.id
+        if stored.workflow_name != definition.name:
+            raise DurableError(
+                f"id {instance_id!r} already belongs to an instance of workflow {stored.workflow_name!r}",
+                workflow=definition.name, instance_id=instance_id,
+            )
+        if not stored.finished and instance_id not in self.runs:
+            # Left unfinished by an engine that is gone (a crash, a stop):
+            # continue it here, as resume() would; a live owner keeps it.
+            await self.take_over([instance_id], None)
+        return instance_id
+
+    def _launch(self, definition: Definition, instance: WorkflowInstance, checkpoints: dict[str, StepResult],
+                *, first: bool) -> Run:
+        run = Run(self, definition, instance, checkpoints, definition.total_steps)
+        self.runs[instance.id] = run
+        self.store_failed.pop(instance.id, None)
+        self.nursery.start_soon(self._drive, run, first)
+        return run
+
+    # -- taking over ------------------------------------------------------------------
+
+    async def take_over(self, candidates: list[str], limit: int | None) -> list[str]:
+        """Claim those of ``candidates`` whose owner is gone and continue them here; their ids."""
+        resumed: list[str] = []
+        if not candidates:
+            return resumed
+        # Only instances whose owner is gone; the claim is one durable write.
+        for instance_id in await self._store.claim(candidates, self.owner, limit=limit):
+            if await self.continue_instance(instance_id):
+                resumed.append(instance_id)
+        return resumed
+
+    async def continue_instance(self, instance_id: str) -> bool:
+        """Continue an unfinished instance this engine holds the lease of, replaying its checkpoints.
+
+        ``False`` if there is nothing to run: it finished meanwhile (a cancel),
+        runs here already, its workflow is not registered, or its deadline had
+        passed (it is then recorded ``timed_out``).
+        """
+        # This engine holds the lease, so no other engine writes the checkpoints read next.
+        bare = await self._store.get_instance(instance_id, steps=False)
+        if bare is None or bare.finished or instance_id in self.runs:
+            return False
+        definition = self.definitions.get(bare.workflow_name)
+        if definition is None:
+            return False  # not registered here (start() checked the name; a store edited meanwhile)
+        checkpoints = await self._store.get_steps(instance_id)
+        if bare.deadline is not None and bare.deadline <= self.now():
+            run = Run(self, definition, bare, checkpoints, definition.total_steps)
+            await self._finish(run, InstanceStatus.TIMED_OUT, None, run.fail(
+                WorkflowTimeout, "passed its deadline while it was not running (a stop, a crash or a long sleep)"))
+            return False
+        if instance_id in self.runs:
+            return False  # continued by another caller while this one read the store
+        self._launch(definition, bare, checkpoints, first=False)
+        return True
+
+    # -- driving ------------------------------------------------------------------
+
+    async def _drive(self, run: Run, first: bool) -> None:
+        try:
+            if run.stop_reason is not None:
+                return  # cancelled (or stopped) before it ever started
+            outcome = await self._execute(run, first)
+            if run.stop_reason is not None:
+                return  # cancelled (already recorded) or the engine is stopping
+            if isinstance(run.fatal, StoreError):
+                self._left_unfinished(run, run.fatal)
+                return
+            if run.fatal is not None:
+                # A failed checkpoint or a diverged replay fails the instance
+                # even if the workflow's code caught the error.
+                outcome = (InstanceStatus.FAILED, None, run.fatal)
+            elif outcome is None or (outcome[0] == InstanceStatus.FAILED and run.cancel_scope.cancel_called):
+                # Only the deadline cancels the run's scope without a stop
+                # reason or a fatal error; an error raised while it cancelled
+                # the running step does not hide the time-out.
+                timeout = run.definition.timeout
+                outcome = (InstanceStatus.TIMED_OUT, None, run.fail(
+                    WorkflowTimeout, f"timed out after {timeout:g} s" if timeout else "passed its deadline",
+                    step=run.current_step,
+                ))
+            with trio.CancelScope(shield=True):
+                await self._finish(run, *outcome)
+            if run.instance.finished and running_children(run.checkpoints):
+                # A child still running when its parent ended (a fail-fast
+                # parallel cancelled the branch awaiting it): cancel it.
+                self.nursery.start_soon(self.cancel_children, run.id, dict(run.checkpoints))
+        finally:
+            self.runs.pop(run.id, None)
+            if run.stop_reason == StopReason.SUSPEND:
+                self.sleepers.suspend(run)
+            run.done.set()
+
+    async def _execute(self, run: Run, first: bool) -> Outcome | None:
+        """Run the workflow's body under the run's cancel scope and deadline; ``None`` if it was cut off."""
+        try:
+            with run.cancel_scope:
+                if run.instance.deadline is not None:
+                    remaining = (run.instance.deadline - self.now()).total_seconds()
+                    run.cancel_scope.deadline = trio.current_time() + remaining
+                if run.instance.status != InstanceStatus.RUNNING:
+                    run.instance = attrs.evolve(
+                        run.instance, status=InstanceStatus.RUNNING,
+                        started_at=run.instance.started_at or self.now(),
+                    )
+                    await self._store.update_instance(run.instance, durable=False, owner=self.owner_id)
+                if first:
+                    run.emit("workflow.started", input=run.instance.input)
+                output = await run.definition.execute(run)
+                return (InstanceStatus.COMPLETED, output, None)
+        except LeaseLost:
+            run.lose()
+        except Exception as exc:
+            # Includes an ExceptionGroup left over when a cancellation met
+            # errors raised during clean-up: it must never reach the engine.
+            return (InstanceStatus.FAILED, None, exc)
+        return None
+
+    async def _finish(self, run: Run, status: InstanceStatus, output: Any, error: BaseException | None) -> None:
+        run.finishing = True
+        final = replace_instance(
+            run.instance, status=status, output=output, completed_at=self.now(), current_step=run.current_step,
+            error=_error_text(error) if error is not None else None,
+            error_type=type(error).__name__ if error is not None else None,
+        )
+        owner = self.owner_id
+        try:
+            try:
+                await self._store.update_instance(final, durable=True, owner=owner)
+            except SerializationError as exc:
+                err = run.fail(SerializationError, f"cannot checkpoint the workflow's output: {exc.message}")
+                final = attrs.evolve(final, status=InstanceStatus.FAILED, output=None, error=str(err),
+                                     error_type=type(err).__name__)
+                await self._store.update_instance(final, durable=True, owner=owner)
+        except LeaseLost:
+            log.warning("instance %s: not recording its end (%s): another engine holds it, or it was "
+                        "cancelled elsewhere", run.id, status.value)
+            return
+        except StoreError as exc:
+            self._left_unfinished(run, exc)
+            return
+        run.instance = final
+        if final.status == InstanceStatus.COMPLETED:
+            run.progress = 100
+            run.emit("workflow.progress", progress=100, current_step=run.current_step,
+                     completed_steps=run.completed_steps, total_steps=run.total_steps)
+            run.emit("workflow.completed", output=final.output)
+        else:
+            run.emit("workflow.failed", error=final.error)
+
+    def _left_unfinished(self, run: Run, error: StoreError) -> None:
+        """The store failed a write of ``run`` (disk full, I/O error, read-only): stop it, writing nothing more.
+
+        A failing store is not the workflow's failure, and recording one would
+        need the store that just failed: the instance stays as its last durable
+        write left it (pending or running), for ``resume()`` once the cause is
+        fixed. ``wait()`` on it in this engine raises ``error`` meanwhile.
+        """
+        log.error("instance %s: stopped, left unfinished for resume(): %s", run.id, error)
+        self.store_failed[run.id] = error
+
+    # -- waiting ------------------------------------------------------------------
+
+    async def wait(self, instance_id: str) -> WorkflowInstance:
+        """Return the instance once it has finished (see ``WorkflowService.wait``)."""
+        delay = 0.01
+        while True:
+            run = self.runs.get(instance_id)
+            if run is not None:
+                await run.done.wait()
+                if run.instance.finished:
+                    # Its final record is durable, and every write of the
+                    # run before it: what the store would give back.
+                    return run.snapshot()
+            woken = self.sleepers.event(instance_id)
+            if woken is not None:
+                await woken.wait()  # until it is continued (or cancelled)
+                continue
+            inst = await self._store.get_instance(instance_id)
+            if inst is None:
+                raise InstanceNotFound("no such instance", instance_id=instance_id)
+            if inst.finished:
+                return inst
+            failed = self.store_failed.get(instance_id)
+            if failed is not None and instance_id not in self.runs:
+                raise failed  # stopped here by a failing store: it will not finish by waiting
+            if instance_id not in self.runs:
+                # Running elsewhere, or not resumed yet: poll the store.
+                await trio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    # -- stopping runs ------------------------------------------------------------------
+
+    async def cancel(self, instance_id: str) -> bool:
+        """Cancel an unfinished instance (see ``WorkflowService.cancel``)."""
+        run = self.runs.get(instance_id)
+        if run is not None:
+            if run.finishing:
+                await run.done.wait()
+                return False
+            if run.stop_reason == StopReason.CANCEL:
+                await run.done.wait()
+                return True
+            run.stop_reason = StopReason.CANCEL  # also overrides a stop in progress
+            inst = run.instance
+        else:
+            found = await self._store.get_instance(instance_id, steps=False)
+            if found is None or found.finished:
+                return False
+            inst = found
+        err = WorkflowCancelled("cancelled", workflow=inst.workflow_name, instance_id=inst.id)
+        final = attrs.evolve(inst, status=InstanceStatus.CANCELLED, completed_at=self.now(),
+                             error=str(err), error_type=type(err).__name__,
+                             current_step=run.current_step if run else inst.current_step)
+        await self._store.update_instance(final, durable=True)
+        self.sleepers.drop(instance_id)
+        if self._events.active:
+            self._events.emit(Event(name="workflow.cancelled", instance_id=inst.id, workflow_name=inst.workflow_name))
+        if run is None:
+            # Not running here when the cancel began; a suspended instance may
+            # have woken up while the cancel was written: stop that run too.
+            run = self.runs.get(instance_id)
+            if run is not None:
+                run.stop_reason = StopReason.CANCEL
+        if run is not None:
+            run.instance = final
+            run.cancel_scope.cancel()
+            await run.done.wait()
+        await self.cancel_children(instance_id, run.checkpoints if run is not None else None)
+        return True
+
+    async def cancel_children(self, instance_id: str, checkpoints: dict[str, StepResult] | None) -> None:
+        """Cancel the unfinished child workflows an instance started."""
+        if checkpoints is None:
+            checkpoints = await self._store.get_steps(instance_id)
+        for child_id in running_children(checkpoints):
+            try:
+                await self.cancel(child_id)
+            except DurableError:
+                log.exception("instance %s: could not cancel its child %s", instance_id, child_id)
+
+    def lost(self, instance_id: str) -> None:
+        """Stop running an instance whose lease this engine lost (heartbeat)."""
+        run = self.runs.get(instance_id)
+        if run is not None and not run.finishing:
+            log.warning("instance %s: stopping here: cancelled or taken over by another process", instance_id)
+            run.lose()
+
+    def crash(self, instance_id: str) -> bool:
+        """Stop a run at once, writing nothing more, as a killed process would (``durable.testing``)."""
+        run = self.runs.get(instance_id)
+        if run is None:
+            return False
+        run.stop_reason = StopReason.CRASH
+        run.cancel_scope.cancel()
+        return True
+
+    async def stop(self) -> None:
+        """Stop every run here; their instances stay unfinished in the store, for ``resume()``."""
+        self.stopping = True
+        runs = list(self.runs.values())
+        for run in runs:
+            if run.stop_reason is None and not run.finishing:
+                run.stop_reason = StopReason.STOP
+                run.cancel_scope.cancel()
+        for run in runs:
+            await run.done.wait()
+        self.stopping = False
