@@ -117,7 +117,8 @@ def test_a_read_takes_and_gives_back_the_shared_lock_under_ki_protection(tmp_pat
     async def main() -> None:
         store = LMDBStore(str(tmp_path / "s"))
         try:
-            real_begin = store._env.begin  # type: ignore[attr-defined]
+            lmdb_env = store._env  # type: ignore[attr-defined]  # the store's LMDBEnv
+            real_begin = lmdb_env.env.begin
 
             class Env:
                 def __getattr__(self, name: str) -> object:
@@ -127,11 +128,11 @@ def test_a_read_takes_and_gives_back_the_shared_lock_under_ki_protection(tmp_pat
                     seen.append(trio.lowlevel.currently_ki_protected())
                     return real_begin(**kw)
 
-            real_env = store._env  # type: ignore[attr-defined]
-            store._env = Env()  # type: ignore[attr-defined]
+            real_env = lmdb_env.env
+            lmdb_env.env = Env()
             assert await store.get_instance("nope") is None
-            store._env = real_env  # type: ignore[attr-defined]
-            assert store._lock._shared == 0  # type: ignore[attr-defined]
+            lmdb_env.env = real_env
+            assert lmdb_env.lock._shared == 0
         finally:
             store.close()
 

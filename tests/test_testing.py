@@ -111,14 +111,15 @@ async def test_crash_and_resume_on_a_slow_disk_under_an_autojumping_clock(
     import time
 
     from durable import LMDBStore
+    from durable.stores._lmdb.env import LMDBEnv
 
-    real = LMDBStore._run_batch
+    real = LMDBEnv.run_batch
 
-    def slow(self: LMDBStore, batch: Any) -> None:
+    def slow(self: LMDBEnv, batch: Any) -> None:
         time.sleep(0.1)  # an fsync slower than disk_clock's 0.05 s real-time threshold
         real(self, batch)
 
-    monkeypatch.setattr(LMDBStore, "_run_batch", slow)
+    monkeypatch.setattr(LMDBEnv, "run_batch", slow)
     CALLS.clear()
     store = LMDBStore(tmp_path / "slow.lmdb")
     try:
