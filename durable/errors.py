@@ -47,9 +47,23 @@ class DurableError(Exception):
         workflow: name of the workflow involved, if any.
         instance_id: id of the instance involved, if any.
         step: name or checkpoint key of the step involved, if any.
+        **extra: further keyword arguments become attributes (a subclass
+            declares the ones durable sets, such as ``StepFailed.attempts``).
+
+    Attributes:
+        message: the message as given, without the workflow/instance/step suffix of ``str(error)``.
+        workflow: as given, or ``None``.
+        instance_id: as given, or ``None``.
+        step: as given, or ``None``.
 
     .. versionadded:: 0.1.0
     """
+
+    message: str
+    workflow: str | None
+    instance_id: str | None
+    step: str | None
+    _fields: dict[str, Any]  # what a pickle rebuilds the error from: the keyword arguments given
 
     def __init__(
         self,
@@ -111,10 +125,14 @@ class StepFailed(DurableError):
     """A builder task failed after all its attempts; ``__cause__`` is the last error.
 
     Attributes:
-        attempts: how many attempts were made.
+        attempts: how many attempts were made; ``None`` when not known (a
+            ``ParallelFailed`` or ``MapFailed``, or a failure replayed from a
+            checkpoint that kept only the error's text).
 
     .. versionadded:: 0.1.0
     """
+
+    attempts: int | None = None  # (a class default: instances carry it only when it was given)
 
 
 class ParallelFailed(StepFailed):
@@ -122,10 +140,14 @@ class ParallelFailed(StepFailed):
 
     Attributes:
         errors: the error of each failed branch, keyed by branch name (builder)
-            or position (decorator ``parallel()``).
+            or position as a str, ``"0"``, ``"1"``... (decorator ``parallel()``).
+            The subclass :class:`MapFailed` keys them by item index (an int),
+            hence the union.
 
     .. versionadded:: 0.1.0
     """
+
+    errors: dict[str, BaseException] | dict[int, BaseException]
 
 
 class MapFailed(ParallelFailed):
@@ -136,6 +158,8 @@ class MapFailed(ParallelFailed):
 
     .. versionadded:: 0.1.0
     """
+
+    errors: dict[int, BaseException]
 
 
 class StepTimeout(DurableError, TimeoutError):
@@ -153,8 +177,16 @@ class ChildWorkflowFailed(DurableError):
         child_status: ``failed``, ``timed_out`` or ``cancelled``.
         child_error_type: the class name of the child's error (``ValueError``...).
 
+    Each is ``None`` when not known: the child's error had no type recorded,
+    or the failure was replayed from a checkpoint that kept only its text.
+
     .. versionadded:: 0.1.0
     """
+
+    # Class defaults: instances carry them only when they were given.
+    child_id: str | None = None
+    child_status: str | None = None
+    child_error_type: str | None = None
 
 
 class SignalTimeout(DurableError, TimeoutError):
@@ -203,10 +235,12 @@ class StoreError(DurableError):
     """The store is missing, foreign, corrupt, of a newer format, or failed to write.
 
     Attributes:
-        path: the store's path, when it has one.
+        path: the store's path, when it has one (``None`` otherwise).
 
     .. versionadded:: 0.1.0
     """
+
+    path: str | None = None  # (a class default: instances carry it only when it was given)
 
 
 class InstanceNotFound(DurableError, LookupError):

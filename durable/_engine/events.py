@@ -12,16 +12,17 @@ import inspect
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, final
+from collections.abc import Set as AbstractSet
+from typing import Any, Literal, cast, final, get_args, overload
 
 import attrs
 import trio
 
-__all__ = ["EVENT_NAMES", "TERMINAL_EVENTS", "Event", "EventBus", "Subscription"]
+__all__ = ["EVENT_NAMES", "TERMINAL_EVENTS", "Event", "EventBus", "EventName", "Subscription"]
 
 log = logging.getLogger("durable.events")
 
-EVENT_NAMES = (
+EventName = Literal[
     "workflow.started",
     "workflow.progress",
     "workflow.completed",
@@ -31,10 +32,23 @@ EVENT_NAMES = (
     "workflow.step.completed",
     "workflow.step.failed",
     "workflow.step.retry",
-)
-TERMINAL_EVENTS = frozenset({"workflow.completed", "workflow.failed", "workflow.cancelled"})
+]
+"""The name of an event: one of the nine (:data:`EVENT_NAMES`, in this order)."""
+
+EVENT_NAMES: tuple[EventName, ...] = get_args(EventName)
+"""The nine event names, in the order of :data:`EventName`."""
+
+TERMINAL_EVENTS: frozenset[EventName] = frozenset({"workflow.completed", "workflow.failed", "workflow.cancelled"})
 
 Listener = Callable[["Event"], None | Awaitable[None]]
+
+
+def _event_name(name: str) -> EventName:
+    # Event's converter for ``name``: Event(name=...) takes a plain ``str``
+    # (what Run.emit in durable/_engine/run.py and derive() in
+    # durable/cli/_history.py pass), the attribute reads as an EventName.
+    # Not validated, as before; drop it once those callers are typed EventName.
+    return cast(EventName, name)
 
 
 @final
@@ -45,7 +59,7 @@ class Event:
     .. versionadded:: 0.1.0
     """
 
-    name: str
+    name: EventName = attrs.field(converter=_event_name)
     instance_id: str
     workflow_name: str
     input: Any = None
@@ -74,7 +88,7 @@ class Subscription:
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, bus: EventBus, instance_id: str | None, names: frozenset[str] | None) -> None:
+    def __init__(self, bus: EventBus, instance_id: str | None, names: frozenset[EventName] | None) -> None:
         self._bus = bus
         self.instance_id = instance_id
         self.names = names
@@ -128,9 +142,19 @@ class EventBus:
         self._subscriptions: set[Subscription] = set()
         self._nursery: trio.Nursery | None = None
 
+    @overload
+    def on(self, name: EventName | Literal["*"], fn: Listener) -> Callable[[], None]: ...
+
+    @overload
+    def on(self, name: str, fn: Listener) -> Callable[[], None]: ...
+
+    # The second overload (any str, checked at run time) is for a caller in
+    # durable that passes a name typed as plain ``str``: capture_events() in
+    # durable/testing/_helpers.py. Drop it once that takes EventName | "*".
     def on(self, name: str, fn: Listener) -> Callable[[], None]:
         """Call ``fn(event)`` for every event called ``name`` (``"*"``: every event).
 
+        ``name`` is an :data:`EventName` or ``"*"``; any other name raises ``ValueError``.
         Returns a function that removes the listener.
         """
         if name != "*" and name not in EVENT_NAMES:
@@ -144,7 +168,8 @@ class EventBus:
 
         return off
 
-    def subscribe(self, instance_id: str | None = None, *, names: set[str] | None = None) -> Subscription:
+    def subscribe(self, instance_id: str | None = None, *,
+                  names: AbstractSet[EventName] | None = None) -> Subscription:
         """An async iterator of the events of one instance (or of all, with ``None``).
 
         It is registered at once, so no event emitted after this call is missed.

@@ -7,12 +7,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, final, overload
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, final, overload
 
 from .builder import WorkflowBuilder
 
+if TYPE_CHECKING:
+    # For the annotations only: decorate_workflow is imported when called, as before.
+    from .._model.retry import Retry
+    from .decorators import WorkflowFunction
+
 __all__ = ["workflow"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @final
@@ -26,11 +34,15 @@ class _WorkflowEntry:
     def __call__(self, name: str, /) -> WorkflowBuilder: ...
 
     @overload
-    def __call__(self, fn: Callable[..., Any], /) -> Any: ...
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> WorkflowFunction[P, R]: ...
 
     @overload
-    def __call__(self, /, **options: Any) -> Callable[[Callable[..., Any]], Any]: ...
+    def __call__(
+        self, /, *, name: str | None = None, timeout: float | None = None, default_retry: Retry | None = None,
+    ) -> Callable[[Callable[P, Awaitable[R]]], WorkflowFunction[P, R]]: ...
 
+    # The overloads give the types; at run time the options go to decorate_workflow()
+    # as given (it rejects unknown ones when the decorator is applied).
     def __call__(self, target: Any = None, /, **options: Any) -> Any:
         if isinstance(target, str):
             if options:
