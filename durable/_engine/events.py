@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from collections.abc import Set as AbstractSet
-from typing import Any, Literal, cast, final, get_args, overload
+from typing import Any, Literal, final, get_args
 
 import attrs
 import trio
@@ -43,14 +43,6 @@ TERMINAL_EVENTS: frozenset[EventName] = frozenset({"workflow.completed", "workfl
 Listener = Callable[["Event"], None | Awaitable[None]]
 
 
-def _event_name(name: str) -> EventName:
-    # Event's converter for ``name``: Event(name=...) takes a plain ``str``
-    # (what Run.emit in durable/_engine/run.py and derive() in
-    # durable/cli/_history.py pass), the attribute reads as an EventName.
-    # Not validated, as before; drop it once those callers are typed EventName.
-    return cast(EventName, name)
-
-
 @final
 @attrs.frozen(kw_only=True)
 class Event:
@@ -59,7 +51,7 @@ class Event:
     .. versionadded:: 0.1.0
     """
 
-    name: EventName = attrs.field(converter=_event_name)
+    name: EventName
     instance_id: str
     workflow_name: str
     input: Any = None
@@ -142,16 +134,7 @@ class EventBus:
         self._subscriptions: set[Subscription] = set()
         self._nursery: trio.Nursery | None = None
 
-    @overload
-    def on(self, name: EventName | Literal["*"], fn: Listener) -> Callable[[], None]: ...
-
-    @overload
-    def on(self, name: str, fn: Listener) -> Callable[[], None]: ...
-
-    # The second overload (any str, checked at run time) is for a caller in
-    # durable that passes a name typed as plain ``str``: capture_events() in
-    # durable/testing/_helpers.py. Drop it once that takes EventName | "*".
-    def on(self, name: str, fn: Listener) -> Callable[[], None]:
+    def on(self, name: EventName | Literal["*"], fn: Listener) -> Callable[[], None]:
         """Call ``fn(event)`` for every event called ``name`` (``"*"``: every event).
 
         ``name`` is an :data:`EventName` or ``"*"``; any other name raises ``ValueError``.

@@ -24,7 +24,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import attrs
 import trio
 
-from .events import Event, EventBus
+from .events import Event, EventBus, EventName
 from .jobs import JobRegistry
 from .._graph.states import WorkflowSpec
 from .._model.records import StepResult, StepStatus, WorkflowInstance, replace_instance
@@ -168,7 +168,7 @@ class Run:
         inst = join_steps(self.instance, self.checkpoints.values())
         return replace_instance(inst, current_step=self.current_step)
 
-    def emit(self, name: str, **fields: Any) -> None:
+    def emit(self, name: EventName, **fields: Any) -> None:
         bus = self.host.events
         if bus.active:
             bus.emit(Event(name=name, instance_id=self.id, workflow_name=self.name, **fields))

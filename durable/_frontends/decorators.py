@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, Generic, ParamSpec, TypeVar, final, overload
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, final, overload
 
 from .active import Active, active, plain_default_retry
 from .._engine.children import child_step
@@ -130,13 +130,22 @@ class StepFunction(Generic[P, R]):
         return f"<durable step {self.name!r} of {self.function}>"
 
 
+class StepDecorator(Protocol):
+    """What ``@step(name=..., retry=..., timeout=...)`` gives: it keeps the signature of what it decorates."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> StepFunction[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> StepFunction[P, R]: ...
+
+
 @overload
 def step(fn: Callable[P, Awaitable[R]], /) -> StepFunction[P, R]: ...
 @overload
 def step(fn: Callable[P, R], /) -> StepFunction[P, R]: ...
 @overload
 def step(*, name: str | None = None, retry: Retry | None = None,
-         timeout: float | None = None) -> Callable[[Callable[P, Any]], StepFunction[P, Any]]: ...
+         timeout: float | None = None) -> StepDecorator: ...
 @overload
 def step(fn_or_name: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]: ...
 

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from .._model.clock import EPOCH
-from .._engine.events import Event
+from .._engine.events import Event, EventName
 from .._model.records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
 from ._render import fmt_time, ordered_steps, to_json
 
@@ -49,7 +49,7 @@ def derive(inst: WorkflowInstance, steps: Mapping[str, StepResult]) -> list[Hist
     base: dict[str, Any] = {"instance_id": inst.id, "workflow_name": inst.workflow_name}
     out: list[HistoryEvent] = []
 
-    def add(at: datetime | None, ident: tuple[str, ...], name: str, **fields: Any) -> None:
+    def add(at: datetime | None, ident: tuple[str, ...], name: EventName, **fields: Any) -> None:
         key = ident[1] if len(ident) > 1 else None
         out.append(HistoryEvent(at, Event(name=name, **base, **fields), ident, key))
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import trio
 import trio.testing
 
 from .._frontends.decorators import StepFunction
 from .._engine.engine import Engine
-from .._engine.events import Event
+from .._engine.events import Event, EventName
 from .._model.records import WorkflowInstance
 from ..stores import MemoryStore, Store
 
@@ -64,7 +64,7 @@ def replace_step(target: StepFunction[Any, Any], fake: Callable[..., Any]) -> It
 
 
 @contextmanager
-def capture_events(engine: Engine, name: str = "*") -> Iterator[list[Event]]:
+def capture_events(engine: Engine, name: EventName | Literal["*"] = "*") -> Iterator[list[Event]]:
     """Collect the engine's events (all, or those called ``name``) into a list."""
     events: list[Event] = []
     off = engine.events.on(name, events.append)
