@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+import trio
 
-from durable import InstanceStatus, LMDBStore, StepResult, StepStatus, WorkflowInstance
+from durable import Engine, InstanceStatus, LMDBStore, StepResult, StepStatus, WorkflowInstance
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -103,3 +104,18 @@ def raw_delete(path: Path, db: bytes, key: bytes) -> None:
             txn.delete(key, db=env.open_db(db, txn=txn))
     finally:
         env.close()
+
+
+# -- running workflows on an engine -------------------------------------------------
+
+
+async def run_registered(engine: Engine, graph: Any, value: Any = None) -> Any:
+    """Register a builder ``graph``, start it by name with ``value`` and wait for the instance to end."""
+    engine.workflows.register(graph)
+    return await engine.workflows.wait(await engine.workflows.start(graph.name, value))
+
+
+async def wait_until_suspended(engine: Engine, iid: str) -> None:
+    """Poll until instance ``iid`` is unloaded (waiting on a timer or a signal, with no task)."""
+    while iid not in engine.workflows.suspended_ids():
+        await trio.sleep(0.001)
