@@ -1,6 +1,6 @@
 """Kill-anywhere torture harness: SIGKILL a child running a mix of workflows, again and again.
 
-    python tests/torture.py --kills N --seed S --store DIR [--copies C]
+    python tests/crash/torture.py --kills N --seed S --store DIR [--copies C]
 
 1. A crash-free reference run (fresh store, one ``start`` child, no kills) gives
    each instance's expected output.

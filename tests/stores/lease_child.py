@@ -1,4 +1,4 @@
-"""Child process for tests/test_leases.py: several processes on one LMDB store.
+"""Child process for tests/stores/test_leases.py: several processes on one LMDB store.
 
 argv: MODE STORE LOG [N]
 

@@ -1,6 +1,6 @@
 """Time across restarts, with real crashes.
 
-Each test runs a scenario of tests/restart_child.py in a child process on an
+Each test runs a scenario of tests/crash/restart_child.py in a child process on an
 LMDB store, SIGKILLs it (the parent does, on a line the child logs, or the
 child does itself at an exact point), then resumes the store in a new engine
 in this process, under a ``MockClock``: virtual time stands still unless the

@@ -1,6 +1,6 @@
-"""Child process for the kill-anywhere torture test (tests/torture.py, tests/test_torture.py).
+"""Child process for the kill-anywhere torture test (tests/crash/torture.py, tests/crash/test_torture.py).
 
-    python tests/torture_child.py STORE LOG MODE [COPIES]
+    python tests/crash/torture_child.py STORE LOG MODE [COPIES]
 
 MODE is ``start`` or ``resume``. Both register the same fixed mix of workflows
 (decorator and builder front-ends) on an LMDB store at STORE and call
@@ -29,7 +29,7 @@ the child adds what it knows: a task's ``step.completed`` line gets the key of
 the body that just returned in that trio task (as the ``done`` line), and a
 task's ``step.started`` line gets a ``seq`` number that the step body, when it
 runs in the same trio task, resolves with a ``{"ev": "key", "seq": N, "key": KEY}``
-line. The parent (tests/torture.py) checks the events of each instance's final
+line. The parent (tests/crash/torture.py) checks the events of each instance's final
 run against the store.
 
 Outputs depend only on the instance inputs, never on timing, attempts or
@@ -69,7 +69,7 @@ def log(line: str) -> None:
 
 
 def events_path(log_path: str) -> str:
-    """Where the child appends the engine events (tests/torture.py reads it)."""
+    """Where the child appends the engine events (tests/crash/torture.py reads it)."""
     return log_path + ".events"
 
 

@@ -16,6 +16,8 @@ import durable
 from durable import DurableError, Engine, InstanceNotFound, MemoryStore, SignalTimeout, step, workflow
 from durable.testing import capture_events
 
+from support import wait_until_suspended
+
 RAN: list[str] = []
 
 
@@ -51,16 +53,11 @@ async def strict(order: str) -> Any:
         return f"caught: {exc}"
 
 
-async def _suspended(engine: Engine, iid: str) -> None:
-    while iid not in engine.workflows.suspended_ids():
-        await trio.sleep(0.001)
-
-
 async def test_signals_sent_before_and_after_the_wait_arrive_in_order_once(autojump_clock: MockClock) -> None:
     async with Engine(MemoryStore()) as engine:
         with capture_events(engine) as events:
             iid = await engine.workflows.start(approval, "o-1")
-            await _suspended(engine, iid)  # the wait unloads the workflow
+            await wait_until_suspended(engine, iid)  # the wait unloads the workflow
             assert engine.workflows.running_ids() == []
             await engine.workflows.signal(iid, "approve", {"by": "ann"})
             await engine.workflows.signal(iid, "approve", {"by": "bob"})
@@ -122,11 +119,11 @@ def test_signals_survive_a_restart(tmp_path: Path) -> None:
     async def main() -> Any:
         async with Engine.open(path) as engine:
             iid = await engine.workflows.start(approval, "o-10")
-            await _suspended(engine, iid)
+            await wait_until_suspended(engine, iid)
             await engine.workflows.signal(iid, "approve", "first")
             while not (await engine.store.get_steps(iid)).get("signal:approve#0"):
                 await trio.sleep(0.01)
-            await _suspended(engine, iid)  # waiting for the second one now
+            await wait_until_suspended(engine, iid)  # waiting for the second one now
         async with Engine.open(path) as engine:
             await engine.workflows.signal(iid, "approve", "second")  # nobody runs it: queued
         async with Engine.open(path) as engine:
@@ -159,7 +156,7 @@ def test_a_signal_from_another_process_wakes_the_waiting_instance(tmp_path: Path
     async def main() -> Any:
         async with Engine.open(path) as engine:
             iid = await engine.workflows.start(impatient, "o-11")
-            await _suspended(engine, iid)
+            await wait_until_suspended(engine, iid)
             await trio.to_thread.run_sync(
                 lambda: subprocess.run([sys.executable, "-c", SENDER, str(path), iid], check=True, timeout=60))
             with trio.fail_after(20):

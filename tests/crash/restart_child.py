@@ -1,6 +1,6 @@
-"""Workflows and child process for tests/test_restart_time.py: time across a real SIGKILL.
+"""Workflows and child process for tests/crash/test_restart_time.py: time across a real SIGKILL.
 
-    python tests/restart_child.py STORE LOG SCENARIO
+    python tests/crash/restart_child.py STORE LOG SCENARIO
 
 The child runs SCENARIO on an LMDB store at STORE (real clock) until the parent
 SIGKILLs it (or it SIGKILLs itself); the parent then resumes the store in a

@@ -1,4 +1,4 @@
-"""Child process for tests/test_crash.py: runs a 4-step workflow and blocks at a chosen point.
+"""Child process for tests/crash/test_crash.py: runs a 4-step workflow and blocks at a chosen point.
 
 argv: STORE LOG MODE(start|resume) FRONT(builder|decorator) POINT(during|after|none) STEP
 Every step execution appends "run NAME" to LOG; after a step's checkpoint the

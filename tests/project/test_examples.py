@@ -13,7 +13,7 @@ import pytest
 
 from durable import ChoiceState, ParallelState, TaskState
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # tests/project/ -> tests/ -> root
 
 
 def _load(name: str) -> ModuleType:

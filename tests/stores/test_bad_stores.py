@@ -24,11 +24,10 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import lmdb
 import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
@@ -46,39 +45,9 @@ from durable._model.serde import _seal, decode_instance, decode_step, encode_ins
 from durable.errors import StepFailed
 from durable.stores._lmdb.store import FORMAT_VERSION
 
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+from support import T0, check_populated, make_instance, make_step, populate, raw_delete, raw_get, raw_put
+
 NOBODY = 65534
-
-
-def make_instance(iid: str, status: str = "running", created: float = 0, **fields: Any) -> WorkflowInstance:
-    return WorkflowInstance(
-        id=iid, workflow_name=fields.pop("workflow", "wf"), status=InstanceStatus(status),
-        created_at=T0 + timedelta(seconds=created), **fields,
-    )
-
-
-def make_step(key: str, name: str | None = None, **fields: Any) -> StepResult:
-    return StepResult(step_name=name or key, status=StepStatus.COMPLETED, key=key, **fields)
-
-
-async def populate(path: Path, **kw: Any) -> None:
-    st_ = LMDBStore(path, **kw)
-    try:
-        await st_.create_instance(make_instance("a", input={"x": 1}, created=1))
-        await st_.create_instance(make_instance("b", status="completed", created=2, output="done"))
-        await st_.put_step("a", make_step("s1", output=[1, 2]))
-    finally:
-        st_.close()
-
-
-async def check_populated(st_: LMDBStore) -> None:
-    a = await st_.get_instance("a")
-    assert a is not None and a.input == {"x": 1}
-    assert a.step_results["s1"].output == [1, 2]
-    b = await st_.get_instance("b")
-    assert b is not None and b.output == "done" and b.status is InstanceStatus.COMPLETED
-    assert [i.id for i in await st_.get_running_instances()] == ["a"]
-    assert [i.id for i in await st_.get_instances_by_workflow("wf", "completed")] == ["b"]
 
 
 async def check_writable(path: Path) -> None:
@@ -557,32 +526,6 @@ def test_a_write_that_fills_the_disk_does_not_fail_the_writes_it_shares_a_commit
 # -- a corrupted byte ----------------------------------------------------------
 
 
-def _raw(path: Path) -> lmdb.Environment:
-    return lmdb.open(str(path), max_dbs=10, sync=False)
-
-
-def _raw_get(path: Path, db: bytes, key: bytes) -> bytes:
-    env = _raw(path)
-    try:
-        with env.begin(db=env.open_db(db)) as txn:
-            value = txn.get(key)
-            assert value is not None, (db, key)
-            return bytes(value)
-    finally:
-        env.close()
-
-
-def _raw_put(path: Path, items: list[tuple[bytes, bytes, bytes]]) -> None:
-    env = _raw(path)
-    try:
-        handles = {db: env.open_db(db) for db, _, _ in items}
-        with env.begin(write=True) as txn:
-            for db, key, value in items:
-                txn.put(key, value, db=handles[db])
-    finally:
-        env.close()
-
-
 async def _populate_three(path: Path) -> None:
     st_ = LMDBStore(path)
     try:
@@ -618,13 +561,14 @@ async def test_a_corrupted_byte_fails_only_its_own_record(store_path: Path, targ
     before = await _snapshot(store_path)
     kind, name = target.split()
     db, key = (b"steps", name.replace("/", "\0").encode()) if kind == "step" else (b"instances", name.encode())
-    good = _raw_get(store_path, db, key)
+    good = raw_get(store_path, db, key)
+    assert good is not None, (db, key)
 
     for pos in _positions(len(good)):
         for flip in (0xFF, 0x01):
             bad = bytearray(good)
             bad[pos] ^= flip
-            _raw_put(store_path, [(db, key, bytes(bad))])
+            raw_put(store_path, [(db, key, bytes(bad))])
             st_ = LMDBStore(store_path)
             try:
                 owner = name.split("/")[0]
@@ -650,7 +594,7 @@ async def test_a_corrupted_byte_fails_only_its_own_record(store_path: Path, targ
             finally:
                 st_.close()
 
-    _raw_put(store_path, [(db, key, good)])  # the cause fixed: everything as it was
+    raw_put(store_path, [(db, key, good)])  # the cause fixed: everything as it was
     assert await _snapshot(store_path) == before
 
 
@@ -661,9 +605,11 @@ async def test_a_record_under_another_key_is_a_store_error(store_path: Path) -> 
     would resume (and write over) the wrong instance.
     """
     await _populate_three(store_path)
-    _raw_put(store_path, [
-        (b"instances", b"a", _raw_get(store_path, b"instances", b"c")),
-        (b"steps", b"c\0s1", _raw_get(store_path, b"steps", b"a\0s2")),
+    c_instance, a_s2 = raw_get(store_path, b"instances", b"c"), raw_get(store_path, b"steps", b"a\0s2")
+    assert c_instance is not None and a_s2 is not None
+    raw_put(store_path, [
+        (b"instances", b"a", c_instance),
+        (b"steps", b"c\0s1", a_s2),
     ])
     st_ = LMDBStore(store_path)
     try:
@@ -680,7 +626,7 @@ async def test_a_step_whose_key_cannot_be_encoded_is_a_store_error(store_path: P
     """A checksummed step record holding a key with a lone surrogate (no write can store one) is corrupt."""
     await _populate_three(store_path)
     record = ("step", "s1", "completed", None, None, None, None, None, 1, "s\ud800", "task", None, None, None)
-    _raw_put(store_path, [(b"steps", b"a\0s1", _seal(pickle.dumps(record)))])
+    raw_put(store_path, [(b"steps", b"a\0s1", _seal(pickle.dumps(record)))])
     st_ = LMDBStore(store_path)
     try:
         with pytest.raises(StoreError, match=r"corrupt record at .*steps/b'a\\x00s1': it holds step 's\\ud800'"):
@@ -922,12 +868,7 @@ _TARGETS = [
 def test_fuzzed_records_in_a_store_give_only_store_errors(store_path: Path) -> None:
     trio.run(_populate_three, store_path)
     before = trio.run(_snapshot, store_path)
-    env = _raw(store_path)
-    try:
-        with env.begin() as txn:
-            originals = {t: txn.get(t[1], db=env.open_db(t[0], txn=txn)) for t in _TARGETS}
-    finally:
-        env.close()
+    originals = {t: raw_get(store_path, *t) for t in _TARGETS}
 
     async def reads(store: LMDBStore) -> dict[str, Any]:
         """Each read API, called for every instance: its result or the StoreError it raised."""
@@ -948,7 +889,7 @@ def test_fuzzed_records_in_a_store_give_only_store_errors(store_path: Path) -> N
     @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.sampled_from(_TARGETS), _garbage)
     def check(target: tuple[bytes, bytes], garbage: bytes) -> None:
-        _raw_put(store_path, [(target[0], target[1], garbage)])
+        raw_put(store_path, [(target[0], target[1], garbage)])
         try:
             store = LMDBStore(store_path)
             try:
@@ -958,14 +899,9 @@ def test_fuzzed_records_in_a_store_give_only_store_errors(store_path: Path) -> N
         finally:
             original = originals[target]
             if original is None:
-                env = _raw(store_path)
-                try:
-                    with env.begin(write=True, db=env.open_db(target[0])) as txn:
-                        txn.delete(target[1])
-                finally:
-                    env.close()
+                raw_delete(store_path, target[0], target[1])
             else:
-                _raw_put(store_path, [(target[0], target[1], bytes(original))])
+                raw_put(store_path, [(target[0], target[1], bytes(original))])
         for value in got.values():
             for inst in value if isinstance(value, list) else [value]:
                 if isinstance(inst, WorkflowInstance):
@@ -990,7 +926,7 @@ def test_fuzzed_format_markers_give_only_store_errors(marker: bytes) -> None:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "store.lmdb"
         LMDBStore(path).close()
-        _raw_put(path, [(b"meta", b"format", marker)])
+        raw_put(path, [(b"meta", b"format", marker)])
         try:
             LMDBStore(path).close()
         except StoreError as exc:

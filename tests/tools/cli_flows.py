@@ -1,4 +1,4 @@
-"""Workflows the CLI tests run (imported by file path: tests/cli_flows.py)."""
+"""Workflows the CLI tests run (imported by file path: tests/tools/cli_flows.py)."""
 
 from __future__ import annotations
 

@@ -28,6 +28,8 @@ from durable._graph.states import ChildState, SignalState, WaitState
 from durable._graph.validate import validate_graph
 from durable.testing import assert_replays, capture_events
 
+from support import wait_until_suspended
+
 CALLS: Counter[str] = Counter()
 
 
@@ -59,11 +61,6 @@ def explode(x: Any) -> Any:
 
 async def _run(engine: Engine, graph: Any, value: Any = None, **kw: Any) -> Any:
     return await engine.workflows.wait(await engine.workflows.start(graph, value, **kw))
-
-
-async def _suspended(engine: Engine, iid: str) -> None:
-    while iid not in engine.workflows.suspended_ids():
-        await trio.sleep(0.001)
 
 
 # -- wait ------------------------------------------------------------------------
@@ -125,7 +122,7 @@ async def test_a_long_wait_unloads_the_instance_and_wakes_on_time(durable_engine
     engine = durable_engine
     t0 = trio.current_time()
     iid = await engine.workflows.start(day_off, 1)
-    await _suspended(engine, iid)
+    await wait_until_suspended(engine, iid)
     assert engine.workflows.running_ids() == []  # only a timer entry
     sleeping = await engine.workflows.get_instance(iid)
     assert sleeping is not None and sleeping.status == "running"
@@ -196,7 +193,7 @@ async def test_a_signal_payload_is_the_state_output(durable_engine: Engine) -> N
     engine = durable_engine
     with capture_events(engine) as events:
         iid = await engine.workflows.start(approval, 1)
-        await _suspended(engine, iid)  # a top-level wait unloads the instance
+        await wait_until_suspended(engine, iid)  # a top-level wait unloads the instance
         assert engine.workflows.running_ids() == []
         await engine.workflows.signal(iid, "approve", {"by": "ann"})
         while not (await engine.store.get_steps(iid)).get("approve#0"):
@@ -478,7 +475,7 @@ async def test_the_cli_marks_the_new_states_with_their_status(durable_engine: En
         .build()
     )
     iid = await durable_engine.workflows.start(graph, 2)
-    await _suspended(durable_engine, iid)
+    await wait_until_suspended(durable_engine, iid)
     inst = await durable_engine.workflows.get_instance(iid)
     assert inst is not None
     text = marked_mermaid(graph, inst, await durable_engine.store.get_steps(iid))

@@ -10,16 +10,12 @@ import trio
 
 from durable import Engine, InstanceStatus, StepStatus, When, workflow
 
+from support import run_registered
+
 
 def _jobs(engine: Engine, **fns: Any) -> None:
     for name, fn in fns.items():
         engine.jobs.register(name, fn)
-
-
-async def _run(engine: Engine, graph: Any, value: Any = None) -> Any:
-    engine.workflows.register(graph)
-    iid = await engine.workflows.start(graph.name, value)
-    return await engine.workflows.wait(iid)
 
 
 async def test_task_input_output_and_context(engine: Engine) -> None:
@@ -43,7 +39,7 @@ async def test_task_input_output_and_context(engine: Engine) -> None:
         .task("b", job="double", input=check)
         .build()
     )
-    inst = await _run(engine, g, {"n": 5})
+    inst = await run_registered(engine, g, {"n": 5})
     assert inst.status == "completed"
     assert inst.output == 20
     assert inst.step_results["a"].output == {"v": 10}
@@ -61,7 +57,7 @@ async def test_sync_job_runs_in_a_worker_thread(engine: Engine) -> None:
         return "ok"
 
     _jobs(engine, job=job)
-    inst = await _run(engine, workflow("sync").task("t", job="job").build())
+    inst = await run_registered(engine, workflow("sync").task("t", job="job").build())
     assert inst.output == "ok"
     assert threads and threads[0] is not main
 
@@ -72,14 +68,14 @@ async def test_callable_job_without_registration(engine: Engine) -> None:
     async def hello(x: str) -> str:
         return f"hello {x}"
 
-    inst = await _run(engine, workflow("direct").task("t", job=hello).build(), "bob")
+    inst = await run_registered(engine, workflow("direct").task("t", job=hello).build(), "bob")
     assert inst.output == "hello bob"
 
 
 async def test_missing_job_fails_the_instance_naming_it(engine: Engine) -> None:
     """A task whose job is not registered fails with JobNotFound naming the job and the known jobs."""
     _jobs(engine, other=lambda x: x)
-    inst = await _run(engine, workflow("nojob").task("t", job="ghost").build())
+    inst = await run_registered(engine, workflow("nojob").task("t", job="ghost").build())
     assert inst.status == "failed"
     assert inst.error_type == "JobNotFound"
     assert "ghost" in (inst.error or "") and "other" in (inst.error or "")
@@ -94,7 +90,7 @@ async def test_pass_transform_result_and_end(engine: Engine) -> None:
         .end("done")
         .build()
     )
-    inst = await _run(engine, g, 7)
+    inst = await run_registered(engine, g, 7)
     assert inst.status == "completed"
     assert inst.step_results["summary"].output == {"in": 7, "init": {"status": "initialized"}}
     assert inst.output is None
@@ -116,7 +112,7 @@ async def test_choice_first_match_wins_then_default(engine: Engine, amount: int,
         .pass_("standard", result="standard", end=True)
         .build()
     )
-    inst = await _run(engine, g, {"amount": amount})
+    inst = await run_registered(engine, g, {"amount": amount})
     assert inst.output == expected
     assert inst.step_results["decide"].output == expected
 
@@ -129,7 +125,7 @@ async def test_choice_without_match_or_default_fails_clearly(engine: Engine) -> 
         .pass_("x", end=True)
         .build()
     )
-    inst = await _run(engine, g)
+    inst = await run_registered(engine, g)
     assert inst.status == "failed"
     assert inst.error_type == "NoChoiceMatched"
     assert "'decide'" in (inst.error or "") and "'stuck'" in (inst.error or "")
@@ -152,7 +148,7 @@ async def test_loop_through_choice_runs_a_state_several_times(engine: Engine) ->
         .end("done")
         .build()
     )
-    inst = await _run(engine, g)
+    inst = await run_registered(engine, g)
     assert inst.status == "completed"
     assert calls == [0, 1, 2]
     steps = await engine.store.get_steps(inst.id)
@@ -183,7 +179,7 @@ async def test_parallel_output_keyed_by_branch(engine: Engine) -> None:
         .pass_("after", transform=lambda ctx: ctx.steps["fan"])
         .build()
     )
-    inst = await _run(engine, g)
+    inst = await run_registered(engine, g)
     assert inst.status == "completed", inst.error
     assert inst.output == {"a": "A", "b": "B!"}
     steps = await engine.store.get_steps(inst.id)
@@ -210,7 +206,7 @@ async def test_parallel_fail_fast_cancels_siblings(engine: Engine, autojump_cloc
         ], on_error="fail-fast")
         .build()
     )
-    inst = await _run(engine, g)
+    inst = await run_registered(engine, g)
     assert inst.status == "failed"
     assert "boom" in (inst.error or "")
     assert finished == []
@@ -239,7 +235,7 @@ async def test_parallel_wait_all_collects_every_error(engine: Engine, autojump_c
         ])
         .build()
     )
-    inst = await _run(engine, g)
+    inst = await run_registered(engine, g)
     assert inst.status == "failed"
     assert inst.error_type == "ParallelFailed"
     assert finished == ["slow"]
@@ -280,5 +276,5 @@ async def test_parallel_step_result_is_keyed_like_ctx(engine: Engine) -> None:
         .pass_("after", transform=lambda ctx: ctx.steps["p"])
         .build()
     )
-    inst = await _run(engine, g)
+    inst = await run_registered(engine, g)
     assert inst.step_results["p"].output == inst.output == outputs[0] == {"x": 1, "y": 2}

@@ -15,7 +15,6 @@ from types import MappingProxyType
 from typing import Any
 
 import attrs
-import lmdb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -34,6 +33,8 @@ from durable._model.serde import (
 )
 from durable.errors import StepFailed
 from durable.stores._lmdb.store import FORMAT_VERSION
+
+from support import raw_get, raw_put
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T0 = datetime(2024, 5, 1, 12, 0, 0, 250_001, tzinfo=UTC)
@@ -374,26 +375,6 @@ def test_a_format3_dict_missing_a_required_field_is_corrupt() -> None:
 
 
 # -- the store's marker ----------------------------------------------------------------
-
-
-def raw_put(path: Path, items: list[tuple[bytes, bytes, bytes]]) -> None:
-    env = lmdb.open(str(path), max_dbs=10)
-    try:
-        with env.begin(write=True) as txn:
-            for db, key, value in items:
-                txn.put(key, value, db=env.open_db(db, txn=txn))
-    finally:
-        env.close()
-
-
-def raw_get(path: Path, db: bytes, key: bytes) -> bytes | None:
-    env = lmdb.open(str(path), max_dbs=10)
-    try:
-        with env.begin() as txn:
-            value = txn.get(key, db=env.open_db(db, txn=txn))
-            return None if value is None else bytes(value)
-    finally:
-        env.close()
 
 
 async def test_a_format3_store_is_upgraded_to_4_and_its_records_still_read(store_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Kill-anywhere torture: 30 SIGKILLs at random moments, then every invariant of tests/torture.py holds."""
+"""Kill-anywhere torture: 30 SIGKILLs at random moments, then every invariant of tests/crash/torture.py holds."""
 
 from __future__ import annotations
 

@@ -8,92 +8,16 @@ import random
 import stat
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import lmdb
 import pytest
 import trio
 
-from durable import (
-    InstanceStatus,
-    LMDBStore,
-    StepResult,
-    StepStatus,
-    StoreError,
-    WorkflowInstance,
-)
+from durable import InstanceStatus, LMDBStore, StoreError
 from durable.errors import DurableError
 from durable.stores._lmdb.store import FORMAT_VERSION
 
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-
-def make_instance(iid: str, status: str = "running", created: float = 0, **fields: Any) -> WorkflowInstance:
-    return WorkflowInstance(
-        id=iid, workflow_name=fields.pop("workflow", "wf"), status=InstanceStatus(status),
-        created_at=T0 + timedelta(seconds=created), **fields,
-    )
-
-
-def make_step(key: str, name: str | None = None, **fields: Any) -> StepResult:
-    return StepResult(step_name=name or key, status=StepStatus.COMPLETED, key=key, **fields)
-
-
-def raw_env(path: Path) -> lmdb.Environment:
-    return lmdb.open(str(path), max_dbs=8)
-
-
-def raw_put(path: Path, db: bytes, key: bytes, value: bytes) -> None:
-    env = raw_env(path)
-    try:
-        handle = env.open_db(db)
-        with env.begin(write=True) as txn:
-            txn.put(key, value, db=handle)
-    finally:
-        env.close()
-
-
-def raw_get(path: Path, db: bytes, key: bytes) -> bytes | None:
-    env = raw_env(path)
-    try:
-        handle = env.open_db(db)
-        with env.begin() as txn:
-            value = txn.get(key, db=handle)
-            return None if value is None else bytes(value)
-    finally:
-        env.close()
-
-
-def raw_delete(path: Path, db: bytes, key: bytes) -> None:
-    env = raw_env(path)
-    try:
-        handle = env.open_db(db)
-        with env.begin(write=True) as txn:
-            txn.delete(key, db=handle)
-    finally:
-        env.close()
-
-
-async def populate(path: Path, **kw: Any) -> None:
-    st = LMDBStore(path, **kw)
-    try:
-        await st.create_instance(make_instance("a", input={"x": 1}, created=1))
-        await st.create_instance(make_instance("b", status="completed", created=2, output="done"))
-        await st.put_step("a", make_step("s1", output=[1, 2]))
-    finally:
-        st.close()
-
-
-async def check_populated(st: LMDBStore) -> None:
-    a = await st.get_instance("a")
-    assert a is not None and a.input == {"x": 1}
-    assert a.step_results["s1"].output == [1, 2]
-    b = await st.get_instance("b")
-    assert b is not None and b.output == "done" and b.status is InstanceStatus.COMPLETED
-    assert [i.id for i in await st.get_running_instances()] == ["a"]
-    assert [i.id for i in await st.get_instances_by_workflow("wf", "completed")] == ["b"]
+from support import check_populated, make_instance, make_step, populate, raw_delete, raw_get, raw_put
 
 
 # -- persistence -------------------------------------------------------------
@@ -266,7 +190,7 @@ async def test_truncated_data_mdb_is_a_store_error_not_a_crash(store_path: Path)
 
 async def test_newer_format_is_refused_and_older_data_survives(store_path: Path) -> None:
     await populate(store_path)
-    raw_put(store_path, b"meta", b"format", b"999")
+    raw_put(store_path, [(b"meta", b"format", b"999")])
     with pytest.raises(StoreError) as info:
         LMDBStore(store_path)
     assert info.value.path == str(store_path)
@@ -275,7 +199,7 @@ async def test_newer_format_is_refused_and_older_data_survives(store_path: Path)
     # refusing did not rewrite the marker
     assert raw_get(store_path, b"meta", b"format") == b"999"
 
-    raw_put(store_path, b"meta", b"format", b"1")
+    raw_put(store_path, [(b"meta", b"format", b"1")])
     st = LMDBStore(store_path)
     try:
         await check_populated(st)
@@ -287,7 +211,7 @@ async def test_newer_format_is_refused_and_older_data_survives(store_path: Path)
 @pytest.mark.parametrize("marker", [b"one", b"", b"\xff\xfe", b"1.5", b"0", b"-3", b" 1"])
 async def test_unreadable_format_marker_is_refused(store_path: Path, marker: bytes) -> None:
     await populate(store_path)
-    raw_put(store_path, b"meta", b"format", marker)
+    raw_put(store_path, [(b"meta", b"format", marker)])
     with pytest.raises(StoreError) as info:
         LMDBStore(store_path)
     assert info.value.path == str(store_path)
@@ -388,7 +312,7 @@ _CORRUPT = [
 @pytest.mark.parametrize("garbage", _CORRUPT)
 async def test_corrupt_instance_record_is_a_store_error(store_path: Path, garbage: bytes) -> None:
     await populate(store_path)
-    raw_put(store_path, b"instances", b"a", garbage)
+    raw_put(store_path, [(b"instances", b"a", garbage)])
     st = LMDBStore(store_path)
     try:
         with pytest.raises(StoreError) as info:
@@ -414,7 +338,7 @@ async def test_corrupt_instance_record_is_a_store_error(store_path: Path, garbag
 @pytest.mark.parametrize("garbage", _CORRUPT[:5])
 async def test_corrupt_step_record_is_a_store_error(store_path: Path, garbage: bytes) -> None:
     await populate(store_path)
-    raw_put(store_path, b"steps", b"a\0s1", garbage)
+    raw_put(store_path, [(b"steps", b"a\0s1", garbage)])
     st = LMDBStore(store_path)
     try:
         with pytest.raises(StoreError) as info:
@@ -430,8 +354,8 @@ async def test_corrupt_step_record_is_a_store_error(store_path: Path, garbage: b
 async def test_corrupt_record_errors_carry_the_store_path(store_path: Path) -> None:
     """Every StoreError of an LMDB store names its path in ``.path`` - also "corrupt record" ones."""
     await populate(store_path)
-    raw_put(store_path, b"instances", b"a", b"\x01not a pickle")
-    raw_put(store_path, b"steps", b"b\0s", b"\x01not a pickle")
+    raw_put(store_path, [(b"instances", b"a", b"\x01not a pickle")])
+    raw_put(store_path, [(b"steps", b"b\0s", b"\x01not a pickle")])
     st = LMDBStore(store_path)
     try:
         for call in (lambda: st.get_instance("a"), lambda: st.get_steps("b")):
@@ -446,7 +370,7 @@ async def test_corrupt_record_errors_carry_the_store_path(store_path: Path) -> N
 async def test_running_instances_never_read_finished_records(store_path: Path) -> None:
     """The status index finds running instances without loading finished ones."""
     await populate(store_path)
-    raw_put(store_path, b"instances", b"b", b"\x01corrupt, but finished")
+    raw_put(store_path, [(b"instances", b"b", b"\x01corrupt, but finished")])
     st = LMDBStore(store_path)
     try:
         assert [i.id for i in await st.get_running_instances()] == ["a"]

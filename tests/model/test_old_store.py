@@ -17,7 +17,7 @@ import pytest
 import durable
 from durable import InstanceStatus
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "data"  # tests/data
 sys.path.insert(0, str(DATA))
 
 import fixture_flows as flows  # noqa: E402

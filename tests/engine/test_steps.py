@@ -8,10 +8,7 @@ import trio
 
 from durable import Engine, Retry, StepStatus, current_step, workflow
 
-
-async def _run(engine: Engine, graph: Any, value: Any = None) -> Any:
-    engine.workflows.register(graph)
-    return await engine.workflows.wait(await engine.workflows.start(graph.name, value))
+from support import run_registered
 
 
 def _flaky(times: list[float], fail: int, exc: type[Exception] = ValueError, message: str = "flaky") -> Any:
@@ -29,7 +26,7 @@ async def test_retry_waits_the_backoff_schedule(engine: Engine, autojump_clock: 
     times: list[float] = []
     engine.jobs.register("j", _flaky(times, fail=4))
     g = workflow("r").task("t", job="j", retry=Retry(max_attempts=5, interval=1, backoff_rate=3, max_interval=5)).build()
-    inst = await _run(engine, g)
+    inst = await run_registered(engine, g)
     assert inst.status == "completed"
     assert inst.step_results["t"].attempts == 5
     gaps = [round(b - a, 3) for a, b in zip(times, times[1:])]
@@ -41,7 +38,7 @@ async def test_retry_exhausted_fails_with_step_failed(engine: Engine, autojump_c
     times: list[float] = []
     engine.jobs.register("j", _flaky(times, fail=10))
     g = workflow("r").task("t", job="j", retry=Retry(max_attempts=3)).build()
-    inst = await _run(engine, g)
+    inst = await run_registered(engine, g)
     assert len(times) == 3
     assert inst.status == "failed"
     assert inst.error_type == "StepFailed"
@@ -60,7 +57,7 @@ async def test_retry_on_types_and_message_substrings(engine: Engine, autojump_cl
     engine.jobs.register("c", _flaky(c, fail=1, exc=RuntimeError, message="permanent"))
     policy = Retry(max_attempts=3, retry_on=[LookupError, "temporarily"])
     for job, log in (("a", a), ("b", b), ("c", c)):
-        inst = await _run(engine, workflow(f"w{job}").task("t", job=job, retry=policy).build())
+        inst = await run_registered(engine, workflow(f"w{job}").task("t", job=job, retry=policy).build())
         assert inst.status == ("failed" if job == "c" else "completed")
         assert len(log) == (1 if job == "c" else 2)
 
@@ -75,7 +72,7 @@ async def test_default_retry_merges_field_by_field(engine: Engine, autojump_cloc
         .task("t", job="j", retry=Retry(max_attempts=4))
         .build()
     )
-    inst = await _run(engine, g)
+    inst = await run_registered(engine, g)
     assert inst.status == "completed"
     assert [round(b - a) for a, b in zip(times, times[1:])] == [10, 10, 10]
 
@@ -85,7 +82,7 @@ async def test_full_jitter_stays_within_the_delay(engine: Engine, autojump_clock
     times: list[float] = []
     engine.jobs.register("j", _flaky(times, fail=3))
     g = workflow("jit").task("t", job="j", retry=Retry(max_attempts=4, interval=8, jitter="full")).build()
-    inst = await _run(engine, g)
+    inst = await run_registered(engine, g)
     assert inst.status == "completed"
     for gap, cap in zip([b - a for a, b in zip(times, times[1:])], [8, 16, 30]):
         assert 0 <= gap <= cap + 1e-6
@@ -103,7 +100,7 @@ async def test_step_timeout_counts_as_failed_attempt_and_retries(engine: Engine,
 
     engine.jobs.register("j", slow_then_fast)
     g = workflow("to").task("t", job="j", timeout=5, retry=Retry(max_attempts=2, interval=1)).build()
-    inst = await _run(engine, g)
+    inst = await run_registered(engine, g)
     assert inst.status == "completed"
     assert inst.step_results["t"].attempts == 2
 
@@ -115,7 +112,7 @@ async def test_step_timeout_without_retry_fails(engine: Engine, autojump_clock: 
         await trio.sleep(60)
 
     engine.jobs.register("j", slow)
-    inst = await _run(engine, workflow("to2").task("t", job="j", timeout=2).build())
+    inst = await run_registered(engine, workflow("to2").task("t", job="j", timeout=2).build())
     assert inst.status == "failed"
     assert "StepTimeout" in (inst.error or "") and "timed out after 2 s" in (inst.error or "")
 
@@ -138,7 +135,7 @@ async def test_current_step_gives_a_stable_idempotency_key(engine: Engine, autoj
     engine.jobs.register("j", job)
     engine.jobs.register("s", sync_job)
     g = workflow("idem").task("t", job="j", retry=Retry(max_attempts=2)).task("u", job="s").build()
-    inst = await _run(engine, g)
+    inst = await run_registered(engine, g)
     assert inst.status == "completed"
     assert [k.attempt for k in keys] == [1, 2]
     assert keys[0].idempotency_key == keys[1].idempotency_key == f"{inst.id}/t#0"
