@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "durable"
+PACKAGE = Path(__file__).resolve().parents[2] / "durable"
 
 #: layer -> the module prefixes in it (longest prefix wins)
 LAYERS: dict[str, tuple[str, ...]] = {
