@@ -15,6 +15,10 @@ left-over instance, a suspended instance waking up) goes through
 through the store's lease claim, so any number of engines may do it at once
 and each instance runs in exactly one of them; its checkpoints replay,
 nothing re-runs.
+
+(Over 400 lines, on purpose: it is the one owner of the live runs' state,
+and every method here reads or changes that state; spreading them over
+modules would need each to reach into another's.)
 """
 
 from __future__ import annotations

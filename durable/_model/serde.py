@@ -27,6 +27,10 @@ untouched. Decoding never raises anything but :class:`StoreError` for bad
 bytes: a wrong envelope or checksum, a pickle that does not load, or fields of
 the wrong shape or type (which would otherwise blow up later, far from the
 store, as a ``TypeError`` while sorting or resuming).
+
+(Over 400 lines, on purpose: one record format, its writer and its checking
+reader side by side, so a field added to a layout is added to both in one
+place.)
 """
 
 from __future__ import annotations
