@@ -228,8 +228,14 @@ class RunDriver:
     # -- taking over ------------------------------------------------------------------
 
     async def take_over(self, candidates: list[str], limit: int | None) -> list[str]:
-        """Claim those of ``candidates`` whose owner is gone and continue them here; their ids."""
+        """Claim those of ``candidates`` whose owner is gone and continue them here; their ids.
+
+        Never one this engine holds: running here, or suspended here until its
+        sleep ends or its signal comes (its lease is this engine's, so the
+        store would let it be claimed again, and it would run twice).
+        """
         resumed: list[str] = []
+        candidates = [c for c in candidates if c not in self.runs and not self.sleepers.holds(c)]
         if not candidates:
             return resumed
         # Only instances whose owner is gone; the claim is one durable write.

@@ -56,6 +56,10 @@ class Sleepers:
         self.closed = False
         self._reset()
 
+    def holds(self, instance_id: str) -> bool:
+        """Whether the instance is suspended here, or being continued from a suspension."""
+        return instance_id in self._suspended or instance_id in self._waking
+
     def ids(self) -> list[str]:
         """The suspended instances' ids."""
         return list(self._suspended)

@@ -399,3 +399,29 @@ async def test_an_interrupted_attempt_keeps_its_number(store_path: Path) -> None
         inst = await engine.workflows.wait(iid)
     assert inst.status == "completed" and seen == [1, 1]
     assert inst.step_results["t"].attempts == 1
+
+
+async def test_resume_never_takes_an_instance_this_engine_holds(tmp_path: Path) -> None:
+    """A waiting instance unloaded by this engine is not resumed (replayed from the top) by its own resume()."""
+    import durable
+
+    entered: list[str] = []
+
+    @durable.workflow
+    async def waiter() -> object:
+        entered.append("body")
+        return await durable.wait_for_signal("go")
+
+    async with Engine(durable.LMDBStore(tmp_path / "s"), suspend_after=0) as engine:
+        engine.workflows.register(waiter)
+        iid = await engine.workflows.start(waiter)
+        while iid not in engine.workflows.suspended_ids():
+            await trio.sleep(0.01)
+        for _ in range(3):
+            assert await engine.workflows.resume() == []
+        assert await engine.workflows.start(waiter, id=iid) == iid  # start(id=) of it does not take it either
+        await trio.sleep(0.05)
+        assert entered == ["body"]
+        await engine.workflows.signal(iid, "go", 7)
+        done = await engine.workflows.wait(iid, timeout=10)
+        assert done.output == 7 and entered == ["body", "body"]  # woken once, by its signal
