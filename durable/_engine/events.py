@@ -67,6 +67,7 @@ class Event:
     attempts: int | None = None
     max_attempts: int | None = None
     delay: float | None = None
+    step_key: str | None = None  #: a step event's checkpoint key (``map#0/3/process#0``: item 3 of a map)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields that are set, as a dict (for JSON or SSE)."""

@@ -42,7 +42,8 @@ async def begin(run: Run, marker: StepResult, *, durable: bool) -> None:
         await run.checkpoint(marker, durable=True)
     elif not run.mark_running(marker):
         await run.checkpoint(marker, durable=False)
-    run.emit("workflow.step.started", step_name=name, step_type=marker.step_type, current_step=name)
+    run.emit("workflow.step.started", step_name=name, step_type=marker.step_type, current_step=name,
+             step_key=marker.key)
 
 
 async def complete(run: Run, record: StepResult, *, durable: bool) -> None:
@@ -54,7 +55,8 @@ async def complete(run: Run, record: StepResult, *, durable: bool) -> None:
 def completed(run: Run, record: StepResult) -> None:
     """What :func:`complete` does once the record is stored (a signal's is stored with the signal it takes)."""
     name = record.step_name
-    run.emit("workflow.step.completed", step_name=name, step_type=record.step_type, output=record.output)
+    run.emit("workflow.step.completed", step_name=name, step_type=record.step_type, output=record.output,
+             step_key=record.key)
     run.step_completed(name, executed=True)
 
 
@@ -62,4 +64,4 @@ async def fail(run: Run, record: StepResult) -> None:
     """Fail a step for good: checkpoint its ``failed`` record durably, emit ``workflow.step.failed``."""
     await run.checkpoint(record, durable=True)
     run.emit("workflow.step.failed", step_name=record.step_name, step_type=record.step_type,
-             error=record.error, attempts=record.attempts)
+             error=record.error, attempts=record.attempts, step_key=record.key)

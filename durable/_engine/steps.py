@@ -171,7 +171,7 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
                 delay = policy.delay(attempt)
                 run.emit(
                     "workflow.step.retry", step_name=name, attempt=attempt,
-                    max_attempts=policy.attempts, delay=delay, error=error_text(error),
+                    max_attempts=policy.attempts, delay=delay, error=error_text(error), step_key=key,
                 )
                 waiting = _record(
                     spec, key, step_input, started_at, StepStatus.RUNNING, attempts=attempt,
