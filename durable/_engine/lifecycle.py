@@ -19,6 +19,8 @@ A step's retries (``workflow.step.retry``) happen between the two, in
 
 from __future__ import annotations
 
+import trio
+
 from .run import Run
 from .._model.records import StepResult
 
@@ -35,7 +37,13 @@ async def begin(run: Run, marker: StepResult, *, durable: bool) -> None:
 
     A non-durable marker is bookkeeping: written without waiting where the
     store can (:meth:`Run.mark_running`), else with the next durable write.
+
+    A run that has been stopped (cancelled, stopped, timed out, its lease
+    lost, a simulated crash) starts no further step, even when nothing since
+    the stop has given trio a chance to deliver the cancellation.
     """
+    if run.cancel_scope.cancel_called:
+        await trio.lowlevel.checkpoint()  # raises Cancelled: the run's scope is cancelled
     name = marker.step_name
     run.current_step = name
     if durable:

@@ -149,7 +149,7 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
                 if spec.timeout is not None:
                     with trio.move_on_after(spec.timeout) as timer:
                         result = await fn(*args, **kwargs)
-                    if timer.cancelled_caught:
+                    if timer.cancel_called:  # even if the step caught the cancellation and returned
                         raise run.fail(StepTimeout, f"attempt {attempt} timed out after {spec.timeout:g} s", step=key)
                 else:
                     result = await fn(*args, **kwargs)

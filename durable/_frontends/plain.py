@@ -32,8 +32,11 @@ async def run_plain(name: str, fn: Callable[..., Any], args: tuple[Any, ...], kw
             call = as_async_call(fn, *args, **kwargs)
             if timeout is None:
                 return await call()
-            with trio.move_on_after(timeout):
-                return await call()
+            with trio.move_on_after(timeout) as timer:
+                result = await call()
+            # Timed out even if the step caught the cancellation and returned.
+            if not timer.cancel_called:
+                return result
             raise StepTimeout(f"attempt {attempt} timed out after {timeout:g} s", step=name)
         except Exception as exc:
             if attempt < policy.attempts and policy.should_retry(exc):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 
-from durable import Engine, Retry, StepStatus, current_step, workflow
+from durable import Engine, InstanceStatus, Retry, StepStatus, current_step, workflow
 
 from support import run_registered
 
@@ -141,3 +142,28 @@ async def test_current_step_gives_a_stable_idempotency_key(engine: Engine, autoj
     assert keys[0].idempotency_key == keys[1].idempotency_key == f"{inst.id}/t#0"
     assert inst.output == f"{inst.id}/u#0"
     assert current_step() is None
+
+
+async def test_a_step_that_swallows_its_timeout_still_times_out(engine: Engine, autojump_clock: Any) -> None:
+    """A body that catches trio.Cancelled and returns is a timed-out attempt, not a completed step:
+    in the engine and in a plain call."""
+    import durable
+
+    @durable.step(timeout=0.2, retry=Retry(max_attempts=1))
+    async def stubborn() -> str:
+        try:
+            await trio.sleep(10)
+        except trio.Cancelled:
+            return "swallowed"
+        return "slept"
+
+    @durable.workflow
+    async def uses_it() -> str:
+        return await stubborn()
+
+    engine.workflows.register(uses_it)
+    inst = await engine.workflows.wait(await engine.workflows.start(uses_it))
+    assert inst.status == InstanceStatus.FAILED and inst.error_type == "StepTimeout"
+    assert inst.step_results["stubborn"].status == StepStatus.FAILED
+    with pytest.raises(durable.StepTimeout):
+        await uses_it()  # a plain call, outside the engine

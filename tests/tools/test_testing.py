@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+
+import pytest
 from typing import Any
 
 from durable import Engine, Event, MemoryStore, Retry, step, workflow
@@ -172,3 +174,52 @@ async def test_lmdb_commits_do_not_leap_an_autojumping_clock_to_the_deadline(
     finally:
         store.close()
     assert inst.status == "completed", inst.error
+
+
+RAN: list[str] = []
+
+
+@step
+async def step_a() -> str:
+    RAN.append("a")
+    return "a"
+
+
+@step
+async def step_b() -> str:
+    RAN.append("b")
+    return "b"
+
+
+@step
+async def step_c() -> str:
+    RAN.append("c")
+    return "c"
+
+
+@step
+async def step_d() -> str:
+    RAN.append("d")
+    return "d"
+
+
+@workflow
+async def four_steps() -> list[str]:
+    RAN.append("BODY")
+    return [await step_a(), await step_b(), await step_c(), await step_d()]
+
+
+@pytest.mark.parametrize("kind", ["memory", "lmdb"])
+async def test_crash_and_resume_crashes_right_after_the_named_step(kind: str, tmp_path: Any) -> None:
+    """Nothing of the workflow runs between the named step's checkpoint and the simulated crash."""
+    from durable import LMDBStore
+
+    RAN.clear()
+    store = MemoryStore() if kind == "memory" else LMDBStore(tmp_path / "s")
+    try:
+        inst = await crash_and_resume(four_steps, after="step_a", store=store)
+    finally:
+        if kind == "lmdb":
+            store.close()  # type: ignore[union-attr]
+    assert inst.output == ["a", "b", "c", "d"]
+    assert RAN == ["BODY", "a", "BODY", "b", "c", "d"]
