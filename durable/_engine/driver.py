@@ -58,6 +58,14 @@ log = logging.getLogger("durable.engine")
 Outcome = tuple[InstanceStatus, Any, BaseException | None]
 
 
+def describe(definition: Definition) -> str:
+    """How an error names a workflow's code: ``@workflow orders.process`` or ``the builder graph 'x'``."""
+    fn = getattr(definition, "__wrapped__", None)
+    if fn is not None:
+        return f"@workflow {getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', definition.name)}"
+    return f"the builder graph {definition.name!r}"
+
+
 def _error_text(exc: BaseException) -> str:
     # Our own errors already name the workflow, instance and step.
     return str(exc) if isinstance(exc, DurableError) else error_text(exc)
@@ -153,6 +161,26 @@ class RunDriver:
     def now(self) -> datetime:
         return self._now()
 
+    def define(self, definition: Definition) -> Definition:
+        """Register ``definition`` under its name; the one registered already if it is the same workflow.
+
+        Raises:
+            DurableError: another workflow (another function, or another graph)
+                has that name: one name never runs two workflows' code.
+        """
+        name = definition.name
+        found = self.definitions.get(name)
+        if found is None:
+            self.definitions[name] = definition
+            return definition
+        if found == definition:
+            return found
+        raise DurableError(
+            f"the workflow name {name!r} is taken by {describe(found)}, so {describe(definition)} cannot use it: "
+            "give one of them another name (@workflow(name=...), or workflow('...') for a builder)",
+            workflow=name,
+        )
+
     def definition(self, name: str) -> Definition:
         found = self.definitions.get(name)
         if found is None:
@@ -175,7 +203,7 @@ class RunDriver:
         if self.stopping:
             raise RuntimeError("the engine is stopping: no new instances can start")
         self.owner  # fail early, with a clear message, outside 'async with'
-        self.definitions.setdefault(definition.name, definition)  # a child's: resume() and wake-ups need it
+        definition = self.define(definition)  # a child's: resume() and wake-ups need it
         now = self.now()
         instance_id = check_instance_id(id) if id is not None else new_instance_id(now)
         value, call_args, call_kwargs = definition.make_call(args, kwargs)

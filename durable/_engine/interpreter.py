@@ -61,6 +61,12 @@ class GraphDefinition:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GraphDefinition) and (other.graph is self.graph or other.graph == self.graph)
+
+    def __hash__(self) -> int:
+        return hash(self.graph.name)
+
     @property
     def name(self) -> str:
         return self.graph.name

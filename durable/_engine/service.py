@@ -65,11 +65,16 @@ class WorkflowService:
     # -- registry ----------------------------------------------------------
 
     def register(self, workflow: Any) -> None:
-        """Register a built :class:`~durable.Graph` (or a ``@workflow`` function) under its name."""
+        """Register a built :class:`~durable.Graph` (or a ``@workflow`` function) under its name.
+
+        Registering the same workflow again is harmless; another workflow
+        under a name already taken raises :class:`~durable.DurableError`
+        naming both (so is starting one: one name never runs two workflows' code).
+        """
         definition = _as_definition(workflow)
         if definition is None:
             raise TypeError(f"register() takes a built workflow graph or a @workflow function, got {workflow!r}")
-        self._driver.definitions[definition.name] = definition
+        self._driver.define(definition)
 
     def names(self) -> list[str]:
         """The registered workflow names, sorted."""
@@ -81,7 +86,7 @@ class WorkflowService:
         definition = _as_definition(workflow)
         if definition is None:
             raise TypeError(f"expected a workflow name, graph or @workflow function, got {workflow!r}")
-        return self._driver.definitions.setdefault(definition.name, definition)
+        return self._driver.define(definition)
 
     # -- starting ----------------------------------------------------------
 

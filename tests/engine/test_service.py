@@ -425,3 +425,38 @@ async def test_resume_never_takes_an_instance_this_engine_holds(tmp_path: Path) 
         await engine.workflows.signal(iid, "go", 7)
         done = await engine.workflows.wait(iid, timeout=10)
         assert done.output == 7 and entered == ["body", "body"]  # woken once, by its signal
+
+
+def _make_process(tag: str) -> Any:
+    import durable
+
+    @durable.workflow
+    async def process() -> str:
+        return tag
+
+    return process
+
+
+async def test_two_workflows_under_one_name_are_an_error_not_a_swap(engine: Engine) -> None:
+    """Two @workflow functions called ``process`` never run each other's code: the second is refused,
+    at register() and at start(), with an error naming both."""
+    import durable
+
+    first, second = _make_process("first"), _make_process("second")
+    engine.workflows.register(first)
+    engine.workflows.register(first)  # the same one again: harmless
+    with pytest.raises(durable.DurableError, match=r"'process' is taken by @workflow .*_make_process.<locals>.process"):
+        engine.workflows.register(second)
+    with pytest.raises(durable.DurableError, match="another name"):
+        await engine.workflows.start(second)
+    assert (await engine.workflows.wait(await engine.workflows.start(first))).output == "first"
+    assert (await engine.workflows.wait(await engine.workflows.start("process"))).output == "first"
+
+    g1 = workflow("flow").task("a", job="a").build()
+    g2 = workflow("flow").task("b", job="b").build()
+    engine.workflows.register(g1)
+    engine.workflows.register(g1)
+    with pytest.raises(durable.DurableError, match="the builder graph 'flow'"):
+        engine.workflows.register(g2)
+    with pytest.raises(durable.DurableError, match="'process' is taken"):
+        engine.workflows.register(workflow("process").task("a", job="a").build())
