@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, final, overload
 
 from .active import Active, active, plain_default_retry
+from .._graph.context import step_info_var
 from .._engine.children import child_step
 from .builder import callable_name
 from .._graph.states import STEP_TYPES, Graph, TaskState
@@ -50,6 +51,11 @@ async def _call_step(sf: StepFunction[Any, Any], fn: Callable[..., Any], args: t
     if current is None:
         policy = (sf.retry or Retry()).merged_over(plain_default_retry.get())
         return await run_plain(sf.name, fn, args, kwargs, policy, sf.timeout)
+    if step_info_var.get() is not None:
+        # Awaited by a running step: a plain call, part of that step (its retries
+        # and timeout apply; its result is the calling step's business, not a checkpoint).
+        policy = (sf.retry or Retry()).merged_over(current.default_retry)
+        return await run_plain(sf.name, fn, args, kwargs, policy, sf.timeout, nested=True)
     run = current.run
     record = getattr(run.definition, "record", None)
     if record is not None:

@@ -21,13 +21,18 @@ __all__ = ["run_plain"]
 
 
 async def run_plain(name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                    retry: Retry, timeout: float | None) -> Any:
-    """Call ``fn(*args, **kwargs)`` as a step would run: retried, timed out, but not checkpointed."""
+                    retry: Retry, timeout: float | None, *, nested: bool = False) -> Any:
+    """Call ``fn(*args, **kwargs)`` as a step would run: retried, timed out, but not checkpointed.
+
+    ``nested``: awaited by a running step, whose :func:`~durable.current_step`
+    (and idempotency key) it keeps; otherwise it gets a local one.
+    """
     policy = retry.resolved()
     attempt = 0
+    outer = step_info_var.get() if nested else None
     while True:
         attempt += 1
-        token = step_info_var.set(StepInfo("", "local", f"{name}#0", attempt))
+        token = step_info_var.set(outer or StepInfo("", "local", f"{name}#0", attempt))
         try:
             call = as_async_call(fn, *args, **kwargs)
             if timeout is None:

@@ -167,3 +167,33 @@ async def test_a_step_that_swallows_its_timeout_still_times_out(engine: Engine, 
     assert inst.step_results["stubborn"].status == StepStatus.FAILED
     with pytest.raises(durable.StepTimeout):
         await uses_it()  # a plain call, outside the engine
+
+
+async def test_a_step_awaiting_another_step_runs_it_as_part_of_itself(engine: Engine) -> None:
+    """Nested, not concurrent: the inner step is a plain call inside the outer one (no checkpoint of its
+    own, the outer's idempotency key), and the instance completes."""
+    import durable
+
+    keys: list[str | None] = []
+
+    @durable.step
+    async def inner(x: int) -> int:
+        info = current_step()
+        keys.append(info.key if info else None)
+        return x * 2
+
+    @durable.step
+    async def outer(x: int) -> int:
+        return await inner(x) + 1
+
+    @durable.workflow
+    async def nests(x: int) -> int:
+        return await outer(x) + await outer(x + 1)
+
+    engine.workflows.register(nests)
+    inst = await engine.workflows.wait(await engine.workflows.start(nests, 3))
+    assert inst.status == InstanceStatus.COMPLETED and inst.output == 7 + 9
+    assert sorted(inst.step_results) == ["outer"] and sorted(r.key for r in inst.step_results.values()) == ["outer#1"]
+    stored = await engine.store.get_steps(inst.id)
+    assert sorted(stored) == ["outer#0", "outer#1"]
+    assert keys == ["outer#0", "outer#1"]
