@@ -386,7 +386,7 @@ class RunDriver:
         if final.status == InstanceStatus.COMPLETED:
             run.progress = 100
             run.emit("workflow.progress", progress=100, current_step=run.current_step,
-                     completed_steps=run.completed_steps, total_steps=run.total_steps)
+                     completed_steps=run.completed_steps, total_steps=run.total_steps or None)
             run.emit("workflow.completed", output=final.output)
         else:
             run.emit("workflow.failed", error=final.error)

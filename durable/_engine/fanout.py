@@ -99,7 +99,8 @@ async def _run_fan_out(
     if run.fatal is not None:
         raise run.fatal
     key = scope.next_key(name)
-    run.total_steps = max(0, run.total_steps + extra_steps)
+    if run.total_steps:  # known: a map adds its further items' steps
+        run.total_steps = max(1, run.total_steps + extra_steps)
     rec = run.checkpoints.get(key)
     if rec is not None:
         problem = diverged(rec.input) if rec.input is not None else None

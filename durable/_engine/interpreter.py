@@ -21,12 +21,14 @@ by re-raising its stored exception, so the same catcher is taken on replay.
 
 from __future__ import annotations
 
+import functools
 from collections import ChainMap
 from collections.abc import Callable, MutableMapping
 from datetime import datetime, timedelta
 from typing import Any, cast, final
 
 from .._graph.catch import CaughtError
+from .._graph.validate import has_loop
 from .children import child_step
 from .._graph.context import Context
 from .._graph.states import (
@@ -75,9 +77,10 @@ class GraphDefinition:
     def timeout(self) -> float | None:
         return self.graph.timeout
 
-    @property
+    @functools.cached_property
     def total_steps(self) -> int:
-        return self.graph.total_steps
+        """The graph's states (``0``, unknown, when it loops)."""
+        return 0 if has_loop(self.graph) else self.graph.total_steps
 
     def make_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
         if kwargs or len(args) > 1:

@@ -311,11 +311,21 @@ class Run:
         return self._completed_under.get(prefix, 0)
 
     def step_completed(self, name: str, *, executed: bool) -> None:
-        """Count a finished step towards progress; emit progress if it ran now."""
+        """Count a finished step towards progress; emit progress if it ran now.
+
+        With a known total, progress is the share of steps done (at most 99
+        until the end). When the total is unknown (the workflow loops, or more
+        steps ran than its graph counts), each step moves progress a tenth of
+        the way that is left (at least 1, at most to 99), and the event's
+        ``total_steps`` is ``None``. Progress never goes back.
+        """
         self.completed_steps += 1
-        total = self.total_steps
-        if total:
+        total: int | None = self.total_steps
+        if total and self.completed_steps <= total:
             self.progress = max(self.progress, min(99, self.completed_steps * 100 // total))
+        else:
+            total = None
+            self.progress = min(99, self.progress + max(1, (99 - self.progress) // 10))
         if executed:
             self.emit(
                 "workflow.progress", progress=self.progress, current_step=name,

@@ -18,6 +18,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, final, overload
 
 from .active import Active, active, plain_default_retry
 from .._graph.context import step_info_var
+from .._graph.validate import has_loop
 from .._engine.children import child_step
 from .builder import callable_name
 from .._graph.states import STEP_TYPES, Graph, TaskState
@@ -227,6 +228,8 @@ class WorkflowFunction(Generic[P, R]):
         ) else None
         self._graph = self._compile()
         self._recorded: list[str] = []
+        self._total_steps = 0 if has_loop(self._graph) else sum(
+            1 for s in self._graph.walk() if s.type in STEP_TYPES)
 
     def _compile(self) -> Graph:
         from .compiler.walk import compile_workflow
@@ -265,8 +268,11 @@ class WorkflowFunction(Generic[P, R]):
 
     @property
     def total_steps(self) -> int:
-        """Steps, parallels, maps, sleeps, signal waits and child calls in the graph: progress's denominator."""
-        return sum(1 for s in self._graph.walk() if s.type in STEP_TYPES)
+        """Steps, parallels, maps, sleeps, signal waits and child calls in the graph: progress's denominator.
+
+        ``0`` (unknown) when the graph loops: how many times is known only as it runs.
+        """
+        return self._total_steps
 
     def make_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
         names = self._plain_names

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .states import ChoiceState, Catch, Graph, MapState, ParallelState, PassState, SignalState, State, WaitState
 from ..errors import GraphError
 
-__all__ = ["catches_of", "validate_graph"]
+__all__ = ["catches_of", "has_loop", "validate_graph"]
 
 
 def _targets(state: State) -> list[tuple[str, str]]:
@@ -102,3 +102,41 @@ def validate_graph(graph: Graph, *, workflow: str | None = None) -> None:
             raise GraphError("state is unreachable from the start", workflow=wf, step=s.name)
     if not any(graph.state(n).end for n in reachable):
         raise GraphError("no end is reachable: every path loops forever", workflow=wf, step=graph.states[0].name)
+
+
+def has_loop(graph: Graph) -> bool:
+    """Whether a run of ``graph`` can visit a state twice: a loop through a choice or a catch
+    (a compiled ``for``/``while``), in the graph or in one of its branches or iterators.
+
+    Such a workflow's step count is not known in advance: its progress says so.
+    """
+    for g in _graphs(graph):
+        state = {s.name: 0 for s in g.states}  # 0 unseen, 1 on the current path, 2 done
+        for root in g.states:
+            if state[root.name]:
+                continue
+            stack = [(root.name, iter([t for _, t in _targets(root)]))]
+            state[root.name] = 1
+            while stack:
+                name, targets = stack[-1]
+                nxt = next(targets, None)
+                if nxt is None:
+                    state[name] = 2
+                    stack.pop()
+                elif state.get(nxt) == 1:
+                    return True
+                elif state.get(nxt) == 0:
+                    state[nxt] = 1
+                    stack.append((nxt, iter([t for _, t in _targets(g.state(nxt))])))
+    return False
+
+
+def _graphs(graph: Graph) -> list[Graph]:
+    out = [graph]
+    for s in graph.states:
+        if isinstance(s, ParallelState):
+            for b in s.branches:
+                out.extend(_graphs(b))
+        elif isinstance(s, MapState):
+            out.extend(_graphs(s.iterator))
+    return out

@@ -566,10 +566,10 @@ def reference_run(workdir: Path, copies: int) -> tuple[dict[str, Any], dict[str,
         raise AssertionError(f"the crash-free reference run executed some steps twice: {dup}")
     v: list[str] = []
     events = _parse_events(_segment(_events_log(log), 0)[0], False, "[reference]", v)
-    totals: dict[str, int] = {}
+    totals: dict[str, int | None] = {}
     for e in events:
         if e["ev"] == "workflow.progress":
-            totals.setdefault(e["iid"], e["total_steps"])
+            totals.setdefault(e["iid"], e.get("total_steps"))  # None: a looping workflow (unknown total)
     outputs = {iid: inst.output for iid, inst in insts.items()}
     child = Child(lines, events, killed=False, before={})
     v += check_events([child], _snapshot(insts, steps), outputs, totals, ids, "[reference]")

@@ -144,3 +144,29 @@ async def test_subscribe_streams_one_instance_until_it_ends(engine: Engine, auto
         first = await all_sub.__anext__()
     assert first.instance_id == third and first.name == "workflow.completed"
     assert first.to_dict()["name"] == "workflow.completed"
+
+
+async def test_progress_moves_through_a_loop_and_says_the_total_is_unknown(engine: Engine) -> None:
+    """A step awaited in a ``for`` loop: progress rises with every iteration, never goes back, stays
+    below 100 until the end, and the events say the total is unknown (``total_steps`` is None)."""
+    import durable
+
+    @durable.step
+    async def tick(i: int) -> int:
+        return i
+
+    @durable.workflow
+    async def loops(n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += await tick(i)
+        return total
+
+    seen: list[Event] = []
+    engine.events.on("workflow.progress", seen.append)
+    engine.workflows.register(loops)
+    await engine.workflows.wait(await engine.workflows.start(loops, 12))
+    progress = [e.progress for e in seen]
+    assert len(progress) == 13 and progress[-1] == 100
+    assert all(a is not None and b is not None and a < b for a, b in zip(progress, progress[1:])), progress
+    assert all(e.total_steps is None for e in seen[:-1])

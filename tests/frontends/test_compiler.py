@@ -724,7 +724,7 @@ def test_primitives_in_loops_branches_and_maps() -> None:
     mapped = g.state("map")
     assert isinstance(mapped, MapState) and shape(mapped.iterator) == [
         ("workflow:kid_workflow", "workflow", "END")]
-    assert polls.total_steps == 7
+    assert polls.total_steps == 0  # it loops: how many steps is known only as it runs (progress says so)
 
 
 def test_a_workflow_defined_after_its_caller_is_drawn_as_a_task() -> None:
