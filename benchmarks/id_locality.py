@@ -30,7 +30,7 @@ import uuid
 
 import trio
 
-import durable._engine.service
+import durable._engine.driver
 from _common import written_bytes
 from _report import pipe_table
 from durable import Engine
@@ -66,8 +66,8 @@ def child(store: str, rounds: int, random_ids: bool) -> list[tuple[float, float]
     """In a fresh process: ``rounds`` rounds on a new store at ``store``."""
     if random_ids:
         # start() calls it by this name; were it renamed, the patch would silently measure generated ids
-        assert callable(getattr(durable._engine.service, "new_instance_id", None)), "start()'s id generator moved"
-        durable._engine.service.new_instance_id = _random_id  # type: ignore[attr-defined]
+        assert callable(getattr(durable._engine.driver, "new_instance_id", None)), "start()'s id generator moved"
+        durable._engine.driver.new_instance_id = _random_id  # type: ignore[attr-defined]
 
     async def main() -> list[tuple[float, float]]:
         async with Engine.open(store) as engine:

@@ -36,7 +36,7 @@ from .events import Event, EventBus
 from .jobs import JobRegistry
 from .run import Definition, PutStepLater, Run, StopReason
 from .sleepers import Sleepers
-from .steps import error_text
+from .lifecycle import error_text
 from .._model.ids import check_instance_id, new_instance_id
 from .._model.records import InstanceStatus, StepResult, WorkflowInstance, replace_instance
 from ..errors import (
@@ -56,6 +56,7 @@ __all__ = ["RunDriver"]
 log = logging.getLogger("durable.engine")
 
 Outcome = tuple[InstanceStatus, Any, BaseException | None]
+_NOT_RUNNING = ""  # owner_id outside 'async with': no lease is held by it, so every fenced write is refused
 
 
 def describe(definition: Definition) -> str:
@@ -86,12 +87,14 @@ class RunDriver:
 
     def __init__(self, store: Store, events: EventBus, jobs: JobRegistry, *, suspend_after: float,
                  now: Callable[[], datetime], put_step_later: PutStepLater | None) -> None:
-        self._store = store
-        self._events = events
-        self._jobs = jobs
-        self._suspend_after = suspend_after
-        self._now = now
-        self._put_step_later = put_step_later
+        # What a run reads on every step: plain attributes (RunHost), not properties.
+        self.store = store
+        self.events = events
+        self.jobs = jobs
+        self.suspend_after = suspend_after
+        self.now = now
+        self.put_step_later = put_step_later
+        self.owner_id = _NOT_RUNNING  # this engine's lease owner id while it runs; fails every fence otherwise
         self._nursery: trio.Nursery | None = None
         self._owner: Owner | None = None
         self.definitions: dict[str, Definition] = {}
@@ -107,16 +110,21 @@ class RunDriver:
 
         Instances suspended in an earlier session of this engine are for ``resume()`` now.
         """
-        self._nursery, self._owner = nursery, owner
+        self._nursery, self._owner, self.owner_id = nursery, owner, owner.id
         self.sleepers.open()
 
     def beat(self, owner: Owner) -> None:
         """The engine refreshed its owner record."""
         self._owner = owner
 
+    def stop_waking(self) -> None:
+        """The engine is exiting: no suspended instance wakes up any more."""
+        self.sleepers.closed = True
+
     def close(self) -> None:
         """The engine has exited."""
         self._nursery = self._owner = None
+        self.owner_id = _NOT_RUNNING
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -132,34 +140,7 @@ class RunDriver:
             raise RuntimeError("the engine is not running: use it inside 'async with Engine(...) as engine:'")
         return self._owner
 
-    # -- RunHost ------------------------------------------------------------------
-
-    @property
-    def store(self) -> Store:
-        return self._store
-
-    @property
-    def owner_id(self) -> str:
-        return self.owner.id
-
-    @property
-    def events(self) -> EventBus:
-        return self._events
-
-    @property
-    def jobs(self) -> JobRegistry:
-        return self._jobs
-
-    @property
-    def suspend_after(self) -> float:
-        return self._suspend_after
-
-    @property
-    def put_step_later(self) -> PutStepLater | None:
-        return self._put_step_later
-
-    def now(self) -> datetime:
-        return self._now()
+    # -- RunHost (besides the attributes set in __init__) ----------------------------
 
     def define(self, definition: Definition) -> Definition:
         """Register ``definition`` under its name; the one registered already if it is the same workflow.
@@ -210,7 +191,7 @@ class RunDriver:
         if id is not None:
             # A caller's id (a child's, on every replay of its call) often exists
             # already: a read finds it without a durable write (an fsync) for nothing.
-            found = await self._store.get_instance(instance_id, steps=False)
+            found = await self.store.get_instance(instance_id, steps=False)
             if found is not None:
                 return await self._existing(definition, found)
             now = self.now()  # after the read
@@ -223,7 +204,7 @@ class RunDriver:
             created_at=now, started_at=now, deadline=deadline, args=call_args, kwargs=call_kwargs,
         )
         try:
-            stored, created = await self._store.create_instance(record, owner=self.owner)
+            stored, created = await self.store.create_instance(record, owner=self.owner)
         except SerializationError as exc:
             raise SerializationError(exc.message, workflow=definition.name, instance_id=instance_id) from exc
         if not created:
@@ -267,7 +248,7 @@ class RunDriver:
         if not candidates:
             return resumed
         # Only instances whose owner is gone; the claim is one durable write.
-        for instance_id in await self._store.claim(candidates, self.owner, limit=limit):
+        for instance_id in await self.store.claim(candidates, self.owner, limit=limit):
             if await self.continue_instance(instance_id):
                 resumed.append(instance_id)
         return resumed
@@ -280,13 +261,13 @@ class RunDriver:
         passed (it is then recorded ``timed_out``).
         """
         # This engine holds the lease, so no other engine writes the checkpoints read next.
-        bare = await self._store.get_instance(instance_id, steps=False)
+        bare = await self.store.get_instance(instance_id, steps=False)
         if bare is None or bare.finished or instance_id in self.runs:
             return False
         definition = self.definitions.get(bare.workflow_name)
         if definition is None:
             return False  # not registered here (start() checked the name; a store edited meanwhile)
-        checkpoints = await self._store.get_steps(instance_id)
+        checkpoints = await self.store.get_steps(instance_id)
         if bare.deadline is not None and bare.deadline <= self.now():
             run = Run(self, definition, bare, checkpoints, definition.total_steps)
             await self._finish(run, InstanceStatus.TIMED_OUT, None, run.fail(
@@ -346,7 +327,7 @@ class RunDriver:
                         run.instance, status=InstanceStatus.RUNNING,
                         started_at=run.instance.started_at or self.now(),
                     )
-                    await self._store.update_instance(run.instance, durable=False, owner=self.owner_id)
+                    await self.store.update_instance(run.instance, durable=False, owner=self.owner_id)
                 if first:
                     run.emit("workflow.started", input=run.instance.input)
                 output = await run.definition.execute(run)
@@ -369,12 +350,12 @@ class RunDriver:
         owner = self.owner_id
         try:
             try:
-                await self._store.update_instance(final, durable=True, owner=owner)
+                await self.store.update_instance(final, durable=True, owner=owner)
             except SerializationError as exc:
                 err = run.fail(SerializationError, f"cannot checkpoint the workflow's output: {exc.message}")
                 final = attrs.evolve(final, status=InstanceStatus.FAILED, output=None, error=str(err),
                                      error_type=type(err).__name__)
-                await self._store.update_instance(final, durable=True, owner=owner)
+                await self.store.update_instance(final, durable=True, owner=owner)
         except LeaseLost:
             log.warning("instance %s: not recording its end (%s): another engine holds it, or it was "
                         "cancelled elsewhere", run.id, status.value)
@@ -419,7 +400,7 @@ class RunDriver:
             if woken is not None:
                 await woken.wait()  # until it is continued (or cancelled)
                 continue
-            inst = await self._store.get_instance(instance_id)
+            inst = await self.store.get_instance(instance_id)
             if inst is None:
                 raise InstanceNotFound("no such instance", instance_id=instance_id)
             if inst.finished:
@@ -447,7 +428,7 @@ class RunDriver:
             run.stop_reason = StopReason.CANCEL  # also overrides a stop in progress
             inst = run.instance
         else:
-            found = await self._store.get_instance(instance_id, steps=False)
+            found = await self.store.get_instance(instance_id, steps=False)
             if found is None or found.finished:
                 return False
             inst = found
@@ -455,10 +436,10 @@ class RunDriver:
         final = attrs.evolve(inst, status=InstanceStatus.CANCELLED, completed_at=self.now(),
                              error=str(err), error_type=type(err).__name__,
                              current_step=run.current_step if run else inst.current_step)
-        await self._store.update_instance(final, durable=True)
+        await self.store.update_instance(final, durable=True)
         self.sleepers.drop(instance_id)
-        if self._events.active:
-            self._events.emit(Event(name="workflow.cancelled", instance_id=inst.id, workflow_name=inst.workflow_name))
+        if self.events.active:
+            self.events.emit(Event(name="workflow.cancelled", instance_id=inst.id, workflow_name=inst.workflow_name))
         if run is None:
             # Not running here when the cancel began; a suspended instance may
             # have woken up while the cancel was written: stop that run too.
@@ -475,7 +456,7 @@ class RunDriver:
     async def cancel_children(self, instance_id: str, checkpoints: dict[str, StepResult] | None) -> None:
         """Cancel the unfinished child workflows an instance started."""
         if checkpoints is None:
-            checkpoints = await self._store.get_steps(instance_id)
+            checkpoints = await self.store.get_steps(instance_id)
         for child_id in running_children(checkpoints):
             try:
                 await self.cancel(child_id)

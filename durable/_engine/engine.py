@@ -73,13 +73,12 @@ class Engine:
         later = getattr(type(self.store), "put_step_later", None)
         put_step_later: PutStepLater | None = None if later is None or inspect.iscoroutinefunction(later) else later
         self.lease_ttl = float(lease_ttl)
-        self.suspend_after = float(suspend_after)
         self._owner: Owner | None = None
         self._time_base: tuple[float, trio.abc.Clock] | None = None  # the run's clock, while running
         self.jobs = JobRegistry()
         self.events = EventBus()
-        self._driver = RunDriver(self.store, self.events, self.jobs, suspend_after=self.suspend_after, now=self.now,
-                                 put_step_later=put_step_later)
+        self._driver = RunDriver(self.store, self.events, self.jobs, suspend_after=float(suspend_after),
+                                 now=self.now, put_step_later=put_step_later)
         self.workflows = WorkflowService(self._driver)
         self._owns_store = False
         self._nursery: trio.Nursery | None = None
@@ -99,6 +98,17 @@ class Engine:
                      suspend_after=suspend_after)
         engine._owns_store = True
         return engine
+
+    @property
+    def suspend_after(self) -> float:
+        """Seconds: a workflow's durable sleep (or signal wait) longer than this unloads it from memory."""
+        return self._driver.suspend_after
+
+    @suspend_after.setter
+    def suspend_after(self, seconds: float) -> None:
+        if not seconds >= 0:
+            raise ValueError(f"suspend_after must be a number of seconds >= 0, got {seconds!r}")
+        self._driver.suspend_after = float(seconds)
 
     @property
     def owner(self) -> Owner:
@@ -150,7 +160,7 @@ class Engine:
         assert self._nursery is not None and self._nursery_cm is not None
         try:
             with trio.CancelScope(shield=True):
-                self._driver.sleepers.closed = True  # no suspended instance wakes up any more
+                self._driver.stop_waking()
                 await self._driver.stop()
                 if self._owner is not None:
                     try:

@@ -5,9 +5,9 @@ visited twice (a loop through a choice) has two checkpoints, and a resumed
 instance re-walks the graph from the start, replaying finished states from
 their checkpoints until it reaches the first unfinished one.
 
-A wait state is a durable sleep (:func:`~durable._sleep.sleep_step`), a
-signal state a wait for a signal (:func:`~durable._signals.signal_step`), a
-child state a child workflow call (:func:`~durable._children.child_step`):
+A wait state is a durable sleep (:func:`~durable._engine.sleep.sleep_step`), a
+signal state a wait for a signal (:func:`~durable._engine.signals.signal_step`), a
+child state a child workflow call (:func:`~durable._engine.children.child_step`):
 the same cores the decorator's ``durable.sleep``, ``durable.wait_for_signal``
 and awaited ``@workflow`` use, each under the state's name, so
 ``ctx.steps[name]``, the instance's ``step_results[name]`` and the checkpoint
@@ -186,9 +186,12 @@ async def _run_child_state(run: Run, scope: Scope, state: ChildState, ctx: Conte
             except WorkflowNotFound as exc:
                 raise run.fail(WorkflowNotFound, f"child workflow of state {state.name!r}: {exc.message}",
                                step=state.name) from None
-        else:
+        elif callable(getattr(spec, "execute", None)):
             # The front-ends put runnable definitions (a graph's, a @workflow's) in child states.
             definition = cast(Definition, spec)
+        else:
+            raise run.fail(DurableError, f"child state {state.name!r} names {spec!r}, which cannot run as a workflow",
+                           step=state.name)
         value = state.input(ctx) if state.input is not None else ctx.input
         result = await child_step(run, scope, definition, (value,), {}, step_name=state.name)
     return state.output(result, ctx) if state.output is not None else result

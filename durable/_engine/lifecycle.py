@@ -57,7 +57,10 @@ async def begin(run: Run, marker: StepResult, *, durable: bool) -> None:
 async def complete(run: Run, record: StepResult, *, durable: bool) -> None:
     """Finish a step: checkpoint its ``completed`` record, emit ``workflow.step.completed``, count its progress."""
     await run.checkpoint(record, durable=durable)
-    completed(run, record)
+    name = record.step_name  # completed(), inline: one call fewer per step
+    run.emit("workflow.step.completed", step_name=name, step_type=record.step_type, output=record.output,
+             step_key=record.key)
+    run.step_completed(name, executed=True)
 
 
 def completed(run: Run, record: StepResult) -> None:

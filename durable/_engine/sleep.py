@@ -16,7 +16,7 @@ The front-ends' ``durable.sleep`` / ``sleep_until`` are in
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import trio
 

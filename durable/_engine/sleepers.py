@@ -4,7 +4,7 @@ A run that suspends (``Run.suspend``) ends; the instance stays ``running`` in
 the store, leased to this engine. :class:`Sleepers` keeps what wakes it: a
 timer entry (its wake-up time or deadline, whichever comes first) and, for a
 signal wait, the signal's name, noticed when it is sent through this engine
-or, from another process, by the :class:`~durable._signal_hub.SignalHub`'s
+or, from another process, by the :class:`~durable._engine.signal_hub.SignalHub`'s
 poll. Waking means calling ``continue_instance(id)``, which replays the
 instance from its checkpoints.
 """

@@ -1,6 +1,6 @@
 """The run a piece of workflow code belongs to: a contextvar read by ``@step`` and ``parallel()``.
 
-It holds the :class:`~durable._run.Run` and the checkpoint :class:`~durable._run.Scope`
+It holds the :class:`~durable._engine.run.Run` and the checkpoint :class:`~durable._engine.run.Scope`
 of the current trio task. Each parallel branch's task sets its own scope; code
 outside any engine sees ``None`` and runs steps as plain functions.
 """

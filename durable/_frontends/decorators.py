@@ -1,7 +1,7 @@
 """The decorator front-end: ``@step``, ``step(fn, ...)``, ``@workflow`` on a function.
 
 A ``@step`` call inside a running workflow goes through the engine's
-checkpointed step call (:func:`~durable._steps.run_step`) under the key
+checkpointed step call (:func:`~durable._engine.steps.run_step`) under the key
 ``scope/name#occurrence``; outside any engine it runs as a plain function with
 its retries. A ``@workflow`` function compiles its source into a
 :class:`~durable.Graph` at decoration (for diagrams, progress and validation)
@@ -300,7 +300,7 @@ class WorkflowFunction(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
         """Awaited inside a workflow run: a child workflow (an instance of its own, see
-        :mod:`durable._children`); anywhere else: the workflow body as a plain coroutine."""
+        :mod:`durable._engine.children`); anywhere else: the workflow body as a plain coroutine."""
         return self._call(args, kwargs)
 
     async def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:

@@ -2,7 +2,7 @@
 
 Inside a workflow run each item runs ``fn(item)`` in its own checkpoint scope
 (``map#n/<index>/``), like a ``parallel()`` branch, through the same
-:func:`~durable._parallel.run_map` as the builder's map state: at most
+:func:`~durable._engine.fanout.run_map` as the builder's map state: at most
 ``concurrency`` items at once, results in item order, the map itself
 checkpointed with its item count. Outside an engine it runs as plain
 concurrent code with the same bound and ``on_error`` semantics.

@@ -1,7 +1,7 @@
 """``parallel(aw1, aw2, ...)``: the decorator front-end's concurrent branches.
 
 Inside a workflow run each awaitable becomes a branch with its own checkpoint
-scope (``parallel#n/i/``), run by the same :func:`~durable._parallel.run_parallel`
+scope (``parallel#n/i/``), run by the same :func:`~durable._engine.fanout.run_parallel`
 as the builder's parallel state. Outside an engine the awaitables simply run
 concurrently in a nursery with the same ``on_error`` semantics.
 """

@@ -377,8 +377,8 @@ def test_a_format3_dict_missing_a_required_field_is_corrupt() -> None:
 # -- the store's marker ----------------------------------------------------------------
 
 
-async def test_a_format3_store_is_upgraded_to_4_and_its_records_still_read(store_path: Path) -> None:
-    assert FORMAT_VERSION == 4
+async def test_a_format3_store_is_upgraded_and_its_records_still_read(store_path: Path) -> None:
+    assert FORMAT_VERSION == 5
     old_step = attrs.evolve(SAMPLE_STEP, key="plain#0", exception=None, status=StepStatus.COMPLETED)
     st_ = LMDBStore(store_path)  # the indexes as a store of format 3 had them
     try:
@@ -387,7 +387,7 @@ async def test_a_format3_store_is_upgraded_to_4_and_its_records_still_read(store
         await st_.put_step("order-1", old_step)
     finally:
         st_.close()
-    assert raw_get(store_path, b"meta", b"format") == b"4"
+    assert raw_get(store_path, b"meta", b"format") == b"5"
     assert type(stored(raw_get(store_path, b"steps", b"order-1\0plain#0") or b"")) is tuple
     # ...then its records and marker as the previous durable wrote them
     raw_put(store_path, [
@@ -397,7 +397,7 @@ async def test_a_format3_store_is_upgraded_to_4_and_its_records_still_read(store
         (b"steps", b"order-1\0plain#0", format3(old_step)),
     ])
     LMDBStore(store_path).close()
-    assert raw_get(store_path, b"meta", b"format") == b"4"  # upgraded in place on open
+    assert raw_get(store_path, b"meta", b"format") == b"5"  # upgraded in place on open
 
     st_ = LMDBStore(store_path)
     try:
@@ -407,7 +407,7 @@ async def test_a_format3_store_is_upgraded_to_4_and_its_records_still_read(store
         assert inst is not None and attrs.evolve(inst, step_results={}, current_step=SAMPLE_INSTANCE.current_step) \
             == SAMPLE_INSTANCE
         assert [i.id for i in await st_.get_running_instances()] == ["order-1"]
-        # new records are of format 4, next to the old ones
+        # new records are tuples (format 4's layout), next to the old ones
         await st_.put_step("order-1", attrs.evolve(old_step, key="new#0", output=[1]))
         await st_.update_instance(attrs.evolve(SAMPLE_INSTANCE, output="changed"))
     finally:
@@ -427,13 +427,13 @@ async def test_a_format3_store_is_upgraded_to_4_and_its_records_still_read(store
         st_.close()
 
 
-async def test_a_store_of_format_5_is_refused(store_path: Path) -> None:
+async def test_a_store_of_format_6_is_refused(store_path: Path) -> None:
     LMDBStore(store_path).close()
-    raw_put(store_path, [(b"meta", b"format", b"5")])
-    with pytest.raises(StoreError, match=r"newer durable \(store format 5, this version reads up to 4\)") as info:
+    raw_put(store_path, [(b"meta", b"format", b"6")])
+    with pytest.raises(StoreError, match=r"newer durable \(store format 6, this version reads up to 5\)") as info:
         LMDBStore(store_path)
     assert info.value.path == str(store_path)
-    assert raw_get(store_path, b"meta", b"format") == b"5"  # refusing did not rewrite the marker
+    assert raw_get(store_path, b"meta", b"format") == b"6"  # refusing did not rewrite the marker
 
 
 async def test_a_corrupt_format4_step_in_a_store_names_its_key(store_path: Path) -> None:

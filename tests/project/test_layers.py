@@ -80,14 +80,23 @@ def imports(path: Path, root: Path) -> Iterator[tuple[int, str]]:
                 target = node.module or ""
             if target.split(".")[0] != "durable":
                 continue
-            for alias in node.names:  # `from . import x`: x may be a module
+            names_only = False
+            for alias in node.names:  # `from . import x, y`: each may be a module of its own
                 sub = f"{target}.{alias.name}"
-                if (root.parent / Path(*sub.split("."))).with_suffix(".py").exists() or (
-                        root.parent / Path(*sub.split("."))).is_dir():
+                path = root.parent / Path(*sub.split("."))
+                if path.with_suffix(".py").exists() or path.is_dir():
                     yield node.lineno, sub
-                    break
-            else:
+                else:
+                    names_only = True
+            if names_only:
                 yield node.lineno, target
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            # importlib.import_module("durable...") / __import__("durable..."): an import too
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            value = node.args[0].value
+            if called in ("import_module", "__import__") and isinstance(value, str) and value.split(".")[0] == "durable":
+                yield node.lineno, value
 
 
 def layer_of(module: str) -> str | None:
@@ -212,6 +221,9 @@ def package_copy(tmp_path: Path) -> Path:
     ("stores/_memory.py", "from .._engine.events import Event", "(stores) imports durable._engine.events (engine)"),
     ("_frontends/builder.py", "from ..stores._base import Store", "(frontends) imports durable.stores._base"),
     ("_model/clock.py", "from ..cli import main", "(model) imports durable.cli (tools)"),
+    ("_graph/catch.py", "from .. import errors, _engine", "(graph) imports durable._engine (engine)"),
+    ("_graph/catch.py", "import importlib; importlib.import_module('durable._engine.run')",
+     "(graph) imports durable._engine.run (engine)"),
 ])
 def test_an_upward_import_fails_the_check(package_copy: Path, module: str, line: str, why: str) -> None:
     assert violations(package_copy) == []

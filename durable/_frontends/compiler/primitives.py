@@ -3,7 +3,7 @@
 ``durable.sleep`` / ``sleep_until`` -> a wait state, ``wait_for_signal`` -> a
 signal state, a ``@workflow`` -> a child workflow state, ``durable.map`` -> a
 map state, ``parallel()`` -> a parallel state. Calls are recognised through the
-workflow module's globals (:class:`~durable._compile_source.Scope`); the calls
+workflow module's globals (:class:`~durable._frontends.compiler.source.Scope`); the calls
 inside a map's iterator or a parallel's branches are compiled by the caller's
 ``compile_call``.
 """
@@ -11,6 +11,7 @@ inside a map's iterator or a parallel's branches are compiled by the caller's
 from __future__ import annotations
 
 import ast
+import inspect
 from collections import Counter
 from collections.abc import Callable
 from typing import TypeAlias
@@ -41,7 +42,9 @@ def primitive_kind(obj: object) -> str | None:
     """
     if isinstance(obj, type):
         return None
-    kind = getattr(obj, "__durable_primitive__", None)
+    # A static lookup: a name the compiler resolves may be any object (a proxy
+    # whose __getattr__ does things), and looking must not run its code.
+    kind = inspect.getattr_static(obj, "__durable_primitive__", None)
     return kind if isinstance(kind, str) else None
 
 

@@ -4,9 +4,9 @@ The coroutine is what runs; the graph serves inspection, diagrams, progress
 totals and validation at decoration time. It is built from the same IR states
 as the state-machine builder's. This module compiles the statements (the
 control flow) and is the entry point; the state table and its freezing into a
-graph are in ``_compile_graph``, reading the source and resolving names in
-``_compile_source``, and the states of durable's primitives (sleep, signals,
-child workflows, map, parallel) in ``_compile_primitives``. The mapping,
+graph are in ``graph``, reading the source and resolving names in
+``source``, and the states of durable's primitives (sleep, signals,
+child workflows, map, parallel) in ``primitives``. The mapping,
 construct by construct:
 
 - ``await f(...)`` -> a task named after the step's declared name when ``f``
@@ -56,7 +56,7 @@ True``) is drawn with an exit; both sides of ``a if c else b`` / ``x or y`` are
 drawn in sequence; an await inside a comprehension is drawn once; a
 ``@workflow`` defined after the workflow calling it is not known yet when
 the caller is decorated, so it is drawn as a task. If the graph
-still breaks a rule of :func:`~durable._ir.validate_graph`, it falls back to
+still breaks a rule of :func:`~durable._graph.validate.validate_graph`, it falls back to
 the steps in source order.
 """
 

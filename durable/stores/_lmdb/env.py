@@ -34,7 +34,9 @@ __all__ = ["FORMAT_VERSION", "LMDBEnv", "Tables"]
 # microseconds; 4: records are tuples (tag, fields in a fixed order) instead of dicts. Earlier
 # formats are still read, and the marker is upgraded on open. Format-4 readers ignore fields
 # appended at the end of a record, as they ignored unknown keys of a dict (see _model/serde.py).
-FORMAT_VERSION = 4
+# 5: the same records, but their pickles may name modules of the layered layout (durable._model...,
+# durable._graph...) that 0.1.0 cannot import: an older durable refuses the store as a whole.
+FORMAT_VERSION = 5
 _T = TypeVar("_T")
 
 
