@@ -31,6 +31,11 @@ from ._model.records import StepResult as StepResult
 from ._model.records import StepStatus as StepStatus
 from ._model.records import WorkflowInstance as WorkflowInstance
 from ._model.retry import Retry as Retry
+from ._frontends.values import deprecate_patch as deprecate_patch
+from ._frontends.values import now as now  # not in __all__ (nor random, uuid4): a star import must not hide
+from ._frontends.values import patched as patched  # the stdlib's random module or a user's now()
+from ._frontends.values import random as random
+from ._frontends.values import uuid4 as uuid4
 from ._frontends.waits import sleep as sleep
 from ._frontends.waits import sleep_until as sleep_until
 from ._frontends.waits import wait_for_signal as wait_for_signal
@@ -105,8 +110,10 @@ __all__ = [
     "WorkflowTimeout",
     "__version__",
     "current_step",
+    "deprecate_patch",
     "map_",
     "parallel",
+    "patched",
     "sleep",
     "sleep_until",
     "step",

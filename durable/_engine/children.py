@@ -54,7 +54,7 @@ async def child_step(run: Run, scope: Scope, definition: Definition, args: tuple
     name), by default ``workflow:NAME``; the child's id is ``{parent id}/{key}``.
     """
     step_name = step_name if step_name is not None else f"{CHILD_STEP_TYPE}:{definition.name}"
-    key, rec = run.next_checkpoint(scope, step_name, ChildWorkflowFailed)
+    key, seq, rec = run.next_checkpoint(scope, step_name, ChildWorkflowFailed)
     if rec is not None and rec.status == StepStatus.COMPLETED:
         return rec.output
     child_id = child_instance_id(run.id, key)
@@ -62,7 +62,8 @@ async def child_step(run: Run, scope: Scope, definition: Definition, args: tuple
     if rec is None:
         await lifecycle.begin(run, StepResult(
             step_name=step_name, status=StepStatus.RUNNING, input={"child": child_id}, key=key,
-            step_type=CHILD_STEP_TYPE, function=definition.name, started_at=started_at, attempts=1), durable=True)
+            step_type=CHILD_STEP_TYPE, function=definition.name, started_at=started_at, attempts=1, seq=seq),
+            durable=True)
     run.current_step = step_name
     await run.host.start_child(definition, args, kwargs, child_id, run.instance.deadline)
     child = await run.host.wait(child_id)
@@ -70,7 +71,7 @@ async def child_step(run: Run, scope: Scope, definition: Definition, args: tuple
     def record(status: StepStatus, **fields: Any) -> StepResult:
         return StepResult(step_name=step_name, status=status, input={"child": child_id}, key=key,
                           step_type=CHILD_STEP_TYPE, function=definition.name, started_at=started_at,
-                          completed_at=run.now(), attempts=1, **fields)
+                          completed_at=run.now(), attempts=1, seq=seq, **fields)
 
     if child.status == InstanceStatus.COMPLETED:
         await lifecycle.complete(run, record(StepStatus.COMPLETED, output=child.output), durable=True)

@@ -98,7 +98,7 @@ async def _run_fan_out(
 ) -> Any:
     if run.fatal is not None:
         raise run.fatal
-    key = scope.next_key(name)
+    key, seq = scope.next_key(name)
     if run.total_steps:  # known: a map adds its further items' steps
         run.total_steps = max(1, run.total_steps + extra_steps)
     rec = run.checkpoints.get(key)
@@ -108,6 +108,8 @@ async def _run_fan_out(
             raise run.poison(run.fail(
                 NonDeterminismError, f"replay diverged at {step_type} {key!r}: {problem}", step=key,
             ))
+    run.check_order(scope, key, seq, rec)
+    if rec is not None:
         if rec.status in (StepStatus.COMPLETED, StepStatus.FAILED):
             # Replay does not visit the branches: count their finished steps, as the run that ran them did.
             run.completed_steps += run.completed_under(key + "/")
@@ -118,7 +120,7 @@ async def _run_fan_out(
             raise rec.exception
     base = StepResult(
         step_name=name, status=StepStatus.RUNNING, input=record, key=key,
-        step_type=step_type, started_at=rec.started_at if rec and rec.started_at else run.now(),
+        step_type=step_type, started_at=rec.started_at if rec and rec.started_at else run.now(), seq=seq,
     )
     await lifecycle.begin(run, base, durable=False)
 

@@ -174,9 +174,9 @@ async def _run_child_state(run: Run, scope: Scope, state: ChildState, ctx: Conte
     # without computing the input or looking the child up: a child named by its
     # registered name need not be registered to replay (assert_replays' engine,
     # a resume before the child is registered again).
-    ahead = run.checkpoints.get(f"{scope.path}{state.name}#{scope.counts.get(state.name, 0)}")  # child_step's key
+    ahead = run.checkpoints.get(scope.peek_key(state.name))  # child_step's key
     if ahead is not None and ahead.status in (StepStatus.COMPLETED, StepStatus.FAILED):
-        _, rec = run.next_checkpoint(scope, state.name, ChildWorkflowFailed)  # returns, or raises its error
+        _, _, rec = run.next_checkpoint(scope, state.name, ChildWorkflowFailed)  # returns, or raises its error
         result = rec.output if rec is not None else None
     else:
         spec = state.definition

@@ -28,7 +28,7 @@ from .events import Event, EventBus, EventName
 from .jobs import JobRegistry
 from .._graph.states import WorkflowSpec
 from .._model.records import StepResult, StepStatus, WorkflowInstance, replace_instance
-from ..errors import DurableError, SerializationError
+from ..errors import DurableError, NonDeterminismError, SerializationError
 from ..stores import Store
 from ..stores._join import join_steps
 from ..stores._lease import LeaseLost
@@ -124,11 +124,19 @@ class Scope:
     path: str = ""
     counts: dict[str, int] = attrs.field(factory=dict)
     busy: str | None = None
+    seq: int = 0  # the place the next step takes among this scope's steps
 
-    def next_key(self, name: str) -> str:
+    def next_key(self, name: str) -> tuple[str, int]:
+        """The key of the next step named ``name`` (``path + name#occurrence``) and its place in the scope."""
         n = self.counts.get(name, 0)
         self.counts[name] = n + 1
-        return f"{self.path}{name}#{n}"
+        seq = self.seq
+        self.seq = seq + 1
+        return f"{self.path}{name}#{n}", seq
+
+    def peek_key(self, name: str) -> str:
+        """The key :meth:`next_key` would give, without taking it."""
+        return f"{self.path}{name}#{self.counts.get(name, 0)}"
 
 
 @attrs.define(eq=False)
@@ -151,6 +159,7 @@ class Run:
     wake_at: datetime | None = None  # when a suspended run is to continue
     wake_signal: str | None = None  # or the signal it waits for
     _completed_under: dict[str, int] | None = attrs.field(default=None, init=False, repr=False)
+    _scope_tops: dict[str, int] | None = attrs.field(default=None, init=False, repr=False)  # see check_order
 
     @property
     def id(self) -> str:
@@ -189,8 +198,8 @@ class Run:
         return self.fatal
 
     def next_checkpoint(self, scope: Scope, step_name: str,
-                        failure: type[DurableError]) -> tuple[str, StepResult | None]:
-        """The next key of ``step_name`` in ``scope``, and its checkpoint if one was loaded.
+                        failure: type[DurableError]) -> tuple[str, int, StepResult | None]:
+        """The next key of ``step_name`` in ``scope``, its place in the scope, and its checkpoint if one was loaded.
 
         A failed checkpoint re-raises its error (a ``failure`` if it has none);
         a completed one is counted towards progress, and the caller returns
@@ -199,13 +208,50 @@ class Run:
         """
         if self.fatal is not None:
             raise self.fatal
-        key = scope.next_key(step_name)
+        key, seq = scope.next_key(step_name)
         rec = self.checkpoints.get(key)
+        self.check_order(scope, key, seq, rec)
         if rec is not None and rec.status == StepStatus.FAILED:
             raise rec.exception or self.fail(failure, rec.error or "failed", step=key)
         if rec is not None and rec.status == StepStatus.COMPLETED:
             self.step_completed(step_name, executed=False)
-        return key, rec
+        return key, seq, rec
+
+    def check_order(self, scope: Scope, key: str, seq: int, rec: StepResult | None) -> None:
+        """Raise :class:`NonDeterminismError` (and end the run) if step ``key`` at place ``seq`` of ``scope``
+        is not where the recorded run had it.
+
+        A checkpoint recorded at another place means steps were inserted,
+        removed or reordered; a step with no checkpoint while the recorded run
+        went on past that place means the code took another way. Records
+        without a place (durable 0.1.0's) are not checked.
+        """
+        if rec is not None:
+            if rec.seq is None or rec.seq == seq:
+                return
+            problem = (f"it was step {rec.seq} of its scope when it ran, but the workflow now reaches it as step "
+                       f"{seq}: steps were inserted, removed or reordered")
+        else:
+            top = self.recorded_top(scope)
+            if top is None or seq > top:
+                return
+            went_on = sorted((r.seq or 0, k) for k, r in self.checkpoints.items()
+                             if r.seq is not None and r.seq >= seq and _scope_of(r) == scope.path)
+            problem = (f"the workflow now calls it as step {seq} of its scope, where the recorded run went on to "
+                       f"{', '.join(repr(k) for _, k in went_on)} instead")
+        raise self.poison(self.fail(
+            NonDeterminismError,
+            f"replay diverged at {key!r}: {problem}; the code between steps must be deterministic "
+            "(use durable.now()/random()/uuid4() for values, durable.patched() for an intentional change)",
+            step=key,
+        ))
+
+    def recorded_top(self, scope: Scope) -> int | None:
+        """The last place in ``scope`` that the recorded run (the checkpoints this run was loaded with) reached."""
+        tops = self._scope_tops
+        if tops is None:
+            tops = self._scope_tops = _scope_tops(self.checkpoints)
+        return tops.get(scope.path)
 
     async def suspend(self, wake_at: datetime | None, signal: str | None = None) -> NoReturn:
         """End this run to free its memory; the engine continues it at ``wake_at`` (a durable sleep),
@@ -331,3 +377,20 @@ class Run:
                 "workflow.progress", progress=self.progress, current_step=name,
                 completed_steps=self.completed_steps, total_steps=total,
             )
+
+
+def _scope_of(rec: StepResult) -> str | None:
+    """The scope path of a checkpoint: its key is ``path + step_name#n``."""
+    head = rec.key.rpartition("#")[0]
+    return head[: len(head) - len(rec.step_name)] if head.endswith(rec.step_name) else None
+
+
+def _scope_tops(checkpoints: dict[str, StepResult]) -> dict[str, int]:
+    """The highest recorded place per scope path."""
+    tops: dict[str, int] = {}
+    for rec in checkpoints.values():
+        if rec.seq is not None:
+            path = _scope_of(rec)
+            if path is not None and rec.seq > tops.get(path, -1):
+                tops[path] = rec.seq
+    return tops

@@ -37,7 +37,7 @@ async def signal_step(run: Run, scope: Scope, name: str, timeout: float | None, 
     name), by default ``signal:NAME``.
     """
     step_name = step_name if step_name is not None else f"signal:{name}"
-    key, rec = run.next_checkpoint(scope, step_name, SignalTimeout)
+    key, seq, rec = run.next_checkpoint(scope, step_name, SignalTimeout)
     if rec is not None and rec.status == StepStatus.COMPLETED:
         return rec.output
     now = run.now()
@@ -46,7 +46,7 @@ async def signal_step(run: Run, scope: Scope, name: str, timeout: float | None, 
         started_at = now
         await lifecycle.begin(run, StepResult(
             step_name=step_name, status=StepStatus.RUNNING, input={"signal": name, "timeout": timeout}, key=key,
-            step_type="signal", started_at=started_at, attempts=1, next_attempt_at=deadline), durable=True)
+            step_type="signal", started_at=started_at, attempts=1, next_attempt_at=deadline, seq=seq), durable=True)
     else:
         deadline, started_at = rec.next_attempt_at, rec.started_at or now
     run.current_step = step_name
@@ -55,14 +55,14 @@ async def signal_step(run: Run, scope: Scope, name: str, timeout: float | None, 
 
     def record(status: StepStatus, **fields: Any) -> StepResult:
         return StepResult(step_name=step_name, status=status, key=key, step_type="signal", started_at=started_at,
-                          completed_at=run.now(), attempts=1, **fields)
+                          completed_at=run.now(), attempts=1, seq=seq, **fields)
 
     while True:
         queued = await store.peek_signal(run.id, name)
         if queued is not None:
-            seq, payload = queued
-            done = record(StepStatus.COMPLETED, input={"signal": name, "seq": seq}, output=payload)
-            if await run.take_signal(name, seq, done):  # the completed record, written with the take
+            sent, payload = queued  # the signal's number in its queue
+            done = record(StepStatus.COMPLETED, input={"signal": name, "seq": sent}, output=payload)
+            if await run.take_signal(name, sent, done):  # the completed record, written with the take
                 lifecycle.completed(run, done)
                 return payload
             continue  # pragma: no cover - only this run takes this instance's signals

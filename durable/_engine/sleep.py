@@ -33,7 +33,7 @@ async def sleep_step(run: Run, scope: Scope, name: str, wake_time: Callable[[dat
 
     Used by both front-ends (the builder's wait state names its own step).
     """
-    key, rec = run.next_checkpoint(scope, name, DurableError)
+    key, seq, rec = run.next_checkpoint(scope, name, DurableError)
     if rec is not None and rec.status == StepStatus.COMPLETED:
         return
     now = run.now()
@@ -48,7 +48,7 @@ async def sleep_step(run: Run, scope: Scope, name: str, wake_time: Callable[[dat
         started_at = now
         await lifecycle.begin(run, StepResult(
             step_name=name, status=StepStatus.RUNNING, input={"until": wake_at}, key=key, step_type="sleep",
-            started_at=started_at, attempts=1, next_attempt_at=wake_at), durable=True)
+            started_at=started_at, attempts=1, next_attempt_at=wake_at, seq=seq), durable=True)
     run.current_step = name
     remaining = (wake_at - run.now()).total_seconds()
     if remaining > 0:
@@ -56,7 +56,7 @@ async def sleep_step(run: Run, scope: Scope, name: str, wake_time: Callable[[dat
             await run.suspend(wake_at)  # ends the run: the engine replays it when the time comes
         await trio.sleep(remaining)
     done = StepResult(step_name=name, status=StepStatus.COMPLETED, input={"until": wake_at}, key=key,
-                      step_type="sleep", started_at=started_at, completed_at=run.now(), attempts=1)
+                      step_type="sleep", started_at=started_at, completed_at=run.now(), attempts=1, seq=seq)
     # Not durable on its own: a crash before the next durable write replays the
     # sleep, whose wake-up time has passed, and it completes at once.
     await lifecycle.complete(run, done, durable=False)

@@ -87,7 +87,7 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
     if run.fatal is not None:
         raise run.fatal
     name = spec.name
-    key = scope.next_key(name)
+    key, seq = scope.next_key(name)
     rec = run.checkpoints.get(key)
     if rec is not None:
         if rec.function != spec.function and rec.function is not None and spec.function is not None:
@@ -97,12 +97,15 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
                 f"but the workflow now calls {spec.function!r} there; the workflow code between steps must be deterministic",
                 step=key,
             ))
+        run.check_order(scope, key, seq, rec)
         if rec.status == StepStatus.COMPLETED:
             run.step_completed(name, executed=False)
             return rec.output
         if rec.status == StepStatus.FAILED:
             exc = rec.exception or run.fail(StepFailed, rec.error or "failed", step=key)
             raise _failure(run, spec, key, exc, rec.attempts)
+    else:
+        run.check_order(scope, key, seq, None)
     if scope.busy is not None:
         # Fatal for the run: concurrent steps in one scope get keys in whatever
         # order they happen to start, so their checkpoints could not replay.
@@ -138,7 +141,7 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
         begun = False
         while True:
             attempt += 1
-            marker = _record(spec, key, step_input, started_at, StepStatus.RUNNING, attempts=attempt)
+            marker = _record(spec, key, step_input, started_at, StepStatus.RUNNING, attempts=attempt, seq=seq)
             if not begun:
                 await lifecycle.begin(run, marker, durable=False)
                 begun = True
@@ -175,19 +178,19 @@ async def run_step(run: Run, scope: Scope, spec: StepSpec, prepare: Prepare | No
                 )
                 waiting = _record(
                     spec, key, step_input, started_at, StepStatus.RUNNING, attempts=attempt,
-                    error=error_text(error), next_attempt_at=run.now() + timedelta(seconds=delay),
+                    error=error_text(error), next_attempt_at=run.now() + timedelta(seconds=delay), seq=seq,
                 )
                 await run.checkpoint(waiting, durable=True)
                 await trio.sleep(delay)
                 continue
             failed = _record(
                 spec, key, step_input, started_at, StepStatus.FAILED, attempts=attempt, error=error_text(error),
-                exception=error, completed_at=run.now(),
+                exception=error, completed_at=run.now(), seq=seq,
             )
             await lifecycle.fail(run, failed)
             raise _failure(run, spec, key, error, attempt)
         done = _record(spec, key, step_input, started_at, StepStatus.COMPLETED, output=output, attempts=attempt,
-                       completed_at=run.now())
+                       completed_at=run.now(), seq=seq)
         await lifecycle.complete(run, done, durable=spec.durable)
         return output
     finally:

@@ -75,7 +75,13 @@ class StepResult:
         function: the job name or function that produced the result; replay
             checks it to detect a different step at the same key.
         exception: the exception a failed step raised, re-raised on replay.
-        next_attempt_at: when a retry waiting out its backoff is due.
+        next_attempt_at: when a retry waiting out its backoff is due (a
+            sleep's wake-up time, a signal wait's deadline).
+        seq: the step's place among the steps of its scope (0, 1, 2...), in
+            the order the workflow first reached them: replay checks it, so a
+            run that takes another way than the one recorded is reported
+            (:class:`~durable.NonDeterminismError`). ``None`` in records of
+            durable 0.1.0, which are not checked.
 
     .. versionadded:: 0.1.0
     """
@@ -93,6 +99,7 @@ class StepResult:
     function: str | None = None
     exception: BaseException | None = attrs.field(default=None, repr=False, eq=False)
     next_attempt_at: datetime | None = None
+    seq: int | None = None
 
 
 @attrs.frozen

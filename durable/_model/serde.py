@@ -181,7 +181,7 @@ def _cannot(what: str, exc: Exception, **context: Any) -> SerializationError:
 _STEP_TAG = "step"
 _STEP_LAYOUT = (
     "step_name", "status", "input", "output", "error", "started_at", "completed_at", "attempts", "key",
-    "step_type", "function", "exception", "next_attempt_at",
+    "step_type", "function", "exception", "next_attempt_at", "seq",
 )
 _INSTANCE_TAG = "instance"
 _INSTANCE_LAYOUT = (
@@ -220,7 +220,7 @@ def encode_instance(inst: WorkflowInstance) -> bytes:
 def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: str | None = None) -> bytes:
     """Bytes of one step's checkpoint."""
     (name, status, input_, output, error, started_at, completed_at, attempts, key, step_type, function, exception,
-     next_attempt_at) = _step_fields(step)
+     next_attempt_at, seq) = _step_fields(step)
     if exception is not None:
         try:
             pickle.loads(_pickle(exception))  # some exceptions pickle but cannot load back
@@ -231,7 +231,7 @@ def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: s
     record = (
         _STEP_TAG, name, status.value if type(status) is StepStatus else StepStatus(status).value, input_, output,
         error, _stored_time(started_at), _stored_time(completed_at), attempts, key, step_type, function, exception,
-        _stored_time(next_attempt_at),
+        _stored_time(next_attempt_at), seq,
     )
     try:
         data = _pickle(record)
@@ -252,6 +252,7 @@ def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: s
 _STEP_STATUS: dict[str, StepStatus] = {s.value: s for s in StepStatus}
 _INSTANCE_STATUS: dict[str, InstanceStatus] = {s.value: s for s in InstanceStatus}
 _STEP_LENGTH = 1 + len(_STEP_LAYOUT)
+_STEP_LENGTH_0_1 = _STEP_LENGTH - 1  # durable 0.1.0's step records: no seq
 _INSTANCE_LENGTH = 1 + len(_INSTANCE_LAYOUT)
 
 
@@ -273,12 +274,16 @@ def _opt_str(value: Any, name: str, cls: type) -> None:
         raise _bad(name, value, cls)
 
 
-def _check_shape(record: tuple[Any, ...], tag: str, length: int, cls: type) -> tuple[Any, ...]:
-    """``record`` cut to ``length`` items (a newer writer's extra fields dropped); ``TypeError`` if it is not one."""
+def _check_shape(record: tuple[Any, ...], tag: str, length: int, cls: type, oldest: int | None = None) -> tuple[Any, ...]:
+    """``record`` cut to ``length`` items (a newer writer's extra fields dropped), or padded with ``None``
+    from ``oldest`` items (an older writer's, before fields were added); ``TypeError`` if it is not one."""
     if len(record) != length:
-        if len(record) < length:
+        if oldest is not None and oldest <= len(record) < length:
+            record = record + (None,) * (length - len(record))
+        elif len(record) < length:
             raise TypeError(f"not a {cls.__name__} record (a tuple of {len(record)} items, not {length})")
-        record = record[:length]
+        else:
+            record = record[:length]
     if record[0] != tag:
         found = repr(record[0][:40]) if type(record[0]) is str else f"a {type(record[0]).__name__}"
         raise TypeError(f"not a {cls.__name__} record (its tag is {found}, not {tag!r})")
@@ -287,7 +292,7 @@ def _check_shape(record: tuple[Any, ...], tag: str, length: int, cls: type) -> t
 
 def _step_from(record: tuple[Any, ...]) -> StepResult:
     (_, name, status, input_, output, error, started_at, completed_at, attempts, key, step_type, function, exception,
-     next_attempt_at) = _check_shape(record, _STEP_TAG, _STEP_LENGTH, StepResult)
+     next_attempt_at, seq) = _check_shape(record, _STEP_TAG, _STEP_LENGTH, StepResult, _STEP_LENGTH_0_1)
     if type(name) is not str and not isinstance(name, str):
         raise _bad("step_name", name, StepResult)
     known = _STEP_STATUS.get(status) if type(status) is str else None
@@ -304,10 +309,12 @@ def _step_from(record: tuple[Any, ...]) -> StepResult:
     if exception is not None and not isinstance(exception, BaseException):
         raise _bad("exception", exception, StepResult)
     next_attempt_at = _time(next_attempt_at, "next_attempt_at", StepResult)
+    if seq is not None and (type(seq) is not int or seq < 0):
+        raise _bad("seq", seq, StepResult)
     return StepResult(
         name, known if known is not None else StepStatus(status),  # ValueError if not a status
         input_, output, error, started_at, completed_at, attempts, key, step_type, function, exception,
-        next_attempt_at,
+        next_attempt_at, seq,
     )
 
 

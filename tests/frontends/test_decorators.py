@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import trio
 
+import durable
+
 from durable import (
     DurableError,
     Engine,
@@ -203,7 +205,9 @@ async def test_resume_replays_loops_and_parallel_branches(store_path: Path) -> N
 async def versioned(order_id: str) -> str:
     a = await ship(order_id)
     if VERSION["v"] == 2:
-        await backorder(order_id)  # a step inserted in version 2
+        await backorder(order_id)  # a step inserted in version 2, without patched()
+    elif VERSION["v"] == 3 and await durable.patched("backorder"):
+        await backorder(order_id)  # the same insertion, as an intentional change
     b = await charge(1)
     c = await send_mail(order_id)
     return f"{a} {b} {c}"
@@ -212,21 +216,44 @@ async def versioned(order_id: str) -> str:
 VERSION = {"v": 1}
 
 
-async def test_inserting_a_step_does_not_shift_keys(store_path: Path) -> None:
-    """A step added to the code before finished ones leaves their checkpoints valid on resume."""
+async def _start_v1_then_resume(store_path: Path, version: int) -> Any:
     VERSION["v"] = 1
     GATE["notify"] = trio.Event()
     async with Engine.open(store_path) as engine:
         iid = await engine.workflows.start(versioned, "o")
         await GATE["notify"].wait()
     del GATE["notify"]
-    VERSION["v"] = 2
+    VERSION["v"] = version
     async with Engine.open(store_path) as engine:
         engine.workflows.register(versioned)
         await engine.workflows.resume()
-        inst = await engine.workflows.wait(iid)
+        return await engine.workflows.wait(iid)
+
+
+async def test_inserting_a_step_before_finished_ones_is_reported(store_path: Path) -> None:
+    """A step inserted before checkpointed ones is a diverged replay (NonDeterminismError naming both),
+    not a silent run of the new step in the middle of an old run."""
+    inst = await _start_v1_then_resume(store_path, 2)
+    assert inst.status == "failed" and inst.error_type == "NonDeterminismError"
+    assert "'backorder#0'" in (inst.error or "") and "'charge#0'" in (inst.error or "")
+    assert RUNS["backorder"] == 0
+
+
+async def test_an_insertion_under_patched_replays_the_old_path_in_flight(store_path: Path) -> None:
+    """With durable.patched(), the instance that ran the old code finishes on the old path; keys of the
+    finished steps stay valid (nothing re-runs but the interrupted step)."""
+    inst = await _start_v1_then_resume(store_path, 3)
     assert inst.status == "completed", inst.error
-    assert (RUNS["ship"], RUNS["charge1"], RUNS["backorder"], RUNS["notify"]) == (1, 1, 1, 2)
+    assert (RUNS["ship"], RUNS["charge1"], RUNS["backorder"], RUNS["notify"]) == (1, 1, 0, 2)
+
+
+async def test_a_new_instance_takes_the_patched_path(engine: Engine) -> None:
+    VERSION["v"] = 3
+    engine.workflows.register(versioned)
+    GATE.pop("notify", None)
+    inst = await engine.workflows.wait(await engine.workflows.start(versioned, "n"))
+    assert inst.status == "completed" and RUNS["backorder"] == 1
+    assert [r.step_type for r in inst.step_results.values()].count("patch") == 1
 
 
 SWAP: dict[str, Any] = {}

@@ -68,6 +68,7 @@ def format3(record: StepResult | WorkflowInstance) -> bytes:
         fields["status"] = InstanceStatus(record.status).value
     else:
         fields["status"] = StepStatus(record.status).value
+        del fields["seq"]  # added after format 3
     return _seal(pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL))
 
 
@@ -140,7 +141,7 @@ def test_a_step_of_defaults_and_plain_values_round_trips() -> None:
     bare = StepResult(step_name="s", status=StepStatus.PENDING)
     assert decode_step(encode_step(bare)) == bare
     assert stored(encode_step(bare)) == ("step", "s", "pending", None, None, None, None, None, 0, "", "task", None,
-                                         None, None)
+                                         None, None, None)
     # a status given as its plain string, an int too large for 64 bits, a builtin exception
     plain: Any = "completed"
     rec = StepResult(step_name="s", status=plain, attempts=2**70, exception=KeyError("k"))
@@ -273,8 +274,9 @@ def test_format3_records_of_every_field_type_still_read() -> None:
 # -- refused shapes ------------------------------------------------------------------
 
 GOOD_STEP: tuple[Any, ...] = (
-    "step", "s", "completed", None, None, None, 1_714_564_800_000_000, None, 1, "s#0", "task", None, None, None,
+    "step", "s", "completed", None, None, None, 1_714_564_800_000_000, None, 1, "s#0", "task", None, None, None, 0,
 )
+GOOD_STEP_0_1 = GOOD_STEP[:-1]  # durable 0.1.0 wrote step records without seq
 GOOD_INSTANCE: tuple[Any, ...] = (
     "instance", "a", "wf", "running", None, None, None, None, 1_714_564_800_000_000, None, None, None, (), {}, None,
 )
@@ -294,10 +296,15 @@ def test_a_newer_writers_longer_tuples_read_with_the_extra_fields_ignored() -> N
     assert decode_instance(sealed((*GOOD_INSTANCE, {"x": 1}))) == decode_instance(sealed(GOOD_INSTANCE))
 
 
+def test_a_step_record_of_0_1_0_reads_without_seq() -> None:
+    step = decode_step(sealed(GOOD_STEP_0_1))
+    assert step.seq is None and step == attrs.evolve(decode_step(sealed(GOOD_STEP)), seq=None)
+
+
 def test_shorter_tuples_are_corrupt() -> None:
     for good, decode, cls in ((GOOD_STEP, decode_step, "StepResult"), (GOOD_INSTANCE, decode_instance,
                                                                          "WorkflowInstance")):
-        for n in range(len(good)):
+        for n in range(len(good) - (good is GOOD_STEP)):  # (one shorter is a step of 0.1.0: read)
             with pytest.raises(StoreError, match=rf"corrupt record at /store:here: TypeError: not a {cls} record "
                                                  rf"\(a tuple of {n} items, not {len(good)}\)") as info:
                 decode(sealed(good[:n]), "/store:here", "/store")

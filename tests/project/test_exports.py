@@ -16,6 +16,7 @@ EXPECTED = {
     "StepFailed", "StepFunction", "StepInfo", "StepResult", "StepStatus", "StepTimeout", "Store", "StoreError",
     "Subscription", "TaskState", "When", "WorkflowCancelled", "WorkflowFunction", "WorkflowInstance",
     "WorkflowNotFound", "WorkflowTimeout", "__version__", "current_step", "map_", "parallel", "sleep", "sleep_until", "step", "wait_for_signal", "workflow",
+    "deprecate_patch", "patched",  # 0.2.0; now(), random() and uuid4() are attributes only (see __init__)
 }
 
 

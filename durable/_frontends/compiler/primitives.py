@@ -35,8 +35,10 @@ CompileCall: TypeAlias = Callable[[States, Frame, ast.Call, list[Hook]], list[Ho
 def primitive_kind(obj: object) -> str | None:
     """Which of durable's primitives ``obj`` is, by its ``__durable_primitive__`` marker; ``None`` for others.
 
-    ``"sleep"``, ``"sleep_until"``, ``"wait_for_signal"``, ``"map"``, or
-    ``"workflow"`` (a ``@workflow`` function, awaited as a child workflow).
+    ``"sleep"``, ``"sleep_until"``, ``"wait_for_signal"``, ``"map"``,
+    ``"workflow"`` (a ``@workflow`` function, awaited as a child workflow), or
+    ``"value"`` (``durable.now()``, ``random()``, ``uuid4()``, ``patched()``...:
+    recorded values, no state of the graph).
     A marker, not an identity check, so the compiler needs none of the
     modules that define the primitives.
     """
@@ -67,6 +69,8 @@ def primitive_state(scope: Scope, g: States, f: Frame, call: ast.Call, hooks: li
     kind = primitive_kind(obj)
     if kind is None:
         return None
+    if kind == "value":
+        return hooks  # durable.now()/random()/uuid4()/patched(): recorded values, not steps
     keywords = {k.arg: k.value for k in call.keywords if k.arg is not None}
     if kind in ("sleep", "sleep_until"):
         until = kind == "sleep_until"
