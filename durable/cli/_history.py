@@ -4,10 +4,13 @@ Events are delivered in the process that runs an instance and are not
 stored, so another process (``durable events``) rebuilds them from the
 instance record and its step checkpoints: ``workflow.started``, per step
 ``workflow.step.started`` / ``retry`` / ``completed`` / ``failed`` with their
-times and attempts, and the final ``workflow.completed`` / ``failed`` /
-``cancelled``. A checkpoint holds a step's latest state only: a step that
-was retried shows its attempt count, and the retry it is waiting out now,
-not each earlier failure. ``workflow.progress`` is not derived.
+times, attempts and checkpoint key (``step_key``), and the final
+``workflow.completed`` / ``failed`` / ``cancelled``. A checkpoint holds a
+step's latest state only: a step that was retried shows its attempt count,
+and the retry it is waiting out now, not each earlier failure. A signal wait
+or a durable sleep that has not ended yet has only its ``started`` event: its
+record's ``next_attempt_at`` is the wait's deadline or wake-up time, not a
+retry. ``workflow.progress`` is not derived.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import attrs
 from .._model.clock import EPOCH
 from .._engine.events import Event, EventName
 from .._model.records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
-from ._render import fmt_time, ordered_steps, to_json
+from ._render import WAIT_TYPES, fmt_time, ordered_steps, to_json
 
 __all__ = ["HistoryEvent", "derive", "format_event"]
 
@@ -37,11 +40,8 @@ class HistoryEvent:
     key: str | None = None  # the step's checkpoint key
 
     def to_dict(self) -> dict[str, Any]:
-        """The event's fields plus ``at`` (and ``step_key`` for a step's event)."""
-        out = {"at": self.at, **self.event.to_dict()}
-        if self.key is not None:
-            out["step_key"] = self.key
-        return out
+        """The event's fields plus ``at`` (a step's event has its ``step_key``)."""
+        return {"at": self.at, **self.event.to_dict()}
 
 
 def derive(inst: WorkflowInstance, steps: Mapping[str, StepResult]) -> list[HistoryEvent]:
@@ -56,12 +56,14 @@ def derive(inst: WorkflowInstance, steps: Mapping[str, StepResult]) -> list[Hist
     if inst.started_at is not None:
         add(inst.started_at, ("started",), "workflow.started", input=inst.input)
     for step in ordered_steps(steps):
-        common = {"step_name": step.step_name, "step_type": step.step_type}
+        common = {"step_name": step.step_name, "step_type": step.step_type, "step_key": step.key}
         add(step.started_at, ("step.started", step.key), "workflow.step.started", current_step=step.step_name,
             **common)
-        if step.status == StepStatus.RUNNING and step.next_attempt_at is not None:
-            add(step.next_attempt_at, ("step.retry", step.key, str(step.attempts)), "workflow.step.retry",
-                step_name=step.step_name, attempt=step.attempts, error=step.error)
+        if step.status == StepStatus.RUNNING:
+            # A retry waiting out its backoff; a wait's next_attempt_at is its own deadline, not a retry.
+            if step.next_attempt_at is not None and step.step_type not in WAIT_TYPES:
+                add(step.next_attempt_at, ("step.retry", step.key, str(step.attempts)), "workflow.step.retry",
+                    step_name=step.step_name, attempt=step.attempts, error=step.error, step_key=step.key)
         elif step.status == StepStatus.COMPLETED:
             add(step.completed_at, ("step.completed", step.key), "workflow.step.completed", output=step.output,
                 attempts=step.attempts, **common)
@@ -86,7 +88,7 @@ def derive(inst: WorkflowInstance, steps: Mapping[str, StepResult]) -> list[Hist
 def format_event(item: HistoryEvent) -> str:
     """One line: local time, event name, then the event's own fields."""
     fields = item.event.to_dict()
-    for key in ("name", "instance_id", "workflow_name", "current_step"):
+    for key in ("name", "instance_id", "workflow_name", "current_step", "step_key"):
         fields.pop(key, None)
     parts = [fmt_time(item.at), f"{item.event.name:<24}"]
     step = fields.pop("step_name", None)

@@ -19,6 +19,7 @@ from ..stores import Owner
 
 __all__ = [
     "STATUS_STYLE",
+    "WAIT_TYPES",
     "console",
     "fmt_duration",
     "fmt_time",
@@ -38,7 +39,13 @@ STATUS_STYLE = {
     "cancelled": "magenta",
     "timed_out": "red",
     "skipped": "dim",
+    "retrying": "yellow",
+    "waiting": "cyan",
 }
+
+#: Step types whose running record's ``next_attempt_at`` is not a retry's due time but the wait's own
+#: time: a signal wait's deadline (``None``: no time-out), a durable sleep's wake-up time.
+WAIT_TYPES = frozenset({"signal", "sleep"})
 
 
 def console(*, stderr: bool = False) -> Console:
@@ -90,13 +97,31 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     return None if start is None or end is None else (end - start).total_seconds()
 
 
+def step_state(step: StepResult) -> tuple[str, datetime | None]:
+    """A checkpoint's status as ``show`` reports it, and the time it waits for (if any).
+
+    A running step is ``waiting`` when it is a signal wait or a durable sleep
+    (until its deadline or wake-up time, if it has one), ``retrying`` when it
+    waits out a retry's backoff (until the next attempt); otherwise the stored
+    status.
+    """
+    status = str(step.status)
+    if status == "running":
+        if step.step_type in WAIT_TYPES:
+            return "waiting", step.next_attempt_at
+        if step.next_attempt_at is not None:
+            return "retrying", step.next_attempt_at
+    return status, None
+
+
 def step_dict(step: StepResult) -> dict[str, Any]:
-    """One checkpoint as a JSON-ready dict."""
+    """One checkpoint as a JSON-ready dict (``state``: its status as ``show`` reports it)."""
     return {
         "key": step.key,
         "step": step.step_name,
         "type": step.step_type,
         "status": str(step.status),
+        "state": step_state(step)[0],
         "attempts": step.attempts,
         "started_at": step.started_at,
         "completed_at": step.completed_at,
@@ -215,9 +240,10 @@ def print_instance(out: Console, inst: WorkflowInstance, steps: Mapping[str, Ste
     table.add_column("DURATION", justify="right", no_wrap=True)
     table.add_column("ERROR")
     for step in ordered_steps(steps):
-        status: Text = _status(step.status)
-        if step.next_attempt_at is not None and step.status == "running":
-            status = Text("retrying", style="yellow")
+        state, until = step_state(step)
+        status = _status(state)
+        if state == "waiting" and until is not None:
+            status.append(f" until {fmt_time(until)}")
         table.add_row(
             step.key, step.step_type, status, str(step.attempts), fmt_time(step.started_at),
             fmt_duration(step.started_at, step.completed_at), step.error or "",

@@ -71,6 +71,13 @@ async def needs_approval(item: str) -> dict[str, Any]:
     return {"item": item, "approval": approval}
 
 
+@workflow
+async def napper(seconds: float = 3600) -> float:
+    """One durable sleep of ``seconds``."""
+    await durable.sleep(seconds)
+    return seconds
+
+
 def register_jobs(engine: Engine) -> None:
     """Called by the CLI with its engine."""
     engine.jobs.register("price", price_order)

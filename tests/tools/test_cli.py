@@ -19,11 +19,12 @@ import pytest
 import trio
 from click.testing import CliRunner, Result
 
-from durable import InstanceStatus, LMDBStore, StepResult, StepStatus, WorkflowInstance
+from durable import Engine, InstanceStatus, LMDBStore, StepResult, StepStatus, WorkflowInstance
 from durable.cli._app import cli
 from durable.cli._graph import dot_node_ids, mermaid_node_ids
 from durable.cli._history import derive, format_event
-from durable.cli._load import graph_of, load_target
+from durable.cli._load import graph_of, load_module, load_target
+from durable.cli._render import fmt_time
 
 FLOWS = str(Path(__file__).with_name("cli_flows.py"))
 BIN = Path(sys.executable).parent
@@ -255,6 +256,57 @@ def test_history_of_a_retrying_step_and_of_each_end() -> None:
         assert derive(ended, {})[-1].event.name == name
 
 
+def test_history_of_waits_has_no_retry_and_step_events_carry_step_key() -> None:
+    """A running signal wait or sleep has a next_attempt_at (its deadline / wake-up time): no retry event for it."""
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    later = t0 + timedelta(hours=1)
+    inst = WorkflowInstance("i1", "wf", InstanceStatus.RUNNING, started_at=t0)
+    steps = {
+        "signal:approve#0": StepResult("signal:approve", StepStatus.RUNNING, started_at=t0, attempts=1,
+                                       key="signal:approve#0", step_type="signal", next_attempt_at=later),
+        "sleep#0": StepResult("sleep", StepStatus.RUNNING, started_at=t0, attempts=1, key="sleep#0",
+                              step_type="sleep", next_attempt_at=later),
+        "ask#0": StepResult("ask", StepStatus.COMPLETED, started_at=t0, completed_at=t0, attempts=1, key="ask#0"),
+    }
+    events = derive(inst, steps)
+    assert "workflow.step.retry" not in [e.event.name for e in events]
+    step_events = [e for e in events if e.event.step_name is not None]
+    assert len(step_events) == 4
+    assert all(e.event.step_key == e.key and e.key in steps for e in step_events)
+    assert all(e.to_dict()["step_key"] == e.key for e in step_events)
+
+
+async def _leave_waiting(store: str) -> tuple[str, str]:
+    """Start needs_approval and napper, run them until they wait (suspended), then exit: both stay unfinished."""
+    flows = load_module(FLOWS)
+    async with Engine.open(store) as engine:
+        engine.workflows.register(flows.needs_approval)
+        engine.workflows.register(flows.napper)
+        waiting = await engine.workflows.start(flows.needs_approval, "ink", id="waits-for-approval")
+        napping = await engine.workflows.start(flows.napper, id="sleeps")
+        for iid in (waiting, napping):
+            while iid not in engine.workflows.suspended_ids():
+                await trio.sleep(0.005)
+    return waiting, napping
+
+
+def test_a_signal_wait_and_a_sleep_show_as_waiting(store: str) -> None:
+    """show: `waiting until <deadline / wake-up time>`, not `retrying`; events: no retry at the wait's time-out."""
+    waiting, napping = trio.run(_leave_waiting, store)
+    for iid, key in ((waiting, "signal:approve#0"), (napping, "sleep#0")):
+        text = invoke("show", iid, "-s", store).stdout
+        assert "retrying" not in text
+        step = json.loads(invoke("show", iid, "--json", "-s", store).stdout)["steps"][0]
+        assert (step["key"], step["status"], step["state"]) == (key, "running", "waiting")
+        until = datetime.fromisoformat(step["next_attempt_at"])
+        assert timedelta(minutes=59) < until - datetime.fromisoformat(step["started_at"]) <= timedelta(hours=1)
+        assert re.search(rf"{re.escape(key)}\s+\w+\s+waiting until {re.escape(fmt_time(until))}\s", text), text
+        records = [json.loads(line) for line in invoke("events", iid, "--json", "-s", store).stdout.splitlines()]
+        assert [r["name"] for r in records] == ["workflow.started", "workflow.step.started"]
+        assert records[1]["step_key"] == key
+        assert "retry" not in invoke("events", iid, "-s", store).stdout
+
+
 def test_graph_prints_mermaid_and_dot() -> None:
     mermaid = invoke("graph", f"{FLOWS}:checkout").stdout
     assert mermaid.startswith("flowchart TD") and '["reserve"]' in mermaid
@@ -272,7 +324,7 @@ def test_graph_prints_mermaid_and_dot() -> None:
     (["run", f"{FLOWS}:helper"], "is not a workflow but a function", 1),
     (["run", f"{FLOWS}:reserve"], "is not a workflow but a @step function", 1),
     (["run", f"{FLOWS}:unbuilt"], "a workflow builder that was not built", 1),
-    (["run", f"{FLOWS}:nothing"], "has no workflow 'nothing' (its workflows: checkout, slow, needs_approval, order)",
+    (["run", f"{FLOWS}:nothing"], "has no workflow 'nothing' (its workflows: checkout, slow, needs_approval, napper, order)",
      1),
     (["graph", f"{FLOWS}:OutOfStock"], "is not a workflow but a class (OutOfStock)", 1),
     (["run", f"{FLOWS}:checkout", "--input", "{oops"], "--input is not valid JSON", 2),
