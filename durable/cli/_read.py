@@ -51,18 +51,30 @@ async def resolve_id(store: LMDBStore, text: str) -> WorkflowInstance:
 @modules_option
 def list_cmd(workflow: str | None, status: str | None, limit: int, as_json: bool, store: str,
              modules: tuple[str, ...]) -> None:
-    """List instances, most recent first."""
+    """List instances, most recent first.
+
+    An unfinished instance shows who runs it (RUN BY): the process that holds
+    its lease, or "no live process" when that process is gone (exited or
+    crashed) or nothing ever ran it (`run --detach`): a worker or `durable
+    resume` continues it.
+    """
     _import(modules)
     wanted = InstanceStatus(status) if status is not None else None
     with open_store(store) as s:
-        instances = trio.run(all_instances, s, workflow, wanted)
-    instances = instances[::-1][:limit]
+        instances, owners = trio.run(_list, s, workflow, wanted, limit)
     if as_json:
-        click.echo(to_json([instance_dict(i) for i in instances], indent=2))
+        click.echo(to_json([instance_dict(i, owners=owners) for i in instances], indent=2))
     elif not instances:
         click.echo("no instances")
     else:
-        print_instances(console(), instances)
+        print_instances(console(), instances, owners)
+
+
+async def _list(store: LMDBStore, workflow: str | None, status: InstanceStatus | None,
+                limit: int) -> tuple[list[WorkflowInstance], dict[str, Owner | None]]:
+    """The ``limit`` most recent instances, and the lease holder of each unfinished one (one read each)."""
+    shown = (await all_instances(store, workflow, status))[::-1][:limit]
+    return shown, {i.id: await store.get_lease(i.id) for i in shown if not i.finished}
 
 
 async def _load_instance(store: LMDBStore, text: str) -> tuple[WorkflowInstance, dict[str, StepResult], Owner | None]:
@@ -100,7 +112,7 @@ def show_cmd(instance_id: str, as_json: bool, graph: bool, fmt: str, store: str,
         render = marked_mermaid if fmt == "mermaid" else marked_dot
         click.echo(render(graph_of(wf), inst, steps), nl=False)
     elif as_json:
-        click.echo(to_json(instance_dict(inst, steps), indent=2))
+        click.echo(to_json(instance_dict(inst, steps, owners={inst.id: owner}), indent=2))
     else:
         print_instance(console(), inst, steps, owner)
 

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from .._model.records import StepResult, WorkflowInstance
 from ..stores import Owner
+from ..stores._lease import record_alive
 
 __all__ = [
     "STATUS_STYLE",
@@ -25,6 +26,7 @@ __all__ = [
     "fmt_time",
     "instance_dict",
     "ordered_steps",
+    "owner_text",
     "print_instance",
     "print_instances",
     "step_dict",
@@ -134,8 +136,20 @@ def step_dict(step: StepResult) -> dict[str, Any]:
     }
 
 
-def instance_dict(inst: WorkflowInstance, steps: Mapping[str, StepResult] | None = None) -> dict[str, Any]:
-    """An instance as a JSON-ready dict; with ``steps`` (by checkpoint key), its checkpoints too."""
+def run_by_dict(owner: Owner | None) -> dict[str, Any] | None:
+    """Who runs an unfinished instance, for JSON: its live lease holder's host and pid, else ``None``."""
+    if owner is None or not record_alive(owner):
+        return None
+    return {"host": owner.host, "pid": owner.pid}
+
+
+def instance_dict(inst: WorkflowInstance, steps: Mapping[str, StepResult] | None = None, *,
+                  owners: Mapping[str, Owner | None] | None = None) -> dict[str, Any]:
+    """An instance as a JSON-ready dict; with ``steps`` (by checkpoint key), its checkpoints too.
+
+    With ``owners`` (lease holders by instance id), an unfinished instance has
+    ``run_by``: the host and pid of the live process that runs it, or ``None``.
+    """
     out: dict[str, Any] = {
         "id": inst.id,
         "workflow": inst.workflow_name,
@@ -151,6 +165,8 @@ def instance_dict(inst: WorkflowInstance, steps: Mapping[str, StepResult] | None
         "error": inst.error,
         "error_type": inst.error_type,
     }
+    if owners is not None and not inst.finished:
+        out["run_by"] = run_by_dict(owners.get(inst.id))
     if steps is not None:
         out["steps"] = [step_dict(s) for s in ordered_steps(steps)]
     return out
@@ -171,31 +187,43 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def print_instances(out: Console, instances: Iterable[WorkflowInstance]) -> None:
-    """A table of instances: id, workflow, status, created, duration, current step, error."""
+def print_instances(out: Console, instances: Iterable[WorkflowInstance],
+                    owners: Mapping[str, Owner | None] | None = None) -> None:
+    """A table of instances: id, workflow, status, created, duration, current step, error.
+
+    With ``owners`` (lease holders by instance id) and an unfinished instance
+    among them, a RUN BY column says which process runs each unfinished one.
+    """
+    instances = list(instances)
+    run_by = owners is not None and any(not i.finished for i in instances)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("ID", no_wrap=True)
     table.add_column("WORKFLOW", no_wrap=True)
     table.add_column("STATUS", no_wrap=True)
     table.add_column("CREATED", no_wrap=True)
     table.add_column("DURATION", no_wrap=True, justify="right")
+    if run_by:
+        table.add_column("RUN BY", no_wrap=True)
     table.add_column("STEP")
     table.add_column("ERROR")
     for inst in instances:
-        table.add_row(
+        cells: list[str | Text] = [
             inst.id, inst.workflow_name, _status(inst.status), fmt_time(inst.created_at),
             fmt_duration(inst.started_at, inst.completed_at),
-            "" if inst.status == "completed" else inst.current_step or "",
-            _short(inst.error or ""),
-        )
+        ]
+        if run_by:
+            assert owners is not None
+            cells.append("" if inst.finished else owner_text(owners.get(inst.id), short=True))
+        cells += ["" if inst.status == "completed" else inst.current_step or "", _short(inst.error or "")]
+        table.add_row(*cells)
     out.print(table)
 
 
-def owner_text(owner: Owner | None) -> str:
-    """Who runs an unfinished instance, for people."""
-    if owner is not None and owner.is_alive():
+def owner_text(owner: Owner | None, *, short: bool = False) -> str:
+    """Who runs an unfinished instance, for people: its live lease holder, or no live process."""
+    if owner is not None and record_alive(owner):
         return f"process {owner.pid} on {owner.host}"
-    return "no live process: a worker or `durable resume MODULE` continues it"
+    return "no live process" if short else "no live process: a worker or `durable resume MODULE` continues it"
 
 
 def print_instance(out: Console, inst: WorkflowInstance, steps: Mapping[str, StepResult],

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -192,6 +193,41 @@ def test_list_filters_and_formats(store: str) -> None:
     assert all(i["id"] in table for i in every) and "OutOfStock: only 10 b left" in table
     assert invoke("list", "--status", "running", "-s", store).stdout.strip() == "no instances"
     assert json.loads(invoke("list", "--json", env={"DURABLE_STORE": store}).stdout) == every
+
+
+def _run_by(store: str) -> dict[str, str]:
+    """Instance id -> its RUN BY cell in `durable list` (the column between DURATION and STEP)."""
+    lines = invoke("list", "-s", store).stdout.splitlines()
+    header = lines[0]
+    start, end = header.index("RUN BY"), header.index("STEP")
+    return {line.split()[0]: line[start:end].strip() for line in lines[2:]}
+
+
+def test_list_and_show_say_who_runs_an_unfinished_instance(tmp_path: Path, store: str) -> None:
+    """A live lease holder is named (pid, host); a crashed or detached instance has no live process."""
+    detached = invoke("run", f"{FLOWS}:slow", "--detach", "-s", store).stdout.strip()
+    invoke("run", f"{FLOWS}:checkout", "pen", "-s", store, "-q")
+    run = subprocess.Popen([str(BIN / "durable"), "run", f"{FLOWS}:slow", "0.3", "100", "--id", "live-1", "-s", store,
+                            "-q"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        _wait_for(store, "live-1", "running")
+        host = socket.gethostname()
+        cells = _run_by(store)
+        assert cells["live-1"] == f"process {run.pid} on {host}" and cells[detached] == "no live process"
+        assert len(cells) == 3 and [c for i, c in cells.items() if i not in ("live-1", detached)] == [""]
+        listed = {i["id"]: i for i in instances(store)}
+        assert listed["live-1"]["run_by"] == {"host": host, "pid": run.pid}
+        assert listed[detached]["run_by"] is None and "run_by" not in [i for i in listed.values()
+                                                                       if i["status"] == "completed"][0]
+        assert f"process {run.pid} on {host}" in invoke("show", "live-1", "-s", store).stdout
+        run.kill()  # a crash: its lease stays in the store, naming a dead process
+        run.communicate(timeout=30)
+    finally:
+        run.kill()
+    assert _run_by(store)["live-1"] == "no live process"
+    assert instances(store)[0]["status"] == "running" and instances(store)[0]["run_by"] is None
+    assert "no live process" in invoke("show", "live-1", "-s", store).stdout
+    assert "RUN BY" not in invoke("list", "--status", "completed", "-s", store).stdout
 
 
 def test_show(store: str) -> None:
