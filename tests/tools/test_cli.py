@@ -360,7 +360,7 @@ def test_graph_prints_mermaid_and_dot() -> None:
     (["run", f"{FLOWS}:helper"], "is not a workflow but a function", 1),
     (["run", f"{FLOWS}:reserve"], "is not a workflow but a @step function", 1),
     (["run", f"{FLOWS}:unbuilt"], "a workflow builder that was not built", 1),
-    (["run", f"{FLOWS}:nothing"], "has no workflow 'nothing' (its workflows: checkout, slow, needs_approval, napper, order)",
+    (["run", f"{FLOWS}:nothing"], "has no workflow 'nothing' (its workflows: checkout, slow, needs_approval, napper, gated, order)",
      1),
     (["graph", f"{FLOWS}:OutOfStock"], "is not a workflow but a class (OutOfStock)", 1),
     (["run", f"{FLOWS}:checkout", "--input", "{oops"], "--input is not valid JSON", 2),
@@ -503,6 +503,37 @@ def test_worker_runs_a_detached_instance_and_stops_on_sigterm(tmp_path: Path, st
         assert inst is not None and inst.status == InstanceStatus.COMPLETED and inst.output == 3
     finally:
         with_store.close()
+
+
+def test_worker_concurrency_caps_the_instances_in_flight(tmp_path: Path, store: str) -> None:
+    """--concurrency 2: six instances whose step blocks, at most two run at once; --limit alone never capped that."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    ids = [invoke("run", f"{FLOWS}:gated", str(gate), "--detach", "-s", store).stdout.strip() for _ in range(6)]
+    worker = subprocess.Popen([str(BIN / "durable"), "worker", FLOWS, "-s", store, "--poll", "0.02", "--limit", "5",
+                               "--concurrency", "2"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    started = gate / "started"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and worker.poll() is None and not (
+                started.exists() and len(started.read_text().splitlines()) >= 2):
+            time.sleep(0.02)
+        time.sleep(0.5)  # 25 more looks: none may take a third instance while two hold
+        assert worker.poll() is None, worker.communicate()
+        assert len(started.read_text().splitlines()) == 2
+        assert (gate / "most").read_text() == "2"
+        (gate / "open").touch()
+        for iid in ids:
+            _wait_for(store, iid, "completed")
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=30)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    assert "at most 2 instance(s) at once" in out and out.count("running ") == 6
+    assert len(started.read_text().splitlines()) == 6 and (gate / "most").read_text() == "2"
+    assert max(i["output"] for i in instances(store)) == 2  # each hold() returned the most at once it saw
 
 
 def test_an_interrupted_run_is_finished_by_a_worker(tmp_path: Path, store: str) -> None:
