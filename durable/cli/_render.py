@@ -22,6 +22,7 @@ __all__ = [
     "STATUS_STYLE",
     "WAIT_TYPES",
     "console",
+    "error_detail",
     "fmt_duration",
     "fmt_time",
     "instance_dict",
@@ -43,6 +44,7 @@ STATUS_STYLE = {
     "skipped": "dim",
     "retrying": "yellow",
     "waiting": "cyan",
+    "interrupted": "magenta",
 }
 
 #: Step types whose running record's ``next_attempt_at`` is not a retry's due time but the wait's own
@@ -99,16 +101,19 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     return None if start is None or end is None else (end - start).total_seconds()
 
 
-def step_state(step: StepResult) -> tuple[str, datetime | None]:
+def step_state(step: StepResult, finished: bool = False) -> tuple[str, datetime | None]:
     """A checkpoint's status as ``show`` reports it, and the time it waits for (if any).
 
-    A running step is ``waiting`` when it is a signal wait or a durable sleep
-    (until its deadline or wake-up time, if it has one), ``retrying`` when it
-    waits out a retry's backoff (until the next attempt); otherwise the stored
-    status.
+    A running step of a ``finished`` instance (cancelled, failed, timed out) is
+    ``interrupted``: it will never finish. Otherwise a running step is
+    ``waiting`` when it is a signal wait or a durable sleep (until its deadline
+    or wake-up time, if it has one), ``retrying`` when it waits out a retry's
+    backoff (until the next attempt); else the stored status.
     """
     status = str(step.status)
     if status == "running":
+        if finished:
+            return "interrupted", None
         if step.step_type in WAIT_TYPES:
             return "waiting", step.next_attempt_at
         if step.next_attempt_at is not None:
@@ -116,14 +121,14 @@ def step_state(step: StepResult) -> tuple[str, datetime | None]:
     return status, None
 
 
-def step_dict(step: StepResult) -> dict[str, Any]:
-    """One checkpoint as a JSON-ready dict (``state``: its status as ``show`` reports it)."""
+def step_dict(step: StepResult, finished: bool = False) -> dict[str, Any]:
+    """One checkpoint (of a ``finished`` instance or not) as a JSON-ready dict (``state``: as ``show`` says)."""
     return {
         "key": step.key,
         "step": step.step_name,
         "type": step.step_type,
         "status": str(step.status),
-        "state": step_state(step)[0],
+        "state": step_state(step, finished)[0],
         "attempts": step.attempts,
         "started_at": step.started_at,
         "completed_at": step.completed_at,
@@ -168,8 +173,22 @@ def instance_dict(inst: WorkflowInstance, steps: Mapping[str, StepResult] | None
     if owners is not None and not inst.finished:
         out["run_by"] = run_by_dict(owners.get(inst.id))
     if steps is not None:
-        out["steps"] = [step_dict(s) for s in ordered_steps(steps)]
+        out["steps"] = [step_dict(s, inst.finished) for s in ordered_steps(steps)]
     return out
+
+
+def error_detail(inst: WorkflowInstance) -> str | None:
+    """The instance's error as shown beside its status, ``None`` if it has none or only repeats the status.
+
+    A cancel records the error ``cancelled (workflow 'W', instance 'I')``:
+    beside status ``cancelled``, of that very instance, it says nothing more.
+    """
+    error = inst.error
+    if not error:
+        return None
+    suffix = f" (workflow {inst.workflow_name!r}, instance {inst.id!r})"
+    message = error[: -len(suffix)] if error.endswith(suffix) else error
+    return None if message.strip() == str(inst.status) else error
 
 
 def ordered_steps(steps: Mapping[str, StepResult]) -> list[StepResult]:
@@ -214,7 +233,7 @@ def print_instances(out: Console, instances: Iterable[WorkflowInstance],
         if run_by:
             assert owners is not None
             cells.append("" if inst.finished else owner_text(owners.get(inst.id), short=True))
-        cells += ["" if inst.status == "completed" else inst.current_step or "", _short(inst.error or "")]
+        cells += ["" if inst.status == "completed" else inst.current_step or "", _short(error_detail(inst) or "")]
         table.add_row(*cells)
     out.print(table)
 
@@ -250,8 +269,9 @@ def print_instance(out: Console, inst: WorkflowInstance, steps: Mapping[str, Ste
     rows.append(("input", to_json(inst.input)))
     if inst.status == "completed":
         rows.append(("output", to_json(inst.output)))
-    if inst.error:
-        rows.append(("error", inst.error))
+    error = error_detail(inst)
+    if error:
+        rows.append(("error", error))
     for name, value in rows:
         fields.add_row(name, value)
     out.print(fields)
@@ -268,7 +288,7 @@ def print_instance(out: Console, inst: WorkflowInstance, steps: Mapping[str, Ste
     table.add_column("DURATION", justify="right", no_wrap=True)
     table.add_column("ERROR")
     for step in ordered_steps(steps):
-        state, until = step_state(step)
+        state, until = step_state(step, inst.finished)
         status = _status(state)
         if state == "waiting" and until is not None:
             status.append(f" until {fmt_time(until)}")

@@ -25,7 +25,7 @@ from durable.cli._app import cli
 from durable.cli._graph import dot_node_ids, mermaid_node_ids
 from durable.cli._history import derive, format_event
 from durable.cli._load import graph_of, load_module, load_target
-from durable.cli._render import fmt_time
+from durable.cli._render import fmt_time, step_state
 
 FLOWS = str(Path(__file__).with_name("cli_flows.py"))
 BIN = Path(sys.executable).parent
@@ -534,6 +534,50 @@ def test_worker_concurrency_caps_the_instances_in_flight(tmp_path: Path, store: 
     assert "at most 2 instance(s) at once" in out and out.count("running ") == 6
     assert len(started.read_text().splitlines()) == 6 and (gate / "most").read_text() == "2"
     assert max(i["output"] for i in instances(store)) == 2  # each hold() returned the most at once it saw
+
+
+def test_cancel_a_running_instance_its_step_shows_interrupted(tmp_path: Path, store: str) -> None:
+    """The step cut off by a cancel shows `interrupted`, not `running`; the cancel reads `was cancelled`, once."""
+    run = subprocess.Popen([str(BIN / "durable"), "run", f"{FLOWS}:slow", "0.3", "100", "--id", "c-1", "-s", store],
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        _wait_for(store, "c-1", "running")
+        while not json.loads(invoke("show", "c-1", "--json", "-s", store).stdout)["steps"]:
+            time.sleep(0.02)
+        assert invoke("cancel", "c-1", "-s", store).stdout.startswith("cancelled c-1 (process ")
+        out, err = run.communicate(timeout=30)
+    finally:
+        run.kill()
+    assert run.returncode == 1 and out == ""
+    assert err.strip().splitlines()[-1] == "durable: instance c-1 was cancelled"
+    data = json.loads(invoke("show", "c-1", "--json", "-s", store).stdout)
+    assert data["status"] == "cancelled" and data["error"].startswith("cancelled")  # the stored record, as it is
+    last = data["steps"][-1]
+    assert (last["status"], last["state"]) == ("running", "interrupted")
+    assert {s["state"] for s in data["steps"][:-1]} <= {"completed"}
+    text = invoke("show", "c-1", "-s", store).stdout
+    assert re.search(rf"{re.escape(last['key'])}\s+task\s+interrupted\s", text), text
+    assert not re.search(r"\brunning\b", text) and "cancelled (workflow" not in text
+    assert re.search(r"^status\s+cancelled\s*$", text, re.M)
+    listed = invoke("list", "-s", store).stdout.splitlines()[2]
+    assert listed.split()[2] == "cancelled" and "cancelled (workflow" not in listed
+
+
+def test_how_an_ended_instance_reads() -> None:
+    """A cancel's recorded error only repeats the status: shown once; any other error is shown as it is."""
+    from durable.cli._render import error_detail
+
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    cancelled = WorkflowInstance("i1", "wf", InstanceStatus.CANCELLED, started_at=t0, completed_at=t0,
+                                 error="cancelled (workflow 'wf', instance 'i1')", error_type="WorkflowCancelled")
+    assert error_detail(cancelled) is None
+    failed = attrs.evolve(cancelled, status=InstanceStatus.FAILED, error="OutOfStock: only 10 ink left")
+    assert error_detail(failed) == "OutOfStock: only 10 ink left"
+    other = attrs.evolve(cancelled, error="cancelled (workflow 'wf', instance 'i2')")  # not this instance's names
+    assert error_detail(other) == other.error
+    running = StepResult("charge", StepStatus.RUNNING, started_at=t0, attempts=1, key="charge#0")
+    assert step_state(running, finished=True) == ("interrupted", None)
+    assert step_state(running, finished=False) == ("running", None)
 
 
 def test_an_interrupted_run_is_finished_by_a_worker(tmp_path: Path, store: str) -> None:
