@@ -24,7 +24,7 @@ import attrs
 from .._model.clock import EPOCH
 from .._engine.events import Event, EventName
 from .._model.records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
-from ._render import WAIT_TYPES, fmt_time, ordered_steps, to_json
+from ._render import WAIT_TYPES, fmt_time, ordered_steps, step_where, to_json
 
 __all__ = ["HistoryEvent", "derive", "format_event"]
 
@@ -38,6 +38,7 @@ class HistoryEvent:
     event: Event
     ident: tuple[str, ...]
     key: str | None = None  # the step's checkpoint key
+    where: str = ""  # the step's item or branch in maps and parallels: "item 3", "branch 0"
 
     def to_dict(self) -> dict[str, Any]:
         """The event's fields plus ``at`` (a step's event has its ``step_key``)."""
@@ -48,10 +49,11 @@ def derive(inst: WorkflowInstance, steps: Mapping[str, StepResult]) -> list[Hist
     """The events that the stored ``inst`` and its checkpoints ``steps`` (by key) account for, in order."""
     base: dict[str, Any] = {"instance_id": inst.id, "workflow_name": inst.workflow_name}
     out: list[HistoryEvent] = []
+    kinds = {s.key: s.step_type for s in steps.values() if s.step_type in ("map", "parallel")}
 
     def add(at: datetime | None, ident: tuple[str, ...], name: EventName, **fields: Any) -> None:
         key = ident[1] if len(ident) > 1 else None
-        out.append(HistoryEvent(at, Event(name=name, **base, **fields), ident, key))
+        out.append(HistoryEvent(at, Event(name=name, **base, **fields), ident, key, step_where(key, kinds)))
 
     if inst.started_at is not None:
         add(inst.started_at, ("started",), "workflow.started", input=inst.input)
@@ -86,14 +88,14 @@ def derive(inst: WorkflowInstance, steps: Mapping[str, StepResult]) -> list[Hist
 
 
 def format_event(item: HistoryEvent) -> str:
-    """One line: local time, event name, then the event's own fields."""
+    """One line: local time, event name, the step's key (and item or branch), then the event's own fields."""
     fields = item.event.to_dict()
     for key in ("name", "instance_id", "workflow_name", "current_step", "step_key"):
         fields.pop(key, None)
     parts = [fmt_time(item.at), f"{item.event.name:<24}"]
     step = fields.pop("step_name", None)
     if step is not None:
-        parts.append(item.key or str(step))
+        parts.append((item.key or str(step)) + (f" [{item.where}]" if item.where else ""))
     fields.pop("step_type", None)
     for key, value in fields.items():
         parts.append(f"{key}={value if isinstance(value, str) and key == 'error' else to_json(value)}")

@@ -31,6 +31,8 @@ __all__ = [
     "print_instance",
     "print_instances",
     "step_dict",
+    "step_label",
+    "step_where",
     "to_json",
 ]
 
@@ -175,6 +177,35 @@ def instance_dict(inst: WorkflowInstance, steps: Mapping[str, StepResult] | None
     if steps is not None:
         out["steps"] = [step_dict(s, inst.finished) for s in ordered_steps(steps)]
     return out
+
+
+def step_where(key: str | None, kinds: Mapping[str, str] | None = None) -> str:
+    """Where a step sits inside maps and parallels, from its checkpoint key: ``item 3``, ``branch notify``.
+
+    A key alternates scope and label: ``map#0/3/process_page#0`` is item 3
+    of ``map#0``; nested levels are joined outermost first
+    (``branch 1, item 3``); a top-level step gives ``""``. ``kinds`` maps a
+    map's or parallel's own key to its step type (``map``, ``parallel``);
+    without it, a digit label reads as an item unless the scope is a
+    decorator ``parallel()``.
+    """
+    if not key or "/" not in key:
+        return ""
+    parts = key.split("/")
+    where: list[str] = []
+    for i in range(0, len(parts) - 1, 2):
+        scope, label = "/".join(parts[: i + 1]), parts[i + 1]
+        kind = (kinds or {}).get(scope)
+        if kind is None:
+            kind = "map" if label.isdigit() and parts[i].rsplit("#", 1)[0] != "parallel" else "parallel"
+        where.append(f"item {label}" if kind == "map" else f"branch {label}")
+    return ", ".join(where)
+
+
+def step_label(name: str, key: str | None, kinds: Mapping[str, str] | None = None) -> str:
+    """A step's name, with where it sits in maps and parallels: ``process_page [item 3]``."""
+    where = step_where(key, kinds)
+    return f"{name} [{where}]" if where else name
 
 
 def error_detail(inst: WorkflowInstance) -> str | None:

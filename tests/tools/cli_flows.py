@@ -107,6 +107,19 @@ async def gated(gate: str) -> int:
     return await hold(gate)
 
 
+@step
+async def process_page(page: int, bad: int) -> int:
+    if page == bad:
+        raise ValueError(f"page {page} is unreadable")
+    return page * 10
+
+
+@workflow
+async def pages(count: int = 4, bad: int = -1) -> list[int]:
+    """process_page over ``count`` pages with durable.map (page ``bad`` fails)."""
+    return await durable.map(lambda page: process_page(page, bad), range(count), concurrency=2)
+
+
 def register_jobs(engine: Engine) -> None:
     """Called by the CLI with its engine."""
     engine.jobs.register("price", price_order)

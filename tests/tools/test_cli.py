@@ -79,6 +79,66 @@ def test_run_prints_the_result_as_json_and_progress_on_stderr(store: str) -> Non
     assert inst["status"] == "completed" and inst["input"] == {"item": "book", "qty": 2}
 
 
+def test_progress_names_the_item_of_a_map_and_the_branch_of_a_parallel(store: str) -> None:
+    """Step lines of `run` (and of `events`) say which map item or parallel branch a step belongs to."""
+    result = invoke("run", f"{FLOWS}:pages", "4", "--id", "p-1", "-s", store)
+    assert json.loads(result.stdout) == [0, 10, 20, 30]
+    for i in range(4):
+        assert f"process_page [item {i}] started" in result.stderr
+        assert f"process_page [item {i}] completed" in result.stderr
+    assert "map started" in result.stderr and "] process_page started" not in result.stderr
+    failed = invoke("run", f"{FLOWS}:pages", "4", "2", "-s", store, code=1)
+    assert "process_page [item 2] failed after 1 attempt(s): ValueError: page 2 is unreadable" in failed.stderr
+    parallel = invoke("run", f"{FLOWS}:checkout", "pen", "-s", store).stderr
+    assert "charge [branch 0] started" in parallel and "email [branch 1] completed" in parallel
+    assert "ship [branch notify] started" in invoke("run", f"{FLOWS}:order", '{"qty": 1}', "-s", store).stderr
+    events = invoke("events", "p-1", "-s", store).stdout
+    assert re.search(r"workflow\.step\.started\s+map#0/3/process_page#0 \[item 3\]$", events, re.M), events
+
+
+def test_step_labels_from_keys() -> None:
+    """A key alternates scope and label; the kinds of the scopes, when known, decide item or branch."""
+    from durable.cli._render import step_label, step_where
+
+    assert step_where("reserve#0") == "" and step_label("reserve", "reserve#0") == "reserve"
+    assert step_label("process_page", "map#0/3/process_page#0") == "process_page [item 3]"
+    assert step_where("parallel#0/1/email#0") == "branch 1"
+    assert step_where("fulfil#0/notify/ship#0") == "branch notify"
+    nested = "parallel#0/1/map#0/7/process_page#0"
+    assert step_where(nested) == "branch 1, item 7"
+    # A builder map state has its own name; a parallel may have branches labelled like numbers.
+    assert step_where("pages#0/2/read#0", {"pages#0": "map"}) == "item 2"
+    assert step_where("split#0/0/read#0", {"split#0": "parallel"}) == "branch 0"
+
+
+def test_progress_learns_the_kind_of_a_scope_from_its_started_event() -> None:
+    """A builder parallel with branches named like numbers: its step_type, not the label, says branch."""
+    import io
+
+    from rich.console import Console
+
+    from durable.cli._progress import RunProgress
+    from durable._engine.events import Event, EventName
+
+    out = io.StringIO()
+    progress = RunProgress(Console(file=out, width=200), "plain", "wf")
+    progress.started("i1")
+
+    def step(name: EventName, step_name: str, key: str, step_type: str = "task", **more: Any) -> None:
+        progress.on_event(Event(name=name, instance_id="i1", workflow_name="wf", step_name=step_name,
+                                step_key=key, step_type=step_type, **more))
+
+    step("workflow.step.started", "split", "split#0", "parallel")
+    step("workflow.step.started", "read", "split#0/0/read#0")
+    step("workflow.step.completed", "read", "split#0/0/read#0")
+    progress.on_event(Event(name="workflow.progress", instance_id="i1", workflow_name="wf", progress=50,
+                            current_step="read"))
+    step("workflow.step.retry", "read", "split#0/1/read#0", attempt=1, max_attempts=3, delay=0.5, error="E: x")
+    lines = out.getvalue().splitlines()
+    assert lines[1:] == ["[  0%] split started", "[  0%] read [branch 0] started", "[ 50%] read [branch 0] completed",
+                         "[ 50%] read [branch 1] attempt 1/3 failed, retrying in 0.5 s: E: x"]
+
+
 def test_run_input_json_and_keyword_arguments(store: str) -> None:
     """--input: a list is positional arguments, an object keyword arguments, of a @workflow function."""
     out = invoke("run", f"{FLOWS}:checkout", "--input", '["pen", 3]', "-s", store, "-q").stdout
@@ -360,7 +420,7 @@ def test_graph_prints_mermaid_and_dot() -> None:
     (["run", f"{FLOWS}:helper"], "is not a workflow but a function", 1),
     (["run", f"{FLOWS}:reserve"], "is not a workflow but a @step function", 1),
     (["run", f"{FLOWS}:unbuilt"], "a workflow builder that was not built", 1),
-    (["run", f"{FLOWS}:nothing"], "has no workflow 'nothing' (its workflows: checkout, slow, needs_approval, napper, gated, order)",
+    (["run", f"{FLOWS}:nothing"], "has no workflow 'nothing' (its workflows: checkout, slow, needs_approval, napper, gated, pages, order)",
      1),
     (["graph", f"{FLOWS}:OutOfStock"], "is not a workflow but a class (OutOfStock)", 1),
     (["run", f"{FLOWS}:checkout", "--input", "{oops"], "--input is not valid JSON", 2),
