@@ -24,7 +24,7 @@ import attrs
 from .._model.clock import EPOCH
 from .._engine.events import Event, EventName
 from .._model.records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
-from ._render import WAIT_TYPES, fmt_time, ordered_steps, step_where, to_json
+from ._render import WAIT_TYPES, clip, fmt_time, ordered_steps, step_where, to_json
 
 __all__ = ["HistoryEvent", "derive", "format_event"]
 
@@ -87,8 +87,12 @@ def derive(inst: WorkflowInstance, steps: Mapping[str, StepResult]) -> list[Hist
     return [out[i] for i in order]
 
 
-def format_event(item: HistoryEvent) -> str:
-    """One line: local time, event name, the step's key (and item or branch), then the event's own fields."""
+def format_event(item: HistoryEvent, full: bool = False) -> str:
+    """One line: local time, event name, the step's key (and item or branch), then the event's own fields.
+
+    A field's value (an input, an output, an error) is cut to
+    :data:`~durable.cli._render.VALUE_LIMIT` characters unless ``full``.
+    """
     fields = item.event.to_dict()
     for key in ("name", "instance_id", "workflow_name", "current_step", "step_key"):
         fields.pop(key, None)
@@ -98,5 +102,6 @@ def format_event(item: HistoryEvent) -> str:
         parts.append((item.key or str(step)) + (f" [{item.where}]" if item.where else ""))
     fields.pop("step_type", None)
     for key, value in fields.items():
-        parts.append(f"{key}={value if isinstance(value, str) and key == 'error' else to_json(value)}")
+        text = value if isinstance(value, str) and key == "error" else to_json(value)
+        parts.append(f"{key}={clip(text, full)}")
     return "  ".join(parts)

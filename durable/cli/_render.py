@@ -20,7 +20,9 @@ from ..stores._lease import record_alive
 
 __all__ = [
     "STATUS_STYLE",
+    "VALUE_LIMIT",
     "WAIT_TYPES",
+    "clip",
     "console",
     "error_detail",
     "fmt_duration",
@@ -76,6 +78,17 @@ def _default(value: Any) -> Any:
 def to_json(value: Any, *, indent: int | None = None) -> str:
     """``value`` as JSON; dates as ISO 8601, anything else JSON cannot hold as its ``str()``."""
     return json.dumps(value, default=_default, indent=indent, ensure_ascii=False)
+
+
+#: characters of a value (an input, an output, an error) that ``show`` and ``events`` print without ``--full``
+VALUE_LIMIT = 200
+
+
+def clip(text: str, full: bool = False, limit: int = VALUE_LIMIT) -> str:
+    """``text``, or (unless ``full``) its first ``limit`` characters, an ellipsis and its whole length."""
+    if full or len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters; --full shows all)"
 
 
 def fmt_time(value: datetime | None) -> str:
@@ -277,11 +290,11 @@ def owner_text(owner: Owner | None, *, short: bool = False) -> str:
 
 
 def print_instance(out: Console, inst: WorkflowInstance, steps: Mapping[str, StepResult],
-                   owner: Owner | None = None) -> None:
-    """An instance's fields (and, unfinished, who runs it), then a table of its checkpoints."""
-    fields = Table.grid(padding=(0, 2))
-    fields.add_column(style="bold", no_wrap=True)
-    fields.add_column()
+                   owner: Owner | None = None, *, full: bool = False) -> None:
+    """An instance's fields (and, unfinished, who runs it), then a table of its checkpoints.
+
+    Its input, output and errors are cut to :data:`VALUE_LIMIT` characters unless ``full``.
+    """
     rows: list[tuple[str, str | Text]] = [
         ("id", inst.id),
         ("workflow", inst.workflow_name),
@@ -297,15 +310,18 @@ def print_instance(out: Console, inst: WorkflowInstance, steps: Mapping[str, Ste
         rows.append(("current step", inst.current_step))
     if not inst.finished:
         rows.append(("run by", owner_text(owner)))
-    rows.append(("input", to_json(inst.input)))
+    rows.append(("input", clip(to_json(inst.input), full)))
     if inst.status == "completed":
-        rows.append(("output", to_json(inst.output)))
+        rows.append(("output", clip(to_json(inst.output), full)))
     error = error_detail(inst)
     if error:
-        rows.append(("error", error))
+        rows.append(("error", clip(error, full)))
+    # One line per field, never wrapped by rich: a long value (with --full) stays whole on its line.
+    width = max(len(name) for name, _ in rows)
     for name, value in rows:
-        fields.add_row(name, value)
-    out.print(fields)
+        line = Text(name.ljust(width + 2), style="bold")
+        line.append(value if isinstance(value, Text) else Text(value))
+        out.print(line, soft_wrap=True)
     out.print()
     if not steps:
         out.print("no step checkpoints" if inst.finished else "no steps checkpointed yet")
@@ -325,6 +341,6 @@ def print_instance(out: Console, inst: WorkflowInstance, steps: Mapping[str, Ste
             status.append(f" until {fmt_time(until)}")
         table.add_row(
             step.key, step.step_type, status, str(step.attempts), fmt_time(step.started_at),
-            fmt_duration(step.started_at, step.completed_at), step.error or "",
+            fmt_duration(step.started_at, step.completed_at), clip(step.error or "", full),
         )
     out.print(table)

@@ -302,6 +302,31 @@ def test_show(store: str) -> None:
     assert (step["key"], step["status"], step["attempts"]) == ("reserve#0", "failed", 2)
 
 
+def test_show_and_events_cut_long_values_unless_full(store: str) -> None:
+    """Inputs, outputs and errors over 200 characters end in an ellipsis and their length; --full prints them whole."""
+    item = "x" * 500
+    invoke("run", f"{FLOWS}:checkout", item, "--id", "long-ok", "-s", store, "-q")
+    invoke("run", f"{FLOWS}:checkout", item, "20", "--id", "long-bad", "-s", store, "-q", code=1)
+    error = f"OutOfStock: only 10 {item} left"
+    for iid in ("long-ok", "long-bad"):
+        for command in ("show", "events"):
+            text = invoke(command, iid, "-s", store).stdout
+            assert item not in text and "x" * 150 in text, (command, iid)
+            assert re.search(r"x… \([\d,]+ characters; --full shows all\)", text), (command, iid)
+            assert all(len(line) < 600 for line in text.splitlines()), (command, iid)
+            whole = invoke(command, iid, "--full", "-s", store).stdout
+            assert item in whole and "--full shows all" not in whole, (command, iid)
+            assert item in invoke(command, iid, "--json", "-s", store).stdout  # JSON is never cut
+    shown = invoke("show", "long-bad", "-s", store).stdout
+    assert f"({len(error):,} characters; --full shows all)" in shown  # the error row and the step's error
+    assert f"({len(json.dumps({'item': item, 'qty': 20})):,} characters" in shown  # the input, as JSON
+    assert error in invoke("show", "long-bad", "--full", "-s", store).stdout
+    assert f"error={error}" in invoke("events", "long-bad", "--full", "-s", store).stdout
+    invoke("run", f"{FLOWS}:checkout", "pen", "--id", "short", "-s", store, "-q")  # nothing to cut
+    assert "--full shows all" not in invoke("show", "short", "-s", store).stdout
+    assert "--full shows all" not in invoke("events", "short", "-s", store).stdout
+
+
 def test_show_graph_marks_each_states_status(store: str) -> None:
     invoke("run", f"{FLOWS}:order", '{"qty": 1}', "-s", store, "-q")
     iid = instances(store)[0]["id"]
