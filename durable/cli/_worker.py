@@ -28,7 +28,7 @@ def _on_end(event: Event) -> None:
     _say(f"{event.name.split('.')[1]} {event.instance_id} ({event.workflow_name}){detail}")
 
 
-def to_take(in_flight: int, limit: int | None, concurrency: int | None) -> int | None:
+def _to_take(in_flight: int, limit: int | None, concurrency: int | None) -> int | None:
     """How many instances one look may take over: at most ``limit``, and no more than the free slots.
 
     ``None``: no bound. ``0``: none (every slot is taken).
@@ -41,7 +41,7 @@ def to_take(in_flight: int, limit: int | None, concurrency: int | None) -> int |
 
 async def _work(engine: Engine, poll: float, limit: int | None, concurrency: int | None) -> None:
     while True:
-        take = to_take(len(engine.workflows.running_ids()), limit, concurrency)
+        take = _to_take(len(engine.workflows.running_ids()), limit, concurrency)
         if take != 0:
             for iid in await engine.workflows.resume(limit=take):
                 inst = await engine.workflows.get_instance(iid)
