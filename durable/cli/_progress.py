@@ -3,6 +3,8 @@
 In a terminal: a rich progress bar showing the step running now, with retry
 and failure lines printed above it. Elsewhere (a pipe, a log file, CI):
 plain lines, one per step event. Fed by the engine's in-process events.
+A step inside a map or a parallel is named with its item or branch, from the
+event's ``step_key``: ``process_page [item 3] started``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from .._engine.events import Event
+from ._render import step_label
 
 __all__ = ["Mode", "RunProgress", "choose_mode"]
 
@@ -49,6 +52,8 @@ class RunProgress:
         self.percent = 0
         self._bar: Progress | None = None
         self._task: TaskID | None = None
+        self._kinds: dict[str, str] = {}  # step_key -> "map" / "parallel", of those seen starting
+        self._completed: tuple[str, str] | None = None  # (name, label) of the step whose completion came last
 
     def __enter__(self) -> RunProgress:
         if self.mode == "bar":
@@ -84,12 +89,22 @@ class RunProgress:
         """An engine listener: render ``event`` if it is this instance's."""
         if self.instance_id is None or event.instance_id != self.instance_id or self.mode == "none":
             return
-        name, step = event.name, event.step_name
-        if name == "workflow.progress" and event.progress is not None:
+        name = event.name
+        if name == "workflow.step.started" and event.step_key and event.step_type in ("map", "parallel"):
+            self._kinds[event.step_key] = event.step_type
+        step = step_label(event.step_name, event.step_key, self._kinds) if event.step_name is not None else None
+        if name == "workflow.step.completed" and event.step_name is not None:
+            # Its workflow.progress comes next, naming the step without its key.
+            self._completed = (event.step_name, str(step))
+        elif name == "workflow.progress" and event.progress is not None:
             self.percent = event.progress
+            current = event.current_step
+            if self._completed is not None and self._completed[0] == current:
+                current = self._completed[1]
+            self._completed = None
             if self._bar is None and event.progress < 100:
-                self.line(f"[{self.percent:3d}%] {event.current_step} completed")
-            self._describe(f"{self.workflow}: {event.current_step}")
+                self.line(f"[{self.percent:3d}%] {current} completed")
+            self._describe(f"{self.workflow}: {current}")
         elif name == "workflow.step.started":
             if self._bar is None:
                 self.line(f"[{self.percent:3d}%] {step} started")

@@ -15,7 +15,7 @@ from ._graph import marked_dot, marked_mermaid
 from ._history import HistoryEvent, derive, format_event
 from ._load import find_workflows, graph_of, load_module, load_target
 from ._options import modules_option, store_option
-from ._render import console, instance_dict, print_instance, print_instances, to_json
+from ._render import VALUE_LIMIT, console, instance_dict, print_instance, print_instances, to_json
 from ._signals import until_signal
 from ._store import all_instances, open_store
 
@@ -51,18 +51,30 @@ async def resolve_id(store: LMDBStore, text: str) -> WorkflowInstance:
 @modules_option
 def list_cmd(workflow: str | None, status: str | None, limit: int, as_json: bool, store: str,
              modules: tuple[str, ...]) -> None:
-    """List instances, most recent first."""
+    """List instances, most recent first.
+
+    An unfinished instance shows who runs it (RUN BY): the process that holds
+    its lease, or "no live process" when that process is gone (exited or
+    crashed) or nothing ever ran it (`run --detach`): a worker or `durable
+    resume` continues it.
+    """
     _import(modules)
     wanted = InstanceStatus(status) if status is not None else None
     with open_store(store) as s:
-        instances = trio.run(all_instances, s, workflow, wanted)
-    instances = instances[::-1][:limit]
+        instances, owners = trio.run(_list, s, workflow, wanted, limit)
     if as_json:
-        click.echo(to_json([instance_dict(i) for i in instances], indent=2))
+        click.echo(to_json([instance_dict(i, owners=owners) for i in instances], indent=2))
     elif not instances:
         click.echo("no instances")
     else:
-        print_instances(console(), instances)
+        print_instances(console(), instances, owners)
+
+
+async def _list(store: LMDBStore, workflow: str | None, status: InstanceStatus | None,
+                limit: int) -> tuple[list[WorkflowInstance], dict[str, Owner | None]]:
+    """The ``limit`` most recent instances, and the lease holder of each unfinished one (one read each)."""
+    shown = (await all_instances(store, workflow, status))[::-1][:limit]
+    return shown, {i.id: await store.get_lease(i.id) for i in shown if not i.finished}
 
 
 async def _load_instance(store: LMDBStore, text: str) -> tuple[WorkflowInstance, dict[str, StepResult], Owner | None]:
@@ -70,15 +82,21 @@ async def _load_instance(store: LMDBStore, text: str) -> tuple[WorkflowInstance,
     return inst, await store.get_steps(inst.id), await store.get_lease(inst.id)
 
 
+_FULL_HELP = (f"Print inputs, outputs and errors whole (else each is cut to {VALUE_LIMIT} characters, its whole "
+              "length noted). --json always prints them whole.")
+
+
 @click.command("show")
 @click.argument("instance_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the instance and its steps as JSON.")
+@click.option("--full", is_flag=True, help=_FULL_HELP)
 @click.option("--graph", "graph", is_flag=True,
               help="Print the workflow's diagram with each state's status marked (needs --module).")
 @click.option("--format", "fmt", type=_FORMATS, default="mermaid", show_default=True, help="Diagram format for --graph.")
 @store_option
 @modules_option
-def show_cmd(instance_id: str, as_json: bool, graph: bool, fmt: str, store: str, modules: tuple[str, ...]) -> None:
+def show_cmd(instance_id: str, as_json: bool, full: bool, graph: bool, fmt: str, store: str,
+             modules: tuple[str, ...]) -> None:
     """Show an instance and a table of its steps (ID may be a unique prefix).
 
     With --graph, print the workflow's diagram instead, each state marked with
@@ -100,16 +118,16 @@ def show_cmd(instance_id: str, as_json: bool, graph: bool, fmt: str, store: str,
         render = marked_mermaid if fmt == "mermaid" else marked_dot
         click.echo(render(graph_of(wf), inst, steps), nl=False)
     elif as_json:
-        click.echo(to_json(instance_dict(inst, steps), indent=2))
+        click.echo(to_json(instance_dict(inst, steps, owners={inst.id: owner}), indent=2))
     else:
-        print_instance(console(), inst, steps, owner)
+        print_instance(console(), inst, steps, owner, full=full)
 
 
-def _emit(item: HistoryEvent, as_json: bool) -> None:
-    click.echo(to_json(item.to_dict()) if as_json else format_event(item))
+def _emit(item: HistoryEvent, as_json: bool, full: bool) -> None:
+    click.echo(to_json(item.to_dict()) if as_json else format_event(item, full))
 
 
-async def _follow(store: LMDBStore, instance_id: str, as_json: bool, interval: float) -> None:
+async def _follow(store: LMDBStore, instance_id: str, as_json: bool, full: bool, interval: float) -> None:
     seen: set[tuple[str, ...]] = set()
     owner = await store.get_lease(instance_id)
     if owner is None or not owner.is_alive():
@@ -125,7 +143,7 @@ async def _follow(store: LMDBStore, instance_id: str, as_json: bool, interval: f
         for item in derive(inst, steps):
             if item.ident not in seen:
                 seen.add(item.ident)
-                _emit(item, as_json)
+                _emit(item, as_json, full)
         if inst.finished:
             return
         await trio.sleep(interval)
@@ -137,9 +155,10 @@ async def _follow(store: LMDBStore, instance_id: str, as_json: bool, interval: f
 @click.option("--interval", type=click.FloatRange(min=0.01), default=0.2, show_default=True,
               help="Seconds between polls of the store with --follow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
+@click.option("--full", is_flag=True, help=_FULL_HELP)
 @store_option
 @modules_option
-def events_cmd(instance_id: str, follow: bool, interval: float, as_json: bool, store: str,
+def events_cmd(instance_id: str, follow: bool, interval: float, as_json: bool, full: bool, store: str,
                modules: tuple[str, ...]) -> None:
     """Print an instance's events, derived from its stored checkpoints.
 
@@ -157,9 +176,9 @@ def events_cmd(instance_id: str, follow: bool, interval: float, as_json: bool, s
         inst = trio.run(resolve_id, s, instance_id)
         if not follow:
             for item in derive(inst, trio.run(s.get_steps, inst.id)):
-                _emit(item, as_json)
+                _emit(item, as_json, full)
             return
-        outcome = trio.run(until_signal, lambda: _follow(s, inst.id, as_json, interval))
+        outcome = trio.run(until_signal, lambda: _follow(s, inst.id, as_json, full, interval))
     if outcome.signal is not None:
         raise SystemExit(130)
 

@@ -16,17 +16,25 @@ from rich.text import Text
 
 from .._model.records import StepResult, WorkflowInstance
 from ..stores import Owner
+from ..stores._lease import record_alive
 
 __all__ = [
     "STATUS_STYLE",
+    "VALUE_LIMIT",
+    "WAIT_TYPES",
+    "clip",
     "console",
+    "error_detail",
     "fmt_duration",
     "fmt_time",
     "instance_dict",
     "ordered_steps",
+    "owner_text",
     "print_instance",
     "print_instances",
     "step_dict",
+    "step_label",
+    "step_where",
     "to_json",
 ]
 
@@ -38,7 +46,14 @@ STATUS_STYLE = {
     "cancelled": "magenta",
     "timed_out": "red",
     "skipped": "dim",
+    "retrying": "yellow",
+    "waiting": "cyan",
+    "interrupted": "magenta",
 }
+
+#: Step types whose running record's ``next_attempt_at`` is not a retry's due time but the wait's own
+#: time: a signal wait's deadline (``None``: no time-out), a durable sleep's wake-up time.
+WAIT_TYPES = frozenset({"signal", "sleep"})
 
 
 def console(*, stderr: bool = False) -> Console:
@@ -63,6 +78,17 @@ def _default(value: Any) -> Any:
 def to_json(value: Any, *, indent: int | None = None) -> str:
     """``value`` as JSON; dates as ISO 8601, anything else JSON cannot hold as its ``str()``."""
     return json.dumps(value, default=_default, indent=indent, ensure_ascii=False)
+
+
+#: characters of a value (an input, an output, an error) that ``show`` and ``events`` print without ``--full``
+VALUE_LIMIT = 200
+
+
+def clip(text: str, full: bool = False, limit: int = VALUE_LIMIT) -> str:
+    """``text``, or (unless ``full``) its first ``limit`` characters, an ellipsis and its whole length."""
+    if full or len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters; --full shows all)"
 
 
 def fmt_time(value: datetime | None) -> str:
@@ -90,13 +116,34 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     return None if start is None or end is None else (end - start).total_seconds()
 
 
-def step_dict(step: StepResult) -> dict[str, Any]:
-    """One checkpoint as a JSON-ready dict."""
+def step_state(step: StepResult, finished: bool = False) -> tuple[str, datetime | None]:
+    """A checkpoint's status as ``show`` reports it, and the time it waits for (if any).
+
+    A running step of a ``finished`` instance (cancelled, failed, timed out) is
+    ``interrupted``: it will never finish. Otherwise a running step is
+    ``waiting`` when it is a signal wait or a durable sleep (until its deadline
+    or wake-up time, if it has one), ``retrying`` when it waits out a retry's
+    backoff (until the next attempt); else the stored status.
+    """
+    status = str(step.status)
+    if status == "running":
+        if finished:
+            return "interrupted", None
+        if step.step_type in WAIT_TYPES:
+            return "waiting", step.next_attempt_at
+        if step.next_attempt_at is not None:
+            return "retrying", step.next_attempt_at
+    return status, None
+
+
+def step_dict(step: StepResult, finished: bool = False) -> dict[str, Any]:
+    """One checkpoint (of a ``finished`` instance or not) as a JSON-ready dict (``state``: as ``show`` says)."""
     return {
         "key": step.key,
         "step": step.step_name,
         "type": step.step_type,
         "status": str(step.status),
+        "state": step_state(step, finished)[0],
         "attempts": step.attempts,
         "started_at": step.started_at,
         "completed_at": step.completed_at,
@@ -109,8 +156,20 @@ def step_dict(step: StepResult) -> dict[str, Any]:
     }
 
 
-def instance_dict(inst: WorkflowInstance, steps: Mapping[str, StepResult] | None = None) -> dict[str, Any]:
-    """An instance as a JSON-ready dict; with ``steps`` (by checkpoint key), its checkpoints too."""
+def run_by_dict(owner: Owner | None) -> dict[str, Any] | None:
+    """Who runs an unfinished instance, for JSON: its live lease holder's host and pid, else ``None``."""
+    if owner is None or not record_alive(owner):
+        return None
+    return {"host": owner.host, "pid": owner.pid}
+
+
+def instance_dict(inst: WorkflowInstance, steps: Mapping[str, StepResult] | None = None, *,
+                  owners: Mapping[str, Owner | None] | None = None) -> dict[str, Any]:
+    """An instance as a JSON-ready dict; with ``steps`` (by checkpoint key), its checkpoints too.
+
+    With ``owners`` (lease holders by instance id), an unfinished instance has
+    ``run_by``: the host and pid of the live process that runs it, or ``None``.
+    """
     out: dict[str, Any] = {
         "id": inst.id,
         "workflow": inst.workflow_name,
@@ -126,9 +185,54 @@ def instance_dict(inst: WorkflowInstance, steps: Mapping[str, StepResult] | None
         "error": inst.error,
         "error_type": inst.error_type,
     }
+    if owners is not None and not inst.finished:
+        out["run_by"] = run_by_dict(owners.get(inst.id))
     if steps is not None:
-        out["steps"] = [step_dict(s) for s in ordered_steps(steps)]
+        out["steps"] = [step_dict(s, inst.finished) for s in ordered_steps(steps)]
     return out
+
+
+def step_where(key: str | None, kinds: Mapping[str, str] | None = None) -> str:
+    """Where a step sits inside maps and parallels, from its checkpoint key: ``item 3``, ``branch notify``.
+
+    A key alternates scope and label: ``map#0/3/process_page#0`` is item 3
+    of ``map#0``; nested levels are joined outermost first
+    (``branch 1, item 3``); a top-level step gives ``""``. ``kinds`` maps a
+    map's or parallel's own key to its step type (``map``, ``parallel``);
+    without it, a digit label reads as an item unless the scope is a
+    decorator ``parallel()``.
+    """
+    if not key or "/" not in key:
+        return ""
+    parts = key.split("/")
+    where: list[str] = []
+    for i in range(0, len(parts) - 1, 2):
+        scope, label = "/".join(parts[: i + 1]), parts[i + 1]
+        kind = (kinds or {}).get(scope)
+        if kind is None:
+            kind = "map" if label.isdigit() and parts[i].rsplit("#", 1)[0] != "parallel" else "parallel"
+        where.append(f"item {label}" if kind == "map" else f"branch {label}")
+    return ", ".join(where)
+
+
+def step_label(name: str, key: str | None, kinds: Mapping[str, str] | None = None) -> str:
+    """A step's name, with where it sits in maps and parallels: ``process_page [item 3]``."""
+    where = step_where(key, kinds)
+    return f"{name} [{where}]" if where else name
+
+
+def error_detail(inst: WorkflowInstance) -> str | None:
+    """The instance's error as shown beside its status, ``None`` if it has none or only repeats the status.
+
+    A cancel records the error ``cancelled (workflow 'W', instance 'I')``:
+    beside status ``cancelled``, of that very instance, it says nothing more.
+    """
+    error = inst.error
+    if not error:
+        return None
+    suffix = f" (workflow {inst.workflow_name!r}, instance {inst.id!r})"
+    message = error[: -len(suffix)] if error.endswith(suffix) else error
+    return None if message.strip() == str(inst.status) else error
 
 
 def ordered_steps(steps: Mapping[str, StepResult]) -> list[StepResult]:
@@ -146,39 +250,51 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def print_instances(out: Console, instances: Iterable[WorkflowInstance]) -> None:
-    """A table of instances: id, workflow, status, created, duration, current step, error."""
+def print_instances(out: Console, instances: Iterable[WorkflowInstance],
+                    owners: Mapping[str, Owner | None] | None = None) -> None:
+    """A table of instances: id, workflow, status, created, duration, current step, error.
+
+    With ``owners`` (lease holders by instance id) and an unfinished instance
+    among them, a RUN BY column says which process runs each unfinished one.
+    """
+    instances = list(instances)
+    run_by = owners is not None and any(not i.finished for i in instances)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("ID", no_wrap=True)
     table.add_column("WORKFLOW", no_wrap=True)
     table.add_column("STATUS", no_wrap=True)
     table.add_column("CREATED", no_wrap=True)
     table.add_column("DURATION", no_wrap=True, justify="right")
+    if run_by:
+        table.add_column("RUN BY", no_wrap=True)
     table.add_column("STEP")
     table.add_column("ERROR")
     for inst in instances:
-        table.add_row(
+        cells: list[str | Text] = [
             inst.id, inst.workflow_name, _status(inst.status), fmt_time(inst.created_at),
             fmt_duration(inst.started_at, inst.completed_at),
-            "" if inst.status == "completed" else inst.current_step or "",
-            _short(inst.error or ""),
-        )
+        ]
+        if run_by:
+            assert owners is not None
+            cells.append("" if inst.finished else owner_text(owners.get(inst.id), short=True))
+        cells += ["" if inst.status == "completed" else inst.current_step or "", _short(error_detail(inst) or "")]
+        table.add_row(*cells)
     out.print(table)
 
 
-def owner_text(owner: Owner | None) -> str:
-    """Who runs an unfinished instance, for people."""
-    if owner is not None and owner.is_alive():
+def owner_text(owner: Owner | None, *, short: bool = False) -> str:
+    """Who runs an unfinished instance, for people: its live lease holder, or no live process."""
+    if owner is not None and record_alive(owner):
         return f"process {owner.pid} on {owner.host}"
-    return "no live process: a worker or `durable resume MODULE` continues it"
+    return "no live process" if short else "no live process: a worker or `durable resume MODULE` continues it"
 
 
 def print_instance(out: Console, inst: WorkflowInstance, steps: Mapping[str, StepResult],
-                   owner: Owner | None = None) -> None:
-    """An instance's fields (and, unfinished, who runs it), then a table of its checkpoints."""
-    fields = Table.grid(padding=(0, 2))
-    fields.add_column(style="bold", no_wrap=True)
-    fields.add_column()
+                   owner: Owner | None = None, *, full: bool = False) -> None:
+    """An instance's fields (and, unfinished, who runs it), then a table of its checkpoints.
+
+    Its input, output and errors are cut to :data:`VALUE_LIMIT` characters unless ``full``.
+    """
     rows: list[tuple[str, str | Text]] = [
         ("id", inst.id),
         ("workflow", inst.workflow_name),
@@ -194,14 +310,18 @@ def print_instance(out: Console, inst: WorkflowInstance, steps: Mapping[str, Ste
         rows.append(("current step", inst.current_step))
     if not inst.finished:
         rows.append(("run by", owner_text(owner)))
-    rows.append(("input", to_json(inst.input)))
+    rows.append(("input", clip(to_json(inst.input), full)))
     if inst.status == "completed":
-        rows.append(("output", to_json(inst.output)))
-    if inst.error:
-        rows.append(("error", inst.error))
+        rows.append(("output", clip(to_json(inst.output), full)))
+    error = error_detail(inst)
+    if error:
+        rows.append(("error", clip(error, full)))
+    # One line per field, never wrapped by rich: a long value (with --full) stays whole on its line.
+    width = max(len(name) for name, _ in rows)
     for name, value in rows:
-        fields.add_row(name, value)
-    out.print(fields)
+        line = Text(name.ljust(width + 2), style="bold")
+        line.append(value if isinstance(value, Text) else Text(value))
+        out.print(line, soft_wrap=True)
     out.print()
     if not steps:
         out.print("no step checkpoints" if inst.finished else "no steps checkpointed yet")
@@ -215,11 +335,12 @@ def print_instance(out: Console, inst: WorkflowInstance, steps: Mapping[str, Ste
     table.add_column("DURATION", justify="right", no_wrap=True)
     table.add_column("ERROR")
     for step in ordered_steps(steps):
-        status: Text = _status(step.status)
-        if step.next_attempt_at is not None and step.status == "running":
-            status = Text("retrying", style="yellow")
+        state, until = step_state(step, inst.finished)
+        status = _status(state)
+        if state == "waiting" and until is not None:
+            status.append(f" until {fmt_time(until)}")
         table.add_row(
             step.key, step.step_type, status, str(step.attempts), fmt_time(step.started_at),
-            fmt_duration(step.started_at, step.completed_at), step.error or "",
+            fmt_duration(step.started_at, step.completed_at), clip(step.error or "", full),
         )
     out.print(table)

@@ -19,7 +19,7 @@ from ._logs import engine_logs
 from ._options import call_arguments, modules_option, store_option
 from ._progress import RunProgress, choose_mode
 from ._read import resolve_id
-from ._render import console, to_json
+from ._render import console, error_detail, to_json
 from ._signals import until_signal
 from ._store import check_store
 
@@ -127,6 +127,9 @@ def run_cmd(target: str, args: tuple[str, ...], input_json: str | None, instance
     if inst.status == InstanceStatus.COMPLETED:
         click.echo(to_json(inst.output))
         return
+    if inst.status == InstanceStatus.CANCELLED:
+        detail = error_detail(inst)
+        raise CliError(f"instance {inst.id} was cancelled" + (f": {detail}" if detail else ""))
     raise CliError(f"instance {inst.id} {inst.status}: {inst.error or 'no error recorded'}")
 
 
@@ -175,7 +178,8 @@ def resume_cmd(modules: tuple[str, ...], store: str) -> None:
         return
     failed = 0
     for inst in result:
-        detail = f": {inst.error}" if inst.error else ""
+        error = error_detail(inst)
+        detail = f": {error}" if error else ""
         click.echo(f"{inst.id} ({inst.workflow_name}): {inst.status}{detail}")
         failed += inst.status != InstanceStatus.COMPLETED
     if failed:

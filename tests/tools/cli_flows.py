@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -69,6 +70,54 @@ async def needs_approval(item: str) -> dict[str, Any]:
     """Waits for signal ``approve``; its payload becomes part of the output."""
     approval = await durable.wait_for_signal("approve", timeout=3600)
     return {"item": item, "approval": approval}
+
+
+@workflow
+async def napper(seconds: float = 3600) -> float:
+    """One durable sleep of ``seconds``."""
+    await durable.sleep(seconds)
+    return seconds
+
+
+_holding = 0  # hold() steps running now in this process
+_most = 0  # the most that ran at once
+
+
+@step
+async def hold(gate: str) -> int:
+    """Waits until the file GATE/open exists; appends a line to GATE/started, and keeps in GATE/most how many
+    hold() steps ran at once in this process."""
+    global _holding, _most
+    _holding += 1
+    _most = max(_most, _holding)
+    Path(gate, "most").write_text(str(_most))
+    with Path(gate, "started").open("a") as f:
+        f.write("started\n")
+    try:
+        while not Path(gate, "open").exists():
+            await trio.sleep(0.01)
+    finally:
+        _holding -= 1
+    return _most
+
+
+@workflow
+async def gated(gate: str) -> int:
+    """One hold(gate) step."""
+    return await hold(gate)
+
+
+@step
+async def process_page(page: int, bad: int) -> int:
+    if page == bad:
+        raise ValueError(f"page {page} is unreadable")
+    return page * 10
+
+
+@workflow
+async def pages(count: int = 4, bad: int = -1) -> list[int]:
+    """process_page over ``count`` pages with durable.map (page ``bad`` fails)."""
+    return await durable.map(lambda page: process_page(page, bad), range(count), concurrency=2)
 
 
 def register_jobs(engine: Engine) -> None:

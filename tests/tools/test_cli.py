@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,11 +20,12 @@ import pytest
 import trio
 from click.testing import CliRunner, Result
 
-from durable import InstanceStatus, LMDBStore, StepResult, StepStatus, WorkflowInstance
+from durable import Engine, InstanceStatus, LMDBStore, StepResult, StepStatus, WorkflowInstance
 from durable.cli._app import cli
 from durable.cli._graph import dot_node_ids, mermaid_node_ids
 from durable.cli._history import derive, format_event
-from durable.cli._load import graph_of, load_target
+from durable.cli._load import graph_of, load_module, load_target
+from durable.cli._render import fmt_time, step_state
 
 FLOWS = str(Path(__file__).with_name("cli_flows.py"))
 BIN = Path(sys.executable).parent
@@ -75,6 +77,66 @@ def test_run_prints_the_result_as_json_and_progress_on_stderr(store: str) -> Non
     assert "reserve started" in result.stderr and "[100%] completed" in result.stderr
     [inst] = instances(store)
     assert inst["status"] == "completed" and inst["input"] == {"item": "book", "qty": 2}
+
+
+def test_progress_names_the_item_of_a_map_and_the_branch_of_a_parallel(store: str) -> None:
+    """Step lines of `run` (and of `events`) say which map item or parallel branch a step belongs to."""
+    result = invoke("run", f"{FLOWS}:pages", "4", "--id", "p-1", "-s", store)
+    assert json.loads(result.stdout) == [0, 10, 20, 30]
+    for i in range(4):
+        assert f"process_page [item {i}] started" in result.stderr
+        assert f"process_page [item {i}] completed" in result.stderr
+    assert "map started" in result.stderr and "] process_page started" not in result.stderr
+    failed = invoke("run", f"{FLOWS}:pages", "4", "2", "-s", store, code=1)
+    assert "process_page [item 2] failed after 1 attempt(s): ValueError: page 2 is unreadable" in failed.stderr
+    parallel = invoke("run", f"{FLOWS}:checkout", "pen", "-s", store).stderr
+    assert "charge [branch 0] started" in parallel and "email [branch 1] completed" in parallel
+    assert "ship [branch notify] started" in invoke("run", f"{FLOWS}:order", '{"qty": 1}', "-s", store).stderr
+    events = invoke("events", "p-1", "-s", store).stdout
+    assert re.search(r"workflow\.step\.started\s+map#0/3/process_page#0 \[item 3\]$", events, re.M), events
+
+
+def test_step_labels_from_keys() -> None:
+    """A key alternates scope and label; the kinds of the scopes, when known, decide item or branch."""
+    from durable.cli._render import step_label, step_where
+
+    assert step_where("reserve#0") == "" and step_label("reserve", "reserve#0") == "reserve"
+    assert step_label("process_page", "map#0/3/process_page#0") == "process_page [item 3]"
+    assert step_where("parallel#0/1/email#0") == "branch 1"
+    assert step_where("fulfil#0/notify/ship#0") == "branch notify"
+    nested = "parallel#0/1/map#0/7/process_page#0"
+    assert step_where(nested) == "branch 1, item 7"
+    # A builder map state has its own name; a parallel may have branches labelled like numbers.
+    assert step_where("pages#0/2/read#0", {"pages#0": "map"}) == "item 2"
+    assert step_where("split#0/0/read#0", {"split#0": "parallel"}) == "branch 0"
+
+
+def test_progress_learns_the_kind_of_a_scope_from_its_started_event() -> None:
+    """A builder parallel with branches named like numbers: its step_type, not the label, says branch."""
+    import io
+
+    from rich.console import Console
+
+    from durable.cli._progress import RunProgress
+    from durable._engine.events import Event, EventName
+
+    out = io.StringIO()
+    progress = RunProgress(Console(file=out, width=200), "plain", "wf")
+    progress.started("i1")
+
+    def step(name: EventName, step_name: str, key: str, step_type: str = "task", **more: Any) -> None:
+        progress.on_event(Event(name=name, instance_id="i1", workflow_name="wf", step_name=step_name,
+                                step_key=key, step_type=step_type, **more))
+
+    step("workflow.step.started", "split", "split#0", "parallel")
+    step("workflow.step.started", "read", "split#0/0/read#0")
+    step("workflow.step.completed", "read", "split#0/0/read#0")
+    progress.on_event(Event(name="workflow.progress", instance_id="i1", workflow_name="wf", progress=50,
+                            current_step="read"))
+    step("workflow.step.retry", "read", "split#0/1/read#0", attempt=1, max_attempts=3, delay=0.5, error="E: x")
+    lines = out.getvalue().splitlines()
+    assert lines[1:] == ["[  0%] split started", "[  0%] read [branch 0] started", "[ 50%] read [branch 0] completed",
+                         "[ 50%] read [branch 1] attempt 1/3 failed, retrying in 0.5 s: E: x"]
 
 
 def test_run_input_json_and_keyword_arguments(store: str) -> None:
@@ -193,6 +255,41 @@ def test_list_filters_and_formats(store: str) -> None:
     assert json.loads(invoke("list", "--json", env={"DURABLE_STORE": store}).stdout) == every
 
 
+def _run_by(store: str) -> dict[str, str]:
+    """Instance id -> its RUN BY cell in `durable list` (the column between DURATION and STEP)."""
+    lines = invoke("list", "-s", store).stdout.splitlines()
+    header = lines[0]
+    start, end = header.index("RUN BY"), header.index("STEP")
+    return {line.split()[0]: line[start:end].strip() for line in lines[2:]}
+
+
+def test_list_and_show_say_who_runs_an_unfinished_instance(tmp_path: Path, store: str) -> None:
+    """A live lease holder is named (pid, host); a crashed or detached instance has no live process."""
+    detached = invoke("run", f"{FLOWS}:slow", "--detach", "-s", store).stdout.strip()
+    invoke("run", f"{FLOWS}:checkout", "pen", "-s", store, "-q")
+    run = subprocess.Popen([str(BIN / "durable"), "run", f"{FLOWS}:slow", "0.3", "100", "--id", "live-1", "-s", store,
+                            "-q"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        _wait_for(store, "live-1", "running")
+        host = socket.gethostname()
+        cells = _run_by(store)
+        assert cells["live-1"] == f"process {run.pid} on {host}" and cells[detached] == "no live process"
+        assert len(cells) == 3 and [c for i, c in cells.items() if i not in ("live-1", detached)] == [""]
+        listed = {i["id"]: i for i in instances(store)}
+        assert listed["live-1"]["run_by"] == {"host": host, "pid": run.pid}
+        assert listed[detached]["run_by"] is None and "run_by" not in [i for i in listed.values()
+                                                                       if i["status"] == "completed"][0]
+        assert f"process {run.pid} on {host}" in invoke("show", "live-1", "-s", store).stdout
+        run.kill()  # a crash: its lease stays in the store, naming a dead process
+        run.communicate(timeout=30)
+    finally:
+        run.kill()
+    assert _run_by(store)["live-1"] == "no live process"
+    assert instances(store)[0]["status"] == "running" and instances(store)[0]["run_by"] is None
+    assert "no live process" in invoke("show", "live-1", "-s", store).stdout
+    assert "RUN BY" not in invoke("list", "--status", "completed", "-s", store).stdout
+
+
 def test_show(store: str) -> None:
     invoke("run", f"{FLOWS}:checkout", "book", "20", "-s", store, "-q", code=1)
     iid = instances(store)[0]["id"]
@@ -203,6 +300,31 @@ def test_show(store: str) -> None:
     assert data["status"] == "failed" and data["error"] == "OutOfStock: only 10 book left"
     [step] = data["steps"]
     assert (step["key"], step["status"], step["attempts"]) == ("reserve#0", "failed", 2)
+
+
+def test_show_and_events_cut_long_values_unless_full(store: str) -> None:
+    """Inputs, outputs and errors over 200 characters end in an ellipsis and their length; --full prints them whole."""
+    item = "x" * 500
+    invoke("run", f"{FLOWS}:checkout", item, "--id", "long-ok", "-s", store, "-q")
+    invoke("run", f"{FLOWS}:checkout", item, "20", "--id", "long-bad", "-s", store, "-q", code=1)
+    error = f"OutOfStock: only 10 {item} left"
+    for iid in ("long-ok", "long-bad"):
+        for command in ("show", "events"):
+            text = invoke(command, iid, "-s", store).stdout
+            assert item not in text and "x" * 150 in text, (command, iid)
+            assert re.search(r"x… \([\d,]+ characters; --full shows all\)", text), (command, iid)
+            assert all(len(line) < 600 for line in text.splitlines()), (command, iid)
+            whole = invoke(command, iid, "--full", "-s", store).stdout
+            assert item in whole and "--full shows all" not in whole, (command, iid)
+            assert item in invoke(command, iid, "--json", "-s", store).stdout  # JSON is never cut
+    shown = invoke("show", "long-bad", "-s", store).stdout
+    assert f"({len(error):,} characters; --full shows all)" in shown  # the error row and the step's error
+    assert f"({len(json.dumps({'item': item, 'qty': 20})):,} characters" in shown  # the input, as JSON
+    assert error in invoke("show", "long-bad", "--full", "-s", store).stdout
+    assert f"error={error}" in invoke("events", "long-bad", "--full", "-s", store).stdout
+    invoke("run", f"{FLOWS}:checkout", "pen", "--id", "short", "-s", store, "-q")  # nothing to cut
+    assert "--full shows all" not in invoke("show", "short", "-s", store).stdout
+    assert "--full shows all" not in invoke("events", "short", "-s", store).stdout
 
 
 def test_show_graph_marks_each_states_status(store: str) -> None:
@@ -255,6 +377,57 @@ def test_history_of_a_retrying_step_and_of_each_end() -> None:
         assert derive(ended, {})[-1].event.name == name
 
 
+def test_history_of_waits_has_no_retry_and_step_events_carry_step_key() -> None:
+    """A running signal wait or sleep has a next_attempt_at (its deadline / wake-up time): no retry event for it."""
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    later = t0 + timedelta(hours=1)
+    inst = WorkflowInstance("i1", "wf", InstanceStatus.RUNNING, started_at=t0)
+    steps = {
+        "signal:approve#0": StepResult("signal:approve", StepStatus.RUNNING, started_at=t0, attempts=1,
+                                       key="signal:approve#0", step_type="signal", next_attempt_at=later),
+        "sleep#0": StepResult("sleep", StepStatus.RUNNING, started_at=t0, attempts=1, key="sleep#0",
+                              step_type="sleep", next_attempt_at=later),
+        "ask#0": StepResult("ask", StepStatus.COMPLETED, started_at=t0, completed_at=t0, attempts=1, key="ask#0"),
+    }
+    events = derive(inst, steps)
+    assert "workflow.step.retry" not in [e.event.name for e in events]
+    step_events = [e for e in events if e.event.step_name is not None]
+    assert len(step_events) == 4
+    assert all(e.event.step_key == e.key and e.key in steps for e in step_events)
+    assert all(e.to_dict()["step_key"] == e.key for e in step_events)
+
+
+async def _leave_waiting(store: str) -> tuple[str, str]:
+    """Start needs_approval and napper, run them until they wait (suspended), then exit: both stay unfinished."""
+    flows = load_module(FLOWS)
+    async with Engine.open(store) as engine:
+        engine.workflows.register(flows.needs_approval)
+        engine.workflows.register(flows.napper)
+        waiting = await engine.workflows.start(flows.needs_approval, "ink", id="waits-for-approval")
+        napping = await engine.workflows.start(flows.napper, id="sleeps")
+        for iid in (waiting, napping):
+            while iid not in engine.workflows.suspended_ids():
+                await trio.sleep(0.005)
+    return waiting, napping
+
+
+def test_a_signal_wait_and_a_sleep_show_as_waiting(store: str) -> None:
+    """show: `waiting until <deadline / wake-up time>`, not `retrying`; events: no retry at the wait's time-out."""
+    waiting, napping = trio.run(_leave_waiting, store)
+    for iid, key in ((waiting, "signal:approve#0"), (napping, "sleep#0")):
+        text = invoke("show", iid, "-s", store).stdout
+        assert "retrying" not in text
+        step = json.loads(invoke("show", iid, "--json", "-s", store).stdout)["steps"][0]
+        assert (step["key"], step["status"], step["state"]) == (key, "running", "waiting")
+        until = datetime.fromisoformat(step["next_attempt_at"])
+        assert timedelta(minutes=59) < until - datetime.fromisoformat(step["started_at"]) <= timedelta(hours=1)
+        assert re.search(rf"{re.escape(key)}\s+\w+\s+waiting until {re.escape(fmt_time(until))}\s", text), text
+        records = [json.loads(line) for line in invoke("events", iid, "--json", "-s", store).stdout.splitlines()]
+        assert [r["name"] for r in records] == ["workflow.started", "workflow.step.started"]
+        assert records[1]["step_key"] == key
+        assert "retry" not in invoke("events", iid, "-s", store).stdout
+
+
 def test_graph_prints_mermaid_and_dot() -> None:
     mermaid = invoke("graph", f"{FLOWS}:checkout").stdout
     assert mermaid.startswith("flowchart TD") and '["reserve"]' in mermaid
@@ -272,7 +445,7 @@ def test_graph_prints_mermaid_and_dot() -> None:
     (["run", f"{FLOWS}:helper"], "is not a workflow but a function", 1),
     (["run", f"{FLOWS}:reserve"], "is not a workflow but a @step function", 1),
     (["run", f"{FLOWS}:unbuilt"], "a workflow builder that was not built", 1),
-    (["run", f"{FLOWS}:nothing"], "has no workflow 'nothing' (its workflows: checkout, slow, needs_approval, order)",
+    (["run", f"{FLOWS}:nothing"], "has no workflow 'nothing' (its workflows: checkout, slow, needs_approval, napper, gated, pages, order)",
      1),
     (["graph", f"{FLOWS}:OutOfStock"], "is not a workflow but a class (OutOfStock)", 1),
     (["run", f"{FLOWS}:checkout", "--input", "{oops"], "--input is not valid JSON", 2),
@@ -415,6 +588,81 @@ def test_worker_runs_a_detached_instance_and_stops_on_sigterm(tmp_path: Path, st
         assert inst is not None and inst.status == InstanceStatus.COMPLETED and inst.output == 3
     finally:
         with_store.close()
+
+
+def test_worker_concurrency_caps_the_instances_in_flight(tmp_path: Path, store: str) -> None:
+    """--concurrency 2: six instances whose step blocks, at most two run at once; --limit alone never capped that."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    ids = [invoke("run", f"{FLOWS}:gated", str(gate), "--detach", "-s", store).stdout.strip() for _ in range(6)]
+    worker = subprocess.Popen([str(BIN / "durable"), "worker", FLOWS, "-s", store, "--poll", "0.02", "--limit", "5",
+                               "--concurrency", "2"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    started = gate / "started"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and worker.poll() is None and not (
+                started.exists() and len(started.read_text().splitlines()) >= 2):
+            time.sleep(0.02)
+        time.sleep(0.5)  # 25 more looks: none may take a third instance while two hold
+        assert worker.poll() is None, worker.communicate()
+        assert len(started.read_text().splitlines()) == 2
+        assert (gate / "most").read_text() == "2"
+        (gate / "open").touch()
+        for iid in ids:
+            _wait_for(store, iid, "completed")
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=30)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    assert "at most 2 instance(s) at once" in out and out.count("running ") == 6
+    assert len(started.read_text().splitlines()) == 6 and (gate / "most").read_text() == "2"
+    assert max(i["output"] for i in instances(store)) == 2  # each hold() returned the most at once it saw
+
+
+def test_cancel_a_running_instance_its_step_shows_interrupted(tmp_path: Path, store: str) -> None:
+    """The step cut off by a cancel shows `interrupted`, not `running`; the cancel reads `was cancelled`, once."""
+    run = subprocess.Popen([str(BIN / "durable"), "run", f"{FLOWS}:slow", "0.3", "100", "--id", "c-1", "-s", store],
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        _wait_for(store, "c-1", "running")
+        while not json.loads(invoke("show", "c-1", "--json", "-s", store).stdout)["steps"]:
+            time.sleep(0.02)
+        assert invoke("cancel", "c-1", "-s", store).stdout.startswith("cancelled c-1 (process ")
+        out, err = run.communicate(timeout=30)
+    finally:
+        run.kill()
+    assert run.returncode == 1 and out == ""
+    assert err.strip().splitlines()[-1] == "durable: instance c-1 was cancelled"
+    data = json.loads(invoke("show", "c-1", "--json", "-s", store).stdout)
+    assert data["status"] == "cancelled" and data["error"].startswith("cancelled")  # the stored record, as it is
+    last = data["steps"][-1]
+    assert (last["status"], last["state"]) == ("running", "interrupted")
+    assert {s["state"] for s in data["steps"][:-1]} <= {"completed"}
+    text = invoke("show", "c-1", "-s", store).stdout
+    assert re.search(rf"{re.escape(last['key'])}\s+task\s+interrupted\s", text), text
+    assert not re.search(r"\brunning\b", text) and "cancelled (workflow" not in text
+    assert re.search(r"^status\s+cancelled\s*$", text, re.M)
+    listed = invoke("list", "-s", store).stdout.splitlines()[2]
+    assert listed.split()[2] == "cancelled" and "cancelled (workflow" not in listed
+
+
+def test_how_an_ended_instance_reads() -> None:
+    """A cancel's recorded error only repeats the status: shown once; any other error is shown as it is."""
+    from durable.cli._render import error_detail
+
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    cancelled = WorkflowInstance("i1", "wf", InstanceStatus.CANCELLED, started_at=t0, completed_at=t0,
+                                 error="cancelled (workflow 'wf', instance 'i1')", error_type="WorkflowCancelled")
+    assert error_detail(cancelled) is None
+    failed = attrs.evolve(cancelled, status=InstanceStatus.FAILED, error="OutOfStock: only 10 ink left")
+    assert error_detail(failed) == "OutOfStock: only 10 ink left"
+    other = attrs.evolve(cancelled, error="cancelled (workflow 'wf', instance 'i2')")  # not this instance's names
+    assert error_detail(other) == other.error
+    running = StepResult("charge", StepStatus.RUNNING, started_at=t0, attempts=1, key="charge#0")
+    assert step_state(running, finished=True) == ("interrupted", None)
+    assert step_state(running, finished=False) == ("running", None)
 
 
 def test_an_interrupted_run_is_finished_by_a_worker(tmp_path: Path, store: str) -> None:
