@@ -93,6 +93,7 @@ class Outcome:
     samples: list[Sample] = field(default_factory=list)
     error: str | None = None  # a child's traceback, or why the side was skipped
     note: str | None = None
+    timed_out: float | None = None  # a child ran past this limit (s) and was killed; ``error`` has its stacks
 
     def median(self, key: str) -> float | None:
         """The median of ``key`` over the samples that have it."""

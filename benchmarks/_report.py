@@ -113,6 +113,8 @@ def load_average() -> str:
 
 
 def _cell(outcome: Outcome, row: Row) -> tuple[str, float | None]:
+    if outcome.timed_out is not None:
+        return f"did not finish in {outcome.timed_out:g} s", None
     if outcome.error is not None:
         return "error", None
     value = outcome.median(row.key)
@@ -134,9 +136,11 @@ def _target(row: Row) -> str:
     return ", ".join(parts) or "—"
 
 
-def _met(row: Row, durable: float | None, ratio: float | None) -> str:
+def _met(row: Row, durable: float | None, ratio: float | None, finished: bool = True) -> str:
     if row.limit is None and row.ratio is None:
         return ""
+    if not finished:
+        return "NO (did not finish)"
     if durable is None:
         return "?"
     failed, unknown = [], False
@@ -170,7 +174,8 @@ def table(results: list[Result]) -> str:
                 p_text, p_val = _cell(res.dbos, row)
             ratio = _ratio(row, d_val, p_val)
             lines.append([f"{res.key} {res.title}" if i == 0 else "", row.label, d_text, p_text,
-                          "" if ratio is None else f"{ratio:,.1f}x", _target(row), _met(row, d_val, ratio)])
+                          "" if ratio is None else f"{ratio:,.1f}x", _target(row),
+                          _met(row, d_val, ratio, res.durable.timed_out is None)])
     return pipe_table(header, lines, right={2, 3, 4})
 
 
