@@ -43,7 +43,7 @@ from .._graph.states import (
     TaskState,
     WaitState,
 )
-from .jobs import as_async_call, inline_call
+from .jobs import as_async_call, inline_call, job_overrides
 from .fanout import run_map, run_parallel
 from .._model.records import StepStatus
 from .._model.retry import Retry, effective_retry
@@ -76,6 +76,11 @@ class GraphDefinition:
     @property
     def timeout(self) -> float | None:
         return self.graph.timeout
+
+    @functools.cached_property
+    def required_jobs(self) -> frozenset[str]:
+        """The job names its tasks run from ``engine.jobs`` (tasks given a callable need none)."""
+        return frozenset(s.job for s in self.graph.walk() if isinstance(s, TaskState) and s.fn is None)
 
     @functools.cached_property
     def total_steps(self) -> int:
@@ -199,7 +204,8 @@ async def _run_child_state(run: Run, scope: Scope, state: ChildState, ctx: Conte
 
 def _task_spec(run: Run, state: TaskState, ctx: Context, default_retry: Retry | None) -> StepSpec:
     def prepare() -> tuple[Any, Any]:
-        job = state.fn or run.host.jobs.get(state.job, workflow=run.name, instance_id=run.id, step=state.name)
+        job = job_overrides.get().get(state.job) or state.fn or run.host.jobs.get(
+            state.job, workflow=run.name, instance_id=run.id, step=state.name)
         value = state.input(ctx) if state.input is not None else ctx.input
         return value, as_async_call(job, value)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+import types
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, final
 
 import trio
@@ -61,6 +63,15 @@ def inline_call(fn: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
     return lambda: _value(fn())
 
 
+#: jobs replaced for a test (``durable.testing.replace_step``), by job name: taken before the registry
+#: and before a task's own callable. A context variable, so only the code under the ``with`` sees them.
+job_overrides: contextvars.ContextVar[Mapping[str, Callable[..., Any]]] = contextvars.ContextVar(
+    "durable_job_overrides", default=types.MappingProxyType({}))
+
+_HINT = ("register it with engine.jobs.register(name, fn) before starting the workflow "
+         "(durable.testing.run() and crash_and_resume() take jobs={name: fn})")
+
+
 @final
 class JobRegistry:
     """``engine.jobs``: register the functions builder tasks run by name.
@@ -82,12 +93,24 @@ class JobRegistry:
     def get(self, name: str, *, workflow: str | None = None, instance_id: str | None = None,
             step: str | None = None) -> Callable[..., Any]:
         """The job called ``name``; :class:`JobNotFound` listing the registered names otherwise."""
+        override = job_overrides.get().get(name)
+        if override is not None:
+            return override
         try:
             return self._jobs[name]
         except KeyError:
             known = ", ".join(sorted(self._jobs)) or "none"
-            raise JobNotFound(f"no job {name!r} is registered (registered: {known})",
+            raise JobNotFound(f"no job {name!r} is registered (registered: {known}): {_HINT}",
                               workflow=workflow, instance_id=instance_id, step=step) from None
+
+    def check(self, names: Iterable[str], *, workflow: str) -> None:
+        """Raise :class:`JobNotFound` naming those of ``names`` that are not registered (nor replaced)."""
+        overrides = job_overrides.get()
+        missing = sorted(n for n in names if n not in self._jobs and n not in overrides)
+        if missing:
+            known = ", ".join(sorted(self._jobs)) or "none"
+            raise JobNotFound(f"the workflow's tasks run jobs that are not registered: {', '.join(map(repr, missing))} "
+                              f"(registered: {known}): {_HINT}", workflow=workflow)
 
     def __contains__(self, name: object) -> bool:
         return name in self._jobs

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+import types
 from contextlib import contextmanager
 from typing import Any, Literal
 
 import trio
 import trio.testing
 
+from .._frontends.builder import callable_name
 from .._frontends.decorators import StepFunction
+from .._engine.jobs import job_overrides
 from .._engine.engine import Engine
 from .._engine.events import Event, EventName
 from .._model.records import WorkflowInstance
@@ -47,20 +50,36 @@ def run(workflow: Any, /, *args: Any, jobs: Jobs | None = None, **kwargs: Any) -
 
 
 @contextmanager
-def replace_step(target: StepFunction[Any, Any], fake: Callable[..., Any]) -> Iterator[None]:
-    """Run ``fake`` instead of the ``@step`` function ``target`` inside the ``with`` block.
+def replace_step(target: StepFunction[Any, Any] | str | Callable[..., Any], fake: Callable[..., Any]) -> Iterator[None]:
+    """Run ``fake`` instead of a step inside the ``with`` block.
 
-    The step keeps its name and identity, so checkpoints look as they would
-    with the real function.
+    ``target`` is a ``@step`` function, or a builder task's job: its name (as
+    registered with ``engine.jobs`` or given in ``jobs=``), or the callable a
+    task was given as ``job=``. The step keeps its name and identity, so
+    checkpoints look as they would with the real function. A replaced job is
+    seen by engines and runs started inside the block.
     """
-    if not isinstance(target, StepFunction):
-        raise TypeError(f"replace_step() takes a @step function, got {target!r}")
-    real = target.__wrapped__
-    target.__wrapped__ = fake
+    if isinstance(target, StepFunction):
+        real = target.__wrapped__
+        target.__wrapped__ = fake
+        try:
+            yield
+        finally:
+            target.__wrapped__ = real
+        return
+    if isinstance(target, str) and target:
+        name = target
+    elif callable(target):
+        name = callable_name(target)  # the job name the builder gives a task's callable
+    else:
+        raise TypeError(f"replace_step() takes a @step function, a job name or a job function, got {target!r}")
+    if not callable(fake):
+        raise TypeError(f"replace_step(): the replacement must be callable, got {fake!r}")
+    token = job_overrides.set(types.MappingProxyType({**job_overrides.get(), name: fake}))
     try:
         yield
     finally:
-        target.__wrapped__ = real
+        job_overrides.reset(token)
 
 
 @contextmanager

@@ -72,13 +72,22 @@ async def test_callable_job_without_registration(engine: Engine) -> None:
     assert inst.output == "hello bob"
 
 
-async def test_missing_job_fails_the_instance_naming_it(engine: Engine) -> None:
-    """A task whose job is not registered fails with JobNotFound naming the job and the known jobs."""
+async def test_a_missing_job_is_found_at_start_naming_it(engine: Engine) -> None:
+    """A task whose job is not registered: start() raises JobNotFound naming the job, the known jobs and
+    how to register one, before anything is written (it is not found halfway through a run)."""
+    import pytest
+
+    from durable import JobNotFound
+
     _jobs(engine, other=lambda x: x)
-    inst = await run_registered(engine, workflow("nojob").task("t", job="ghost").build())
-    assert inst.status == "failed"
-    assert inst.error_type == "JobNotFound"
-    assert "ghost" in (inst.error or "") and "other" in (inst.error or "")
+    graph = workflow("nojob").task("t", job="other").task("u", job="ghost").build()
+    with pytest.raises(JobNotFound, match=r"'ghost' \(registered: other\).*jobs=") as info:
+        await engine.workflows.start(graph, 1, id="nojob-1")
+    assert info.value.workflow == "nojob"
+    assert await engine.store.get_instance("nojob-1") is None
+    engine.jobs.register("ghost", lambda x: x + 1)
+    inst = await engine.workflows.wait(await engine.workflows.start(graph, 1, id="nojob-1"))
+    assert inst.status == "completed" and inst.output == 2
 
 
 async def test_pass_transform_result_and_end(engine: Engine) -> None:

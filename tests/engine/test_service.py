@@ -117,6 +117,8 @@ async def test_wait_unknown_and_timeout(engine: Engine, autojump_clock: Any) -> 
 async def test_unpicklable_input_is_refused_before_anything_is_stored(engine: Engine) -> None:
     """An input that cannot be pickled raises SerializationError naming the workflow; nothing is stored."""
     engine.workflows.register(_three_steps())
+    for job in "abc":
+        engine.jobs.register(job, lambda x: x)
     with pytest.raises(SerializationError, match="'three'"):
         await engine.workflows.start("three", threading.Lock(), id="bad")
     assert await engine.store.get_instance("bad") is None

@@ -223,3 +223,28 @@ async def test_crash_and_resume_crashes_right_after_the_named_step(kind: str, tm
             store.close()  # type: ignore[union-attr]
     assert inst.output == ["a", "b", "c", "d"]
     assert RAN == ["BODY", "a", "BODY", "b", "c", "d"]
+
+
+def test_replace_step_replaces_a_builder_job_by_name_or_function() -> None:
+    """replace_step takes a builder job too: by its registered name, or the callable a task was given."""
+    from durable import JobNotFound
+    from durable import workflow as builder
+
+    async def real(x: int) -> int:
+        return x + 1
+
+    def fake(x: int) -> int:
+        return x * 100
+
+    named = builder("named-job").task("t", job="add-one").build()
+    with replace_step("add-one", fake):
+        assert run(named, 2, jobs={"add-one": real}).output == 200
+    assert run(named, 2, jobs={"add-one": real}).output == 3
+    with replace_step("add-one", fake):
+        assert run(named, 2).output == 200  # replaced: need not be registered
+    given = builder("given-job").task("t", job=real).build()
+    with replace_step(real, fake):
+        assert run(given, 2).output == 200
+    assert run(given, 2).output == 3
+    with pytest.raises(JobNotFound, match=r"'add-one'.*jobs=\{name: fn\}"):
+        run(named, 2)
