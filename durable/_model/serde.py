@@ -55,7 +55,9 @@ from .ids import is_valid_id
 from .records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
 from ..errors import SerializationError, StoreError
 
-__all__ = ["decode_instance", "decode_step", "decode_value", "encode_instance", "encode_step", "encode_value"]
+__all__ = [
+    "decode_instance", "decode_step", "decode_value", "encode_instance", "encode_step", "encode_value", "same_value",
+]
 
 _LEGACY = b"\x01"  # version byte + pickle (read only)
 _ENVELOPE = b"\x02"  # version byte + CRC-32 of the pickle (4 bytes, big endian) + pickle
@@ -164,6 +166,24 @@ def _pickle(value: Any) -> bytes:
     buffer = io.BytesIO()
     _MainAwarePickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
     return buffer.getvalue()
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are the same value as far as a store can tell.
+
+    Equal (``==``), or pickling to the same bytes: a value whose class
+    compares by identity (no ``__eq__``) is not equal to its copy loaded back
+    from a store, yet is the same value. ``False`` if either does not pickle.
+    """
+    try:
+        if a == b:
+            return True
+    except Exception:  # an __eq__ that raises, or whose result has no truth value (an array)
+        pass
+    try:
+        return _pickle(a) == _pickle(b)
+    except Exception:
+        return False
 
 
 def _cannot(what: str, exc: Exception, **context: Any) -> SerializationError:
