@@ -49,3 +49,20 @@ def test_run_with_an_existing_id_and_another_input_exits_1(store: str) -> None:
     line = error_line(conflict)
     assert "'slow-1'" in line and "different input" in line and "'slow'" in line
     assert conflict.stdout == ""
+
+
+def test_run_with_arguments_of_the_wrong_type_exits_2_naming_the_parameter(store: str) -> None:
+    """checkout(item: str, qty: int): `checkout x y` is a usage error before anything is stored."""
+    result = invoke("run", f"{FLOWS}:checkout", "x", "y", "-s", store, code=2)
+    line = error_line(result)
+    assert "workflow 'checkout'" in line and "argument 'qty' must be int, got 'y' (str)" in line
+    result = invoke("run", f"{FLOWS}:checkout", "--input", '{"item": "x", "qty": 1, "gift": true}', "-s", store,
+                    code=2)
+    assert "unexpected argument 'gift'" in error_line(result)
+    assert not Path(store).exists()
+
+
+def test_run_converts_arguments_with_pydantic(store: str) -> None:
+    pytest.importorskip("pydantic")
+    result = invoke("run", f"{FLOWS}:checkout", "book", '"2"', "-s", store, "-q")
+    assert json.loads(result.stdout)["reserved"] == {"item": "book", "qty": 2}
