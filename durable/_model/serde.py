@@ -56,7 +56,7 @@ from .records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
 from ..errors import SerializationError, StoreError
 
 __all__ = [
-    "decode_instance", "decode_step", "decode_value", "encode_instance", "encode_step", "encode_value", "same_value",
+    "DEFAULT_MAX_PAYLOAD_BYTES", "check_limit", "decode_instance", "decode_step", "decode_value", "encode_instance", "encode_step", "encode_value", "same_value",
 ]
 
 _LEGACY = b"\x01"  # version byte + pickle (read only)
@@ -168,6 +168,40 @@ def _pickle(value: Any) -> bytes:
     return buffer.getvalue()
 
 
+#: The default of ``max_payload_bytes``: the largest encoded input, output, step
+#: result or signal payload a store takes (16 MiB).
+DEFAULT_MAX_PAYLOAD_BYTES = 16 << 20
+
+
+def check_limit(limit: int | None) -> int | None:
+    """``limit`` if it is a usable ``max_payload_bytes`` (an int > 0, or ``None``: no limit), else ``ValueError``."""
+    if limit is not None and (type(limit) is not int or limit <= 0):
+        raise ValueError(f"max_payload_bytes must be a number of bytes > 0 (or None: no limit), got {limit!r}")
+    return limit
+
+
+def _too_large(what: str, size: int, limit: int) -> str:
+    return (f"{what} is {size:,} bytes encoded, over the limit of {limit:,} bytes "
+            "(max_payload_bytes)")
+
+
+def _oversized_part(parts: tuple[tuple[str, Any], ...], limit: int) -> tuple[str, int] | None:
+    """The first of ``parts`` (name, value) whose own encoding is over ``limit``: (name, size), or ``None``.
+
+    Only asked of a record over the limit: its values are measured apart, so
+    that the limit is on each payload, not on the record's few hundred bytes
+    of bookkeeping (and an instance whose input was accepted at ``start()``
+    can always record its end).
+    """
+    for name, value in parts:
+        if value is None:
+            continue
+        size = len(_pickle(value))
+        if size > limit:
+            return name, size
+    return None
+
+
 def same_value(a: Any, b: Any) -> bool:
     """Whether ``a`` and ``b`` are the same value as far as a store can tell.
 
@@ -220,8 +254,12 @@ def _stored_time(value: datetime | None) -> datetime | int | None:
     return (value - EPOCH) // _MICROSECOND
 
 
-def encode_instance(inst: WorkflowInstance) -> bytes:
-    """Bytes of ``inst`` without its step results (they are stored apart)."""
+def encode_instance(inst: WorkflowInstance, *, limit: int | None = None) -> bytes:
+    """Bytes of ``inst`` without its step results (they are stored apart).
+
+    :class:`SerializationError` if it does not pickle, or if its input or
+    output is over ``limit`` bytes encoded.
+    """
     (iid, workflow_name, status, input_, current_step, output, error, created_at, started_at, completed_at,
      deadline, args, kwargs, error_type) = _instance_fields(inst)
     record = (
@@ -232,13 +270,23 @@ def encode_instance(inst: WorkflowInstance) -> bytes:
     )
     try:
         data = _pickle(record)
+        oversized = _oversized_part((("input", input_), ("output", output)), limit) \
+            if limit is not None and len(data) > limit else None
     except Exception as exc:  # pickling raises many types: PicklingError, TypeError, AttributeError...
         raise _cannot("instance", exc, workflow=workflow_name, instance_id=iid) from exc
+    if oversized is not None:
+        raise SerializationError(_too_large(f"the instance's {oversized[0]}", oversized[1], limit or 0),
+                                 workflow=workflow_name, instance_id=iid)
     return _seal(data)
 
 
-def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: str | None = None) -> bytes:
-    """Bytes of one step's checkpoint."""
+def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: str | None = None,
+                limit: int | None = None) -> bytes:
+    """Bytes of one step's checkpoint.
+
+    :class:`SerializationError` naming the step if it does not pickle, or if
+    its input or output is over ``limit`` bytes encoded.
+    """
     (name, status, input_, output, error, started_at, completed_at, attempts, key, step_type, function, exception,
      next_attempt_at) = _step_fields(step)
     if exception is not None:
@@ -253,11 +301,17 @@ def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: s
         error, _stored_time(started_at), _stored_time(completed_at), attempts, key, step_type, function, exception,
         _stored_time(next_attempt_at),
     )
+    what = f"the {step.status} result of step {step.key or step.step_name!r}"
     try:
         data = _pickle(record)
+        oversized = _oversized_part((("output", output), ("input", input_)), limit) \
+            if limit is not None and len(data) > limit else None
     except Exception as exc:
-        raise _cannot(f"the {step.status} result of step {step.key or step.step_name!r}", exc, workflow=workflow,
-                      instance_id=instance_id, step=step.key or step.step_name) from exc
+        raise _cannot(what, exc, workflow=workflow, instance_id=instance_id, step=step.key or step.step_name) from exc
+    if oversized is not None:
+        raise SerializationError(f"cannot checkpoint {what}: " + _too_large(f"its {oversized[0]}", oversized[1],
+                                                                            limit or 0),
+                                 workflow=workflow, instance_id=instance_id, step=step.key or step.step_name)
     return _seal(data)
 
 
@@ -437,12 +491,15 @@ def decode_instance(data: bytes, where: str = "instance", path: str | None = Non
     return _loads(data, _build_instance, where, path)
 
 
-def encode_value(value: Any, what: str, **context: Any) -> bytes:
-    """Bytes of a bare value (a signal's payload); :class:`SerializationError` naming ``what``."""
+def encode_value(value: Any, what: str, *, limit: int | None = None, **context: Any) -> bytes:
+    """Bytes of a bare value (a signal's payload); :class:`SerializationError` naming ``what``
+    if it does not pickle, or is over ``limit`` bytes encoded."""
     try:
         data = _pickle(value)
     except Exception as exc:
         raise SerializationError(f"cannot store {what}: {type(exc).__name__}: {exc}", **context) from exc
+    if limit is not None and len(data) > limit:
+        raise SerializationError(f"cannot store {what}: " + _too_large("it", len(data), limit), **context)
     return _seal(data)
 
 
@@ -460,20 +517,23 @@ def decode_step(data: bytes, where: str = "step", path: str | None = None) -> St
     return _loads(data, _build_step, where, path)
 
 
-def check_step_input(step: StepResult, *, instance_id: str | None = None) -> None:
-    """:class:`SerializationError` if ``step``'s input cannot be stored; the input alone is pickled.
+def check_step_input(step: StepResult, *, instance_id: str | None = None, limit: int | None = None) -> None:
+    """:class:`SerializationError` if ``step``'s input cannot be stored (or is over ``limit`` bytes
+    encoded); the input alone is pickled.
 
     What a store checks before queueing a marker it encodes only if it is
     written (most are superseded by the step's result in the same commit).
     """
+    what = f"cannot checkpoint the {step.status} result of step {step.key or step.step_name!r}"
     try:
-        _pickle(step.input)
+        data = _pickle(step.input)
     except Exception as exc:
         raise SerializationError(
-            f"cannot checkpoint the {step.status} result of step {step.key or step.step_name!r}: "
-            f"{type(exc).__name__}: {exc}",
-            instance_id=instance_id, step=step.key or step.step_name,
+            f"{what}: {type(exc).__name__}: {exc}", instance_id=instance_id, step=step.key or step.step_name,
         ) from exc
+    if limit is not None and len(data) > limit:
+        raise SerializationError(f"{what}: " + _too_large("its input", len(data), limit),
+                                 instance_id=instance_id, step=step.key or step.step_name)
 
 
 class UnpicklableError(Exception):
