@@ -44,6 +44,7 @@ from ._frontends.entry import workflow as workflow
 from .errors import ChildWorkflowFailed as ChildWorkflowFailed
 from .errors import DurableError as DurableError
 from .errors import GraphError as GraphError
+from .errors import IdConflict as IdConflict
 from .errors import InstanceNotFound as InstanceNotFound
 from .errors import JobNotFound as JobNotFound
 from .errors import MapFailed as MapFailed
@@ -75,6 +76,7 @@ __all__ = [
     "EventBus",
     "Graph",
     "GraphError",
+    "IdConflict",
     "InstanceNotFound",
     "InstanceStatus",
     "JobNotFound",

@@ -16,6 +16,7 @@ __all__ = [
     "ChildWorkflowFailed",
     "DurableError",
     "GraphError",
+    "IdConflict",
     "InstanceNotFound",
     "JobNotFound",
     "MapFailed",
@@ -241,6 +242,21 @@ class StoreError(DurableError):
     """
 
     path: str | None = None  # (a class default: instances carry it only when it was given)
+
+
+class IdConflict(DurableError):
+    """``start(..., id=...)`` found an instance under that id that it may not return.
+
+    Raised when the stored instance belongs to another workflow, or was
+    started with another input (``if_exists="return"``, the default), or
+    whenever the id exists (``if_exists="error"``). The message names the id
+    and the workflow, and says which of these it is. ``instance_id`` is the
+    id; ``existing_workflow`` the stored instance's workflow.
+
+    .. versionadded:: 0.1.0
+    """
+
+    existing_workflow: str | None = None  # (a class default: instances carry it only when it was given)
 
 
 class InstanceNotFound(DurableError, LookupError):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, final
+from typing import Any, Literal, final
 
 import attrs
 import trio
@@ -39,8 +39,10 @@ from .sleepers import Sleepers
 from .lifecycle import error_text
 from .._model.ids import check_instance_id, new_instance_id
 from .._model.records import InstanceStatus, StepResult, WorkflowInstance, replace_instance
+from .._model.serde import same_value
 from ..errors import (
     DurableError,
+    IdConflict,
     InstanceNotFound,
     SerializationError,
     StoreError,
@@ -51,7 +53,7 @@ from ..errors import (
 from ..stores import Owner, Store
 from ..stores._lease import LeaseLost
 
-__all__ = ["RunDriver"]
+__all__ = ["IfExists", "RunDriver"]
 
 log = logging.getLogger("durable.engine")
 
@@ -65,6 +67,19 @@ def describe(definition: Definition) -> str:
     if fn is not None:
         return f"@workflow {getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', definition.name)}"
     return f"the builder graph {definition.name!r}"
+
+#: What ``start(id=...)`` does with an existing instance: return it if it has
+#: the same workflow and input (``"return"``), never (``"error"``), or if it has
+#: the same workflow (``"replay"``: a child's call, replayed).
+IfExists = Literal["return", "error", "replay"]
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _error_text(exc: BaseException) -> str:
@@ -179,8 +194,16 @@ class RunDriver:
     # -- starting ------------------------------------------------------------------
 
     async def start(self, definition: Definition, args: tuple[Any, ...], kwargs: dict[str, Any],
-                    id: str | None, deadline_cap: datetime | None) -> str:
-        """Create an instance (one durable write, leased here) and run it; ``deadline_cap`` bounds its deadline."""
+                    id: str | None, deadline_cap: datetime | None, *, if_exists: IfExists = "replay") -> str:
+        """Create an instance (one durable write, leased here) and run it; ``deadline_cap`` bounds its deadline.
+
+        With an ``id`` that exists, ``if_exists`` decides (see ``WorkflowService.start``):
+        ``"return"`` returns it if it has the same workflow and input, ``"error"``
+        never does; the default, ``"replay"``, returns it if it has the same
+        workflow, whatever its input: a child's start (:meth:`start_child`) is
+        called again on every replay of the parent's call, and must find the
+        child it started. Otherwise :class:`IdConflict`.
+        """
         if self.stopping:
             raise RuntimeError("the engine is stopping: no new instances can start")
         self.owner  # fail early, with a clear message, outside 'async with'
@@ -196,7 +219,7 @@ class RunDriver:
             # already: a read finds it without a durable write (an fsync) for nothing.
             found = await self.store.get_instance(instance_id, steps=False)
             if found is not None:
-                return await self._existing(definition, found)
+                return await self._existing(definition, found, value, if_exists)
             now = self.now()  # after the read
         deadline = now + timedelta(seconds=definition.timeout) if definition.timeout else None
         if deadline_cap is not None:
@@ -211,17 +234,33 @@ class RunDriver:
         except SerializationError as exc:
             raise SerializationError(exc.message, workflow=definition.name, instance_id=instance_id) from exc
         if not created:
-            return await self._existing(definition, stored)
+            return await self._existing(definition, stored, value, if_exists)
         self._launch(definition, stored, {}, first=True)
         return instance_id
 
-    async def _existing(self, definition: Definition, stored: WorkflowInstance) -> str:
-        """``start()`` with the id of an existing instance: the same id, continued here if it was left unfinished."""
+    async def _existing(self, definition: Definition, stored: WorkflowInstance, value: Any,
+                        if_exists: IfExists) -> str:
+        """``start()`` with the id of an existing instance: the same id, continued here if it was left unfinished.
+
+        :class:`IdConflict` if ``if_exists`` does not allow returning it (see :meth:`start`).
+        """
         instance_id = stored.id
         if stored.workflow_name != definition.name:
-            raise DurableError(
+            raise IdConflict(
                 f"id {instance_id!r} already belongs to an instance of workflow {stored.workflow_name!r}",
-                workflow=definition.name, instance_id=instance_id,
+                workflow=definition.name, instance_id=instance_id, existing_workflow=stored.workflow_name,
+            )
+        if if_exists == "error":
+            raise IdConflict(
+                f"id {instance_id!r} already exists ({stored.status}), and if_exists='error' was given",
+                workflow=definition.name, instance_id=instance_id, existing_workflow=stored.workflow_name,
+            )
+        if if_exists == "return" and not same_value(stored.input, value):
+            raise IdConflict(
+                f"id {instance_id!r} already exists ({stored.status}) with a different input: "
+                f"stored {_short_repr(stored.input)}, given {_short_repr(value)}; use another id to run it "
+                "with this input",
+                workflow=definition.name, instance_id=instance_id, existing_workflow=stored.workflow_name,
             )
         if not stored.finished and instance_id not in self.runs:
             # Left unfinished by an engine that is gone (a crash, a stop):

@@ -26,6 +26,7 @@ from typing import final
 import trio
 
 from .._model import clock as _clock
+from .._model.serde import check_limit
 from .driver import RunDriver
 from .events import EventBus
 from .jobs import JobRegistry
@@ -51,6 +52,13 @@ class Engine:
         suspend_after: a workflow whose :func:`durable.sleep` is longer than
             this many seconds is unloaded from memory until it wakes (replayed
             from its checkpoints then); shorter sleeps wait in memory.
+        max_payload_bytes: the largest encoded input, output, step result or
+            signal payload stored (``None``, the default: the store's own
+            limit, 16 MiB unless it was made with another). A larger one is a
+            :class:`~durable.SerializationError` naming the step, its size and
+            the limit, raised before anything of it is written: ``start()``
+            raises it, a step's fails the instance. Sets the store's
+            ``max_payload_bytes``: a ``TypeError`` for a store without one.
 
     Attributes:
         workflows: register, start, wait for, inspect, cancel and resume instances.
@@ -61,12 +69,18 @@ class Engine:
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, store: Store | None = None, *, lease_ttl: float = 30.0, suspend_after: float = 1.0) -> None:
+    def __init__(self, store: Store | None = None, *, lease_ttl: float = 30.0, suspend_after: float = 1.0,
+                 max_payload_bytes: int | None = None) -> None:
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         if not suspend_after >= 0:
             raise ValueError(f"suspend_after must be a number of seconds >= 0, got {suspend_after!r}")
         self.store: Store = store if store is not None else MemoryStore()
+        if max_payload_bytes is not None:
+            if not hasattr(self.store, "max_payload_bytes"):
+                raise TypeError(f"max_payload_bytes: the store {self.store!r} has no payload limit to set "
+                                "(a 'max_payload_bytes' attribute)")
+            setattr(self.store, "max_payload_bytes", check_limit(max_payload_bytes))
         # The store's optional synchronous marker write, looked up on its class: a
         # wrapper delegating through __getattr__ (and overriding put_step) is not
         # bypassed; an async one is not this method and is not used.
@@ -87,15 +101,16 @@ class Engine:
     @classmethod
     def open(
         cls, path: str | os.PathLike[str] = "durable.lmdb", *, lease_ttl: float = 30.0, suspend_after: float = 1.0,
-        **store_options: object,
+        max_payload_bytes: int | None = None, **store_options: object,
     ) -> Engine:
         """An engine over the :class:`LMDBStore` at ``path``; closes the store when it exits.
 
         Use as ``async with Engine.open("orders.lmdb") as engine:``. ``store_options``
         go to :class:`LMDBStore`.
         """
+        check_limit(max_payload_bytes)  # before the store is opened
         engine = cls(LMDBStore(path, **store_options), lease_ttl=lease_ttl,  # type: ignore[arg-type]
-                     suspend_after=suspend_after)
+                     suspend_after=suspend_after, max_payload_bytes=max_payload_bytes)
         engine._owns_store = True
         return engine
 

@@ -23,7 +23,7 @@ This is the façade; the runs themselves are the
 from __future__ import annotations
 
 import logging
-from typing import Any, final
+from typing import Any, Literal, final
 
 import trio
 
@@ -90,23 +90,41 @@ class WorkflowService:
 
     # -- starting ----------------------------------------------------------
 
-    async def start(self, workflow: Any, /, *args: Any, id: str | None = None, **kwargs: Any) -> str:
+    async def start(self, workflow: Any, /, *args: Any, id: str | None = None,
+                    if_exists: Literal["return", "error"] = "return", **kwargs: Any) -> str:
         """Start an instance; returns its id once its creation is durable.
 
         Args:
             workflow: a registered name, a built graph or a ``@workflow`` function.
             *args: the input (one value for a builder workflow; the call's
-                arguments for a decorator workflow).
-            id: a caller-chosen id: starting twice with one id creates and runs
-                one instance, and returns the same id. Without one, the
-                instance gets a new version-7 UUID (32 hex digits) whose
-                first 12 digits are its ``created_at`` in milliseconds, so
-                ids sort by creation time, to the millisecond. If that instance is
-                unfinished and the engine that ran it is gone (a crash, a
-                stop), this engine continues it, as ``resume()`` would.
+                arguments for a decorator workflow, checked against its
+                signature, and converted to its parameters' annotations).
+            id: a caller-chosen id. Without one, the instance gets a new
+                version-7 UUID (32 hex digits) whose first 12 digits are its
+                ``created_at`` in milliseconds, so ids sort by creation time,
+                to the millisecond. With one that exists, ``if_exists`` decides.
+            if_exists: what to do when an instance with ``id`` exists already.
+                ``"return"`` (the default) returns its id, without running
+                anything, if it was started with the same input (its stored
+                ``input`` equals this call's), so that starting twice with one
+                id runs one instance; with another input it raises
+                :class:`~durable.IdConflict`. ``"error"`` raises
+                :class:`~durable.IdConflict` whenever the id exists. An
+                instance of another workflow under the id is always an
+                :class:`~durable.IdConflict`. An existing instance returned
+                that is unfinished, and whose engine is gone (a crash, a
+                stop), is continued by this engine, as ``resume()`` would.
             **kwargs: keyword arguments of a decorator workflow's call.
+
+        Raises:
+            IdConflict: see ``if_exists``.
+            TypeError: the arguments do not fit the workflow (an unexpected or
+                missing argument, a value of the wrong type).
+            SerializationError: the input cannot be stored.
         """
-        return await self._driver.start(self._definition(workflow), args, kwargs, id, None)
+        if if_exists not in ("return", "error"):
+            raise ValueError(f"if_exists must be 'return' or 'error', got {if_exists!r}")
+        return await self._driver.start(self._definition(workflow), args, kwargs, id, None, if_exists=if_exists)
 
     async def resume(self, *, limit: int | None = None) -> list[str]:
         """Continue every unfinished instance whose owner is gone; returns their ids.

@@ -35,12 +35,17 @@ place.)
 
 from __future__ import annotations
 
+import _io
 import io
+import mmap
 import operator
 import pickle
 import pickletools
+import select
+import socket
 import struct
 import sys
+import threading
 import types
 import zlib
 from collections.abc import Callable, Mapping
@@ -55,7 +60,9 @@ from .ids import is_valid_id
 from .records import InstanceStatus, StepResult, StepStatus, WorkflowInstance
 from ..errors import SerializationError, StoreError
 
-__all__ = ["decode_instance", "decode_step", "decode_value", "encode_instance", "encode_step", "encode_value"]
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES", "check_limit", "decode_instance", "decode_step", "decode_value", "encode_instance", "encode_step", "encode_value", "same_value",
+]
 
 _LEGACY = b"\x01"  # version byte + pickle (read only)
 _ENVELOPE = b"\x02"  # version byte + CRC-32 of the pickle (4 bytes, big endian) + pickle
@@ -132,14 +139,88 @@ def _from_main(qualname: str, by_value: bytes) -> Any:
     return obj
 
 
-class _MainAwarePickler(cloudpickle.Pickler):  # type: ignore[misc]
-    """cloudpickle, with ``__main__``'s named classes and functions stored as :func:`_from_main` calls."""
+def _handle_types() -> tuple[type, ...]:
+    # Concrete classes only, no ABC (an ABC's isinstance() costs ten times more,
+    # and this one runs for every object pickled): _io._IOBase is the class
+    # every io stream derives from, io.IOBase's Python subclasses included;
+    # a selector holds one of select's objects.
+    found: list[type] = [_io._IOBase, socket.socket, mmap.mmap]
+    for name in ("epoll", "kqueue", "devpoll"):
+        cls = getattr(select, name, None)
+        if isinstance(cls, type):
+            found.append(cls)
+    return tuple(found)
+
+
+#: What is never stored: open files and streams (``io.IOBase``: files, ``StringIO``,
+#: ``BytesIO``...), sockets, memory maps, selectors' OS objects. Pickle stores some
+#: as they are (a ``StringIO``) and cloudpickle replaces an open text file by a
+#: ``StringIO`` of its contents: either way, what a resumed workflow got back
+#: would no longer be the handle it had.
+_HANDLES = _handle_types()
+
+
+class _RefusedHandle(TypeError):
+    """An OS handle (an open file, a socket) met while pickling: it is never stored."""
+
+
+def _refused(obj: Any) -> _RefusedHandle:
+    cls = type(obj)
+    return _RefusedHandle(
+        f"{cls.__module__}.{cls.__qualname__} is an open file, stream or socket (an OS handle or I/O "
+        "state), which cannot be stored: pass its contents, or a path or URL to reopen, instead"
+    )
+
+
+class _Pickler(pickle.Pickler):
+    """Plain (C) pickle that refuses :data:`_HANDLES`.
+
+    ``reducer_override`` is not called for the exact builtin types (str, int,
+    list, dict, tuple...): records of plain data pay nothing for it, other
+    objects about 0.1 µs each.
+    """
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, _HANDLES):
+            raise _refused(obj)
+        return NotImplemented
+
+
+class _MainAwarePickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, with ``__main__``'s named classes and functions stored as :func:`_from_main` calls,
+    refusing :data:`_HANDLES`."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, _HANDLES):
+            raise _refused(obj)
         if (isinstance(obj, (type, types.FunctionType)) and getattr(obj, "__module__", None) == "__main__"
                 and "<" not in getattr(obj, "__qualname__", "<")):
             return _from_main, (obj.__qualname__, cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
         return super().reducer_override(obj)
+
+
+_per_thread = threading.local()
+
+
+def _plain_pickle(value: Any) -> bytes:
+    """``value`` pickled by :class:`_Pickler`, as ``pickle.dumps`` would.
+
+    Each thread reuses one pickler (its memo cleared after each use): making
+    one costs about as much as pickling a small record. One that raised is
+    dropped, and a nested call (a ``__reduce__`` that encodes) gets a new one.
+    """
+    pair: tuple[io.BytesIO, _Pickler] | None = _per_thread.__dict__.pop("pickler", None)
+    if pair is None:
+        buffer = io.BytesIO()
+        pair = (buffer, _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL))
+    buffer, pickler = pair
+    pickler.dump(value)
+    data = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    pickler.clear_memo()  # holds the objects just pickled
+    _per_thread.pickler = pair
+    return data
 
 
 def _pickle(value: Any) -> bytes:
@@ -152,10 +233,13 @@ def _pickle(value: Any) -> bytes:
     worker started differently) could not import: cloudpickle stores those by
     value, and a named class or function of ``__main__`` loads as the loading
     process's own when its ``__main__`` defines that name (:func:`_from_main`).
-    Both load with :func:`pickle.loads`.
+    Both load with :func:`pickle.loads`. Both refuse open files, sockets and
+    other OS handles (:data:`_HANDLES`, a ``TypeError``).
     """
     try:
-        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        data = _plain_pickle(value)
+    except _RefusedHandle:
+        raise
     except Exception:
         pass
     else:
@@ -164,6 +248,58 @@ def _pickle(value: Any) -> bytes:
     buffer = io.BytesIO()
     _MainAwarePickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
     return buffer.getvalue()
+
+
+#: The default of ``max_payload_bytes``: the largest encoded input, output, step
+#: result or signal payload a store takes (16 MiB).
+DEFAULT_MAX_PAYLOAD_BYTES = 16 << 20
+
+
+def check_limit(limit: int | None) -> int | None:
+    """``limit`` if it is a usable ``max_payload_bytes`` (an int > 0, or ``None``: no limit), else ``ValueError``."""
+    if limit is not None and (type(limit) is not int or limit <= 0):
+        raise ValueError(f"max_payload_bytes must be a number of bytes > 0 (or None: no limit), got {limit!r}")
+    return limit
+
+
+def _too_large(what: str, size: int, limit: int) -> str:
+    return (f"{what} is {size:,} bytes encoded, over the limit of {limit:,} bytes "
+            "(max_payload_bytes)")
+
+
+def _oversized_part(parts: tuple[tuple[str, Any], ...], limit: int) -> tuple[str, int] | None:
+    """The first of ``parts`` (name, value) whose own encoding is over ``limit``: (name, size), or ``None``.
+
+    Only asked of a record over the limit: its values are measured apart, so
+    that the limit is on each payload, not on the record's few hundred bytes
+    of bookkeeping (and an instance whose input was accepted at ``start()``
+    can always record its end).
+    """
+    for name, value in parts:
+        if value is None:
+            continue
+        size = len(_pickle(value))
+        if size > limit:
+            return name, size
+    return None
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are the same value as far as a store can tell.
+
+    Equal (``==``), or pickling to the same bytes: a value whose class
+    compares by identity (no ``__eq__``) is not equal to its copy loaded back
+    from a store, yet is the same value. ``False`` if either does not pickle.
+    """
+    try:
+        if a == b:
+            return True
+    except Exception:  # an __eq__ that raises, or whose result has no truth value (an array)
+        pass
+    try:
+        return _pickle(a) == _pickle(b)
+    except Exception:
+        return False
 
 
 def _cannot(what: str, exc: Exception, **context: Any) -> SerializationError:
@@ -200,8 +336,12 @@ def _stored_time(value: datetime | None) -> datetime | int | None:
     return (value - EPOCH) // _MICROSECOND
 
 
-def encode_instance(inst: WorkflowInstance) -> bytes:
-    """Bytes of ``inst`` without its step results (they are stored apart)."""
+def encode_instance(inst: WorkflowInstance, *, limit: int | None = None) -> bytes:
+    """Bytes of ``inst`` without its step results (they are stored apart).
+
+    :class:`SerializationError` if it does not pickle, or if its input or
+    output is over ``limit`` bytes encoded.
+    """
     (iid, workflow_name, status, input_, current_step, output, error, created_at, started_at, completed_at,
      deadline, args, kwargs, error_type) = _instance_fields(inst)
     record = (
@@ -212,13 +352,23 @@ def encode_instance(inst: WorkflowInstance) -> bytes:
     )
     try:
         data = _pickle(record)
+        oversized = _oversized_part((("input", input_), ("output", output)), limit) \
+            if limit is not None and len(data) > limit else None
     except Exception as exc:  # pickling raises many types: PicklingError, TypeError, AttributeError...
         raise _cannot("instance", exc, workflow=workflow_name, instance_id=iid) from exc
+    if oversized is not None:
+        raise SerializationError(_too_large(f"the instance's {oversized[0]}", oversized[1], limit or 0),
+                                 workflow=workflow_name, instance_id=iid)
     return _seal(data)
 
 
-def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: str | None = None) -> bytes:
-    """Bytes of one step's checkpoint."""
+def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: str | None = None,
+                limit: int | None = None) -> bytes:
+    """Bytes of one step's checkpoint.
+
+    :class:`SerializationError` naming the step if it does not pickle, or if
+    its input or output is over ``limit`` bytes encoded.
+    """
     (name, status, input_, output, error, started_at, completed_at, attempts, key, step_type, function, exception,
      next_attempt_at, seq) = _step_fields(step)
     if exception is not None:
@@ -233,11 +383,17 @@ def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: s
         error, _stored_time(started_at), _stored_time(completed_at), attempts, key, step_type, function, exception,
         _stored_time(next_attempt_at), seq,
     )
+    what = f"the {step.status} result of step {step.key or step.step_name!r}"
     try:
         data = _pickle(record)
+        oversized = _oversized_part((("output", output), ("input", input_)), limit) \
+            if limit is not None and len(data) > limit else None
     except Exception as exc:
-        raise _cannot(f"the {step.status} result of step {step.key or step.step_name!r}", exc, workflow=workflow,
-                      instance_id=instance_id, step=step.key or step.step_name) from exc
+        raise _cannot(what, exc, workflow=workflow, instance_id=instance_id, step=step.key or step.step_name) from exc
+    if oversized is not None:
+        raise SerializationError(f"cannot checkpoint {what}: " + _too_large(f"its {oversized[0]}", oversized[1],
+                                                                            limit or 0),
+                                 workflow=workflow, instance_id=instance_id, step=step.key or step.step_name)
     return _seal(data)
 
 
@@ -424,12 +580,15 @@ def decode_instance(data: bytes, where: str = "instance", path: str | None = Non
     return _loads(data, _build_instance, where, path)
 
 
-def encode_value(value: Any, what: str, **context: Any) -> bytes:
-    """Bytes of a bare value (a signal's payload); :class:`SerializationError` naming ``what``."""
+def encode_value(value: Any, what: str, *, limit: int | None = None, **context: Any) -> bytes:
+    """Bytes of a bare value (a signal's payload); :class:`SerializationError` naming ``what``
+    if it does not pickle, or is over ``limit`` bytes encoded."""
     try:
         data = _pickle(value)
     except Exception as exc:
         raise SerializationError(f"cannot store {what}: {type(exc).__name__}: {exc}", **context) from exc
+    if limit is not None and len(data) > limit:
+        raise SerializationError(f"cannot store {what}: " + _too_large("it", len(data), limit), **context)
     return _seal(data)
 
 
@@ -447,20 +606,23 @@ def decode_step(data: bytes, where: str = "step", path: str | None = None) -> St
     return _loads(data, _build_step, where, path)
 
 
-def check_step_input(step: StepResult, *, instance_id: str | None = None) -> None:
-    """:class:`SerializationError` if ``step``'s input cannot be stored; the input alone is pickled.
+def check_step_input(step: StepResult, *, instance_id: str | None = None, limit: int | None = None) -> None:
+    """:class:`SerializationError` if ``step``'s input cannot be stored (or is over ``limit`` bytes
+    encoded); the input alone is pickled.
 
     What a store checks before queueing a marker it encodes only if it is
     written (most are superseded by the step's result in the same commit).
     """
+    what = f"cannot checkpoint the {step.status} result of step {step.key or step.step_name!r}"
     try:
-        _pickle(step.input)
+        data = _pickle(step.input)
     except Exception as exc:
         raise SerializationError(
-            f"cannot checkpoint the {step.status} result of step {step.key or step.step_name!r}: "
-            f"{type(exc).__name__}: {exc}",
-            instance_id=instance_id, step=step.key or step.step_name,
+            f"{what}: {type(exc).__name__}: {exc}", instance_id=instance_id, step=step.key or step.step_name,
         ) from exc
+    if limit is not None and len(data) > limit:
+        raise SerializationError(f"{what}: " + _too_large("its input", len(data), limit),
+                                 instance_id=instance_id, step=step.key or step.step_name)
 
 
 class UnpicklableError(Exception):

@@ -11,6 +11,7 @@ import trio
 
 from .._engine.engine import Engine
 from .._model.records import InstanceStatus, WorkflowInstance
+from ..errors import IdConflict
 from ..stores import LMDBStore
 from .._model.ids import is_valid_id
 from ._errors import CliError
@@ -50,6 +51,8 @@ async def _run(store: str, spec: str, module: ModuleType, wf: Workflow, args: tu
         engine.events.on("*", progress.on_event)
         try:
             iid = await engine.workflows.start(wf, *args, id=instance_id, **kwargs)
+        except IdConflict as exc:
+            raise CliError(str(exc)) from None  # another input (or workflow) under that id: exit 1
         except (TypeError, ValueError) as exc:
             raise CliError(str(exc), exit_code=2) from None
         if detach:
@@ -81,7 +84,8 @@ async def _run(store: str, spec: str, module: ModuleType, wf: Workflow, args: tu
               help="The input as JSON: a builder workflow's input value; for a @workflow function a list "
                    "(positional arguments) or an object (keyword arguments).")
 @click.option("--id", "instance_id", metavar="ID",
-              help="The instance id: running again with the same id runs one instance and prints its result.")
+              help="The instance id: running again with the same id and input runs one instance and prints its "
+                   "result; another input under an existing id is an error (exit 1).")
 @click.option("--detach", is_flag=True, help="Only create the instance, print its id and exit: a worker runs it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @store_option
@@ -96,7 +100,8 @@ def run_cmd(target: str, args: tuple[str, ...], input_json: str | None, instance
 
     Progress goes to stderr (a progress bar in a terminal, plain lines
     otherwise), the result to stdout. Exits 1 with the error when the instance
-    fails, times out or is cancelled. On Ctrl-C or SIGTERM the instance is
+    fails, times out or is cancelled, or when --id names an instance started
+    with another input. On Ctrl-C or SIGTERM the instance is
     left unfinished in the store, for `durable resume` or a worker.
     """
     spec = split_target(target)[0]

@@ -22,9 +22,10 @@ from typing import Any, Protocol, runtime_checkable
 import trio
 
 from .._model.records import InstanceStatus, StepResult, WorkflowInstance
+from .._model.serde import DEFAULT_MAX_PAYLOAD_BYTES
 from ._lease import Owner
 
-__all__ = ["Store", "signal_key_prefix", "step_key_bytes"]
+__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "Store", "signal_key_prefix", "step_key_bytes"]
 
 _MAX_KEY = 480
 
@@ -55,6 +56,14 @@ class Store(Protocol):
     awaits ``put_step(..., durable=False)``. It is looked up on the store's
     class, so a wrapper delegating to another store through ``__getattr__``
     gets every write, markers included, through its own ``put_step``.
+
+    Optional: a settable ``max_payload_bytes`` attribute (an int, or ``None``
+    for no limit): the largest encoded input, output, step result or signal
+    payload the store takes; a larger one raises
+    :class:`~durable.SerializationError` before anything of it is written.
+    Both stores have it (default 16 MiB, :data:`DEFAULT_MAX_PAYLOAD_BYTES`);
+    ``Engine(store, max_payload_bytes=...)`` sets it, and refuses a store
+    without it.
 
     .. versionadded:: 0.1.0
     """

@@ -12,7 +12,16 @@ from typing import Any, final
 import trio
 
 from .._model.records import InstanceStatus, StepResult, WorkflowInstance
-from .._model.serde import decode_instance, decode_step, decode_value, encode_instance, encode_step, encode_value
+from .._model.serde import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    check_limit,
+    decode_instance,
+    decode_step,
+    decode_value,
+    encode_instance,
+    encode_step,
+    encode_value,
+)
 from .._model.ids import check_instance_id, check_signal_name, check_workflow_name, is_valid_id
 from ._join import join_steps
 from ._lease import LeaseLost, Owner, may_claim, record_alive
@@ -24,10 +33,17 @@ __all__ = ["MemoryStore"]
 class MemoryStore:
     """A :class:`~durable.stores.Store` kept in memory: for tests and ephemeral runs.
 
+    Args:
+        max_payload_bytes: the largest encoded input, output, step result or
+            signal payload it takes (default 16 MiB; ``None``: no limit); a
+            larger one is a :class:`~durable.SerializationError`, and nothing
+            of it is stored. ``Engine(max_payload_bytes=...)`` sets it.
+
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+        self.max_payload_bytes = check_limit(max_payload_bytes)
         self._instances: dict[str, bytes] = {}
         self._steps: dict[str, dict[str, bytes]] = {}
         self._order: dict[str, int] = {}
@@ -58,7 +74,7 @@ class MemoryStore:
             found = await self.get_instance(instance.id)
             assert found is not None
             return found, False
-        self._instances[instance.id] = encode_instance(instance)
+        self._instances[instance.id] = encode_instance(instance, limit=self.max_payload_bytes)
         self._status[instance.id] = InstanceStatus(instance.status)
         self._steps[instance.id] = {}
         self._order[instance.id] = self._counter
@@ -91,7 +107,7 @@ class MemoryStore:
         """Replace the instance record (fenced by ``owner``)."""
         check_instance_id(instance.id)
         check_workflow_name(instance.workflow_name)
-        data = encode_instance(instance)
+        data = encode_instance(instance, limit=self.max_payload_bytes)
         old = self._status.get(instance.id)
         if old is not None and old.finished and old != instance.status:
             if owner is not None:
@@ -157,7 +173,7 @@ class MemoryStore:
     def put_step_later(self, instance_id: str, step: StepResult, *, owner: str | None = None) -> None:
         """A non-durable checkpoint (a step's "running" marker), stored at once without awaiting."""
         check_instance_id(instance_id)
-        data = encode_step(step, instance_id=instance_id)
+        data = encode_step(step, instance_id=instance_id, limit=self.max_payload_bytes)
         self._fence(instance_id, owner)
         self._steps.setdefault(instance_id, {})[step.key] = data
 
@@ -172,7 +188,8 @@ class MemoryStore:
         """Queue signal ``name`` for an instance; returns its sequence number."""
         check_instance_id(instance_id)
         check_signal_name(name)
-        data = encode_value(payload, f"the payload of signal {name!r}", instance_id=instance_id)
+        data = encode_value(payload, f"the payload of signal {name!r}", instance_id=instance_id,
+                            limit=self.max_payload_bytes)
         self._signal_seq += 1
         self._signals.setdefault((instance_id, name), {})[self._signal_seq] = data
         return self._signal_seq
@@ -189,7 +206,7 @@ class MemoryStore:
         self, instance_id: str, name: str, seq: int, step: StepResult, *, owner: str | None = None
     ) -> bool:
         """Remove queued signal ``seq`` and store ``step``, together; ``False`` if it is not queued."""
-        data = encode_step(step, instance_id=instance_id)
+        data = encode_step(step, instance_id=instance_id)  # (no limit: its payload was checked when it was sent)
         self._fence(instance_id, owner)
         queue = self._signals.get((instance_id, name))
         if not queue or seq not in queue:

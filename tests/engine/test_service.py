@@ -13,6 +13,7 @@ import trio
 
 from durable import (
     Engine,
+    IdConflict,
     InstanceNotFound,
     InstanceStatus,
     SerializationError,
@@ -53,17 +54,19 @@ class Counts:
 
 
 async def test_start_with_id_is_idempotent(engine: Engine) -> None:
-    """Starting twice with one id returns the same id and runs the instance once."""
+    """Starting twice with one id (and one input) returns the same id and runs the instance once."""
     counts = Counts()
     counts.register(engine, "a", "b", "c")
     engine.workflows.register(_three_steps())
     first = await engine.workflows.start("three", 1, id="order-1")
-    second = await engine.workflows.start("three", 2, id="order-1")
+    second = await engine.workflows.start("three", 1, id="order-1")
     assert first == second == "order-1"
     inst = await engine.workflows.wait("order-1")
     assert inst.status == "completed" and inst.input == 1
     assert counts.calls == {"a": 1, "b": 1, "c": 1}
-    await engine.workflows.start("three", 3, id="order-1")
+    await engine.workflows.start("three", 1, id="order-1")
+    with pytest.raises(IdConflict):  # another input (tests/engine/test_start_id_policy.py)
+        await engine.workflows.start("three", 3, id="order-1")
     assert counts.calls == {"a": 1, "b": 1, "c": 1}
 
 
@@ -210,7 +213,7 @@ async def test_start_with_an_existing_id_writes_nothing(store_path: Path) -> Non
         await engine.workflows.wait(await engine.workflows.start("three", 1, id="order-1"))
         before = engine.store.stats()["batches"]  # type: ignore[attr-defined]
         for _ in range(5):
-            assert await engine.workflows.start("three", 2, id="order-1") == "order-1"
+            assert await engine.workflows.start("three", 1, id="order-1") == "order-1"
         assert engine.store.stats()["batches"] == before  # type: ignore[attr-defined]
     assert counts.calls == {"a": 1, "b": 1, "c": 1}
 
@@ -227,12 +230,12 @@ async def test_start_with_the_id_of_an_abandoned_instance_continues_it(store_pat
     counts.block = None
     async with Engine.open(store_path) as engine:
         counts.register(engine, "a", "b", "c")
-        assert await engine.workflows.start(_three_steps(), 2, id="order-7") == "order-7"
+        assert await engine.workflows.start(_three_steps(), 1, id="order-7") == "order-7"
         assert engine.workflows.running_ids() == ["order-7"]
         with trio.fail_after(10):
             inst = await engine.workflows.wait("order-7")
         # Once finished, starting again neither runs it nor changes it.
-        assert await engine.workflows.start(_three_steps(), 3, id="order-7") == "order-7"
+        assert await engine.workflows.start(_three_steps(), 1, id="order-7") == "order-7"
         assert engine.workflows.running_ids() == []
     assert inst.status == "completed" and inst.input == 1 and inst.output == "c-out"
     assert counts.calls == {"a": 1, "b": 2, "c": 1}

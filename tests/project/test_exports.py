@@ -11,7 +11,7 @@ import durable.testing
 
 EXPECTED = {
     "Catch", "CaughtError", "ChildState", "ChildWorkflowFailed", "ChoiceState", "Context", "DurableError", "Engine", "Event", "EventBus", "Graph", "GraphError",
-    "InstanceNotFound", "InstanceStatus", "JobNotFound", "LMDBStore", "MapFailed", "MapState", "MemoryStore", "NoChoiceMatched",
+    "IdConflict", "InstanceNotFound", "InstanceStatus", "JobNotFound", "LMDBStore", "MapFailed", "MapState", "MemoryStore", "NoChoiceMatched",
     "NonDeterminismError", "ParallelFailed", "ParallelState", "PassState", "Retry", "SerializationError", "SignalState", "SignalTimeout", "WaitState",
     "StepFailed", "StepFunction", "StepInfo", "StepResult", "StepStatus", "StepTimeout", "Store", "StoreError",
     "Subscription", "TaskState", "When", "WorkflowCancelled", "WorkflowFunction", "WorkflowInstance",

@@ -37,7 +37,14 @@ import trio
 
 from ..._model.ids import check_instance_id, check_signal_name, check_workflow_name, is_valid_id
 from ..._model.records import InstanceStatus, StepResult, WorkflowInstance
-from ..._model.serde import check_step_input, encode_instance, encode_step, encode_value
+from ..._model.serde import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    check_limit,
+    check_step_input,
+    encode_instance,
+    encode_step,
+    encode_value,
+)
 from .._base import signal_key_prefix, step_key_bytes
 from .._lease import Owner
 from . import instances, leases, signals, steps
@@ -54,6 +61,10 @@ class LMDBStore:
         path: the store's directory; created (owner-only) if missing.
         map_size: initial map size in bytes; the map doubles when full.
         lazy_delay: longest time a non-durable write waits for a commit (seconds, > 0).
+        max_payload_bytes: the largest encoded input, output, step result or
+            signal payload it takes (default 16 MiB; ``None``: no limit); a
+            larger one is a :class:`~durable.SerializationError`, and nothing
+            of it is written. ``Engine(max_payload_bytes=...)`` sets it.
 
     Raises:
         StoreError: the path is a file, a directory that is not a store, a
@@ -62,9 +73,11 @@ class LMDBStore:
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, map_size: int = 64 << 20, lazy_delay: float = 0.1) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, map_size: int = 64 << 20, lazy_delay: float = 0.1,
+                 max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         if not isinstance(lazy_delay, (int, float)) or not 0 < lazy_delay < float("inf"):
             raise ValueError(f"lazy_delay must be a number of seconds > 0, got {lazy_delay!r}")
+        self.max_payload_bytes = check_limit(max_payload_bytes)
         self._env = LMDBEnv(os.fspath(path), map_size, float(lazy_delay))
         self._tables = self._env.tables
         self._owner_cache: tuple[Owner, bytes, bytes] | None = None  # see _owner_record
@@ -118,7 +131,7 @@ class LMDBStore:
         """Durably store ``instance`` unless its id exists (leased to ``owner``); returns (stored, created)."""
         check_instance_id(instance.id)
         check_workflow_name(instance.workflow_name)
-        data = encode_instance(instance)
+        data = encode_instance(instance, limit=self.max_payload_bytes)
         owner_record = self._owner_record(owner) if owner is not None and not instance.finished else None
         if await self._env.write(instances.create, True, None, (self._tables, instance, data, owner_record)):
             return instance, True
@@ -139,7 +152,7 @@ class LMDBStore:
         """Replace the instance record (fenced by ``owner``)."""
         check_instance_id(instance.id)
         check_workflow_name(instance.workflow_name)
-        data = encode_instance(instance)
+        data = encode_instance(instance, limit=self.max_payload_bytes)
         await self._env.write(instances.put, durable, None, (self._tables, instance, data, owner))
 
     async def delete_instance(self, instance_id: str) -> bool:
@@ -163,7 +176,7 @@ class LMDBStore:
             return
         check_instance_id(instance_id)
         key = step_key_bytes(instance_id, step.key)
-        data = encode_step(step, instance_id=instance_id)  # SerializationError here
+        data = encode_step(step, instance_id=instance_id, limit=self.max_payload_bytes)  # SerializationError here
         await self._env.write(steps.put, True, key, (self._tables, instance_id, key, step, data, owner))
 
     def put_step_later(self, instance_id: str, step: StepResult, *, owner: str | None = None) -> None:
@@ -179,7 +192,7 @@ class LMDBStore:
         check_instance_id(instance_id)
         # A marker is usually superseded by the step's result in the same
         # commit, so the writer encodes it only if it is written.
-        check_step_input(step, instance_id=instance_id)
+        check_step_input(step, instance_id=instance_id, limit=self.max_payload_bytes)
         key = step_key_bytes(instance_id, step.key)
         self._env.write_later(steps.put, key, (self._tables, instance_id, key, step, None, owner))
 
@@ -189,7 +202,8 @@ class LMDBStore:
         """Queue signal ``name`` for an instance, durably; returns its sequence number."""
         check_instance_id(instance_id)
         check_signal_name(name)
-        data = encode_value(payload, f"the payload of signal {name!r}", instance_id=instance_id)
+        data = encode_value(payload, f"the payload of signal {name!r}", instance_id=instance_id,
+                            limit=self.max_payload_bytes)
         prefix = signal_key_prefix(instance_id, name)
         seq: int = await self._env.write(signals.send, True, None, (self._tables, prefix, data))
         return seq
@@ -206,7 +220,7 @@ class LMDBStore:
     ) -> bool:
         """Remove queued signal ``seq`` and store ``step``, in one durable write; ``False`` if it is not queued."""
         check_instance_id(instance_id)
-        data = encode_step(step, instance_id=instance_id)
+        data = encode_step(step, instance_id=instance_id)  # (no limit: its payload was checked when it was sent)
         signal_key = signal_key_prefix(instance_id, name) + seq.to_bytes(8, "big")
         args = (self._tables, instance_id.encode(), signal_key, step_key_bytes(instance_id, step.key), data, owner)
         taken = await self._env.write(signals.take, True, None, args)  # a LeaseLost result is raised by write()
