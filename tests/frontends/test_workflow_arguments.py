@@ -172,12 +172,13 @@ def test_star_arguments_are_checked_item_by_item(no_pydantic: None) -> None:
 
 async def test_pydantic_converts_json_ish_inputs(with_pydantic: None, engine: Engine) -> None:
     """"5" becomes 5 for an int; the converted values are what is stored and what the workflow gets."""
-    iid = await engine.workflows.start(two_args(), "5", b=2)
+    wf = two_args()  # one workflow: another function under its name would be refused
+    iid = await engine.workflows.start(wf, "5", b=2)
     inst = await engine.workflows.wait(iid)
     assert inst.output == 7 and inst.input == {"a": 5, "b": 2}
     assert inst.args == (5,) and inst.kwargs == {"b": 2}
     with pytest.raises(TypeError) as caught:
-        await engine.workflows.start(two_args(), "x", "y")
+        await engine.workflows.start(wf, "x", "y")
     text = str(caught.value)
     assert text.startswith("workflow 'two_args': argument 'a' must be int, got 'x' (str): ")
     assert "valid integer" in text
