@@ -197,9 +197,12 @@ def _read_all(store: Path, ids: list[str]) -> tuple[dict[str, Any], dict[str, di
 
 
 def _snapshot(insts: dict[str, Any], steps: dict[str, dict[str, Any]]) -> Snapshot:
+    """Instance statuses and their steps' checkpoints; recorded values (``durable.random()``...) and
+    patch markers are not steps: they have no events and no progress."""
     return {
         iid: (None if inst is None else _value(inst.status),
-              {key: (_value(sr.status), sr.step_name, sr.step_type, sr.attempts) for key, sr in steps[iid].items()})
+              {key: (_value(sr.status), sr.step_name, sr.step_type, sr.attempts) for key, sr in steps[iid].items()
+               if sr.step_type not in ("value", "patch")})
         for iid, inst in insts.items()
     }
 
@@ -213,7 +216,7 @@ def _store_opens(store: Path, ids: list[str]) -> tuple[str | None, Snapshot]:
 
 
 def _instance_ids(copies: int) -> list[str]:
-    names = ["t-seq30", "t-par3", "t-branchy", "t-retry", "t-catch", "t-builder"]
+    names = ["t-seq30", "t-par3", "t-branchy", "t-retry", "t-catch", "t-builder", "t-coin"]
     return [f"{n}-{k}" for k in range(copies) for n in names]
 
 
@@ -291,7 +294,11 @@ def check_round(
     (b3) no step body runs with an attempt above the one its final checkpoint
          (completed or failed) records, and that attempt was executed;
     (b4) no checkpoint records more attempts than its step's ``max_attempts``,
-         and no step body ran with an attempt number outside 1..max_attempts.
+         and no step body ran with an attempt number outside 1..max_attempts;
+    (b5) a ``t-coin`` instance, which branches on a checkpointed random value,
+         ran the step of one side only, across all its children: a replay took
+         the side the first run took (and a divergence would have to be reported
+         as ``NonDeterminismError``, not completed with both sides' effects).
     """
     v: list[str] = []
     insts, all_steps = final if final is not None else _read_all(store, ids)
@@ -334,6 +341,16 @@ def check_round(
                 done_here.add((iid, key))
         for k in done_here:
             done_before.setdefault(k, child)
+
+    for iid in ids:
+        if not iid.startswith("t-coin-"):
+            continue
+        sides = sorted({_step_name(key) for (rid, key, _) in runs if rid == iid and _step_name(key) in ("heads", "tails")})
+        if len(sides) > 1:
+            inst = insts.get(iid)
+            reported = inst is not None and inst.error_type == "NonDeterminismError"
+            v.append(f"{tag} (b5) {iid}: both sides of its checkpointed coin ran ({sides}): "
+                     + ("reported as NonDeterminismError" if reported else "and the divergence went unreported"))
 
     reexec = 0
     for (iid, key, attempt), n in sorted(runs.items()):

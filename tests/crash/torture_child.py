@@ -138,6 +138,18 @@ async def boom(x: int) -> int:
     return x  # never reached
 
 
+@step
+async def heads(x: int) -> int:
+    await touch()
+    return x + 1
+
+
+@step
+async def tails(x: int) -> int:
+    await touch()
+    return x + 1
+
+
 # -- decorator workflows -------------------------------------------------------------
 
 
@@ -164,6 +176,18 @@ async def branch_c(x: int) -> int:
     a = await add(x, 7)
     b = await add(a, 8)
     return await mul(b, 9)
+
+
+@workflow(name="t-coin")
+async def coin(x: int) -> int:
+    """Branches on a checkpointed random value: a replay takes the side the first run took, so one
+    side's step ever runs (the parent checks it); the output does not depend on the side."""
+    first = await add(x, 1)
+    if await durable.random() < 0.5:
+        side = await heads(first)
+    else:
+        side = await tails(first)
+    return await add(side, 2)
 
 
 @workflow(name="t-par3")
@@ -335,7 +359,7 @@ waiting_wf = (
 
 # -- retry policies, for the parent's attempt checks ---------------------------------
 
-STEP_FUNCTIONS: list[StepFunction[Any, Any]] = [add, mul, label, flaky, boom]
+STEP_FUNCTIONS: list[StepFunction[Any, Any]] = [add, mul, label, flaky, boom, heads, tails]
 
 
 def max_attempts() -> dict[str, int]:
@@ -352,7 +376,7 @@ def max_attempts() -> dict[str, int]:
 
 # -- the fixed set of instances ---------------------------------------------------
 
-DECORATOR_WORKFLOWS = [seq30, par3, branchy, retrying, catching, napping, signalled, parenting, mapping]
+DECORATOR_WORKFLOWS = [seq30, par3, branchy, retrying, catching, napping, signalled, parenting, mapping, coin]
 
 
 def instances(copies: int) -> list[tuple[Any, str, Any]]:
