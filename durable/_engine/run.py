@@ -206,15 +206,23 @@ class Run:
         its output. Used by the primitives that are not plain steps (sleep,
         signal, child workflow).
         """
+        key, seq, rec = self.take_key(scope, step_name)
+        if rec is not None and rec.status == StepStatus.FAILED:
+            raise rec.exception or self.fail(failure, rec.error or "failed", step=key)
+        if rec is not None and rec.status == StepStatus.COMPLETED:
+            self.step_completed(step_name, executed=False)
+        return key, seq, rec
+
+    def take_key(self, scope: Scope, step_name: str) -> tuple[str, int, StepResult | None]:
+        """The next key of ``step_name`` in ``scope``, its place, and its checkpoint, its order checked.
+
+        Raises the run's fatal error if it has one (no step may run after it).
+        """
         if self.fatal is not None:
             raise self.fatal
         key, seq = scope.next_key(step_name)
         rec = self.checkpoints.get(key)
         self.check_order(scope, key, seq, rec)
-        if rec is not None and rec.status == StepStatus.FAILED:
-            raise rec.exception or self.fail(failure, rec.error or "failed", step=key)
-        if rec is not None and rec.status == StepStatus.COMPLETED:
-            self.step_completed(step_name, executed=False)
         return key, seq, rec
 
     def check_order(self, scope: Scope, key: str, seq: int, rec: StepResult | None) -> None:

@@ -24,11 +24,7 @@ __all__ = ["patch", "record_value"]
 
 async def record_value(run: Run, scope: Scope, name: str, make: Callable[[], Any]) -> Any:
     """The value ``make()`` gave when this point of the workflow first ran (``make()`` now, stored, if never)."""
-    if run.fatal is not None:
-        raise run.fatal
-    key, seq = scope.next_key(name)
-    rec = run.checkpoints.get(key)
-    run.check_order(scope, key, seq, rec)
+    key, seq, rec = run.take_key(scope, name)
     if rec is not None and rec.status == StepStatus.COMPLETED:
         return rec.output
     value = make()

@@ -8,7 +8,7 @@ test jumps it or trio autojumps to a sleeping task's deadline, so nothing
 waits in real time.
 
 The engine's wall clock follows trio's clock from an epoch taken at its first
-reading in a trio run (``durable/_clock.py``), so a test reads ``engine.now()``
+reading in a trio run (``durable/_model/clock.py``), so a test reads ``engine.now()``
 once and then ``clock.jump()``s: the engine sees that much wall-clock time
 pass, as if the process had been down that long.
 """

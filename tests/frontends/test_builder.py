@@ -1,4 +1,4 @@
-"""The state-machine builder and graph validation (durable/_builder.py, durable/_ir.py)."""
+"""The state-machine builder and graph validation (durable/_frontends/builder.py, durable/_graph/validate.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Compiling a decorator workflow's source into a graph (durable/_compiler.py).
+"""Compiling a decorator workflow's source into a graph (durable/_frontends/compiler/).
 
 The workflows below are never run: they are compiled. Stub steps are plain
 ``async def`` marked with ``_is_step = True``; other ``async def`` of this module

@@ -1,4 +1,4 @@
-"""Mermaid and Graphviz DOT rendering of graphs (durable/_diagram.py)."""
+"""Mermaid and Graphviz DOT rendering of graphs (durable/_graph/diagram.py)."""
 
 from __future__ import annotations
 

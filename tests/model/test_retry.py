@@ -1,4 +1,4 @@
-"""The Retry policy value object and its backoff schedule (durable/_retry.py)."""
+"""The Retry policy value object and its backoff schedule (durable/_model/retry.py)."""
 
 from __future__ import annotations
 
