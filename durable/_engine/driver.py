@@ -208,9 +208,6 @@ class RunDriver:
             raise RuntimeError("the engine is stopping: no new instances can start")
         self.owner  # fail early, with a clear message, outside 'async with'
         definition = self.define(definition)  # a child's: resume() and wake-ups need it
-        required = getattr(definition, "required_jobs", None)  # a builder graph's named jobs
-        if required:
-            self.jobs.check(required, workflow=definition.name)  # before anything is written
         now = self.now()
         instance_id = check_instance_id(id) if id is not None else new_instance_id(now)
         value, call_args, call_kwargs = definition.make_call(args, kwargs)
@@ -221,6 +218,9 @@ class RunDriver:
             if found is not None:
                 return await self._existing(definition, found, value, if_exists)
             now = self.now()  # after the read
+        required = getattr(definition, "required_jobs", None)  # a builder graph's named jobs
+        if required:
+            self.jobs.check(required, workflow=definition.name)  # a new instance: before anything is written
         deadline = now + timedelta(seconds=definition.timeout) if definition.timeout else None
         if deadline_cap is not None:
             deadline = min(deadline, deadline_cap) if deadline is not None else deadline_cap

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast, final
 
 from .._graph.catch import CaughtError
-from .._graph.validate import has_loop
+from .._graph.validate import has_loop, same_shape
 from .children import child_step
 from .._graph.context import Context
 from .._graph.states import (
@@ -64,7 +64,8 @@ class GraphDefinition:
         self.graph = graph
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, GraphDefinition) and (other.graph is self.graph or other.graph == self.graph)
+        """The same workflow: graphs of the same shape (one builder function called twice gives two)."""
+        return isinstance(other, GraphDefinition) and same_shape(self.graph, other.graph)
 
     def __hash__(self) -> int:
         return hash(self.graph.name)

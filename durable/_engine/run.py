@@ -261,6 +261,11 @@ class Run:
             tops = self._scope_tops = _scope_tops(self.checkpoints)
         return tops.get(scope.path)
 
+    def unsequenced(self, scope: Scope) -> bool:
+        """Whether ``scope`` holds checkpoints without a place (written by durable 0.1.0)."""
+        self.recorded_top(scope)
+        return _UNSEQUENCED + scope.path in (self._scope_tops or {})
+
     async def suspend(self, wake_at: datetime | None, signal: str | None = None) -> NoReturn:
         """End this run to free its memory; the engine continues it at ``wake_at`` (a durable sleep),
         or when ``signal`` arrives (``wake_at`` then is the wait's time-out, if any).
@@ -393,12 +398,18 @@ def _scope_of(rec: StepResult) -> str | None:
     return head[: len(head) - len(rec.step_name)] if head.endswith(rec.step_name) else None
 
 
+_UNSEQUENCED = "\0"  # prefix of the entries of _scope_tops that mark scopes holding records without a place
+
+
 def _scope_tops(checkpoints: dict[str, StepResult]) -> dict[str, int]:
-    """The highest recorded place per scope path."""
+    """The highest recorded place per scope path (and ``NUL + path`` for scopes with unplaced records)."""
     tops: dict[str, int] = {}
     for rec in checkpoints.values():
-        if rec.seq is not None:
-            path = _scope_of(rec)
-            if path is not None and rec.seq > tops.get(path, -1):
-                tops[path] = rec.seq
+        path = _scope_of(rec)
+        if path is None:
+            continue
+        if rec.seq is None:
+            tops[_UNSEQUENCED + path] = 0
+        elif rec.seq > tops.get(path, -1):
+            tops[path] = rec.seq
     return tops

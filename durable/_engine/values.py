@@ -6,9 +6,10 @@ stored one, so code between steps may branch on it. ``durable.patched()`` is
 how an intentional code change reaches instances already in flight: a run of
 the new code records a marker (step type ``patch``) and takes the new path;
 a replay of a run recorded before the change finds no marker where that run
-went on, and takes the old path. Neither counts towards progress. Markers and
-values are written with the next durable write (a crash before it draws them
-anew: nothing stored depended on them).
+went on, and takes the old path. Neither counts towards progress. A value is
+written durably before it is returned (a step may act on it); a marker rides
+with the next durable write (lost in a crash before it, the replay decides the
+same way again: nothing recorded went past it).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ async def record_value(run: Run, scope: Scope, name: str, make: Callable[[], Any
     if rec is not None and rec.status == StepStatus.COMPLETED:
         return rec.output
     value = make()
-    await _mark(run, name, key, seq, "value", value)
+    # Durable before it is returned: a step may act on it (a uuid4() as an idempotency
+    # key), and a crash must not let the replay draw another one.
+    await _mark(run, name, key, seq, "value", value, durable=True)
     return value
 
 
@@ -42,22 +45,26 @@ async def patch(run: Run, scope: Scope, change_id: str, *, deprecated: bool = Fa
         raise run.fatal
     name = f"patch:{change_id}"
     rec = run.checkpoints.get(scope.peek_key(name))
-    if rec is not None:  # a run of the new code recorded it: replay the new path
+    if rec is not None and rec.seq in (None, scope.seq):
+        # A run of the new code recorded it here: replay the new path. (A marker of
+        # this id recorded at another place belongs to another call of patched().)
         key, seq = scope.next_key(name)
         run.check_order(scope, key, seq, rec)
         return True
     if deprecated:
         return True
     top = run.recorded_top(scope)
-    if top is not None and top >= scope.seq:
-        return False  # replaying a run recorded before the change, which went on from here: the old path
+    if (top is not None and top >= scope.seq) or run.unsequenced(scope):
+        # Replaying a run recorded before the change that went on from here (or one
+        # of durable 0.1.0, whose records have no places: taken as having gone on): the old path.
+        return False
     key, seq = scope.next_key(name)
-    await _mark(run, name, key, seq, "patch", True)
+    await _mark(run, name, key, seq, "patch", True, durable=False)
     return True
 
 
-async def _mark(run: Run, name: str, key: str, seq: int, step_type: str, output: Any) -> None:
+async def _mark(run: Run, name: str, key: str, seq: int, step_type: str, output: Any, *, durable: bool) -> None:
     now = run.now()
     await run.checkpoint(StepResult(step_name=name, status=StepStatus.COMPLETED, output=output, key=key,
                                     step_type=step_type, started_at=now, completed_at=now, attempts=1, seq=seq),
-                         durable=False)
+                         durable=durable)

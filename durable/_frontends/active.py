@@ -11,10 +11,11 @@ import contextvars
 
 import attrs
 
+from .._graph.context import step_info_var
 from .._model.retry import Retry
 from .._engine.run import Run, Scope
 
-__all__ = ["Active", "active", "plain_default_retry"]
+__all__ = ["Active", "active", "in_workflow", "plain_default_retry"]
 
 
 @attrs.frozen
@@ -33,3 +34,17 @@ active: contextvars.ContextVar[Active | None] = contextvars.ContextVar("durable_
 plain_default_retry: contextvars.ContextVar[Retry | None] = contextvars.ContextVar(
     "durable_plain_default_retry", default=None
 )
+
+
+def in_workflow() -> Active | None:
+    """The run and scope of the workflow code awaiting a primitive now, or ``None`` if it is plain code.
+
+    Plain code: outside any engine (a workflow awaited as a function), or
+    inside a running step, whose body is not replayed (so what it awaits
+    cannot take places among the workflow's checkpoints: it is part of the
+    step). Read when awaited: a ``parallel()`` branch has its own scope.
+    """
+    current = active.get()
+    if current is None or step_info_var.get() is not None:
+        return None
+    return current

@@ -19,7 +19,7 @@ import typing
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, final, overload
 
-from .active import Active, active, plain_default_retry
+from .active import Active, active, in_workflow, plain_default_retry
 from .._graph.context import step_info_var
 from .._graph.validate import has_loop
 from .._engine.children import child_step
@@ -330,7 +330,7 @@ class WorkflowFunction(Generic[P, R]):
         return self._call(args, kwargs)
 
     async def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
-        current = active.get()  # read when awaited: a parallel() branch has its own scope
+        current = in_workflow()  # plain code (no engine, or inside a running step): the body, plainly
         if current is None:
             return await self._plain(*args, **kwargs)
         output: R = await child_step(current.run, current.scope, self, args, kwargs)

@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from .active import Active, active
+from .active import Active, active, in_workflow
 from .._engine.fanout import failure_detail, fan_out, run_map
 from .._engine.run import Scope
 from ..errors import MapFailed
@@ -81,7 +81,7 @@ async def map(  # noqa: A001 - durable.map, as the issue names it; durable.map_ 
     if not callable(fn):
         raise TypeError(f"map() takes a function of one item first, got {fn!r}")
     values = list(items)
-    current = active.get()
+    current = in_workflow()
     if current is None:
         results, errors, order = await fan_out(
             len(values), lambda i: _awaited(fn, values[i]), limit=concurrency, on_error=on_error

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Awaitable, Coroutine
 from typing import Any
 
-from .active import Active, active
+from .active import Active, active, in_workflow
 from .._engine.fanout import failure_detail, fan_out, run_parallel
 from .._engine.run import Scope
 from ..errors import ParallelFailed
@@ -51,7 +51,7 @@ async def parallel(*awaitables: Awaitable[Any], on_error: str = "fail-fast") -> 
         if not inspect.isawaitable(aw):
             _close_unstarted(aws, set())
             raise TypeError(f"parallel() takes awaitables (step calls); argument {i} is {aw!r}")
-    current = active.get()
+    current = in_workflow()
     started: set[int] = set()
     try:
         if current is None:

@@ -20,9 +20,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from .active import active
+from .active import in_workflow
 from .._engine.values import patch, record_value
-from .._graph.context import step_info_var
 from .._model.clock import now as clock_now
 
 __all__ = ["deprecate_patch", "now", "patched", "random", "uuid4"]
@@ -31,8 +30,8 @@ _T = TypeVar("_T")
 
 
 async def _value(name: str, make: Callable[[], _T], engine_make: Callable[[Any], _T] | None = None) -> _T:
-    current = active.get()
-    if current is None or step_info_var.get() is not None:
+    current = in_workflow()
+    if current is None:
         return make()
     run = current.run
     value: _T = await record_value(run, current.scope, name, (lambda: engine_make(run)) if engine_make else make)
@@ -82,8 +81,8 @@ async def patched(change_id: str) -> bool:
     """
     if not isinstance(change_id, str) or not change_id:
         raise ValueError(f"patched() takes a change id (a non-empty str), got {change_id!r}")
-    current = active.get()
-    if current is None or step_info_var.get() is not None:
+    current = in_workflow()
+    if current is None:
         return True
     return await patch(current.run, current.scope, change_id)
 
@@ -97,8 +96,8 @@ async def deprecate_patch(change_id: str) -> None:
     """
     if not isinstance(change_id, str) or not change_id:
         raise ValueError(f"deprecate_patch() takes a change id (a non-empty str), got {change_id!r}")
-    current = active.get()
-    if current is None or step_info_var.get() is not None:
+    current = in_workflow()
+    if current is None:
         return
     await patch(current.run, current.scope, change_id, deprecated=True)
 

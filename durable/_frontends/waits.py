@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from .active import active
+from .active import in_workflow
 from .._engine.signals import NO_DEFAULT, signal_step
 from .._engine.sleep import sleep_step
 from .._model.clock import now as clock_now
@@ -38,7 +38,7 @@ async def sleep(seconds: float) -> None:
     """
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds != seconds or seconds < 0:
         raise ValueError(f"durable.sleep() takes a number of seconds >= 0, got {seconds!r}")
-    current = active.get()
+    current = in_workflow()
     if current is None:
         await trio.sleep(seconds)
         return
@@ -52,7 +52,7 @@ async def sleep_until(when: datetime) -> None:
     """
     if not isinstance(when, datetime) or when.tzinfo is None or when.utcoffset() is None:
         raise ValueError(f"durable.sleep_until() takes an aware datetime (with a tzinfo), got {when!r}")
-    current = active.get()
+    current = in_workflow()
     if current is None:
         await trio.sleep(max(0.0, (when - clock_now()).total_seconds()))
         return
@@ -80,7 +80,7 @@ async def wait_for_signal(name: str, *, timeout: float | None = None, default: A
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or timeout != timeout or timeout < 0):
         raise ValueError(f"wait_for_signal() timeout must be a number of seconds >= 0 or None, got {timeout!r}")
-    current = active.get()
+    current = in_workflow()
     if current is None:
         if timeout is None:
             raise DurableError(f"wait_for_signal({name!r}) outside an engine would wait for ever: "

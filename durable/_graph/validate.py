@@ -6,10 +6,14 @@ compiler at decoration), so the engine only ever runs well-formed graphs.
 
 from __future__ import annotations
 
+from typing import Any
+
+import attrs
+
 from .states import ChoiceState, Catch, Graph, MapState, ParallelState, PassState, SignalState, State, WaitState
 from ..errors import GraphError
 
-__all__ = ["catches_of", "has_loop", "validate_graph"]
+__all__ = ["catches_of", "has_loop", "same_shape", "validate_graph"]
 
 
 def _targets(state: State) -> list[tuple[str, str]]:
@@ -140,3 +144,33 @@ def _graphs(graph: Graph) -> list[Graph]:
         elif isinstance(s, MapState):
             out.extend(_graphs(s.iterator))
     return out
+
+
+def same_shape(a: Graph, b: Graph) -> bool:
+    """Whether two graphs are the same workflow: the same states, transitions, options and code.
+
+    Callables compare by their code (a lambda built twice by the same line is
+    the same), a child state's workflow by its name; so one builder function
+    called twice gives graphs of the same shape, and another graph does not.
+    """
+    return a is b or _shape(a) == _shape(b)
+
+
+def _shape(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    if isinstance(value, Graph):
+        return ("graph", value.name, value.timeout, value.default_retry, value.source,
+                tuple(_shape(s) for s in value.states))
+    if isinstance(value, (tuple, list)):
+        return tuple(_shape(v) for v in value)
+    if attrs.has(type(value)):  # a state, a When, a Catch, a Retry: field by field
+        return (type(value).__name__,) + tuple(_shape(getattr(value, f.name)) for f in attrs.fields(type(value)))
+    code = getattr(value, "__code__", None)
+    if code is not None:
+        return ("code", code)
+    if hasattr(value, "graph") and hasattr(value, "name"):  # a workflow spec (a child state's)
+        return ("workflow", value.name)
+    if callable(value):
+        return ("callable", getattr(type(value), "__qualname__", repr(type(value))))
+    return value

@@ -362,6 +362,11 @@ def encode_instance(inst: WorkflowInstance, *, limit: int | None = None) -> byte
     return _seal(data)
 
 
+def _step_what(step: StepResult) -> str:
+    """How an error names a step record (built only on the error path: it costs more than the encoding)."""
+    return f"the {step.status} result of step {step.key or step.step_name!r}"
+
+
 def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: str | None = None,
                 limit: int | None = None) -> bytes:
     """Bytes of one step's checkpoint.
@@ -383,16 +388,16 @@ def encode_step(step: StepResult, *, workflow: str | None = None, instance_id: s
         error, _stored_time(started_at), _stored_time(completed_at), attempts, key, step_type, function, exception,
         _stored_time(next_attempt_at), seq,
     )
-    what = f"the {step.status} result of step {step.key or step.step_name!r}"
     try:
         data = _pickle(record)
         oversized = _oversized_part((("output", output), ("input", input_)), limit) \
             if limit is not None and len(data) > limit else None
     except Exception as exc:
-        raise _cannot(what, exc, workflow=workflow, instance_id=instance_id, step=step.key or step.step_name) from exc
+        raise _cannot(_step_what(step), exc, workflow=workflow, instance_id=instance_id,
+                      step=step.key or step.step_name) from exc
     if oversized is not None:
-        raise SerializationError(f"cannot checkpoint {what}: " + _too_large(f"its {oversized[0]}", oversized[1],
-                                                                            limit or 0),
+        raise SerializationError(f"cannot checkpoint {_step_what(step)}: " + _too_large(
+                                     f"its {oversized[0]}", oversized[1], limit or 0),
                                  workflow=workflow, instance_id=instance_id, step=step.key or step.step_name)
     return _seal(data)
 
@@ -613,15 +618,15 @@ def check_step_input(step: StepResult, *, instance_id: str | None = None, limit:
     What a store checks before queueing a marker it encodes only if it is
     written (most are superseded by the step's result in the same commit).
     """
-    what = f"cannot checkpoint the {step.status} result of step {step.key or step.step_name!r}"
     try:
         data = _pickle(step.input)
     except Exception as exc:
         raise SerializationError(
-            f"{what}: {type(exc).__name__}: {exc}", instance_id=instance_id, step=step.key or step.step_name,
+            f"cannot checkpoint {_step_what(step)}: {type(exc).__name__}: {exc}", instance_id=instance_id,
+            step=step.key or step.step_name,
         ) from exc
     if limit is not None and len(data) > limit:
-        raise SerializationError(f"{what}: " + _too_large("its input", len(data), limit),
+        raise SerializationError(f"cannot checkpoint {_step_what(step)}: " + _too_large("its input", len(data), limit),
                                  instance_id=instance_id, step=step.key or step.step_name)
 
 

@@ -191,3 +191,156 @@ async def test_patched_and_deprecate_patch_keep_recorded_runs_in_step(tmp_path: 
             await assert_replays(engine, iid.id, workflow=patched_removal)
     finally:
         store.close()
+
+
+def _named(name: str) -> Any:
+    @durable.step(name=name)
+    async def body() -> str:
+        RAN.append(name)
+        return name
+
+    return body
+
+
+s_a, s_old1, s_new1, s_b, s_old2, s_new2, s_c = (_named(n) for n in ("a", "old1", "new1", "b", "old2", "new2", "c"))
+
+
+@durable.workflow(name="two-sites")
+async def two_sites_old() -> list[str]:
+    return [await s_a(), await s_old1(), await s_b(), await s_old2(), await s_c()]
+
+
+@durable.workflow(name="two-sites")
+async def two_sites_new() -> list[str]:
+    out = [await s_a()]
+    out.append(await (s_new1() if await durable.patched("x") else s_old1()))
+    out.append(await s_b())
+    out.append(await (s_new2() if await durable.patched("x") else s_old2()))
+    out.append(await s_c())
+    return out
+
+
+async def _run_until(store: Any, wf: Any, iid: str | None, crash_after: str) -> str:
+    async with Engine(store) as engine:
+        engine.workflows.register(wf)
+
+        def on(e: Any) -> None:
+            if e.step_name == crash_after:
+                engine.workflows.driver.crash(e.instance_id)
+
+        engine.events.on("workflow.step.completed", on)
+        if iid is None:
+            iid = await engine.workflows.start(wf)
+        else:
+            await engine.workflows.resume()
+        run = engine.workflows.driver.runs.get(iid)
+        if run is not None:
+            await run.done.wait()
+    return iid
+
+
+async def test_one_change_id_at_two_places_replays_in_step(tmp_path: Path) -> None:
+    """patched("x") guarding two places: an instance recorded by the old code up to between them takes the
+    old path at the first and the new one at the second, and replays so again."""
+    store = LMDBStore(tmp_path / "s")
+    try:
+        iid = await _run_until(store, two_sites_old, None, "b")  # old code: a, old1, b; crash
+        await _run_until(store, two_sites_new, iid, "new2")  # new code: replays a, old1, b; then new2; crash
+        await _run_until(store, two_sites_new, iid, "never")
+        inst = await store.get_instance(iid)
+        assert inst is not None and inst.status == InstanceStatus.COMPLETED, inst and inst.error
+        assert inst.output == ["a", "old1", "b", "new2", "c"]
+        assert RAN == ["a", "old1", "b", "new2", "c"]
+    finally:
+        store.close()
+
+
+async def test_patched_takes_the_old_path_for_an_instance_of_0_1_0(tmp_path: Path) -> None:
+    """0.1.0's records have no places: a patched() in a scope holding them takes the old path."""
+    import shutil
+    import sys
+
+    data = Path(__file__).parents[1] / "data"
+    shutil.copytree(data / "store-0.1.0", tmp_path / "s")
+    sys.path.insert(0, str(data))
+    import fixture_flows as flows
+
+    @durable.workflow(name="interrupted")
+    async def interrupted_v2(x: int) -> int:
+        first = await flows.add(x, 1)
+        if await durable.patched("new-path"):
+            RAN.append("new path")  # must not happen: this instance went past here with 0.1.0's code
+        return await flows.boom(first)
+
+    flows.RAN.clear()
+    async with Engine.open(str(tmp_path / "s")) as engine:
+        engine.workflows.register(interrupted_v2)
+        await engine.workflows.resume()
+        inst = await engine.workflows.wait("interrupted-1", timeout=10)
+    assert inst.status == InstanceStatus.COMPLETED and inst.output == 121
+    assert RAN == [] and flows.RAN == ["boom"]
+
+
+@durable.step
+async def calls_primitives(kind: str) -> str:
+    if kind == "sleep":
+        await durable.sleep(0.001)
+    elif kind == "parallel":
+        await durable.parallel(first(), last())
+    elif kind == "child":
+        await coin_free_child()
+    elif kind == "map":
+        await durable.map_(lambda i: first(), [1, 2])
+    elif kind == "value":
+        await durable.random()
+    return kind
+
+
+@durable.workflow
+async def coin_free_child() -> str:
+    return await first()
+
+
+@durable.workflow
+async def outer_with_primitives(kind: str) -> list[str]:
+    return [await calls_primitives(kind), await heads(), await tails()]
+
+
+@pytest.mark.parametrize("kind", ["sleep", "parallel", "child", "map", "value"])
+async def test_primitives_awaited_inside_a_step_are_part_of_it(kind: str, tmp_path: Path) -> None:
+    """A sleep, parallel(), child workflow, map() or value awaited by a running step is plain code of that
+    step: it takes no place among the workflow's checkpoints, so the replay (which does not run the
+    step's body) stays in step."""
+    store = LMDBStore(tmp_path / "s")
+    try:
+        inst = await crash_and_resume(outer_with_primitives, kind, after="heads", store=store)
+    finally:
+        store.close()
+    assert inst.status == InstanceStatus.COMPLETED, inst.error
+    assert sorted(inst.step_results) == ["calls_primitives", "heads", "tails"]
+
+
+async def test_a_value_is_durable_before_the_code_gets_it(tmp_path: Path) -> None:
+    """A step may act on a durable.uuid4() (an idempotency key): the value is on disk before it is returned,
+    so a crash cannot make the replay draw another one."""
+    store = LMDBStore(tmp_path / "s")
+    seen: list[bool] = []
+
+    @durable.step
+    async def look(iid: str) -> None:
+        # A read transaction sees committed (fsync'd) writes only: what a new process would read.
+        seen.append("uuid4#0" in await store.get_steps(iid))
+
+    @durable.workflow
+    async def keyed() -> str:
+        key = await durable.uuid4()
+        await look(durable.current_step().instance_id if durable.current_step() else FLAGS["iid"])
+        return str(key)
+
+    try:
+        async with Engine(store) as engine:
+            FLAGS["iid"] = "keyed-1"
+            await engine.workflows.wait(await engine.workflows.start(keyed, id="keyed-1"))
+    finally:
+        store.close()
+    assert seen == [True]

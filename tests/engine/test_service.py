@@ -465,3 +465,22 @@ async def test_two_workflows_under_one_name_are_an_error_not_a_swap(engine: Engi
         engine.workflows.register(g2)
     with pytest.raises(durable.DurableError, match="'process' is taken"):
         engine.workflows.register(workflow("process").task("a", job="a").build())
+
+
+async def test_one_builder_function_called_twice_is_one_workflow(engine: Engine) -> None:
+    """Graphs built twice by the same code (new lambdas each time) are the same workflow, a parent's child
+    included; a graph of another shape under the name is refused, naming it."""
+    import durable
+
+    def make(step: str = "a") -> Any:
+        return workflow("made").task(step, job="a", input=lambda ctx: ctx.input + 1).build()
+
+    engine.jobs.register("a", lambda x: x * 2)
+    engine.workflows.register(make())
+    assert (await engine.workflows.wait(await engine.workflows.start(make(), 1))).output == 4
+    parent1 = workflow("p1").task("kid", workflow=make()).build()
+    parent2 = workflow("p2").task("kid", workflow=make()).build()
+    for parent in (parent1, parent2):
+        assert (await engine.workflows.wait(await engine.workflows.start(parent, 2))).output == 6
+    with pytest.raises(durable.DurableError, match="'made' is taken"):
+        engine.workflows.register(make("b"))
