@@ -18,7 +18,9 @@ nothing re-runs.
 
 (Over 400 lines, on purpose: it is the one owner of the live runs' state,
 and every method here reads or changes that state; spreading them over
-modules would need each to reach into another's.)
+modules would need each to reach into another's. What needs no state is
+elsewhere: the id and name policies in ``identity.py``, the step records and
+events in ``lifecycle.py``.)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Literal, final
+from typing import Any, final
 
 import attrs
 import trio
@@ -36,13 +38,12 @@ from .events import Event, EventBus
 from .jobs import JobRegistry
 from .run import Definition, PutStepLater, Run, StopReason
 from .sleepers import Sleepers
+from .identity import IfExists, check_existing, name_taken
 from .lifecycle import error_text
 from .._model.ids import check_instance_id, new_instance_id
 from .._model.records import InstanceStatus, StepResult, WorkflowInstance, replace_instance
-from .._model.serde import same_value
 from ..errors import (
     DurableError,
-    IdConflict,
     InstanceNotFound,
     SerializationError,
     StoreError,
@@ -53,33 +54,12 @@ from ..errors import (
 from ..stores import Owner, Store
 from ..stores._lease import LeaseLost
 
-__all__ = ["IfExists", "RunDriver"]
+__all__ = ["RunDriver"]
 
 log = logging.getLogger("durable.engine")
 
 Outcome = tuple[InstanceStatus, Any, BaseException | None]
 _NOT_RUNNING = ""  # owner_id outside 'async with': no lease is held by it, so every fenced write is refused
-
-
-def describe(definition: Definition) -> str:
-    """How an error names a workflow's code: ``@workflow orders.process`` or ``the builder graph 'x'``."""
-    fn = getattr(definition, "__wrapped__", None)
-    if fn is not None:
-        return f"@workflow {getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', definition.name)}"
-    return f"the builder graph {definition.name!r}"
-
-#: What ``start(id=...)`` does with an existing instance: return it if it has
-#: the same workflow and input (``"return"``), never (``"error"``), or if it has
-#: the same workflow (``"replay"``: a child's call, replayed).
-IfExists = Literal["return", "error", "replay"]
-
-
-def _short_repr(value: Any, limit: int = 80) -> str:
-    try:
-        text = repr(value)
-    except Exception:
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _error_text(exc: BaseException) -> str:
@@ -171,11 +151,7 @@ class RunDriver:
             return definition
         if found == definition:
             return found
-        raise DurableError(
-            f"the workflow name {name!r} is taken by {describe(found)}, so {describe(definition)} cannot use it: "
-            "give one of them another name (@workflow(name=...), or workflow('...') for a builder)",
-            workflow=name,
-        )
+        raise name_taken(found, definition)
 
     def definition(self, name: str) -> Definition:
         found = self.definitions.get(name)
@@ -245,23 +221,7 @@ class RunDriver:
         :class:`IdConflict` if ``if_exists`` does not allow returning it (see :meth:`start`).
         """
         instance_id = stored.id
-        if stored.workflow_name != definition.name:
-            raise IdConflict(
-                f"id {instance_id!r} already belongs to an instance of workflow {stored.workflow_name!r}",
-                workflow=definition.name, instance_id=instance_id, existing_workflow=stored.workflow_name,
-            )
-        if if_exists == "error":
-            raise IdConflict(
-                f"id {instance_id!r} already exists ({stored.status}), and if_exists='error' was given",
-                workflow=definition.name, instance_id=instance_id, existing_workflow=stored.workflow_name,
-            )
-        if if_exists == "return" and not same_value(stored.input, value):
-            raise IdConflict(
-                f"id {instance_id!r} already exists ({stored.status}) with a different input: "
-                f"stored {_short_repr(stored.input)}, given {_short_repr(value)}; use another id to run it "
-                "with this input",
-                workflow=definition.name, instance_id=instance_id, existing_workflow=stored.workflow_name,
-            )
+        check_existing(definition.name, stored, value, if_exists)
         if not stored.finished and instance_id not in self.runs:
             # Left unfinished by an engine that is gone (a crash, a stop):
             # continue it here, as resume() would; a live owner keeps it.

@@ -15,7 +15,7 @@ import pytest
 
 import durable
 from durable import Engine, SerializationError, Store, step, workflow
-from durable._model import serde
+from durable._model import pickling, serde
 from durable._model.serde import encode_instance, encode_step, encode_value
 from support import make_instance, make_step
 
@@ -81,17 +81,17 @@ def test_plain_values_pickle_as_before() -> None:
     """The refusing pickler writes the bytes pickle.dumps writes, call after call, refused calls in between."""
     values: list[Any] = [("step", "x", 1, 2.5, None, [1, {"a": (True,)}]), {"k": b"v"}, Holder(3), list(range(50))]
     for value in values:
-        assert serde._pickle(value) == pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        assert pickling.pickle_value(value) == pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         with pytest.raises(TypeError):
-            serde._pickle([value, io.StringIO()])
-        assert serde._pickle(value) == pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            pickling.pickle_value([value, io.StringIO()])
+        assert pickling.pickle_value(value) == pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def test_each_thread_pickles_on_its_own() -> None:
     results: list[bool] = []
 
     def work(n: int) -> None:
-        ok = all(serde._pickle([n, i, "x" * n]) == pickle.dumps([n, i, "x" * n], protocol=pickle.HIGHEST_PROTOCOL)
+        ok = all(pickling.pickle_value([n, i, "x" * n]) == pickle.dumps([n, i, "x" * n], protocol=pickle.HIGHEST_PROTOCOL)
                  for i in range(2000))
         results.append(ok)
 
