@@ -12,6 +12,10 @@ lease owner it writes under, the event bus, the clock, the jobs, and the
 few services a step needs (start and wait for a child, hear of a signal,
 look up a workflow by name). The run driver implements it; nothing of the
 engine's own is reached from a run.
+
+(A little over 400 lines: the protocols a run is made of, and the checks
+every checkpoint passes through (the write, the order check), sit with the
+run they guard.)
 """
 
 from __future__ import annotations

@@ -1,0 +1,40 @@
+"""The benchmark harness survives a slow machine: a child past its time limit, a wake-up before all sleep.
+
+Behaviour only (what the report says and the exit code), never a timing:
+speed is measured in benchmarks/, not asserted here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--no-peer", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
+
+
+def test_a_child_past_its_time_limit_is_killed_and_reported() -> None:
+    """A workload that runs past its limit is cut off (its process group killed): its cells say
+    'did not finish in N s' and durable's own miss fails the run, instead of the run hanging."""
+    done = _run("--only", "W1", "--timeout", "W1=0.1")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "W1 durable: did not finish in 0.1 s" in done.stdout + done.stderr  # the progress line
+    assert "| did not finish in 0.1 s |" in done.stdout
+
+
+def test_p1_reports_a_wake_up_that_came_before_every_workflow_slept() -> None:
+    """P1 places its first wake-up after all are asleep (measured); forced too early, it reports how
+    many were not asleep yet (a row of the table), and does not crash."""
+    done = _run("--only", "P1", env={"BENCH_P1_FIRST_WAKE": "0.3"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = next(line for line in done.stdout.splitlines() if "workflows not yet asleep at the first wake-up" in line)
+    assert int(row.split("|")[3].strip().replace(",", "")) > 0
