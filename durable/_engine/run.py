@@ -301,6 +301,10 @@ class Run:
         A failed write poisons the run: the workflow must not move past a step
         whose result is not stored.
         """
+        if self.stop_reason is StopReason.CRASH:
+            # A simulated crash (durable.testing): like a killed process, the run
+            # writes nothing more, not even a step that was running in another branch.
+            await trio.lowlevel.checkpoint()  # raises Cancelled: the run's scope is cancelled
         try:  # what _guard does, inline: one coroutine fewer per step
             await self.host.store.put_step(self.id, step, durable=durable, owner=self.host.owner_id)
         except Exception as exc:

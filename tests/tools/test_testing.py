@@ -248,3 +248,38 @@ def test_replace_step_replaces_a_builder_job_by_name_or_function() -> None:
     assert run(given, 2).output == 3
     with pytest.raises(JobNotFound, match=r"'add-one'.*jobs=\{name: fn\}"):
         run(named, 2)
+
+
+async def test_after_the_simulated_crash_a_step_running_in_another_branch_writes_nothing(tmp_path: Any) -> None:
+    """As with a killed process: a sibling step that finishes after the crash point is not checkpointed,
+    so it runs again on resume."""
+    import trio
+
+    import durable
+    from durable import LMDBStore
+
+    ran: list[str] = []
+
+    @durable.step
+    async def quick() -> str:
+        ran.append("quick")
+        return "quick"
+
+    @durable.step
+    async def slow() -> str:  # its shielded work goes on past the crash, then it returns normally
+        ran.append("slow")
+        with trio.CancelScope(shield=True):
+            await trio.sleep(0.2)
+        return "slow"
+
+    @durable.workflow
+    async def siblings() -> list[str]:
+        return list(await durable.parallel(slow(), quick()))
+
+    store = LMDBStore(tmp_path / "s")
+    try:
+        inst = await crash_and_resume(siblings, after="quick", store=store)
+    finally:
+        store.close()
+    assert inst.output == ["slow", "quick"]
+    assert sorted(ran) == ["quick", "slow", "slow"]  # slow's first result was never checkpointed
