@@ -406,7 +406,7 @@ async def test_an_interrupted_attempt_keeps_its_number(store_path: Path) -> None
     assert inst.step_results["t"].attempts == 1
 
 
-async def test_resume_never_takes_an_instance_this_engine_holds(tmp_path: Path) -> None:
+async def test_resume_never_takes_an_instance_this_engine_holds(autojump_clock: Any) -> None:
     """A waiting instance unloaded by this engine is not resumed (replayed from the top) by its own resume()."""
     import durable
 
@@ -417,7 +417,7 @@ async def test_resume_never_takes_an_instance_this_engine_holds(tmp_path: Path) 
         entered.append("body")
         return await durable.wait_for_signal("go")
 
-    async with Engine(durable.LMDBStore(tmp_path / "s"), suspend_after=0) as engine:
+    async with Engine(durable.MemoryStore(), suspend_after=0) as engine:
         engine.workflows.register(waiter)
         iid = await engine.workflows.start(waiter)
         while iid not in engine.workflows.suspended_ids():
