@@ -6,6 +6,7 @@ compiler at decoration), so the engine only ever runs well-formed graphs.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import attrs
@@ -157,7 +158,7 @@ def same_shape(a: Graph, b: Graph) -> bool:
 
 
 def _shape(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool, type(None))):
+    if isinstance(value, (str, int, float, bool, type(None), type)):  # a class (an error to catch) by identity
         return value
     if isinstance(value, Graph):
         return ("graph", value.name, value.timeout, value.default_retry, value.source,
@@ -171,6 +172,7 @@ def _shape(value: Any) -> Any:
         return ("code", code)
     if hasattr(value, "graph") and hasattr(value, "name"):  # a workflow spec (a child state's)
         return ("workflow", value.name)
-    if callable(value):
-        return ("callable", getattr(type(value), "__qualname__", repr(type(value))))
-    return value
+    if isinstance(value, functools.partial):
+        return ("partial", _shape(value.func), _shape(value.args), tuple(sorted(
+            (k, _shape(v)) for k, v in value.keywords.items())))
+    return value  # any other object (a callable instance...): by its own equality, so never wrongly "the same"

@@ -484,3 +484,19 @@ async def test_one_builder_function_called_twice_is_one_workflow(engine: Engine)
         assert (await engine.workflows.wait(await engine.workflows.start(parent, 2))).output == 6
     with pytest.raises(durable.DurableError, match="'made' is taken"):
         engine.workflows.register(make("b"))
+
+
+def test_graphs_differing_only_in_the_errors_they_catch_or_their_partials_are_not_the_same() -> None:
+    """The shape comparison looks at the classes a catch names and at what a partial wraps."""
+    import functools
+
+    from durable import Catch
+    from durable._graph.validate import same_shape
+
+    def build(error: type[BaseException], arg: int) -> Any:
+        return (workflow("w").task("a", job=functools.partial(max, arg), catch=[Catch(errors=[error], next="b")])
+                .pass_("b", end=True).build())
+
+    assert same_shape(build(ValueError, 1), build(ValueError, 1))
+    assert not same_shape(build(ValueError, 1), build(KeyError, 1))
+    assert not same_shape(build(ValueError, 1), build(ValueError, 2))
