@@ -30,6 +30,7 @@ from ._model.records import InstanceStatus as InstanceStatus
 from ._model.records import StepResult as StepResult
 from ._model.records import StepStatus as StepStatus
 from ._model.records import WorkflowInstance as WorkflowInstance
+from ._model.queues import Queue as Queue
 from ._model.retry import Retry as Retry
 from ._frontends.values import deprecate_patch as deprecate_patch
 from ._frontends.values import now as now  # not in __all__ (nor random, uuid4): a star import must not hide
@@ -42,6 +43,7 @@ from ._frontends.waits import wait_for_signal as wait_for_signal
 from ._version import __version__ as __version__
 from ._frontends.entry import workflow as workflow
 from .errors import ChildWorkflowFailed as ChildWorkflowFailed
+from .errors import Deduplicated as Deduplicated
 from .errors import DurableError as DurableError
 from .errors import GraphError as GraphError
 from .errors import IdConflict as IdConflict
@@ -51,6 +53,7 @@ from .errors import MapFailed as MapFailed
 from .errors import NoChoiceMatched as NoChoiceMatched
 from .errors import NonDeterminismError as NonDeterminismError
 from .errors import ParallelFailed as ParallelFailed
+from .errors import QueueNotFound as QueueNotFound
 from .errors import SerializationError as SerializationError
 from .errors import SignalTimeout as SignalTimeout
 from .errors import StepFailed as StepFailed
@@ -70,6 +73,7 @@ __all__ = [
     "ChildWorkflowFailed",
     "ChoiceState",
     "Context",
+    "Deduplicated",
     "DurableError",
     "Engine",
     "Event",
@@ -89,6 +93,8 @@ __all__ = [
     "ParallelFailed",
     "ParallelState",
     "PassState",
+    "Queue",
+    "QueueNotFound",
     "Retry",
     "SerializationError",
     "SignalState",

@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "ChildWorkflowFailed",
+    "Deduplicated",
     "DurableError",
     "GraphError",
     "IdConflict",
@@ -23,6 +24,7 @@ __all__ = [
     "NoChoiceMatched",
     "NonDeterminismError",
     "ParallelFailed",
+    "QueueNotFound",
     "SerializationError",
     "SignalTimeout",
     "StepFailed",
@@ -257,6 +259,24 @@ class IdConflict(DurableError):
     """
 
     existing_workflow: str | None = None  # (a class default: instances carry it only when it was given)
+
+
+class Deduplicated(IdConflict):
+    """``start(..., dedup_id=...)``: an unfinished instance of that queue already holds the dedup id.
+
+    Nothing was written. ``existing_id`` is the id of the instance holding it.
+
+    .. versionadded:: 0.2.0
+    """
+
+    existing_id: str | None = None  # (a class default: instances carry it only when it was given)
+
+
+class QueueNotFound(DurableError, LookupError):
+    """A queue name that no engine or client declared on this store.
+
+    .. versionadded:: 0.2.0
+    """
 
 
 class InstanceNotFound(DurableError, LookupError):

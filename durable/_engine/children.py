@@ -65,7 +65,7 @@ async def child_step(run: Run, scope: Scope, definition: Definition, args: tuple
             step_type=CHILD_STEP_TYPE, function=definition.name, started_at=started_at, attempts=1, seq=seq),
             durable=True)
     run.current_step = step_name
-    await run.host.start_child(definition, args, kwargs, child_id, run.instance.deadline)
+    await run.host.start_child(definition, args, kwargs, child_id, run.instance.deadline, run.id)
     child = await run.host.wait(child_id)
 
     def record(status: StepStatus, **fields: Any) -> StepResult:

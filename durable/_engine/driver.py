@@ -38,6 +38,7 @@ from .events import Event, EventBus
 from .jobs import JobRegistry
 from .run import Definition, PutStepLater, Run, StopReason
 from .sleepers import Sleepers
+from .enqueue import Queued
 from .identity import IfExists, check_existing, name_taken
 from .lifecycle import error_text
 from .._model.ids import check_instance_id, new_instance_id
@@ -97,6 +98,7 @@ class RunDriver:
         self.store_failed: dict[str, StoreError] = {}  # runs stopped by a failed write, for wait()
         self.sleepers = Sleepers(store, now, lambda: self.nursery, self.continue_instance)
         self.stopping = False
+        self.on_run_end: Callable[[], None] | None = None  # a worker's: a run ended, a slot may be free
 
     # -- the engine's session --------------------------------------------------
 
@@ -161,8 +163,8 @@ class RunDriver:
         return found
 
     async def start_child(self, definition: Definition, args: tuple[Any, ...], kwargs: dict[str, Any],
-                          instance_id: str, deadline_cap: datetime | None) -> str:
-        return await self.start(definition, args, kwargs, instance_id, deadline_cap)
+                          instance_id: str, deadline_cap: datetime | None, parent_id: str | None = None) -> str:
+        return await self.start(definition, args, kwargs, instance_id, deadline_cap, parent_id=parent_id)
 
     async def signal_sent(self, instance_id: str, name: str) -> None:
         await self.sleepers.signal_sent(instance_id, name)
@@ -170,7 +172,8 @@ class RunDriver:
     # -- starting ------------------------------------------------------------------
 
     async def start(self, definition: Definition, args: tuple[Any, ...], kwargs: dict[str, Any],
-                    id: str | None, deadline_cap: datetime | None, *, if_exists: IfExists = "replay") -> str:
+                    id: str | None, deadline_cap: datetime | None, *, if_exists: IfExists = "replay",
+                    queued: Queued | None = None, parent_id: str | None = None) -> str:
         """Create an instance (one durable write, leased here) and run it; ``deadline_cap`` bounds its deadline.
 
         With an ``id`` that exists, ``if_exists`` decides (see ``WorkflowService.start``):
@@ -179,6 +182,9 @@ class RunDriver:
         workflow, whatever its input: a child's start (:meth:`start_child`) is
         called again on every replay of the parent's call, and must find the
         child it started. Otherwise :class:`IdConflict`.
+
+        With ``queued``, the instance is created ``pending`` on that queue,
+        leased to nobody, for a worker to claim; it does not run here.
         """
         if self.stopping:
             raise RuntimeError("the engine is stopping: no new instances can start")
@@ -200,10 +206,21 @@ class RunDriver:
         deadline = now + timedelta(seconds=definition.timeout) if definition.timeout else None
         if deadline_cap is not None:
             deadline = min(deadline, deadline_cap) if deadline is not None else deadline_cap
+        if queued is not None:
+            record = queued.instance(instance_id, definition.name, value, call_args, call_kwargs, now, deadline)
+            try:
+                stored, created = await self.store.create_instance(record)
+            except SerializationError as exc:
+                raise SerializationError(exc.message, workflow=definition.name, instance_id=instance_id) from exc
+            if not created:
+                existing: str = queued.existing(record, stored, value, if_exists)
+                return existing
+            return instance_id
         # Created "running": it starts at once, in this engine (one write, not two).
         record = WorkflowInstance(
             id=instance_id, workflow_name=definition.name, status=InstanceStatus.RUNNING, input=value,
             created_at=now, started_at=now, deadline=deadline, args=call_args, kwargs=call_kwargs,
+            parent_id=parent_id,
         )
         try:
             stored, created = await self.store.create_instance(record, owner=self.owner)
@@ -316,6 +333,8 @@ class RunDriver:
             if run.stop_reason == StopReason.SUSPEND:
                 self.sleepers.suspend(run)
             run.done.set()
+            if self.on_run_end is not None:
+                self.on_run_end()
 
     async def _execute(self, run: Run, first: bool) -> Outcome | None:
         """Run the workflow's body under the run's cancel scope and deadline; ``None`` if it was cut off."""

@@ -21,18 +21,22 @@ import threading
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import final
+from collections.abc import Callable, Iterable
+from typing import Any, final
 
 import trio
 
 from .._model import clock as _clock
 from .._model.serde import check_limit
+from .._model.eventlog import encode_event
 from .driver import RunDriver
-from .events import EventBus
+from .events import TERMINAL_EVENTS, Event, EventBus
 from .jobs import JobRegistry
+from .queues import QueueRegistry
 from .run import PutStepLater
 from .service import WorkflowService
 from ..stores import LMDBStore, MemoryStore, Owner, Store
+from ..stores._wake import Listener, split_wakeup
 
 __all__ = ["Engine"]
 
@@ -59,10 +63,20 @@ class Engine:
             the limit, raised before anything of it is written: ``start()``
             raises it, a step's fails the instance. Sets the store's
             ``max_payload_bytes``: a ``TypeError`` for a store without one.
+        poll_interval: seconds between the fallback looks for what no wake-up
+            reports: new work for :meth:`serve`, instances whose engine died,
+            signals and job results sent by other processes (default: 1 s for
+            work, 0.2 s for signals). On one host with an LMDB store, other
+            processes wake this engine at once, so this matters only where
+            no wake-up reaches (the original's ``pollInterval``).
+        record_events: append every event of the instances this engine runs
+            to the store's event log, so other processes can read and stream
+            them (``Client.events``). Default ``True``.
 
     Attributes:
         workflows: register, start, wait for, inspect, cancel and resume instances.
         jobs: the jobs builder tasks run by name.
+        queues: the queues this engine declares (:class:`~durable.Queue`).
         events: listeners and subscriptions for the workflow events.
         store: the store.
 
@@ -70,7 +84,8 @@ class Engine:
     """
 
     def __init__(self, store: Store | None = None, *, lease_ttl: float = 30.0, suspend_after: float = 1.0,
-                 max_payload_bytes: int | None = None) -> None:
+                 max_payload_bytes: int | None = None, poll_interval: float | None = None,
+                 record_events: bool = True) -> None:
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         if not suspend_after >= 0:
@@ -86,6 +101,12 @@ class Engine:
         # bypassed; an async one is not this method and is not used.
         later = getattr(type(self.store), "put_step_later", None)
         put_step_later: PutStepLater | None = None if later is None or inspect.iscoroutinefunction(later) else later
+        if poll_interval is not None and not (isinstance(poll_interval, (int, float)) and 0 < poll_interval < 1e9):
+            raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+        self.poll_interval = float(poll_interval) if poll_interval is not None else 1.0
+        self.record_events = bool(record_events)
+        self.queues = QueueRegistry()
+        self._work_listeners: list[Callable[[], None]] = []  # serve() loops, poked by wake-ups
         self.lease_ttl = float(lease_ttl)
         self._owner: Owner | None = None
         self._time_base: tuple[float, trio.abc.Clock] | None = None  # the run's clock, while running
@@ -94,6 +115,10 @@ class Engine:
         self._driver = RunDriver(self.store, self.events, self.jobs, suspend_after=float(suspend_after),
                                  now=self.now, put_step_later=put_step_later)
         self.workflows = WorkflowService(self._driver)
+        self.workflows.declared_queues = lambda: {n: q for n in self.queues.names()
+                                                  if (q := self.queues.get(n)) is not None}
+        if poll_interval is not None:
+            self._driver.sleepers.signals.poll_interval = self.poll_interval
         self._owns_store = False
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
@@ -101,7 +126,8 @@ class Engine:
     @classmethod
     def open(
         cls, path: str | os.PathLike[str] = "durable.lmdb", *, lease_ttl: float = 30.0, suspend_after: float = 1.0,
-        max_payload_bytes: int | None = None, **store_options: object,
+        max_payload_bytes: int | None = None, poll_interval: float | None = None, record_events: bool = True,
+        **store_options: object,
     ) -> Engine:
         """An engine over the :class:`LMDBStore` at ``path``; closes the store when it exits.
 
@@ -110,7 +136,8 @@ class Engine:
         """
         check_limit(max_payload_bytes)  # before the store is opened
         engine = cls(LMDBStore(path, **store_options), lease_ttl=lease_ttl,  # type: ignore[arg-type]
-                     suspend_after=suspend_after, max_payload_bytes=max_payload_bytes)
+                     suspend_after=suspend_after, max_payload_bytes=max_payload_bytes,
+                     poll_interval=poll_interval, record_events=record_events)
         engine._owns_store = True
         return engine
 
@@ -158,6 +185,11 @@ class Engine:
             self._driver.open(self._nursery, self._owner)
             await self.store.heartbeat(self._owner)
             self._nursery.start_soon(self._heartbeat)
+            await self._flush_queues()
+            if self.record_events:
+                self.events._recorder = self._record_event
+            if self.store.path is not None:
+                await self._nursery.start(self._listen)
         except BaseException as exc:
             await self._exit(type(exc), exc, exc.__traceback__)
             raise
@@ -190,12 +222,106 @@ class Engine:
         finally:
             self.events._close_all()
             self.events._nursery = None
+            self.events._recorder = None
             self._driver.close()
             self._nursery = None
             self._owner = None
             self._time_base = None
             if self._owns_store:
                 self.store.close()
+
+    # -- queues, workers, wake-ups ------------------------------------------------
+
+    async def serve(self, *, queues: Iterable[str] | None = None, concurrency: int | None = None,
+                    workflows: bool = True, jobs: bool = True, job_concurrency: int = 16,
+                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Work as a worker until cancelled: claim queued instances and external jobs, and run them.
+
+        Args:
+            queues: the queues to serve (default: every queue declared here,
+                each registered workflow's own, the queues of registered
+                jobs, and ``"default"``).
+            concurrency: run at most this many instances at once here
+                (instances unloaded while they sleep or wait do not count).
+            workflows: claim queued instances of the registered workflows.
+            jobs: claim external jobs of the served queues.
+            job_concurrency: run at most this many external jobs at once here.
+
+        Every queue's ``concurrency``, ``worker_concurrency`` and
+        ``rate_limit`` (as recorded in the store) hold across all workers;
+        higher priority first, first in first out within a priority. New
+        work wakes the worker at once where the store can (LMDB, one host);
+        otherwise, and for instances whose engine died, it looks every
+        ``poll_interval`` seconds. Use ``nursery.start(engine.serve)`` or
+        run it as the body of the engine. Several workers (processes) may
+        serve one store: none runs an instance another runs.
+
+        .. versionadded:: 0.2.0
+        """
+        from .worker import serve
+
+        if concurrency is not None and (type(concurrency) is not int or concurrency < 1):
+            raise ValueError(f"concurrency must be a positive int or None, got {concurrency!r}")
+        if type(job_concurrency) is not int or job_concurrency < 1:
+            raise ValueError(f"job_concurrency must be a positive int, got {job_concurrency!r}")
+        self.owner  # fail early outside 'async with'
+        await serve(self, queues=queues, concurrency=concurrency, workflows=workflows, jobs=jobs,
+                    job_concurrency=job_concurrency, task_status=task_status)
+
+    async def _flush_queues(self) -> None:
+        """Write the queues declared since the last flush to the store."""
+        for queue in self.queues.take_pending():
+            await self.store.register_queue(queue)
+
+    def _record_event(self, event: Event) -> None:
+        """Append an event to the store's log (the store writes each instance's terminal event itself)."""
+        if event.name in TERMINAL_EVENTS or (event.name == "workflow.progress" and event.progress == 100):
+            return
+        fields = event.to_dict()
+        for key in ("name", "instance_id", "workflow_name"):
+            fields.pop(key, None)
+        try:
+            self.store.append_event(event.instance_id, encode_event(event.name, event.instance_id,
+                                                                    event.workflow_name, fields))
+        except Exception:
+            log.exception("could not record event %s of instance %s", event.name, event.instance_id)
+
+    async def _listen(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Take wake-ups from other processes: new work, signals, instances ended (cancelled) elsewhere."""
+        path = self.store.path
+        assert path is not None
+        listener = Listener(path, ["work", "signal", "end"])
+        try:
+            await listener.open()
+        except OSError:
+            log.warning("no wake-ups for store %s: polling every %g s instead", path, self.poll_interval)
+            task_status.started()
+            return
+        task_status.started()
+        try:
+            while True:
+                for datagram in await listener.wait():
+                    kind, detail = split_wakeup(datagram)
+                    if kind == "work":
+                        for poke in list(self._work_listeners):
+                            poke()
+                    elif kind == "signal":
+                        self._driver.sleepers.signalled(detail.decode(errors="replace"))
+                    elif kind == "end":
+                        instance_id = detail.decode(errors="replace")
+                        if instance_id in self._driver.runs:
+                            self._nursery_start(self._check_lease, instance_id)
+        finally:
+            listener.close()
+
+    def _nursery_start(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    async def _check_lease(self, instance_id: str) -> None:
+        """An instance this engine runs ended elsewhere (a cancel from another process): stop its run."""
+        if self._owner is not None and await self.store.lost_leases(self._owner.id, [instance_id]):
+            self._driver.lost(instance_id)
 
     async def _heartbeat(self) -> None:
         """Beat every ``lease_ttl / 3`` real seconds until cancelled.

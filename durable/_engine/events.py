@@ -134,6 +134,7 @@ class EventBus:
         self._listeners: dict[str, list[Listener]] = {}
         self._subscriptions: set[Subscription] = set()
         self._nursery: trio.Nursery | None = None
+        self._recorder: Callable[[Event], None] | None = None  # the engine's event log writer, while it runs
 
     def on(self, name: EventName | Literal["*"], fn: Listener) -> Callable[[], None]:
         """Call ``fn(event)`` for every event called ``name`` (``"*"``: every event).
@@ -166,10 +167,12 @@ class EventBus:
     @property
     def active(self) -> bool:
         """Whether anyone listens: the engine skips building events nobody receives."""
-        return bool(self._subscriptions) or any(self._listeners.values())
+        return self._recorder is not None or bool(self._subscriptions) or any(self._listeners.values())
 
     def emit(self, event: Event) -> None:
         """Deliver ``event`` (called by the engine)."""
+        if self._recorder is not None:
+            self._recorder(event)
         for sub in list(self._subscriptions):
             sub._offer(event)
         for key in (event.name, "*"):

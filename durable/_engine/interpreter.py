@@ -50,6 +50,7 @@ from .._model.retry import Retry, effective_retry
 from .run import Definition, Run, Scope
 from .signals import signal_step
 from .sleep import sleep_step
+from .external import job_step, target_ref
 from .steps import StepSpec, run_step
 from ..errors import ChildWorkflowFailed, DurableError, NoChoiceMatched, NonDeterminismError, WorkflowNotFound
 
@@ -144,6 +145,9 @@ def catch_target(run: Run, state: State, error: BaseException) -> str | None:
 
 async def _run_state(run: Run, scope: Scope, state: State, ctx: Context, default_retry: Retry | None) -> Any:
     if isinstance(state, TaskState):
+        queue = state.queue or run.host.jobs.queue_of(state.job)
+        if queue is not None and state.job not in job_overrides.get():
+            return await _run_external(run, scope, state, ctx, default_retry, queue)
         return await run_step(run, scope, _task_spec(run, state, ctx, default_retry))
     if isinstance(state, PassState):
         return await run_step(run, scope, _pass_spec(state, ctx))
@@ -201,6 +205,21 @@ async def _run_child_state(run: Run, scope: Scope, state: ChildState, ctx: Conte
         value = state.input(ctx) if state.input is not None else ctx.input
         result = await child_step(run, scope, definition, (value,), {}, step_name=state.name)
     return state.output(result, ctx) if state.output is not None else result
+
+
+async def _run_external(run: Run, scope: Scope, state: TaskState, ctx: Context, default_retry: Retry | None,
+                        queue: str) -> Any:
+    """A task whose job runs on ``queue`` (an external job): by name, or its callable by reference."""
+    spec = _task_spec(run, state, ctx, default_retry)
+    if state.fn is not None and state.job not in run.host.jobs:
+        try:
+            target: Any = target_ref(state.fn)
+        except TypeError as exc:
+            raise run.fail(DurableError, f"task {state.name!r} on queue {queue!r}: {exc}", step=state.name) from None
+    else:
+        target = state.job
+    value = state.input(ctx) if state.input is not None else ctx.input
+    return await job_step(run, scope, spec, queue, target, (value,), {}, value)
 
 
 def _task_spec(run: Run, state: TaskState, ctx: Context, default_retry: Retry | None) -> StepSpec:

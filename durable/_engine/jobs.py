@@ -12,6 +12,7 @@ from typing import Any, final
 import trio
 
 from .._model.clock import pause_autojump, resume_autojump
+from .._model.ids import check_workflow_name
 from ..errors import JobNotFound
 
 __all__ = ["JobRegistry", "as_async_call", "inline_call", "is_async_callable"]
@@ -81,14 +82,34 @@ class JobRegistry:
 
     def __init__(self) -> None:
         self._jobs: dict[str, Callable[..., Any]] = {}
+        self._queues: dict[str, str] = {}
 
-    def register(self, name: str, fn: Callable[..., Any]) -> None:
-        """Register ``fn`` (async, or sync: run in a worker thread) as job ``name``."""
+    def register(self, name: str, fn: Callable[..., Any], *, queue: str | None = None) -> None:
+        """Register ``fn`` (async, or sync: run in a worker thread) as job ``name``.
+
+        With ``queue``, a task running the job does not run it in the
+        workflow's process: it queues it for a worker serving that queue
+        (``durable worker --queue NAME``), which runs it with this
+        registration, and the workflow unloads until its result is stored.
+        """
         if not isinstance(name, str) or not name:
             raise TypeError(f"a job name must be a non-empty str, got {name!r}")
         if not callable(fn):
             raise TypeError(f"job {name!r} must be callable, got {fn!r}")
+        if queue is not None:
+            check_workflow_name(queue)
+            self._queues[name] = queue
+        else:
+            self._queues.pop(name, None)
         self._jobs[name] = fn
+
+    def queue_of(self, name: str) -> str | None:
+        """The queue job ``name`` runs on (``None``: in the workflow's process)."""
+        return self._queues.get(name)
+
+    def queues(self) -> list[str]:
+        """The queues registered jobs run on, sorted."""
+        return sorted(set(self._queues.values()))
 
     def get(self, name: str, *, workflow: str | None = None, instance_id: str | None = None,
             step: str | None = None) -> Callable[..., Any]:

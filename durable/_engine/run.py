@@ -98,7 +98,7 @@ class RunHost(Protocol):
         ...
 
     async def start_child(self, definition: Definition, args: tuple[Any, ...], kwargs: dict[str, Any],
-                          instance_id: str, deadline_cap: datetime | None) -> str:
+                          instance_id: str, deadline_cap: datetime | None, parent_id: str | None = None) -> str:
         """Start (or find, or continue) the child instance ``instance_id``; its deadline at most ``deadline_cap``."""
         ...
 

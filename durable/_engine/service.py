@@ -23,14 +23,18 @@ This is the façade; the runs themselves are the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, Literal, final
 
 import trio
 
 from .driver import RunDriver
+from .enqueue import Queued, check_queue
 from .interpreter import GraphDefinition
 from .run import Definition
 from .._graph.states import Graph
+from .._model.queues import Queue
 from .._model.records import InstanceStatus, WorkflowInstance
 from ..errors import DurableError, InstanceNotFound, SerializationError
 
@@ -53,7 +57,12 @@ class WorkflowService:
     .. versionadded:: 0.1.0
     """
 
+    def _declared(self) -> dict[str, Queue]:
+        """The queues the engine declares (set by the engine)."""
+        return self.declared_queues() if self.declared_queues is not None else {}
+
     def __init__(self, driver: RunDriver) -> None:
+        self.declared_queues: Callable[[], dict[str, Queue]] | None = None
         self._driver = driver
         self._unregistered: set[str] = set()  # instances resume() skipped and logged
 
@@ -91,7 +100,9 @@ class WorkflowService:
     # -- starting ----------------------------------------------------------
 
     async def start(self, workflow: Any, /, *args: Any, id: str | None = None,
-                    if_exists: Literal["return", "error"] = "return", **kwargs: Any) -> str:
+                    if_exists: Literal["return", "error"] = "return", queue: str | None = None,
+                    priority: int = 0, dedup_id: str | None = None, delay: float | timedelta | None = None,
+                    **kwargs: Any) -> str:
         """Start an instance; returns its id once its creation is durable.
 
         Args:
@@ -114,17 +125,39 @@ class WorkflowService:
                 :class:`~durable.IdConflict`. An existing instance returned
                 that is unfinished, and whose engine is gone (a crash, a
                 stop), is continued by this engine, as ``resume()`` would.
+            queue: start it on this queue instead of running it here: it is
+                created ``pending`` and a worker serving the queue
+                (``engine.serve()``, ``durable worker``; this engine too, if
+                it serves) claims it under the queue's limits. A workflow
+                declared with ``@workflow(queue=...)`` goes to its queue
+                without this.
+            priority: its place in a queue declared with ``priority=True``
+                (higher first).
+            dedup_id: at most one unfinished instance of the queue holds a
+                dedup id: a second start raises :class:`~durable.Deduplicated`.
+            delay: no worker starts it before this many seconds (or timedelta).
             **kwargs: keyword arguments of a decorator workflow's call.
 
         Raises:
             IdConflict: see ``if_exists``.
+            Deduplicated: ``dedup_id`` is held by an unfinished instance.
+            QueueNotFound: ``queue`` is declared neither here nor in the store.
             TypeError: the arguments do not fit the workflow (an unexpected or
                 missing argument, a value of the wrong type).
             SerializationError: the input cannot be stored.
         """
         if if_exists not in ("return", "error"):
             raise ValueError(f"if_exists must be 'return' or 'error', got {if_exists!r}")
-        return await self._driver.start(self._definition(workflow), args, kwargs, id, None, if_exists=if_exists)
+        definition = self._definition(workflow)
+        queue = queue if queue is not None else getattr(definition, "queue", None)
+        if queue is None and (priority or dedup_id is not None or delay is not None):
+            raise ValueError("priority, dedup_id and delay apply to a start on a queue: give queue=... "
+                             f"(workflow {definition.name!r} names no queue of its own)")
+        queued = None
+        if queue is not None:
+            queued = Queued.make(queue, priority, dedup_id, delay)
+            await check_queue(self._driver.store, queued.queue, self._declared(), priority)
+        return await self._driver.start(definition, args, kwargs, id, None, if_exists=if_exists, queued=queued)
 
     async def resume(self, *, limit: int | None = None) -> list[str]:
         """Continue every unfinished instance whose owner is gone; returns their ids.

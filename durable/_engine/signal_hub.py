@@ -46,6 +46,11 @@ class SignalHub:
         if event is not None:
             event.set()
 
+    def notify_instance(self, instance_id: str) -> None:
+        """Some signal was queued for the instance: its waiters in memory peek again."""
+        for key in [k for k in self._events if k[0] == instance_id]:
+            self._events.pop(key).set()
+
     def notify_all(self) -> None:
         """Some signal was queued somewhere: every waiter in memory peeks again."""
         events, self._events = self._events, {}

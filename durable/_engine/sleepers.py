@@ -135,6 +135,13 @@ class Sleepers:
             if sleeper.signal is not None:
                 self._nursery().start_soon(self._wake_if_signalled, instance_id, sleeper.signal)
 
+    def signalled(self, instance_id: str) -> None:
+        """Another process queued some signal for the instance (a wake-up): its waits look again."""
+        self.signals.notify_instance(instance_id)
+        sleeper = self._suspended.get(instance_id)
+        if sleeper is not None and sleeper.signal is not None and not self.closed:
+            self._nursery().start_soon(self._wake_if_signalled, instance_id, sleeper.signal)
+
     async def signal_sent(self, instance_id: str, name: str) -> None:
         """For a run waiting in memory: return once signal ``name`` may have been queued."""
         self.poll_signals()

@@ -136,6 +136,7 @@ class WorkflowBuilder:
         next: str | None = None,
         end: bool = False,
         catch: Sequence[Catch] = (),
+        queue: str | None = None,
     ) -> WorkflowBuilder:
         """Add a task running ``job`` (a name registered with ``engine.jobs``, or a callable), or a child ``workflow``.
 
@@ -164,12 +165,19 @@ class WorkflowBuilder:
             catch: :class:`~durable.Catch` fallbacks, tried in order once the
                 task has failed after its retries; the first that matches
                 sends the workflow to its ``next``, with the error in ``ctx.error``.
+            queue: run the job as an external job: a worker serving this queue
+                (``durable worker --queue NAME``) runs it, with this task's
+                retry and timeout, and the workflow unloads until its result
+                is stored. The worker finds a job name in its own
+                ``engine.jobs``, a callable by its module and name. (A job
+                registered with ``engine.jobs.register(..., queue=)`` goes to
+                its queue without this.)
         """
         if (job is None) == (workflow is None):
             raise GraphError("a task takes job= or workflow=, exactly one", workflow=self._name, step=name)
         if workflow is not None:
-            if retry is not None or timeout is not None:
-                raise GraphError("a child workflow task takes no retry or timeout: the child has its own",
+            if retry is not None or timeout is not None or queue is not None:
+                raise GraphError("a child workflow task takes no retry, timeout or queue: the child has its own",
                                  workflow=self._name, step=name)
             child_name, definition = _child(workflow, self._name, name)
             return self._add(ChildState(name=name, workflow=child_name, definition=definition, input=input,
@@ -181,9 +189,14 @@ class WorkflowBuilder:
             raise TypeError(f"task {name!r}: retry must be a Retry, got {retry!r}")
         if timeout is not None and timeout <= 0:
             raise GraphError(f"timeout must be > 0, got {timeout!r}", workflow=self._name, step=name)
+        if queue is not None:
+            try:
+                check_workflow_name(queue)
+            except ValueError as exc:
+                raise GraphError(f"queue: {exc}", workflow=self._name, step=name) from None
         return self._add(
             TaskState(
-                name=name, job=job_name, fn=fn, input=input, output=output,
+                name=name, job=job_name, fn=fn, input=input, output=output, queue=queue,
                 retry=retry, timeout=timeout, next=next, end=end, catch=_catch_list(catch, self._name, name),
             )
         )

@@ -27,6 +27,7 @@ from .plain import run_plain
 from .._model.retry import Retry, effective_retry
 from .._engine.run import Run, Scope
 from .._engine.steps import Prepare, StepSpec, run_step
+from .._engine.external import job_step, target_ref
 from .._engine.jobs import as_async_call, is_async_callable
 from .._model.ids import check_workflow_name
 
@@ -63,6 +64,9 @@ async def _call_step(sf: StepFunction[Any, Any], fn: Callable[..., Any], args: t
     if record is not None:
         record(sf.name)
     spec = sf.spec(current.default_retry)
+    if sf.queue is not None:
+        return await job_step(run, current.scope, spec, sf.queue, target_ref(sf), args, kwargs,
+                              {"args": args, "kwargs": kwargs} if kwargs else args)
     if sf.calls_async(fn):
         return await run_step(run, current.scope, spec, job=(fn, args, kwargs))
     return await run_step(run, current.scope, spec, _prepare_sync(fn, args, kwargs))
@@ -88,11 +92,17 @@ class StepFunction(Generic[P, R]):
     .. versionadded:: 0.1.0
     """
 
+    #: how an external job's worker knows a looked-up name is a step (and runs ``__wrapped__``)
+    __durable_step__ = True
+
     def __init__(self, fn: Callable[P, Any], *, name: str | None, retry: Retry | None,
-                 timeout: float | None) -> None:
+                 timeout: float | None, queue: str | None = None) -> None:
         if not callable(fn):
             raise TypeError(f"@step needs a function, got {fn!r}")
         _check_options(retry, timeout, f"@step {_short(fn)}")
+        self.queue = check_workflow_name(queue) if queue is not None else None
+        if queue is not None:
+            target_ref(fn)  # TypeError now, not when a workflow reaches it: a worker must find it by name
         functools.update_wrapper(self, fn)
         self.__wrapped__ = fn
         self.name = name or _short(fn)
@@ -153,17 +163,22 @@ def step(fn: Callable[P, Awaitable[R]], /) -> StepFunction[P, R]: ...
 def step(fn: Callable[P, R], /) -> StepFunction[P, R]: ...
 @overload
 def step(*, name: str | None = None, retry: Retry | None = None,
-         timeout: float | None = None) -> StepDecorator: ...
+         timeout: float | None = None, queue: str | None = None) -> StepDecorator: ...
 @overload
 def step(fn_or_name: Any, fn: Any, /, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]: ...
 
 
 def step(*args: Any, name: str | None = None, retry: Retry | None = None, timeout: float | None = None,
-         **kwargs: Any) -> Any:
+         queue: str | None = None, **kwargs: Any) -> Any:
     """Declare a step, or run any callable as one.
 
     - ``@step`` / ``@step(name=..., retry=Retry(...), timeout=...)`` on an async
       or sync function (a sync one runs in a worker thread);
+    - ``@step(queue="gpu")``: an external job. The workflow does not run it:
+      it queues it for a worker serving that queue (``durable worker --queue
+      gpu``, in any process on the store), which runs it with its retries and
+      timeout, and the workflow unloads until its result is checkpointed. The
+      function must be defined at the top level of a module the worker loads.
     - ``await step(fn, *args, **kwargs)`` runs ``fn`` as a checkpointed step
       named after it; ``await step("name", fn, *args, **kwargs)`` names it.
 
@@ -171,10 +186,10 @@ def step(*args: Any, name: str | None = None, retry: Retry | None = None, timeou
     """
     if not args:
         if kwargs:
-            raise TypeError(f"step() got unexpected options {sorted(kwargs)}; it takes name, retry, timeout")
+            raise TypeError(f"step() got unexpected options {sorted(kwargs)}; it takes name, retry, timeout, queue")
 
         def decorate(fn: Callable[P, Any]) -> StepFunction[P, Any]:
-            return StepFunction(fn, name=name, retry=retry, timeout=timeout)
+            return StepFunction(fn, name=name, retry=retry, timeout=timeout, queue=queue)
 
         return decorate
     first, rest = args[0], args[1:]
@@ -182,10 +197,11 @@ def step(*args: Any, name: str | None = None, retry: Retry | None = None, timeou
         if not rest or not callable(rest[0]):
             raise TypeError(f"step({first!r}, fn, ...) needs a callable after the name")
         fn = rest[0]
-        return StepFunction(fn, name=first, retry=retry, timeout=timeout)(*rest[1:], **kwargs)
+        return StepFunction(fn, name=first, retry=retry, timeout=timeout, queue=queue)(*rest[1:], **kwargs)
     if not callable(first):
         raise TypeError(f"step() takes a function (or a name and a function), got {first!r}")
-    sf = first if isinstance(first, StepFunction) else StepFunction(first, name=name, retry=retry, timeout=timeout)
+    sf = first if isinstance(first, StepFunction) else StepFunction(first, name=name, retry=retry, timeout=timeout,
+                                                                    queue=queue)
     if not rest and not kwargs:
         return sf  # @step, or `await step(fn)` (a StepFunction is awaitable)
     return sf(*rest, **kwargs)
@@ -211,10 +227,12 @@ class WorkflowFunction(Generic[P, R]):
     __durable_primitive__ = "workflow"
 
     def __init__(self, fn: Callable[P, Awaitable[R]], *, name: str | None, timeout: float | None,
-                 default_retry: Retry | None) -> None:
+                 default_retry: Retry | None, queue: str | None = None) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"@workflow needs an 'async def' function, got {fn!r}")
         _check_options(default_retry, timeout, f"@workflow {_short(fn)}")
+        #: the queue a start goes to unless it names one (``None``: it runs in the engine that starts it)
+        self.queue = check_workflow_name(queue) if queue is not None else None
         functools.update_wrapper(self, fn)
         self.__wrapped__ = fn
         self._name = check_workflow_name(name or _short(fn))
@@ -346,6 +364,6 @@ class WorkflowFunction(Generic[P, R]):
 
 
 def decorate_workflow(fn: Callable[..., Any], *, name: str | None = None, timeout: float | None = None,
-                      default_retry: Retry | None = None) -> WorkflowFunction[Any, Any]:
-    """``@workflow`` / ``@workflow(name=..., timeout=..., default_retry=...)``."""
-    return WorkflowFunction(fn, name=name, timeout=timeout, default_retry=default_retry)
+                      default_retry: Retry | None = None, queue: str | None = None) -> WorkflowFunction[Any, Any]:
+    """``@workflow`` / ``@workflow(name=..., timeout=..., default_retry=..., queue=...)``."""
+    return WorkflowFunction(fn, name=name, timeout=timeout, default_retry=default_retry, queue=queue)

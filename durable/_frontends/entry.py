@@ -39,6 +39,7 @@ class _WorkflowEntry:
     @overload
     def __call__(
         self, /, *, name: str | None = None, timeout: float | None = None, default_retry: Retry | None = None,
+        queue: str | None = None,
     ) -> Callable[[Callable[P, Awaitable[R]]], WorkflowFunction[P, R]]: ...
 
     # The overloads give the types; at run time the options go to decorate_workflow()

@@ -100,8 +100,9 @@ def _child_text(state: ChildState) -> str:
 
 
 def _node_text(state: State) -> str:
-    if isinstance(state, TaskState) and state.job != state.name:
-        return f"{state.name}\n({state.job})" if state.label is None else state.label
+    if isinstance(state, TaskState):
+        text = state.label or (f"{state.name}\n({state.job})" if state.job != state.name else state.name)
+        return f"{text}\n⇢ queue {state.queue}" if state.queue is not None else text
     if isinstance(state, WaitState):
         return _wait_text(state)
     if isinstance(state, SignalState):

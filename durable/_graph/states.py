@@ -157,6 +157,7 @@ class TaskState:
     end: bool = False
     label: str | None = None
     catch: tuple[Catch, ...] = attrs.field(default=(), converter=_catches)
+    queue: str | None = None  #: run as an external job by a worker of this queue (``None``: in the workflow's process)
 
     type: str = attrs.field(default="task", init=False)
 

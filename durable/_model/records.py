@@ -122,8 +122,15 @@ class WorkflowInstance:
         args: positional arguments of a decorator workflow's call.
         kwargs: keyword arguments of a decorator workflow's call.
         error_type: the class name of the error that ended the instance.
+        queue: the queue it was started on (``None``: started to run at once
+            in the engine that created it).
+        priority: its priority in its queue (higher first).
+        dedup_id: the deduplication id it was started with, if any.
+        not_before: the earliest time a worker may start it (``start(delay=)``).
+        parent_id: the instance that started it as a child workflow, if any.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0 ``queue``, ``priority``, ``dedup_id``, ``not_before``, ``parent_id``.
     """
 
     id: str
@@ -141,6 +148,11 @@ class WorkflowInstance:
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = attrs.field(factory=dict)
     error_type: str | None = None
+    queue: str | None = None
+    priority: int = 0
+    dedup_id: str | None = None
+    not_before: datetime | None = None
+    parent_id: str | None = None
 
     @property
     def finished(self) -> bool:

@@ -180,7 +180,8 @@ _STEP_LAYOUT = (
 _INSTANCE_TAG = "instance"
 _INSTANCE_LAYOUT = (
     "id", "workflow_name", "status", "input", "current_step", "output", "error", "created_at", "started_at",
-    "completed_at", "deadline", "args", "kwargs", "error_type",
+    "completed_at", "deadline", "args", "kwargs", "error_type", "queue", "priority", "dedup_id", "not_before",
+    "parent_id",
 )
 _step_fields = operator.attrgetter(*_STEP_LAYOUT)
 _instance_fields = operator.attrgetter(*_INSTANCE_LAYOUT)
@@ -201,12 +202,13 @@ def encode_instance(inst: WorkflowInstance, *, limit: int | None = None) -> byte
     output is over ``limit`` bytes encoded.
     """
     (iid, workflow_name, status, input_, current_step, output, error, created_at, started_at, completed_at,
-     deadline, args, kwargs, error_type) = _instance_fields(inst)
+     deadline, args, kwargs, error_type, queue, priority, dedup_id, not_before, parent_id) = _instance_fields(inst)
     record = (
         _INSTANCE_TAG, iid, workflow_name,
         status.value if type(status) is InstanceStatus else InstanceStatus(status).value,
         input_, current_step, output, error, _stored_time(created_at), _stored_time(started_at),
         _stored_time(completed_at), _stored_time(deadline), args, dict(kwargs), error_type,
+        queue, priority, dedup_id, _stored_time(not_before), parent_id,
     )
     try:
         data = _pickle(record)
@@ -273,6 +275,7 @@ _INSTANCE_STATUS: dict[str, InstanceStatus] = {s.value: s for s in InstanceStatu
 _STEP_LENGTH = 1 + len(_STEP_LAYOUT)
 _STEP_LENGTH_0_1 = _STEP_LENGTH - 1  # durable 0.1.0's step records: no seq
 _INSTANCE_LENGTH = 1 + len(_INSTANCE_LAYOUT)
+_INSTANCE_LENGTH_0_2 = _INSTANCE_LENGTH - 5  # before queues: no queue, priority, dedup_id, not_before, parent_id
 
 
 def _bad(name: str, value: Any, cls: type) -> TypeError:
@@ -339,7 +342,8 @@ def _step_from(record: tuple[Any, ...]) -> StepResult:
 
 def _instance_from(record: tuple[Any, ...]) -> WorkflowInstance:
     (_, iid, workflow_name, status, input_, current_step, output, error, created_at, started_at, completed_at,
-     deadline, args, kwargs, error_type) = _check_shape(record, _INSTANCE_TAG, _INSTANCE_LENGTH, WorkflowInstance)
+     deadline, args, kwargs, error_type, queue, priority, dedup_id, not_before, parent_id) = _check_shape(
+        record, _INSTANCE_TAG, _INSTANCE_LENGTH, WorkflowInstance, _INSTANCE_LENGTH_0_2)
     # id and workflow name: what check_instance_id / check_workflow_name accept when a record is written
     if not is_valid_id(iid):
         raise _bad("id", iid, WorkflowInstance)
@@ -357,10 +361,18 @@ def _instance_from(record: tuple[Any, ...]) -> WorkflowInstance:
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
         raise _bad("kwargs", kwargs, WorkflowInstance)
     _opt_str(error_type, "error_type", WorkflowInstance)
+    _opt_str(queue, "queue", WorkflowInstance)
+    _opt_str(dedup_id, "dedup_id", WorkflowInstance)
+    _opt_str(parent_id, "parent_id", WorkflowInstance)
+    if priority is None:
+        priority = 0  # a record from before queues
+    elif type(priority) is not int:
+        raise _bad("priority", priority, WorkflowInstance)
+    not_before = _time(not_before, "not_before", WorkflowInstance)
     return WorkflowInstance(
         iid, workflow_name, known if known is not None else InstanceStatus(status),  # ValueError if not a status
         input_, current_step, output, error, {}, created_at, started_at, completed_at, deadline, args, kwargs,
-        error_type,
+        error_type, queue, priority, dedup_id, not_before, parent_id,
     )
 
 

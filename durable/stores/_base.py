@@ -21,6 +21,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import trio
 
+from .._model.jobs import JobRecord
+from .._model.queues import Queue
 from .._model.records import InstanceStatus, StepResult, WorkflowInstance
 from .._model.serde import DEFAULT_MAX_PAYLOAD_BYTES
 from ._lease import Owner
@@ -177,6 +179,85 @@ class Store(Protocol):
 
     async def get_lease(self, instance_id: str) -> Owner | None:
         """The owner record of whoever holds the instance's lease, if any."""
+        ...
+
+    # -- queues and workers (0.2.0) -------------------------------------------
+    #
+    # ``create_instance`` of a *pending* instance with a ``queue`` and no
+    # ``owner`` queues it: no engine runs it until a worker claims it with
+    # :meth:`claim_queued`, and ``claim`` (take-over) skips it while it waits.
+    # If another unfinished instance of that queue holds its ``dedup_id``,
+    # nothing is written and that instance is returned, with ``False``.
+    # An instance reaching a finished status leaves its queue (its waiting
+    # entry, its in-flight entry and its dedup id), its external jobs are
+    # dropped, and its event log gets its terminal event, in the same write.
+
+    async def register_queue(self, queue: Queue) -> None:
+        """Durably record a queue's limits (the last registration wins)."""
+        ...
+
+    async def get_queues(self) -> dict[str, Queue]:
+        """The queues registered on this store, by name."""
+        ...
+
+    async def queue_depths(self, name: str) -> tuple[int, int]:
+        """``(waiting, in flight)`` instances of queue ``name``."""
+        ...
+
+    async def register_worker(self, owner: Owner, workflows: list[str], queue_names: list[str],
+                              job_queues: list[str]) -> None:
+        """Durably record what an engine serves; its workflows are known (:meth:`known_workflows`) from then on."""
+        ...
+
+    async def known_workflows(self) -> list[str]:
+        """Every workflow name an engine on this store has ever registered."""
+        ...
+
+    async def servers(self) -> dict[str, dict[str, Any]]:
+        """What each live engine serves, by owner id: ``{"workflows": [...], "queues": [...], "jobs": [...]}``."""
+        ...
+
+    async def claim_queued(self, owner: Owner, served: list[tuple[str, int | None]], workflows: frozenset[str] | None,
+                           limit: int | None, now: datetime) -> tuple[list[str], datetime | None]:
+        """Durably take waiting instances of the ``served`` queues, leased to ``owner``.
+
+        ``served`` pairs each queue name with how many more this worker may
+        take of it (``None``: any). Each queue's ``concurrency`` (instances in
+        flight across all workers) and ``rate_limit`` (starts per window), as
+        registered, hold; only instances of ``workflows`` (``None``: any) whose
+        ``not_before`` has come are taken, highest priority first, then in
+        the order they were queued; at most ``limit`` in all. Returns the ids
+        taken and the earliest time a skipped instance or a rate limit will
+        let another be taken (``None``: none waits for a time).
+        """
+        ...
+
+    def append_event(self, instance_id: str, data: bytes) -> None:
+        """Queue one encoded event (:mod:`durable._model.eventlog`) for the instance's log; non-durable."""
+        ...
+
+    async def read_events(self, instance_id: str, after: int = 0, limit: int = 100) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` of the instance's stored events with an id over ``after``, oldest first: ``(id, data)``.
+
+        Ids are store-wide, increasing, never reused.
+        """
+        ...
+
+    async def enqueue_job(self, job: JobRecord) -> bool:
+        """Durably queue an external job, unless one is queued at its (instance, step key); whether it was new."""
+        ...
+
+    async def claim_jobs(self, owner: Owner, queue_names: list[str], limit: int) -> list[JobRecord]:
+        """Durably take up to ``limit`` jobs of those queues: waiting ones, then those held by a gone owner."""
+        ...
+
+    async def finish_job(self, job: JobRecord, owner_id: str, outcome: Any) -> bool:
+        """In one durable write: remove the job ``owner_id`` holds and queue ``outcome`` as its instance's
+        signal ``job_signal(job.step_key)``. ``False`` (nothing written) if that owner holds it no more."""
+        ...
+
+    async def get_jobs(self, instance_id: str | None = None) -> list[tuple[JobRecord, str | None]]:
+        """Queued and running jobs (of one instance, or all), each with the id of the owner running it, if any."""
         ...
 
     def close(self) -> None:

@@ -7,10 +7,16 @@ state with the store.
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timedelta
 from typing import Any, final
 
 import trio
 
+from .._model.clock import EPOCH
+from .._model.eventlog import terminal_event
+from .._model.jobs import JobRecord, decode_job, encode_job, job_signal
+from .._model.queues import MAX_PRIORITY, Queue
 from .._model.records import InstanceStatus, StepResult, WorkflowInstance
 from .._model.serde import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -23,6 +29,7 @@ from .._model.serde import (
     encode_value,
 )
 from .._model.ids import check_instance_id, check_signal_name, check_workflow_name, is_valid_id
+from ._base import step_key_bytes
 from ._join import join_steps
 from ._lease import LeaseLost, Owner, may_claim, record_alive
 
@@ -53,6 +60,21 @@ class MemoryStore:
         self._leases: dict[str, str] = {}
         self._signals: dict[tuple[str, str], dict[int, bytes]] = {}  # (instance, name) -> seq -> payload
         self._signal_seq = 0
+        # Queues, events, jobs and the worker registry (as in the LMDB store's tables of those names).
+        self._seq = 0  # the store-wide sequence: queue order, event ids, job order
+        self._queues: dict[str, bytes] = {}  # name -> encoded Queue
+        self._queued: dict[str, dict[tuple[int, int], tuple[str, str, int | None]]] = {}
+        # ^ queue -> (MAX_PRIORITY - priority, seq) -> (id, workflow, not_before µs): waiting instances
+        self._qpos: dict[str, tuple[str, tuple[int, int]]] = {}  # id -> its place in _queued (while it waits)
+        self._inflight: dict[str, set[str]] = {}  # queue -> ids taken by a worker and unfinished
+        self._qstate: dict[str, list[int]] = {}  # queue -> recent start times (µs), for rate_limit
+        self._dedup: dict[tuple[str, str], str] = {}  # (queue, dedup id) -> id of the unfinished holder
+        self._events: dict[str, dict[int, bytes]] = {}  # id -> event id -> encoded event
+        self._jobs: dict[bytes, bytes] = {}  # job key (as a step key) -> encoded JobRecord
+        self._jobq: dict[str, dict[int, bytes]] = {}  # queue -> seq -> job key: jobs waiting for a worker
+        self._jobheld: dict[bytes, tuple[str, str]] = {}  # job key -> (owner id, queue): taken jobs
+        self._known: set[str] = set()  # every workflow an engine registered
+        self._workers: dict[str, bytes] = {}  # owner id -> JSON of what it serves
 
     @property
     def path(self) -> str | None:
@@ -69,16 +91,18 @@ class MemoryStore:
         """Store ``instance`` unless its id exists (leased to ``owner``); returns (stored, created)."""
         check_instance_id(instance.id)
         check_workflow_name(instance.workflow_name)
+        data = encode_instance(instance, limit=self.max_payload_bytes)
+        if owner is not None and instance.finished:
+            owner = None  # (as in LMDB: a finished instance is leased to nobody)
         existing = self._instances.get(instance.id)
-        if existing is not None:
-            found = await self.get_instance(instance.id)
+        holder = self._dedup_holder(instance) if existing is None else None
+        if existing is not None or holder is not None:
+            found = await self.get_instance(instance.id if holder is None else holder)
             assert found is not None
             return found, False
-        self._instances[instance.id] = encode_instance(instance, limit=self.max_payload_bytes)
-        self._status[instance.id] = InstanceStatus(instance.status)
-        self._steps[instance.id] = {}
-        self._order[instance.id] = self._counter
-        self._counter += 1
+        self._put(instance, data)
+        if instance.queue is not None and owner is None and instance.status == InstanceStatus.PENDING:
+            self._enqueue(instance)
         if owner is not None:
             self._owners[owner.id] = owner
             self._leases[instance.id] = owner.id
@@ -115,17 +139,37 @@ class MemoryStore:
             return  # a finished status is final: a late write never reopens it
         if owner is not None and self._leases.get(instance.id) != owner:
             raise LeaseLost(f"instance {instance.id!r} is no longer held by this engine")
+        self._put(instance, data)
+
+    def _put(self, instance: WorkflowInstance, data: bytes) -> None:
+        """Store the instance record ``data`` (checked, not fenced); reaching a finished status ends it."""
+        old = self._status.get(instance.id)
         self._status[instance.id] = InstanceStatus(instance.status)
         if instance.finished:
             self._leases.pop(instance.id, None)
+            if old is None or not old.finished:
+                self._ended(instance)
         if instance.id not in self._instances:
             self._order[instance.id] = self._counter
             self._counter += 1
             self._steps.setdefault(instance.id, {})
         self._instances[instance.id] = data
 
+    def _ended(self, instance: WorkflowInstance) -> None:
+        """An instance reached a finished status: it leaves its queue, its jobs go, its event log ends."""
+        self._unqueue(instance)
+        self._drop_jobs(instance.id)
+        event = terminal_event(instance)
+        if event is not None:
+            self._append(instance.id, event)
+
     async def delete_instance(self, instance_id: str) -> bool:
-        """Remove an instance and its checkpoints."""
+        """Remove an instance and its checkpoints, signals, lease, queue entries, jobs and events."""
+        data = self._instances.get(instance_id)
+        if data is not None:
+            self._unqueue(decode_instance(data, f"memory:{instance_id}"))
+        self._drop_jobs(instance_id)
+        self._events.pop(instance_id, None)
         for queue in [k for k in self._signals if k[0] == instance_id]:
             del self._signals[queue]
         self._steps.pop(instance_id, None)
@@ -227,8 +271,8 @@ class MemoryStore:
             if limit is not None and len(taken) >= limit:
                 break
             status = self._status.get(iid)
-            if status is None or status.finished:
-                continue
+            if status is None or status.finished or iid in self._qpos:
+                continue  # finished, or waiting in a queue (for a worker's claim_queued)
             if may_claim(self._leases.get(iid), owner.id, lambda h: record_alive(self._owners.get(h))):
                 self._leases[iid] = owner.id
                 taken.append(iid)
@@ -239,8 +283,9 @@ class MemoryStore:
         self._owners[owner.id] = owner
 
     async def release(self, owner_id: str) -> None:
-        """Forget an owner: its instances may be taken over."""
+        """Forget an owner (and what it served): its instances may be taken over."""
         self._owners.pop(owner_id, None)
+        self._workers.pop(owner_id, None)
 
     async def lost_leases(self, owner_id: str, instance_ids: list[str]) -> list[str]:
         """Those of ``instance_ids`` that ``owner_id`` no longer holds, or that finished."""
@@ -254,5 +299,257 @@ class MemoryStore:
         holder = self._leases.get(instance_id)
         return self._owners.get(holder) if holder is not None else None
 
+    # -- queues and workers ----------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _queue(self, name: str) -> Queue | None:
+        data = self._queues.get(name)
+        return Queue.decode(data) if data is not None else None
+
+    def _dedup_holder(self, instance: WorkflowInstance) -> str | None:
+        """The id of the unfinished instance holding ``instance``'s dedup id in its queue, if another does."""
+        if instance.dedup_id is None or instance.queue is None:
+            return None
+        found = self._dedup.get((instance.queue, instance.dedup_id))
+        return found if found is not None and found != instance.id else None
+
+    def _enqueue(self, instance: WorkflowInstance) -> None:
+        """Put a new pending instance in its queue (and take its dedup id)."""
+        assert instance.queue is not None
+        queue = self._queue(instance.queue)
+        priority = instance.priority if queue is not None and queue.priority else 0
+        place = (MAX_PRIORITY - priority, self._next_seq())
+        self._queued.setdefault(instance.queue, {})[place] = (
+            instance.id, instance.workflow_name, _micros(instance.not_before))
+        self._qpos[instance.id] = (instance.queue, place)
+        if instance.dedup_id is not None:
+            self._dedup[(instance.queue, instance.dedup_id)] = instance.id
+
+    def _unqueue(self, instance: WorkflowInstance) -> None:
+        """A finished (or deleted) instance leaves its queue: waiting entry, in-flight entry, dedup id."""
+        pos = self._qpos.pop(instance.id, None)
+        if pos is not None:
+            self._queued.get(pos[0], {}).pop(pos[1], None)
+        if instance.queue is not None:
+            self._inflight.get(instance.queue, set()).discard(instance.id)
+            if instance.dedup_id is not None and self._dedup.get((instance.queue, instance.dedup_id)) == instance.id:
+                del self._dedup[(instance.queue, instance.dedup_id)]
+
+    async def register_queue(self, queue: Queue) -> None:
+        """Record a queue's limits (the last registration wins)."""
+        self._queues[queue.name] = queue.encode()
+
+    async def get_queues(self) -> dict[str, Queue]:
+        """The queues registered on this store, by name."""
+        return {name: Queue.decode(self._queues[name]) for name in sorted(self._queues)}
+
+    async def queue_depths(self, name: str) -> tuple[int, int]:
+        """``(waiting, in flight)`` instances of queue ``name``."""
+        return len(self._queued.get(name, ())), len(self._inflight.get(name, ()))
+
+    async def register_worker(self, owner: Owner, workflows: list[str], queue_names: list[str],
+                              job_queues: list[str]) -> None:
+        """Record what an engine serves (its workflows are known from then on)."""
+        self._owners[owner.id] = owner
+        self._known.update(workflows)
+        record = {"workflows": sorted(workflows), "queues": sorted(queue_names), "jobs": sorted(job_queues)}
+        self._workers[owner.id] = json.dumps(record).encode()
+
+    async def known_workflows(self) -> list[str]:
+        """Every workflow name an engine on this store has registered."""
+        return sorted(self._known)
+
+    async def servers(self) -> dict[str, dict[str, Any]]:
+        """What each live engine serves (``workflows``, ``queues``, ``jobs``), by owner id."""
+        return {
+            owner_id: json.loads(self._workers[owner_id]) for owner_id in sorted(self._workers)
+            if record_alive(self._owners.get(owner_id))
+        }
+
+    async def claim_queued(self, owner: Owner, served: list[tuple[str, int | None]], workflows: frozenset[str] | None,
+                           limit: int | None, now: datetime) -> tuple[list[str], datetime | None]:
+        """Take waiting instances of the ``served`` queues, under their limits (as the LMDB store does)."""
+        now_us = _micros(now)
+        assert now_us is not None
+        self._owners[owner.id] = owner
+        taken: list[str] = []
+        next_due: int | None = None
+
+        def due_at(when: int) -> None:
+            nonlocal next_due
+            next_due = when if next_due is None else min(next_due, when)
+
+        for name, free in served:
+            allowed = free if free is not None else 1 << 62
+            if limit is not None:
+                allowed = min(allowed, limit - len(taken))
+            if allowed <= 0:
+                continue
+            queue = self._queue(name)
+            inflight = self._inflight.get(name, set())
+            if queue is not None and queue.concurrency is not None:
+                allowed = min(allowed, queue.concurrency - len(inflight))
+            starts: list[int] = []
+            if queue is not None and queue.rate_limit is not None:
+                n, seconds = queue.rate_limit
+                window = int(seconds * 1_000_000)
+                starts = [s for s in self._qstate.get(name, []) if s > now_us - window]
+                if len(starts) >= n:
+                    due_at(min(starts) + window)
+                allowed = min(allowed, n - len(starts))
+            if allowed <= 0:
+                continue
+            waiting = self._queued.get(name, {})
+            picked: list[tuple[tuple[int, int], str]] = []
+            for place in sorted(waiting):
+                iid, workflow, not_before = waiting[place]
+                if workflows is not None and workflow not in workflows:
+                    continue
+                if not_before is not None and not_before > now_us:
+                    due_at(not_before)
+                    continue
+                picked.append((place, iid))
+                if len(picked) >= allowed:
+                    break
+            for place, iid in picked:
+                del waiting[place]
+                self._qpos.pop(iid, None)
+                self._inflight.setdefault(name, set()).add(iid)
+                self._leases[iid] = owner.id
+                taken.append(iid)
+            if queue is not None and queue.rate_limit is not None and picked:
+                n, seconds = queue.rate_limit
+                starts.extend([now_us] * len(picked))
+                self._qstate[name] = starts[-n:]
+                if len(starts) >= n:
+                    due_at(min(starts[-n:]) + int(seconds * 1_000_000))
+        return taken, (EPOCH + timedelta(microseconds=next_due) if next_due is not None else None)
+
+    # -- event log ---------------------------------------------------------
+
+    def _append(self, instance_id: str, data: bytes) -> int:
+        seq = self._next_seq()
+        self._events.setdefault(instance_id, {})[seq] = data
+        return seq
+
+    def append_event(self, instance_id: str, data: bytes) -> None:
+        """Append one encoded event to the instance's log (at once: nothing is on disk)."""
+        self._append(instance_id, data)
+
+    async def read_events(self, instance_id: str, after: int = 0, limit: int = 100) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` of the instance's events with an id over ``after``, oldest first: ``(id, data)``."""
+        if not is_valid_id(instance_id):
+            return []
+        log = self._events.get(instance_id, {})
+        out: list[tuple[int, bytes]] = []
+        for seq in sorted(log):  # (appended in increasing order: already sorted)
+            if len(out) >= limit:
+                break
+            if seq > after:
+                out.append((seq, log[seq]))
+        return out
+
+    # -- external jobs -----------------------------------------------------
+
+    async def enqueue_job(self, job: JobRecord) -> bool:
+        """Queue an external job unless it is queued (or held) already, or its outcome is delivered; whether it
+        was new."""
+        data = encode_job(job, limit=self.max_payload_bytes)
+        key = step_key_bytes(job.instance_id, job.step_key)
+        if key in self._jobs or self._signals.get((job.instance_id, job_signal(job.step_key))):
+            return False
+        self._jobs[key] = data
+        self._jobq.setdefault(job.queue, {})[self._next_seq()] = key
+        return True
+
+    async def claim_jobs(self, owner: Owner, queue_names: list[str], limit: int) -> list[JobRecord]:
+        """Take up to ``limit`` jobs of ``queue_names`` (waiting, or held by a worker that is gone)."""
+        self._owners[owner.id] = owner
+        me = owner.id
+        out: list[tuple[bytes, bytes]] = []
+        for q in queue_names:
+            waiting = self._jobq.get(q, {})
+            picked: list[tuple[int, bytes]] = []
+            for seq in sorted(waiting):
+                if len(out) + len(picked) >= limit:
+                    break
+                picked.append((seq, waiting[seq]))
+            for seq, key in picked:
+                del waiting[seq]
+                data = self._jobs.get(key)
+                if data is None:
+                    continue
+                self._jobheld[key] = (me, q)
+                out.append((key, data))
+        if len(out) < limit:
+            wanted = set(queue_names)
+            alive: dict[str, bool] = {}
+            stale: list[tuple[bytes, str]] = []
+            for key in sorted(self._jobheld):
+                holder, queue = self._jobheld[key]
+                if queue not in wanted or holder == me:
+                    continue
+                if holder not in alive:
+                    alive[holder] = record_alive(self._owners.get(holder))
+                if not alive[holder]:
+                    stale.append((key, queue))
+                    if len(out) + len(stale) >= limit:
+                        break
+            for key, queue in stale:
+                data = self._jobs.get(key)
+                if data is None:
+                    self._jobheld.pop(key, None)
+                    continue
+                self._jobheld[key] = (me, queue)
+                out.append((key, data))
+        return [decode_job(data, f"memory:jobs/{key!r}") for key, data in out]
+
+    async def finish_job(self, job: JobRecord, owner_id: str, outcome: Any) -> bool:
+        """Remove a job this owner holds and queue ``outcome`` as its instance's job signal, together.
+
+        ``False`` (nothing written) if the owner holds the job no more.
+        """
+        data = encode_value(outcome, f"the result of job {job.step_name!r}", instance_id=job.instance_id,
+                            limit=self.max_payload_bytes)
+        key = step_key_bytes(job.instance_id, job.step_key)
+        held = self._jobheld.get(key)
+        if held is None or held[0] != owner_id or key not in self._jobs:
+            return False
+        del self._jobheld[key]
+        del self._jobs[key]
+        self._signal_seq += 1
+        self._signals.setdefault((job.instance_id, job_signal(job.step_key)), {})[self._signal_seq] = data
+        return True
+
+    async def get_jobs(self, instance_id: str | None = None) -> list[tuple[JobRecord, str | None]]:
+        """Queued and running jobs (of one instance, or all), each with the owner id running it, if any."""
+        prefix = instance_id.encode() + b"\0" if instance_id is not None else b""
+        out: list[tuple[JobRecord, str | None]] = []
+        for key in sorted(self._jobs):
+            if key.startswith(prefix):
+                held = self._jobheld.get(key)
+                out.append((decode_job(self._jobs[key], f"memory:jobs/{key!r}"), held[0] if held else None))
+        return out
+
+    def _drop_jobs(self, instance_id: str) -> None:
+        """Remove the jobs of an instance (it finished or was deleted): nobody will take them."""
+        prefix = instance_id.encode() + b"\0"
+        doomed = {key for key in self._jobs if key.startswith(prefix)}
+        if not doomed:
+            return
+        for waiting in self._jobq.values():
+            for seq in [seq for seq, key in waiting.items() if key in doomed]:
+                del waiting[seq]
+        for key in doomed:
+            del self._jobs[key]
+            self._jobheld.pop(key, None)
+
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _micros(when: datetime | None) -> int | None:
+    return (when - EPOCH) // timedelta(microseconds=1) if when is not None else None

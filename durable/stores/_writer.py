@@ -45,6 +45,7 @@ class WriteRequest:
     args: tuple[Any, ...] = ()
     result: Any = None
     error: BaseException | None = None
+    note: bytes | None = None  # handed to the store's commit hook once committed (a wake-up)
 
 
 def superseded(batch: list[WriteRequest]) -> set[int]:

@@ -66,6 +66,8 @@ def format3(record: StepResult | WorkflowInstance) -> bytes:
         del fields["step_results"]
         fields["kwargs"] = dict(record.kwargs)
         fields["status"] = InstanceStatus(record.status).value
+        for name in ("queue", "priority", "dedup_id", "not_before", "parent_id"):  # added after format 3
+            del fields[name]
     else:
         fields["status"] = StepStatus(record.status).value
         del fields["seq"]  # added after format 3
@@ -93,12 +95,14 @@ def test_replace_instance_is_attrs_evolve() -> None:
     inst = WorkflowInstance(
         id="i", workflow_name="w", status=InstanceStatus.RUNNING, input={"x": 1}, current_step="a", output=2,
         error="e", step_results={"a": StepResult("a", StepStatus.COMPLETED)}, created_at=when, started_at=when,
-        completed_at=when, deadline=when, args=(1,), kwargs={"k": 2}, error_type="E",
+        completed_at=when, deadline=when, args=(1,), kwargs={"k": 2}, error_type="E", queue="q", priority=3,
+        dedup_id="d", not_before=when, parent_id="p",
     )
     changes: dict[str, Any] = {
         "id": "j", "workflow_name": "v", "status": InstanceStatus.FAILED, "input": 3, "current_step": None,
         "output": None, "error": None, "step_results": {}, "created_at": None, "started_at": None,
-        "completed_at": None, "deadline": None, "args": (), "kwargs": {}, "error_type": None,
+        "completed_at": None, "deadline": None, "args": (), "kwargs": {}, "error_type": None, "queue": None,
+        "priority": 0, "dedup_id": None, "not_before": None, "parent_id": None,
     }
     assert set(changes) == {a.name for a in attrs.fields(WorkflowInstance)}  # every field, once
     assert replace_instance(inst) == attrs.evolve(inst) == inst
@@ -167,17 +171,18 @@ def test_an_instance_round_trips_every_field(when: datetime | None) -> None:
             id="order-1", workflow_name="orders", status=status, input={"n": [1, 2.5]}, current_step="pay#0",
             output=("done", 3), error="e", created_at=when, started_at=when, completed_at=when, deadline=when,
             args=(1, "two", None), kwargs=MappingProxyType({"k": b"v", "when": T0}), error_type="ValueError",
+            queue="emails", priority=-2, dedup_id="d-1", not_before=when, parent_id="p-1",
             step_results={"s": StepResult(step_name="s", status=StepStatus.COMPLETED)},  # never stored
         )
         data = encode_instance(inst)
         record = stored(data)
         assert type(record) is tuple and len(record) == 1 + len(_INSTANCE_LAYOUT) and record[0] == "instance"
         assert type(record[3]) is str and record[3] == status.value
-        assert type(record[-2]) is dict  # kwargs of any mapping type are stored as a dict
+        assert type(record[13]) is dict  # kwargs of any mapping type are stored as a dict
         back = decode_instance(data, "here", "/p")
         assert back == attrs.evolve(inst, step_results={}, kwargs={"k": b"v", "when": T0})
         assert back.status is status and dict(back.step_results) == {}
-        for name in ("created_at", "started_at", "completed_at", "deadline"):
+        for name in ("created_at", "started_at", "completed_at", "deadline", "not_before"):
             assert_same_time(getattr(back, name), when)
 
 
@@ -185,7 +190,17 @@ def test_an_instance_of_defaults_round_trips() -> None:
     bare = WorkflowInstance(id="i", workflow_name="w", status=InstanceStatus.PENDING)
     assert decode_instance(encode_instance(bare)) == bare
     assert stored(encode_instance(bare)) == ("instance", "i", "w", "pending", None, None, None, None, None, None,
-                                             None, None, (), {}, None)
+                                             None, None, (), {}, None, None, 0, None, None, None)
+
+
+def test_an_instance_record_from_before_queues_reads_with_their_defaults() -> None:
+    """0.1.0 wrote 15-item instance records: the queue fields read back as their defaults."""
+    from durable._model.serde import _pickle, _seal
+
+    old = ("instance", "i", "w", "running", None, None, None, None, None, None, None, None, (), {}, None)
+    back = decode_instance(_seal(_pickle(old)))
+    assert back == WorkflowInstance(id="i", workflow_name="w", status=InstanceStatus.RUNNING)
+    assert back.queue is None and back.priority == 0 and back.parent_id is None
 
 
 @settings(max_examples=300, deadline=None, database=None)
@@ -279,7 +294,9 @@ GOOD_STEP: tuple[Any, ...] = (
 GOOD_STEP_0_1 = GOOD_STEP[:-1]  # durable 0.1.0 wrote step records without seq
 GOOD_INSTANCE: tuple[Any, ...] = (
     "instance", "a", "wf", "running", None, None, None, None, 1_714_564_800_000_000, None, None, None, (), {}, None,
+    "q", 0, None, None, None,
 )
+GOOD_INSTANCE_0_1 = GOOD_INSTANCE[:15]  # durable 0.1.0 wrote instance records without the queue fields
 
 
 def sealed(value: Any) -> bytes:
@@ -296,6 +313,11 @@ def test_a_newer_writers_longer_tuples_read_with_the_extra_fields_ignored() -> N
     assert decode_instance(sealed((*GOOD_INSTANCE, {"x": 1}))) == decode_instance(sealed(GOOD_INSTANCE))
 
 
+def test_an_instance_record_of_0_1_0_reads_without_queue_fields() -> None:
+    inst = decode_instance(sealed(GOOD_INSTANCE_0_1))
+    assert inst == attrs.evolve(decode_instance(sealed(GOOD_INSTANCE)), queue=None)
+
+
 def test_a_step_record_of_0_1_0_reads_without_seq() -> None:
     step = decode_step(sealed(GOOD_STEP_0_1))
     assert step.seq is None and step == attrs.evolve(decode_step(sealed(GOOD_STEP)), seq=None)
@@ -304,7 +326,8 @@ def test_a_step_record_of_0_1_0_reads_without_seq() -> None:
 def test_shorter_tuples_are_corrupt() -> None:
     for good, decode, cls in ((GOOD_STEP, decode_step, "StepResult"), (GOOD_INSTANCE, decode_instance,
                                                                          "WorkflowInstance")):
-        for n in range(len(good) - (good is GOOD_STEP)):  # (one shorter is a step of 0.1.0: read)
+        oldest = len(GOOD_STEP_0_1) if good is GOOD_STEP else len(GOOD_INSTANCE_0_1)
+        for n in range(oldest):  # (from 0.1.0's length on, a record reads: the missing fields take defaults)
             with pytest.raises(StoreError, match=rf"corrupt record at /store:here: TypeError: not a {cls} record "
                                                  rf"\(a tuple of {n} items, not {len(good)}\)") as info:
                 decode(sealed(good[:n]), "/store:here", "/store")

@@ -116,7 +116,7 @@ def _frozen(s: dict[str, Any]) -> State:
     end = s["end"] or s["next"] is None
     common: dict[str, Any] = {"name": s["name"], "next": None if end else s["next"], "end": end, "label": label}
     if s["kind"] == "task":
-        return TaskState(job=s["job"], **common)
+        return TaskState(job=s["job"], queue=s.get("queue"), **common)
     if s["kind"] == "parallel":
         return ParallelState(branches=s["branches"], **common)
     if s["kind"] == "map":

@@ -229,7 +229,9 @@ class _Compiler:
         helper = self.scope.helper(f, resolved)
         loaded = load(helper) if helper is not None else None
         if helper is None or loaded is None:
-            return [(g.add("task", base, hooks, job=base), "next")]
+            queue = getattr(resolved, "queue", None) if self.scope.is_step is not None and self.scope.is_step(
+                resolved) else None
+            return [(g.add("task", base, hooks, job=base, queue=queue), "next")]
         source, filename, first_line, node = loaded  # a helper coroutine: its steps, inlined
         returns: list[Hook] = []
         inner = Frame(source, filename, first_line, returns=returns, helpers=(*f.helpers, id(helper)))

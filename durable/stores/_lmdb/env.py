@@ -51,6 +51,28 @@ class Tables(NamedTuple):
     leases: Any
     owners: Any
     signals: Any
+    queues: Any
+    queued: Any
+    qpos: Any
+    inflight: Any
+    qstate: Any
+    dedup: Any
+    events: Any
+    jobs: Any
+    jobq: Any
+    jobheld: Any
+    registry: Any
+
+
+_SEQ = b"seq"  # in meta: the store-wide sequence (queue order, event ids)
+
+
+def next_seq(txn: Any, t: Tables) -> int:
+    """The next number of the store-wide sequence (in a write transaction)."""
+    raw = txn.get(_SEQ, db=t.meta)
+    seq = (int(bytes(raw)) if raw is not None else 0) + 1
+    txn.put(_SEQ, str(seq).encode(), db=t.meta)
+    return seq
 
 
 def _refuse_abort(raise_cancel: Callable[[], Any]) -> trio.lowlevel.Abort:
@@ -72,6 +94,8 @@ class LMDBEnv:
         self.lock = SharedLock()  # transactions (shared) vs. map resizes (exclusive) in this process
         self._writer: Writer | None = None
         self.closed = False
+        # Called (on the writer's thread) with the notes of each committed batch: wake-ups for other processes.
+        self.on_commit: Callable[[list[bytes]], None] | None = None
         self.env, self.tables = self._open(map_size)
 
     def fail(self, problem: str) -> StoreError:
@@ -192,6 +216,10 @@ class LMDBEnv:
                             if i not in skip:
                                 r.result = r.fn(txn, *r.args)
                         txn.commit()
+                        if self.on_commit is not None:
+                            notes = [r.note for r in batch if r.note is not None and r.error is None]
+                            if notes:
+                                self.on_commit(notes)
                         return
                     except lmdb.MapFullError:
                         txn.abort()
@@ -231,26 +259,28 @@ class LMDBEnv:
         return f" (is the disk full, or a file size limit reached? {free})"
 
     async def write(
-        self, fn: Callable[..., _T], durable: bool = True, key: bytes | None = None, args: tuple[Any, ...] = ()
+        self, fn: Callable[..., _T], durable: bool = True, key: bytes | None = None, args: tuple[Any, ...] = (),
+        note: bytes | None = None,
     ) -> _T:
         """Run ``fn(txn, *args)`` in the writer's next transaction; returns (or raises) what it did.
 
         A ``LeaseLost`` that ``fn`` returns (so that the rest of its batch
         still commits) is raised here. A non-durable write returns ``None`` at
-        once: it is queued (:meth:`write_later`).
+        once: it is queued (:meth:`write_later`). ``note`` is handed to
+        ``on_commit`` once the write is committed (a wake-up for other processes).
         """
         if self.closed:
             raise self.fail("the store is closed")
         writer = self._writer
         if writer is None:
             # No writer thread (the store is used outside an engine): write inline.
-            request = WriteRequest(fn, durable, None, key, args)
+            request = WriteRequest(fn, durable, None, key, args, note=note)
             self.run_batch([request])
         elif not durable:
-            self.write_later(fn, key, args)
+            self.write_later(fn, key, args, note)
             return None  # type: ignore[return-value]
         else:
-            request = WriteRequest(fn, True, trio.lowlevel.current_task(), key, args)
+            request = WriteRequest(fn, True, trio.lowlevel.current_task(), key, args, note=note)
             writer.submit(request)
             # Uncancellable, like a shielded wait but cheaper (no cancel scope
             # per checkpoint): once queued the write will land, and the caller
@@ -266,14 +296,15 @@ class LMDBEnv:
             raise request.result  # a fenced write refused (returned, so the batch still commits)
         return request.result  # type: ignore[no-any-return]
 
-    def write_later(self, fn: Callable[..., Any], key: bytes | None = None, args: tuple[Any, ...] = ()) -> None:
+    def write_later(self, fn: Callable[..., Any], key: bytes | None = None, args: tuple[Any, ...] = (),
+                    note: bytes | None = None) -> None:
         """Queue ``fn(txn, *args)`` as a non-durable write, without waiting (inline if there is no writer thread).
 
         A later queued write with the same ``key`` in the same commit supersedes it.
         """
         if self.closed:
             raise self.fail("the store is closed")
-        request = WriteRequest(fn, False, None, key, args)
+        request = WriteRequest(fn, False, None, key, args, note=note)
         writer = self._writer
         if writer is not None:
             writer.submit(request)

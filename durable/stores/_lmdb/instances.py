@@ -15,11 +15,13 @@ import lmdb
 
 from ..._model.ids import is_valid_id
 from ..._model.records import InstanceStatus, StepResult, WorkflowInstance
+from ..._model.eventlog import terminal_event
 from ..._model.serde import decode_instance, decode_step
 from ...errors import StoreError
 from .._base import step_key_bytes
 from .._join import join_steps
 from .._lease import LeaseLost
+from . import eventlog, jobkeys, queues
 from .env import Tables
 
 __all__ = ["create", "delete", "fence", "finished", "load", "load_steps", "put", "scan_index"]
@@ -124,6 +126,8 @@ def put(txn: lmdb.Transaction, t: Tables, inst: WorkflowInstance, data: bytes,
         return lost
     if finished(new):
         txn.delete(key, db=t.leases)
+        if old is None or not finished(old):
+            _ended(txn, t, inst, key)
     if old != new:
         if old is not None:
             txn.delete(old + b"\0" + key, db=t.index)
@@ -133,13 +137,32 @@ def put(txn: lmdb.Transaction, t: Tables, inst: WorkflowInstance, data: bytes,
     return None
 
 
+def _ended(txn: lmdb.Transaction, t: Tables, inst: WorkflowInstance, key: bytes) -> None:
+    """An instance reached a finished status: it leaves its queue, its jobs go, its event log ends."""
+    queues.unqueue(txn, t, inst)
+    jobkeys.delete_for(txn, t, key)
+    event = terminal_event(inst)
+    if event is not None:
+        eventlog.append(txn, t, key, event)
+
+
 def create(txn: lmdb.Transaction, t: Tables, inst: WorkflowInstance, data: bytes,
-           owner: tuple[bytes, bytes] | None) -> bool:
-    """Store a new instance unless its id exists, leased to ``owner`` (its id and record, encoded)."""
+           owner: tuple[bytes, bytes] | None, not_before_us: int | None = None) -> bool | str:
+    """Store a new instance unless its id exists, leased to ``owner`` (its id and record, encoded).
+
+    ``False`` if the id exists; the id of the unfinished instance holding its
+    dedup id in its queue, if one does (nothing written); else ``True``. A
+    pending instance with a queue and no owner is queued for a worker.
+    """
     key = inst.id.encode()
     if txn.get(key, db=t.instances) is not None:
         return False
+    holder = queues.dedup_holder(txn, t, inst)
+    if holder is not None:
+        return holder
     put(txn, t, inst, data)
+    if inst.queue is not None and owner is None and inst.status == InstanceStatus.PENDING:
+        queues.enqueue(txn, t, inst, not_before_us)
     if owner is not None:
         owner_id, encoded = owner
         txn.put(owner_id, encoded, db=t.owners)
@@ -148,7 +171,15 @@ def create(txn: lmdb.Transaction, t: Tables, inst: WorkflowInstance, data: bytes
 
 
 def delete(txn: lmdb.Transaction, t: Tables, key: bytes) -> bool:
-    """Remove an instance with its checkpoints, signals and lease."""
+    """Remove an instance with its checkpoints, signals, lease, queue entries, jobs and events."""
+    data = txn.get(key, db=t.instances)
+    if data is not None:
+        try:
+            queues.unqueue(txn, t, decode_instance(bytes(data)))
+        except StoreError:
+            pass  # a corrupt record: what it held in queues cannot be known
+    jobkeys.delete_for(txn, t, key)
+    eventlog.delete_all(txn, t, key)
     old = txn.get(key, db=t.status)
     if old is not None:
         txn.delete(bytes(old) + b"\0" + key, db=t.index)

@@ -27,8 +27,9 @@ def put_owner(txn: lmdb.Transaction, t: Tables, owner_id: bytes, record: bytes) 
 
 
 def delete_owner(txn: lmdb.Transaction, t: Tables, owner_id: bytes) -> None:
-    """Remove an owner record: its instances may be taken over at once."""
+    """Remove an owner record (and what it served): its instances may be taken over at once."""
     txn.delete(owner_id, db=t.owners)
+    txn.delete(b"o\0" + owner_id, db=t.registry)
 
 
 def claim(txn: lmdb.Transaction, t: Tables, ids: list[str], owner: Owner, limit: int | None) -> list[str]:
@@ -47,8 +48,8 @@ def claim(txn: lmdb.Transaction, t: Tables, ids: list[str], owner: Owner, limit:
             break
         key = iid.encode()
         status = txn.get(key, db=t.status)
-        if status is None or finished(bytes(status)):
-            continue
+        if status is None or finished(bytes(status)) or txn.get(key, db=t.qpos) is not None:
+            continue  # finished, or waiting in a queue (for a worker's claim, under the queue's limits)
         holder = txn.get(key, db=t.leases)
         if may_claim(bytes(holder).decode() if holder is not None else None, owner.id, is_alive):
             txn.put(key, owner.id.encode(), db=t.leases)

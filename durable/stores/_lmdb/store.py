@@ -35,7 +35,12 @@ from typing import Any, final
 
 import trio
 
+from datetime import datetime, timedelta
+
+from ..._model.clock import EPOCH
 from ..._model.ids import check_instance_id, check_signal_name, check_workflow_name, is_valid_id
+from ..._model.jobs import JobRecord, decode_job, encode_job, job_signal
+from ..._model.queues import Queue
 from ..._model.records import InstanceStatus, StepResult, WorkflowInstance
 from ..._model.serde import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -47,7 +52,8 @@ from ..._model.serde import (
 )
 from .._base import signal_key_prefix, step_key_bytes
 from .._lease import Owner
-from . import instances, leases, signals, steps
+from .._wake import Waker
+from . import eventlog, instances, jobs, leases, queues, registry, signals, steps
 from .env import FORMAT_VERSION, LMDBEnv
 
 __all__ = ["FORMAT_VERSION", "LMDBStore"]
@@ -80,6 +86,8 @@ class LMDBStore:
         self.max_payload_bytes = check_limit(max_payload_bytes)
         self._env = LMDBEnv(os.fspath(path), map_size, float(lazy_delay))
         self._tables = self._env.tables
+        self._waker = Waker(self._env.path)
+        self._env.on_commit = self._notify
         self._owner_cache: tuple[Owner, bytes, bytes] | None = None  # see _owner_record
 
     @property
@@ -133,9 +141,12 @@ class LMDBStore:
         check_workflow_name(instance.workflow_name)
         data = encode_instance(instance, limit=self.max_payload_bytes)
         owner_record = self._owner_record(owner) if owner is not None and not instance.finished else None
-        if await self._env.write(instances.create, True, None, (self._tables, instance, data, owner_record)):
+        queued = instance.queue is not None and owner is None
+        args = (self._tables, instance, data, owner_record, _micros(instance.not_before))
+        created = await self._env.write(instances.create, True, None, args, b"work" if queued else None)
+        if created is True:
             return instance, True
-        existing = await self.get_instance(instance.id)
+        existing = await self.get_instance(instance.id if created is False else created)
         assert existing is not None
         return existing, False
 
@@ -153,7 +164,8 @@ class LMDBStore:
         check_instance_id(instance.id)
         check_workflow_name(instance.workflow_name)
         data = encode_instance(instance, limit=self.max_payload_bytes)
-        await self._env.write(instances.put, durable, None, (self._tables, instance, data, owner))
+        note = b"end " + instance.id.encode() if instance.finished else None
+        await self._env.write(instances.put, durable, None, (self._tables, instance, data, owner), note)
 
     async def delete_instance(self, instance_id: str) -> bool:
         """Remove an instance and its checkpoints."""
@@ -205,7 +217,8 @@ class LMDBStore:
         data = encode_value(payload, f"the payload of signal {name!r}", instance_id=instance_id,
                             limit=self.max_payload_bytes)
         prefix = signal_key_prefix(instance_id, name)
-        seq: int = await self._env.write(signals.send, True, None, (self._tables, prefix, data))
+        seq: int = await self._env.write(signals.send, True, None, (self._tables, prefix, data),
+                                         b"signal " + instance_id.encode())
         return seq
 
     async def peek_signal(self, instance_id: str, name: str) -> tuple[int, Any] | None:
@@ -260,6 +273,106 @@ class LMDBStore:
             holder = txn.get(instance_id.encode(), db=self._tables.leases)
             return leases.owner_in(txn, self._tables, bytes(holder).decode()) if holder is not None else None
 
+    # -- queues and workers ----------------------------------------------
+
+    async def register_queue(self, queue: Queue) -> None:
+        """Durably record a queue's limits (every worker reads them from here)."""
+        await self._env.write(queues.register_queue, True, None, (self._tables, queue.name.encode(), queue.encode()))
+
+    async def get_queues(self) -> dict[str, Queue]:
+        """The queues registered on this store, by name."""
+        with self._env.read() as txn:
+            return {bytes(k).decode(): Queue.decode(bytes(v)) for k, v in txn.cursor(db=self._tables.queues)}
+
+    async def queue_depths(self, name: str) -> tuple[int, int]:
+        """``(waiting, in flight)`` instances of queue ``name``."""
+        with self._env.read() as txn:
+            return queues.queue_depths(txn, self._tables, name)
+
+    async def register_worker(self, owner: Owner, workflows: list[str], queue_names: list[str],
+                              job_queues: list[str]) -> None:
+        """Durably record what an engine serves (its workflows are known to clients from then on)."""
+        await self._env.write(leases.put_owner, True, None, (self._tables, owner.id.encode(), owner.encode()))
+        await self._env.write(registry.put_worker, True, None,
+                              (self._tables, owner.id, workflows, queue_names, job_queues))
+
+    async def known_workflows(self) -> list[str]:
+        """Every workflow name an engine on this store has registered."""
+        with self._env.read() as txn:
+            return registry.known_workflows(txn, self._tables)
+
+    async def servers(self) -> dict[str, dict[str, Any]]:
+        """What each live engine serves (``workflows``, ``queues``, ``jobs``), by owner id."""
+        with self._env.read() as txn:
+            return registry.servers(txn, self._tables)
+
+    async def claim_queued(self, owner: Owner, served: list[tuple[str, int | None]], workflows: frozenset[str] | None,
+                           limit: int | None, now: datetime) -> tuple[list[str], datetime | None]:
+        """Take waiting instances of the ``served`` queues, under their limits (see ``queues.claim``)."""
+        args = (self._tables, owner, served, workflows, limit, _micros(now))
+        taken, due = await self._env.write(queues.claim, True, None, args)
+        return taken, (EPOCH + timedelta(microseconds=due) if due is not None else None)
+
+    # -- event log ---------------------------------------------------------
+
+    def append_event(self, instance_id: str, data: bytes) -> None:
+        """Queue one encoded event for the instance's log (non-durable: it rides the next commit)."""
+        key = instance_id.encode()
+        self._env.write_later(eventlog.append, None, (self._tables, key, data), b"events " + key)
+
+    async def read_events(self, instance_id: str, after: int = 0, limit: int = 100) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` of the instance's stored events with an id over ``after``: ``(id, data)``."""
+        if not is_valid_id(instance_id):
+            return []
+        with self._env.read() as txn:
+            return eventlog.read(txn, self._tables, instance_id, after, limit)
+
+    # -- external jobs -----------------------------------------------------
+
+    async def enqueue_job(self, job: JobRecord) -> bool:
+        """Durably queue an external job unless it is queued already; whether it was new."""
+        data = encode_job(job, limit=self.max_payload_bytes)
+        args = (self._tables, step_key_bytes(job.instance_id, job.step_key), job.queue.encode(), data,
+                signal_key_prefix(job.instance_id, job_signal(job.step_key)))
+        new: bool = await self._env.write(jobs.enqueue, True, None, args, b"work")
+        return new
+
+    async def claim_jobs(self, owner: Owner, queue_names: list[str], limit: int) -> list[JobRecord]:
+        """Take up to ``limit`` jobs of ``queue_names`` (waiting, or held by a worker that is gone)."""
+        found = await self._env.write(jobs.claim, True, None, (self._tables, owner, queue_names, limit))
+        return [decode_job(data, f"{self.path}:jobs/{key!r}", self.path) for key, data in found]
+
+    async def finish_job(self, job: JobRecord, owner_id: str, outcome: Any) -> bool:
+        """Remove a job this owner holds and deliver ``outcome`` to its instance, in one durable write.
+
+        ``False`` (nothing written) if the owner holds the job no more (taken
+        over, or its instance ended).
+        """
+        data = encode_value(outcome, f"the result of job {job.step_name!r}", instance_id=job.instance_id,
+                            limit=self.max_payload_bytes)
+        prefix = signal_key_prefix(job.instance_id, job_signal(job.step_key))
+        args = (self._tables, step_key_bytes(job.instance_id, job.step_key), owner_id.encode(), prefix, data)
+        done: bool = await self._env.write(jobs.finish, True, None, args, b"signal " + job.instance_id.encode())
+        return done
+
+    async def get_jobs(self, instance_id: str | None = None) -> list[tuple[JobRecord, str | None]]:
+        """Queued and running jobs (of one instance, or all), each with the owner id running it, if any."""
+        with self._env.read() as txn:
+            found = jobs.waiting(txn, self._tables, instance_id)
+        return [(decode_job(data, f"{self.path}:jobs/{key!r}", self.path), holder.decode() if holder else None)
+                for key, data, holder in found]
+
+    # -- wake-ups ----------------------------------------------------------
+
+    def _notify(self, notes: list[bytes]) -> None:
+        """After a commit (writer thread): wake the processes listening for these kinds of change."""
+        sent: set[bytes] = set()
+        for note in notes:
+            if note not in sent:
+                sent.add(note)
+                kind, _, detail = note.partition(b" ")
+                self._waker.notify(kind.decode(), detail)
+
     # -- lifecycle -------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -273,4 +386,9 @@ class LMDBStore:
     def close(self) -> None:
         """Close the environment."""
         self._env.close()
+        self._waker.close()
+
+
+def _micros(when: datetime | None) -> int | None:
+    return (when - EPOCH) // timedelta(microseconds=1) if when is not None else None
 

@@ -1,0 +1,243 @@
+"""Serving queues: claim queued instances and external jobs, under every limit, and run them.
+
+:func:`serve` is ``Engine.serve()``. It records what this engine serves in
+the store (so clients know its workflows, and ``durable show`` knows which
+queues have a worker), then loops: claim what the limits allow
+(``Store.claim_queued``, ``Store.claim_jobs``: one write transaction each),
+start it, and sleep until something may have changed. What wakes it: a
+wake-up from another process (a client's start, a job queued, on a store
+with wake-ups: LMDB on one host), a run of its own ending (a slot freed),
+the time a delayed instance or a rate limit comes due, or, failing all of
+these, ``poll_interval`` (which also takes over instances whose engine died).
+An idle worker does nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, Protocol
+
+import trio
+
+from .._graph.context import StepInfo, step_info_var
+from .._model.jobs import JobRecord
+from .._model.queues import DEFAULT_QUEUE
+from .._model.serde import UnpicklableError
+from ..errors import SerializationError, StepTimeout
+from .events import Event
+from .external import resolve_target
+from .jobs import as_async_call
+from .lifecycle import error_text
+
+from .driver import RunDriver
+from .events import EventBus
+from .jobs import JobRegistry
+from .queues import QueueRegistry
+from .service import WorkflowService
+from ..stores import Owner, Store
+
+__all__ = ["serve"]
+
+log = logging.getLogger("durable.worker")
+
+
+class Engine(Protocol):
+    """What serving needs of the engine (``durable._engine.engine.Engine``, which calls :func:`serve`)."""
+
+    store: Store
+    queues: QueueRegistry
+    jobs: JobRegistry
+    events: EventBus
+    workflows: WorkflowService
+    poll_interval: float
+    _driver: RunDriver
+    _work_listeners: list[Callable[[], None]]
+
+    @property
+    def owner(self) -> Owner: ...
+
+    def now(self) -> datetime: ...
+
+    async def _flush_queues(self) -> None: ...
+
+
+class _Serving:
+    """The state of one ``serve()``: what it serves, its limits, and what wakes it."""
+
+    def __init__(self, engine: Engine, queues: list[str], concurrency: int | None, workflows: bool,
+                 jobs: bool, job_concurrency: int) -> None:
+        self.engine = engine
+        self.queues = queues
+        self.concurrency = concurrency
+        self.workflows = workflows
+        self.jobs = jobs
+        self.job_concurrency = job_concurrency
+        self.jobs_running = 0
+        self.changed = trio.Event()
+
+    def poke(self) -> None:
+        """Something may have changed: look again."""
+        self.changed.set()
+
+    def free_slots(self) -> int | None:
+        if self.concurrency is None:
+            return None
+        return max(0, self.concurrency - len(self.engine._driver.runs))
+
+    def served(self) -> list[tuple[str, int | None]]:
+        """Each queue with this worker's free slots for it (its ``worker_concurrency``)."""
+        runs = self.engine._driver.runs.values()
+        out: list[tuple[str, int | None]] = []
+        for name in self.queues:
+            queue = self.engine.queues.get(name)
+            if queue is not None and queue.worker_concurrency is not None:
+                here = sum(1 for r in runs if r.instance.queue == name)
+                out.append((name, max(0, queue.worker_concurrency - here)))
+            else:
+                out.append((name, None))
+        return out
+
+
+async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: int | None, workflows: bool,
+                jobs: bool, job_concurrency: int, task_status: trio.TaskStatus[None]) -> None:
+    """Serve ``queues`` until cancelled (see ``Engine.serve``)."""
+    driver = engine._driver
+    names = sorted(set(queues)) if queues is not None else _default_queues(engine)
+    state = _Serving(engine, names, concurrency, workflows, jobs, job_concurrency)
+    store = engine.store
+    await engine._flush_queues()
+    await store.register_worker(engine.owner, engine.workflows.names() if workflows else [],
+                                names if workflows else [], names if jobs else [])
+    previous = driver.on_run_end
+    driver.on_run_end = state.poke
+    engine._work_listeners.append(state.poke)
+    poll = engine.poll_interval
+    last_orphans = -math.inf
+    try:
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            while True:
+                state.changed = trio.Event()
+                due: datetime | None = None
+                if workflows:
+                    free = state.free_slots()
+                    if free is None or free > 0:
+                        wanted = frozenset(engine.workflows.names())
+                        ids, due = await store.claim_queued(engine.owner, state.served(), wanted, free, engine.now())
+                        for instance_id in ids:
+                            await driver.continue_instance(instance_id)
+                    if trio.current_time() - last_orphans >= poll:
+                        last_orphans = trio.current_time()
+                        free = state.free_slots()
+                        if free is None or free > 0:
+                            await engine.workflows.resume(limit=free)
+                if jobs:
+                    room = job_concurrency - state.jobs_running
+                    if room > 0:
+                        for job in await store.claim_jobs(engine.owner, names, room):
+                            state.jobs_running += 1
+                            nursery.start_soon(_run_job, engine, job, state)
+                timeout = poll
+                if due is not None:
+                    timeout = min(timeout, max(0.0, (due - engine.now()).total_seconds()))
+                with trio.move_on_after(timeout):
+                    await state.changed.wait()
+    finally:
+        engine._work_listeners.remove(state.poke)
+        driver.on_run_end = previous
+
+
+def _default_queues(engine: Engine) -> list[str]:
+    """What a worker serves when no queue is named: every queue declared, each workflow's own and those of its
+    external jobs, the queues of registered jobs, and the default."""
+    names = set(engine.queues.names())
+    for name in engine.workflows.names():
+        definition = engine._driver.definitions[name]
+        queue = getattr(definition, "queue", None)
+        if queue:
+            names.add(queue)
+        for state in definition.graph.walk():
+            step_queue = getattr(state, "queue", None)  # a task's external job
+            if step_queue:
+                names.add(step_queue)
+    names.update(engine.jobs.queues())
+    names.add(DEFAULT_QUEUE)
+    return sorted(names)
+
+
+async def _run_job(engine: Engine, job: JobRecord, state: _Serving) -> None:
+    try:
+        outcome = await _attempts(engine, job)
+        try:
+            done = await engine.store.finish_job(job, engine.owner.id, outcome)
+        except SerializationError as exc:
+            err = SerializationError(f"cannot store the result of job {job.step_name!r}: {exc.message}",
+                                     workflow=job.workflow_name, instance_id=job.instance_id, step=job.step_key)
+            done = await engine.store.finish_job(job, engine.owner.id, ("error", err, error_text(err), outcome[3]))
+        if not done:
+            log.warning("job %s of instance %s: its result was not recorded: the job was taken over by another "
+                        "worker, or its instance ended", job.step_key, job.instance_id)
+    except Exception:
+        log.exception("job %s of instance %s: could not record its outcome (it will run again when claimed)",
+                      job.step_key, job.instance_id)
+    finally:
+        state.jobs_running -= 1
+        state.poke()
+
+
+def _emit(engine: Engine, job: JobRecord, name: Any, **fields: Any) -> None:
+    bus = engine.events
+    if bus.active:
+        bus.emit(Event(name=name, instance_id=job.instance_id, workflow_name=job.workflow_name,
+                       step_name=job.step_name, step_type="task", step_key=job.step_key, **fields))
+
+
+async def _attempts(engine: Engine, job: JobRecord) -> tuple[str, Any, str | None, int]:
+    """Run the job with its retry policy and timeout: ``("ok", output, None, attempts)`` or
+    ``("error", exception, text, attempts)``."""
+    try:
+        fn = resolve_target(job.target, engine.jobs)
+    except Exception as exc:
+        return ("error", _portable(exc), error_text(exc), 0)
+    policy = job.retry
+    attempt = 0
+    while True:
+        attempt += 1
+        _emit(engine, job, "workflow.step.started", current_step=job.step_name, attempt=attempt)
+        token = step_info_var.set(StepInfo(job.workflow_name, job.instance_id, job.step_key, attempt))
+        try:
+            call = as_async_call(fn, *job.args, **dict(job.kwargs))
+            if job.timeout is not None:
+                with trio.move_on_after(job.timeout) as timer:
+                    result = await call()
+                if timer.cancel_called:
+                    raise StepTimeout(f"attempt {attempt} timed out after {job.timeout:g} s",
+                                      workflow=job.workflow_name, instance_id=job.instance_id, step=job.step_key)
+            else:
+                result = await call()
+        except Exception as exc:
+            if attempt < policy.attempts and policy.should_retry(exc):
+                delay = policy.delay(attempt)
+                _emit(engine, job, "workflow.step.retry", attempt=attempt, max_attempts=policy.attempts,
+                      delay=delay, error=error_text(exc))
+                await trio.sleep(delay)
+                continue
+            return ("error", _portable(exc), error_text(exc), attempt)
+        finally:
+            step_info_var.reset(token)
+        return ("ok", result, None, attempt)
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it pickles and loads back, else an :class:`UnpicklableError` of the same type name and message."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return UnpicklableError(type(exc).__name__, str(exc))
+

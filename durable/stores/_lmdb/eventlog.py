@@ -1,0 +1,45 @@
+"""The LMDB store's event log (``events``): every event of every instance, for readers in any process.
+
+``events``  ``id NUL seq(8)`` -> an encoded event (``durable._model.eventlog``);
+            ``seq`` is the store-wide sequence (``meta`` ``seq``), so an event's
+            number is its id: increasing, never reused
+"""
+
+from __future__ import annotations
+
+import lmdb
+
+from .env import Tables, next_seq
+
+__all__ = ["append", "delete_all", "read"]
+
+
+def append(txn: lmdb.Transaction, t: Tables, instance_key: bytes, data: bytes) -> int:
+    """Append one event to an instance's log; its id."""
+    seq = next_seq(txn, t)
+    txn.put(instance_key + b"\0" + seq.to_bytes(8, "big"), data, db=t.events)
+    return seq
+
+
+def read(txn: lmdb.Transaction, t: Tables, instance_id: str, after: int, limit: int) -> list[tuple[int, bytes]]:
+    """Up to ``limit`` events of an instance whose id is over ``after``, oldest first."""
+    prefix = instance_id.encode() + b"\0"
+    out: list[tuple[int, bytes]] = []
+    cursor = txn.cursor(db=t.events)
+    if cursor.set_range(prefix + (after + 1).to_bytes(8, "big")):
+        for k, v in cursor:
+            k = bytes(k)
+            if not k.startswith(prefix) or len(out) >= limit:
+                break
+            out.append((int.from_bytes(k[len(prefix):], "big"), bytes(v)))
+    return out
+
+
+def delete_all(txn: lmdb.Transaction, t: Tables, instance_key: bytes) -> None:
+    """Remove an instance's log."""
+    prefix = instance_key + b"\0"
+    cursor = txn.cursor(db=t.events)
+    if cursor.set_range(prefix):
+        while bytes(cursor.key()).startswith(prefix):
+            if not cursor.delete():
+                break

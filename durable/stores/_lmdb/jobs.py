@@ -1,0 +1,108 @@
+"""The LMDB store's external jobs (``jobs``, ``jobq``, ``jobheld``).
+
+``jobs``     ``instance id NUL step key`` -> an encoded :class:`~durable._model.jobs.JobRecord`
+``jobq``     ``queue NUL seq(8)`` -> job key: jobs waiting for a worker, oldest first
+``jobheld``  job key -> ``owner id NUL queue``: jobs a worker has taken
+
+A job whose worker is gone (its owner record dead or expired) is taken again
+by the next claim on its queue. Finishing a job removes it and queues its
+outcome as the instance's internal signal, in one transaction.
+"""
+
+from __future__ import annotations
+
+import lmdb
+
+from .._lease import Owner, record_alive
+from . import signals
+from .jobkeys import delete_for
+from .env import Tables, next_seq
+from .leases import owner_in
+
+__all__ = ["claim", "delete_for", "enqueue", "finish", "waiting"]
+
+
+def enqueue(txn: lmdb.Transaction, t: Tables, job_key: bytes, queue: bytes, data: bytes,
+            outcome_prefix: bytes) -> bool:
+    """Queue a job unless it is queued or held already, or its outcome is delivered (a replay queues it
+    again); whether it was new."""
+    if txn.get(job_key, db=t.jobs) is not None:
+        return False
+    cursor = txn.cursor(db=t.signals)
+    if cursor.set_range(outcome_prefix) and bytes(cursor.key()).startswith(outcome_prefix):
+        return False  # done: its outcome waits for the workflow to take it
+    txn.put(job_key, data, db=t.jobs)
+    txn.put(queue + b"\0" + next_seq(txn, t).to_bytes(8, "big"), job_key, db=t.jobq)
+    return True
+
+
+def claim(txn: lmdb.Transaction, t: Tables, owner: Owner, queues: list[str], limit: int) -> list[tuple[bytes, bytes]]:
+    """Take up to ``limit`` jobs of ``queues`` (waiting ones, then those of dead workers); ``(key, data)`` each."""
+    txn.put(owner.id.encode(), owner.encode(), db=t.owners)
+    me = owner.id.encode()
+    out: list[tuple[bytes, bytes]] = []
+    wanted = {q.encode() for q in queues}
+    for q in queues:
+        prefix = q.encode() + b"\0"
+        picked: list[tuple[bytes, bytes]] = []
+        cursor = txn.cursor(db=t.jobq)
+        if cursor.set_range(prefix):
+            for k, v in cursor:
+                if len(out) + len(picked) >= limit or not bytes(k).startswith(prefix):
+                    break
+                picked.append((bytes(k), bytes(v)))
+        for k, job_key in picked:
+            txn.delete(k, db=t.jobq)
+            data = txn.get(job_key, db=t.jobs)
+            if data is None:
+                continue  # cancelled meanwhile
+            txn.put(job_key, me + b"\0" + q.encode(), db=t.jobheld)
+            out.append((job_key, bytes(data)))
+    if len(out) < limit:
+        alive: dict[bytes, bool] = {}
+        stale: list[tuple[bytes, bytes]] = []
+        for k, v in txn.cursor(db=t.jobheld):
+            holder, _, queue = bytes(v).partition(b"\0")
+            if queue not in wanted or holder == me:
+                continue
+            if holder not in alive:
+                alive[holder] = record_alive(owner_in(txn, t, holder.decode()))
+            if not alive[holder]:
+                stale.append((bytes(k), queue))
+                if len(out) + len(stale) >= limit:
+                    break
+        for job_key, queue in stale:
+            data = txn.get(job_key, db=t.jobs)
+            if data is None:
+                txn.delete(job_key, db=t.jobheld)
+                continue
+            txn.put(job_key, me + b"\0" + queue, db=t.jobheld)
+            out.append((job_key, bytes(data)))
+    return out
+
+
+def finish(txn: lmdb.Transaction, t: Tables, job_key: bytes, owner_id: bytes, signal_prefix: bytes,
+           payload: bytes) -> bool:
+    """Remove a job this owner holds and queue its outcome signal; ``False`` (nothing written) if it holds it no more."""
+    held = txn.get(job_key, db=t.jobheld)
+    if held is None or bytes(held).partition(b"\0")[0] != owner_id or txn.get(job_key, db=t.jobs) is None:
+        return False
+    txn.delete(job_key, db=t.jobheld)
+    txn.delete(job_key, db=t.jobs)
+    signals.send(txn, t, signal_prefix, payload)
+    return True
+
+
+def waiting(txn: lmdb.Transaction, t: Tables, instance_id: str | None) -> list[tuple[bytes, bytes, bytes | None]]:
+    """Jobs (of one instance, or all): ``(key, data, holder or None)`` each."""
+    prefix = instance_id.encode() + b"\0" if instance_id is not None else b""
+    out: list[tuple[bytes, bytes, bytes | None]] = []
+    cursor = txn.cursor(db=t.jobs)
+    if cursor.set_range(prefix) if prefix else cursor.first():
+        for k, v in cursor:
+            k = bytes(k)
+            if not k.startswith(prefix):
+                break
+            held = txn.get(k, db=t.jobheld)
+            out.append((k, bytes(v), bytes(held).partition(b"\0")[0] if held is not None else None))
+    return out

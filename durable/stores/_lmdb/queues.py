@@ -1,0 +1,170 @@
+"""The LMDB store's queues: queued instances, their limits, and claiming them.
+
+``queues``    queue name -> JSON :class:`~durable.Queue` (its limits, as last registered)
+``queued``    ``queue NUL priority(4) seq(8)`` -> ``id NUL workflow NUL not_before``: instances
+              waiting for a worker, in the order workers take them (higher priority
+              first, then first in first out)
+``qpos``      instance id -> its ``queued`` key (while it waits)
+``inflight``  ``queue NUL id`` -> empty: taken by a worker and not finished (what
+              ``concurrency`` counts)
+``qstate``    queue name -> JSON list of recent start times (what ``rate_limit`` counts)
+``dedup``     ``queue NUL dedup id`` -> the id of the unfinished instance holding it
+
+Every claim runs in one write transaction, and LMDB has one writer at a time
+across processes: the counts a claim reads are exact, whichever worker claims.
+"""
+
+from __future__ import annotations
+
+import json
+
+import lmdb
+
+from ..._model.queues import MAX_PRIORITY, Queue
+from ..._model.records import WorkflowInstance
+from .._lease import Owner
+from .env import Tables, next_seq
+
+__all__ = ["claim", "enqueue", "get_queue", "queue_depths", "register_queue", "unqueue"]
+
+_NO_TIME = b""
+
+
+def _queued_key(queue: str, priority: int, seq: int) -> bytes:
+    return queue.encode() + b"\0" + (MAX_PRIORITY - priority).to_bytes(4, "big") + seq.to_bytes(8, "big")
+
+
+def get_queue(txn: lmdb.Transaction, t: Tables, name: str) -> Queue | None:
+    """The queue ``name`` as registered, or ``None``."""
+    data = txn.get(name.encode(), db=t.queues)
+    return Queue.decode(bytes(data)) if data is not None else None
+
+
+def register_queue(txn: lmdb.Transaction, t: Tables, name: bytes, data: bytes) -> None:
+    """Record a queue's limits (the last registration wins)."""
+    txn.put(name, data, db=t.queues)
+
+
+def dedup_holder(txn: lmdb.Transaction, t: Tables, inst: WorkflowInstance) -> str | None:
+    """The id of the unfinished instance holding ``inst``'s dedup id in its queue, if another does."""
+    if inst.dedup_id is None or inst.queue is None:
+        return None
+    found = txn.get(inst.queue.encode() + b"\0" + inst.dedup_id.encode(), db=t.dedup)
+    if found is None or bytes(found) == inst.id.encode():
+        return None
+    return bytes(found).decode()
+
+
+def enqueue(txn: lmdb.Transaction, t: Tables, inst: WorkflowInstance, not_before_us: int | None) -> None:
+    """Put a new pending instance in its queue (and take its dedup id)."""
+    assert inst.queue is not None
+    queue = get_queue(txn, t, inst.queue)
+    priority = inst.priority if queue is not None and queue.priority else 0
+    key = _queued_key(inst.queue, priority, next_seq(txn, t))
+    nb = str(not_before_us).encode() if not_before_us is not None else _NO_TIME
+    txn.put(key, inst.id.encode() + b"\0" + inst.workflow_name.encode() + b"\0" + nb, db=t.queued)
+    txn.put(inst.id.encode(), key, db=t.qpos)
+    if inst.dedup_id is not None:
+        txn.put(inst.queue.encode() + b"\0" + inst.dedup_id.encode(), inst.id.encode(), db=t.dedup)
+
+
+def unqueue(txn: lmdb.Transaction, t: Tables, inst: WorkflowInstance) -> None:
+    """A finished (or deleted) instance leaves its queue: waiting entry, in-flight entry, dedup id."""
+    key = inst.id.encode()
+    pos = txn.get(key, db=t.qpos)
+    if pos is not None:
+        txn.delete(bytes(pos), db=t.queued)
+        txn.delete(key, db=t.qpos)
+    if inst.queue is not None:
+        txn.delete(inst.queue.encode() + b"\0" + key, db=t.inflight)
+        if inst.dedup_id is not None:
+            dkey = inst.queue.encode() + b"\0" + inst.dedup_id.encode()
+            if txn.get(dkey, db=t.dedup) == key:
+                txn.delete(dkey, db=t.dedup)
+
+
+def _count(txn: lmdb.Transaction, db: lmdb._Database, prefix: bytes) -> int:
+    cursor = txn.cursor(db=db)
+    n = 0
+    if cursor.set_range(prefix):
+        for raw in cursor.iternext(keys=True, values=False):
+            if not bytes(raw).startswith(prefix):
+                break
+            n += 1
+    return n
+
+
+def queue_depths(txn: lmdb.Transaction, t: Tables, name: str) -> tuple[int, int]:
+    """``(waiting, in flight)`` of queue ``name``."""
+    prefix = name.encode() + b"\0"
+    return _count(txn, t.queued, prefix), _count(txn, t.inflight, prefix)
+
+
+def claim(txn: lmdb.Transaction, t: Tables, owner: Owner, served: list[tuple[str, int | None]],
+          workflows: frozenset[str] | None, limit: int | None, now_us: int) -> tuple[list[str], int | None]:
+    """Take waiting instances of the ``served`` queues (each with this worker's free slots, ``None``: any).
+
+    Honours each queue's ``concurrency`` and ``rate_limit`` as stored, takes only
+    instances of ``workflows`` (``None``: any) that are due, at most ``limit`` in
+    all. Returns the ids taken (leased to ``owner``, in flight) and the earliest
+    time (µs) a skipped instance or a rate limit will let one more be taken, if any.
+    """
+    txn.put(owner.id.encode(), owner.encode(), db=t.owners)
+    me = owner.id.encode()
+    taken: list[str] = []
+    next_due: int | None = None
+
+    def due_at(when: int) -> None:
+        nonlocal next_due
+        next_due = when if next_due is None else min(next_due, when)
+
+    for name, free in served:
+        allowed = free if free is not None else 1 << 62
+        if limit is not None:
+            allowed = min(allowed, limit - len(taken))
+        if allowed <= 0:
+            continue
+        queue = get_queue(txn, t, name)
+        prefix = name.encode() + b"\0"
+        if queue is not None and queue.concurrency is not None:
+            allowed = min(allowed, queue.concurrency - _count(txn, t.inflight, prefix))
+        starts: list[int] = []
+        if queue is not None and queue.rate_limit is not None:
+            n, seconds = queue.rate_limit
+            window = int(seconds * 1_000_000)
+            raw = txn.get(name.encode(), db=t.qstate)
+            starts = [s for s in (json.loads(bytes(raw)) if raw is not None else []) if s > now_us - window]
+            if len(starts) >= n:
+                due_at(min(starts) + window)
+            allowed = min(allowed, n - len(starts))
+        if allowed <= 0:
+            continue
+        picked: list[tuple[bytes, bytes]] = []
+        cursor = txn.cursor(db=t.queued)
+        if cursor.set_range(prefix):
+            for k, v in cursor:
+                k = bytes(k)
+                if not k.startswith(prefix):
+                    break
+                iid, workflow, nb = bytes(v).split(b"\0", 2)
+                if workflows is not None and workflow.decode() not in workflows:
+                    continue
+                if nb and int(nb) > now_us:
+                    due_at(int(nb))
+                    continue
+                picked.append((k, iid))
+                if len(picked) >= allowed:
+                    break
+        for k, iid in picked:
+            txn.delete(k, db=t.queued)
+            txn.delete(iid, db=t.qpos)
+            txn.put(prefix + iid, b"", db=t.inflight)
+            txn.put(iid, me, db=t.leases)
+            taken.append(iid.decode())
+        if queue is not None and queue.rate_limit is not None and picked:
+            n, seconds = queue.rate_limit
+            starts.extend([now_us] * len(picked))
+            txn.put(name.encode(), json.dumps(starts[-n:]).encode(), db=t.qstate)
+            if len(starts) >= n:
+                due_at(min(starts[-n:]) + int(seconds * 1_000_000))
+    return taken, next_due
