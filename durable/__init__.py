@@ -9,6 +9,8 @@ from ._frontends.decorators import StepFunction as StepFunction
 from ._frontends.decorators import WorkflowFunction as WorkflowFunction
 from ._frontends.decorators import step as step
 from ._engine.engine import Engine as Engine
+from .client import AsyncClient as AsyncClient
+from .client import Client as Client
 from ._engine.events import Event as Event
 from ._engine.events import EventBus as EventBus
 from ._engine.events import Subscription as Subscription
@@ -67,11 +69,13 @@ from .stores import MemoryStore as MemoryStore
 from .stores import Store as Store
 
 __all__ = [
+    "AsyncClient",
     "Catch",
     "CaughtError",
     "ChildState",
     "ChildWorkflowFailed",
     "ChoiceState",
+    "Client",
     "Context",
     "Deduplicated",
     "DurableError",

@@ -207,7 +207,8 @@ class RunDriver:
         if deadline_cap is not None:
             deadline = min(deadline, deadline_cap) if deadline is not None else deadline_cap
         if queued is not None:
-            record = queued.instance(instance_id, definition.name, value, call_args, call_kwargs, now, deadline)
+            # (its deadline is set when a worker first starts it: the time limit counts from then)
+            record = queued.instance(instance_id, definition.name, value, call_args, call_kwargs, now, None)
             try:
                 stored, created = await self.store.create_instance(record)
             except SerializationError as exc:
@@ -240,9 +241,9 @@ class RunDriver:
         instance_id = stored.id
         check_existing(definition.name, stored, value, if_exists)
         if not stored.finished and instance_id not in self.runs:
-            # Left unfinished by an engine that is gone (a crash, a stop):
-            # continue it here, as resume() would; a live owner keeps it.
-            await self.take_over([instance_id], None)
+            # Left unfinished by an engine that is gone (a crash, a stop), or
+            # waiting in a queue: continue it here, as resume() would; a live owner keeps it.
+            await self.take_over([instance_id], None, take_queued=True)
         return instance_id
 
     def _launch(self, definition: Definition, instance: WorkflowInstance, checkpoints: dict[str, StepResult],
@@ -255,7 +256,7 @@ class RunDriver:
 
     # -- taking over ------------------------------------------------------------------
 
-    async def take_over(self, candidates: list[str], limit: int | None) -> list[str]:
+    async def take_over(self, candidates: list[str], limit: int | None, *, take_queued: bool = False) -> list[str]:
         """Claim those of ``candidates`` whose owner is gone and continue them here; their ids.
 
         Never one this engine holds: running here, or suspended here until its
@@ -267,7 +268,9 @@ class RunDriver:
         if not candidates:
             return resumed
         # Only instances whose owner is gone; the claim is one durable write.
-        for instance_id in await self.store.claim(candidates, self.owner, limit=limit):
+        claimed = await (self.store.claim(candidates, self.owner, limit=limit, take_queued=True) if take_queued
+                         else self.store.claim(candidates, self.owner, limit=limit))
+        for instance_id in claimed:
             if await self.continue_instance(instance_id):
                 resumed.append(instance_id)
         return resumed
@@ -287,6 +290,10 @@ class RunDriver:
         if definition is None:
             return False  # not registered here (start() checked the name; a store edited meanwhile)
         checkpoints = await self.store.get_steps(instance_id)
+        if bare.status == InstanceStatus.PENDING and bare.queue is not None and bare.started_at is None \
+                and bare.deadline is None and definition.timeout:
+            # A queued instance's time limit runs from when a worker first starts it.
+            bare = replace_instance(bare, deadline=self.now() + timedelta(seconds=definition.timeout))
         if bare.deadline is not None and bare.deadline <= self.now():
             run = Run(self, definition, bare, checkpoints, definition.total_steps)
             await self._finish(run, InstanceStatus.TIMED_OUT, None, run.fail(
@@ -294,7 +301,8 @@ class RunDriver:
             return False
         if instance_id in self.runs:
             return False  # continued by another caller while this one read the store
-        self._launch(definition, bare, checkpoints, first=False)
+        # A queued (or detached) instance that never ran starts here: its run begins with workflow.started.
+        self._launch(definition, bare, checkpoints, first=bare.started_at is None and not checkpoints)
         return True
 
     # -- driving ------------------------------------------------------------------

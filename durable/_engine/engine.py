@@ -107,6 +107,7 @@ class Engine:
         self.record_events = bool(record_events)
         self.queues = QueueRegistry()
         self._work_listeners: list[Callable[[], None]] = []  # serve() loops, poked by wake-ups
+        self._on_claim: Callable[[str, str], None] | None = None  # the CLI worker's report of what serve() took
         self.lease_ttl = float(lease_ttl)
         self._owner: Owner | None = None
         self._time_base: tuple[float, trio.abc.Clock] | None = None  # the run's clock, while running
@@ -234,6 +235,7 @@ class Engine:
 
     async def serve(self, *, queues: Iterable[str] | None = None, concurrency: int | None = None,
                     workflows: bool = True, jobs: bool = True, job_concurrency: int = 16,
+                    take_over_limit: int | None = None,
                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Work as a worker until cancelled: claim queued instances and external jobs, and run them.
 
@@ -246,6 +248,8 @@ class Engine:
             workflows: claim queued instances of the registered workflows.
             jobs: claim external jobs of the served queues.
             job_concurrency: run at most this many external jobs at once here.
+            take_over_limit: take over at most this many instances of dead
+                engines per look (so that several workers share them).
 
         Every queue's ``concurrency``, ``worker_concurrency`` and
         ``rate_limit`` (as recorded in the store) hold across all workers;
@@ -266,7 +270,7 @@ class Engine:
             raise ValueError(f"job_concurrency must be a positive int, got {job_concurrency!r}")
         self.owner  # fail early outside 'async with'
         await serve(self, queues=queues, concurrency=concurrency, workflows=workflows, jobs=jobs,
-                    job_concurrency=job_concurrency, task_status=task_status)
+                    job_concurrency=job_concurrency, task_status=task_status, orphan_limit=take_over_limit)
 
     async def _flush_queues(self) -> None:
         """Write the queues declared since the last flush to the store."""

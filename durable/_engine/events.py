@@ -68,6 +68,10 @@ class Event:
     max_attempts: int | None = None
     delay: float | None = None
     step_key: str | None = None  #: a step event's checkpoint key (``map#0/3/process#0``: item 3 of a map)
+    status: str | None = None  #: a ``workflow.failed`` event's instance status (``failed`` or ``timed_out``), as stored
+    #: its number in the store's event log (events read through a client; ``None`` for events delivered in
+    #: the engine): store-wide, increasing, so a reader can go on after it (an SSE ``Last-Event-ID``)
+    id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The fields that are set, as a dict (for JSON or SSE)."""

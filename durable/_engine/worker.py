@@ -55,6 +55,7 @@ class Engine(Protocol):
     poll_interval: float
     _driver: RunDriver
     _work_listeners: list[Callable[[], None]]
+    _on_claim: Callable[[str, str], None] | None
 
     @property
     def owner(self) -> Owner: ...
@@ -101,8 +102,15 @@ class _Serving:
         return out
 
 
+def _announce(engine: Engine, what: str, instance_id: str) -> None:
+    hook = engine._on_claim
+    if hook is not None:
+        hook(what, instance_id)
+
+
 async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: int | None, workflows: bool,
-                jobs: bool, job_concurrency: int, task_status: trio.TaskStatus[None]) -> None:
+                jobs: bool, job_concurrency: int, task_status: trio.TaskStatus[None],
+                orphan_limit: int | None = None) -> None:
     """Serve ``queues`` until cancelled (see ``Engine.serve``)."""
     driver = engine._driver
     names = sorted(set(queues)) if queues is not None else _default_queues(engine)
@@ -128,17 +136,21 @@ async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: in
                         wanted = frozenset(engine.workflows.names())
                         ids, due = await store.claim_queued(engine.owner, state.served(), wanted, free, engine.now())
                         for instance_id in ids:
-                            await driver.continue_instance(instance_id)
+                            if await driver.continue_instance(instance_id):
+                                _announce(engine, "running", instance_id)
                     if trio.current_time() - last_orphans >= poll:
                         last_orphans = trio.current_time()
                         free = state.free_slots()
                         if free is None or free > 0:
-                            await engine.workflows.resume(limit=free)
+                            take = free if orphan_limit is None else min(free or orphan_limit, orphan_limit)
+                            for instance_id in await engine.workflows.resume(limit=take):
+                                _announce(engine, "running", instance_id)
                 if jobs:
                     room = job_concurrency - state.jobs_running
                     if room > 0:
                         for job in await store.claim_jobs(engine.owner, names, room):
                             state.jobs_running += 1
+                            _announce(engine, f"job {job.step_name!r} ({job.queue}) of", job.instance_id)
                             nursery.start_soon(_run_job, engine, job, state)
                 timeout = poll
                 if due is not None:

@@ -32,6 +32,7 @@ import attrs
 from .._frontends.builder import WorkflowBuilder
 from .._frontends.decorators import StepFunction, WorkflowFunction
 from .._graph.states import Graph, MapState, ParallelState, TaskState
+from .._model.queues import Queue
 from ._errors import CliError
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class Loaded:
     workflows: list[str]
     jobs: list[str]
     missing_jobs: list[str]
+    queues: list[str] = attrs.field(factory=list)  # declared (durable.Queue) or named by a step, job or workflow
 
 
 def split_target(target: str) -> tuple[str, str | None]:
@@ -222,9 +224,22 @@ def setup_engine(engine: Engine, modules: list[ModuleType], extra: list[Workflow
                 raise CliError(
                     f"{module.__name__}.register_jobs(engine) raised {type(exc).__name__}: {exc}"
                 ) from None
+    queues: set[str] = set()
+    for module in modules:
+        for value in vars(module).values():
+            if isinstance(value, Queue):
+                engine.queues.register(value)
+                queues.add(value.name)
+            elif isinstance(value, StepFunction) and value.queue is not None:
+                queues.add(value.queue)  # an external job's queue, served by a worker of this module
     missing: list[str] = []
     for wf in workflows.values():
         engine.workflows.register(wf)
+        own = getattr(wf, "queue", None)
+        if own:
+            queues.add(own)
+        graph = wf if isinstance(wf, Graph) else wf.graph
+        queues.update(s.queue for s in graph.walk() if isinstance(s, TaskState) and s.queue)
         if not isinstance(wf, Graph):
             continue
         for state in wf.walk():
@@ -235,4 +250,5 @@ def setup_engine(engine: Engine, modules: list[ModuleType], extra: list[Workflow
                 engine.jobs.register(state.job, fn)
             elif state.job not in missing:
                 missing.append(state.job)
-    return Loaded(workflows=sorted(workflows), jobs=engine.jobs.names(), missing_jobs=missing)
+    queues.update(engine.jobs.queues())
+    return Loaded(workflows=sorted(workflows), jobs=engine.jobs.names(), missing_jobs=missing, queues=sorted(queues))

@@ -61,25 +61,54 @@ def list_cmd(workflow: str | None, status: str | None, limit: int, as_json: bool
     _import(modules)
     wanted = InstanceStatus(status) if status is not None else None
     with open_store(store) as s:
-        instances, owners = trio.run(_list, s, workflow, wanted, limit)
+        instances, owners, waiting = trio.run(_list, s, workflow, wanted, limit)
     if as_json:
-        click.echo(to_json([instance_dict(i, owners=owners) for i in instances], indent=2))
+        click.echo(to_json([instance_dict(i, owners=owners, waiting=waiting) for i in instances], indent=2))
     elif not instances:
         click.echo("no instances")
     else:
-        print_instances(console(), instances, owners)
+        print_instances(console(), instances, owners, waiting)
 
 
 async def _list(store: LMDBStore, workflow: str | None, status: InstanceStatus | None,
-                limit: int) -> tuple[list[WorkflowInstance], dict[str, Owner | None]]:
-    """The ``limit`` most recent instances, and the lease holder of each unfinished one (one read each)."""
+                limit: int) -> tuple[list[WorkflowInstance], dict[str, Owner | None], dict[str, str]]:
+    """The ``limit`` most recent instances, the lease holder of each unfinished one (one read each), and what
+    those waiting on a queue wait for."""
     shown = (await all_instances(store, workflow, status))[::-1][:limit]
-    return shown, {i.id: await store.get_lease(i.id) for i in shown if not i.finished}
+    owners = {i.id: await store.get_lease(i.id) for i in shown if not i.finished}
+    return shown, owners, await waiting_for(store, [i for i in shown if not i.finished], owners)
 
 
-async def _load_instance(store: LMDBStore, text: str) -> tuple[WorkflowInstance, dict[str, StepResult], Owner | None]:
+async def waiting_for(store: LMDBStore, unfinished: list[WorkflowInstance],
+                      owners: Mapping[str, Owner | None]) -> dict[str, str]:
+    """For each unfinished instance that waits on a queue (to start, or for an external job), what it waits for:
+    ``"queued on gpu"``, or ``"waiting for a worker of queue gpu"`` when no live worker serves that queue."""
+    if not unfinished:
+        return {}
+    servers = (await store.servers()).values()
+    runs = {q for s in servers for q in s.get("queues", [])}
+    runs_jobs = {q for s in servers for q in s.get("jobs", [])}
+    out: dict[str, str] = {}
+    for inst in unfinished:
+        if inst.queue is not None and inst.status == InstanceStatus.PENDING and owners.get(inst.id) is None:
+            out[inst.id] = (f"queued on {inst.queue}" if inst.queue in runs
+                            else f"waiting for a worker of queue {inst.queue}")
+        for job, holder in await store.get_jobs(inst.id):
+            if holder is not None:
+                out[inst.id] = f"job {job.step_name} running on queue {job.queue}"
+            elif job.queue in runs_jobs:
+                out[inst.id] = f"job {job.step_name} queued on {job.queue}"
+            else:
+                out[inst.id] = f"job {job.step_name} waiting for a worker of queue {job.queue}"
+    return out
+
+
+async def _load_instance(store: LMDBStore, text: str) -> tuple[WorkflowInstance, dict[str, StepResult], Owner | None,
+                                                               str | None]:
     inst = await resolve_id(store, text)
-    return inst, await store.get_steps(inst.id), await store.get_lease(inst.id)
+    owner = await store.get_lease(inst.id)
+    waiting = await waiting_for(store, [inst] if not inst.finished else [], {inst.id: owner})
+    return inst, await store.get_steps(inst.id), owner, waiting.get(inst.id)
 
 
 _FULL_HELP = (f"Print inputs, outputs and errors whole (else each is cut to {VALUE_LIMIT} characters, its whole "
@@ -108,7 +137,7 @@ def show_cmd(instance_id: str, as_json: bool, full: bool, graph: bool, fmt: str,
                        exit_code=2)
     loaded = _import(modules)
     with open_store(store) as s:
-        inst, steps, owner = trio.run(_load_instance, s, instance_id)
+        inst, steps, owner, waiting = trio.run(_load_instance, s, instance_id)
     if graph:
         workflows = {name: wf for module in loaded for name, wf in find_workflows(module).items()}
         wf = workflows.get(inst.workflow_name)
@@ -118,9 +147,10 @@ def show_cmd(instance_id: str, as_json: bool, full: bool, graph: bool, fmt: str,
         render = marked_mermaid if fmt == "mermaid" else marked_dot
         click.echo(render(graph_of(wf), inst, steps), nl=False)
     elif as_json:
-        click.echo(to_json(instance_dict(inst, steps, owners={inst.id: owner}), indent=2))
+        click.echo(to_json(instance_dict(inst, steps, owners={inst.id: owner},
+                                         waiting={inst.id: waiting} if waiting else None), indent=2))
     else:
-        print_instance(console(), inst, steps, owner, full=full)
+        print_instance(console(), inst, steps, owner, full=full, waiting=waiting)
 
 
 def _emit(item: HistoryEvent, as_json: bool, full: bool) -> None:

@@ -164,7 +164,8 @@ def run_by_dict(owner: Owner | None) -> dict[str, Any] | None:
 
 
 def instance_dict(inst: WorkflowInstance, steps: Mapping[str, StepResult] | None = None, *,
-                  owners: Mapping[str, Owner | None] | None = None) -> dict[str, Any]:
+                  owners: Mapping[str, Owner | None] | None = None,
+                  waiting: Mapping[str, str] | None = None) -> dict[str, Any]:
     """An instance as a JSON-ready dict; with ``steps`` (by checkpoint key), its checkpoints too.
 
     With ``owners`` (lease holders by instance id), an unfinished instance has
@@ -184,9 +185,12 @@ def instance_dict(inst: WorkflowInstance, steps: Mapping[str, StepResult] | None
         "output": inst.output,
         "error": inst.error,
         "error_type": inst.error_type,
+        "queue": inst.queue,
     }
     if owners is not None and not inst.finished:
         out["run_by"] = run_by_dict(owners.get(inst.id))
+    if waiting is not None and inst.id in waiting:
+        out["waiting"] = waiting[inst.id]
     if steps is not None:
         out["steps"] = [step_dict(s, inst.finished) for s in ordered_steps(steps)]
     return out
@@ -251,7 +255,7 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 def print_instances(out: Console, instances: Iterable[WorkflowInstance],
-                    owners: Mapping[str, Owner | None] | None = None) -> None:
+                    owners: Mapping[str, Owner | None] | None = None, waiting: Mapping[str, str] | None = None) -> None:
     """A table of instances: id, workflow, status, created, duration, current step, error.
 
     With ``owners`` (lease holders by instance id) and an unfinished instance
@@ -276,7 +280,8 @@ def print_instances(out: Console, instances: Iterable[WorkflowInstance],
         ]
         if run_by:
             assert owners is not None
-            cells.append("" if inst.finished else owner_text(owners.get(inst.id), short=True))
+            note = (waiting or {}).get(inst.id)
+            cells.append("" if inst.finished else note or owner_text(owners.get(inst.id), short=True))
         cells += ["" if inst.status == "completed" else inst.current_step or "", _short(error_detail(inst) or "")]
         table.add_row(*cells)
     out.print(table)
@@ -290,7 +295,7 @@ def owner_text(owner: Owner | None, *, short: bool = False) -> str:
 
 
 def print_instance(out: Console, inst: WorkflowInstance, steps: Mapping[str, StepResult],
-                   owner: Owner | None = None, *, full: bool = False) -> None:
+                   owner: Owner | None = None, *, full: bool = False, waiting: str | None = None) -> None:
     """An instance's fields (and, unfinished, who runs it), then a table of its checkpoints.
 
     Its input, output and errors are cut to :data:`VALUE_LIMIT` characters unless ``full``.
@@ -308,8 +313,10 @@ def print_instance(out: Console, inst: WorkflowInstance, steps: Mapping[str, Ste
         rows.append(("deadline", fmt_time(inst.deadline)))
     if inst.current_step and inst.status != "completed":
         rows.append(("current step", inst.current_step))
+    if inst.queue is not None:
+        rows.append(("queue", inst.queue))
     if not inst.finished:
-        rows.append(("run by", owner_text(owner)))
+        rows.append(("run by", waiting or owner_text(owner)))
     rows.append(("input", clip(to_json(inst.input), full)))
     if inst.status == "completed":
         rows.append(("output", clip(to_json(inst.output), full)))

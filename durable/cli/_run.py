@@ -10,6 +10,7 @@ import click
 import trio
 
 from .._engine.engine import Engine
+from .._model.queues import DEFAULT_QUEUE
 from .._model.records import InstanceStatus, WorkflowInstance
 from ..errors import IdConflict
 from ..stores import LMDBStore
@@ -50,7 +51,15 @@ async def _run(store: str, spec: str, module: ModuleType, wf: Workflow, args: tu
         _missing_jobs_warning(progress, wf, loaded.missing_jobs, module)
         engine.events.on("*", progress.on_event)
         try:
-            iid = await engine.workflows.start(wf, *args, id=instance_id, **kwargs)
+            if detach:
+                # Queued (on the workflow's own queue, else the default one): a worker claims it at once.
+                iid = await engine.workflows.start(wf, *args, id=instance_id, queue=getattr(wf, "queue", None)
+                                                   or DEFAULT_QUEUE, **kwargs)
+            else:
+                # Run here, whatever queue the workflow names: `durable run` is the worker of its own instance.
+                definition = engine.workflows._definition(wf)
+                iid = await engine.workflows.driver.start(definition, args, kwargs, instance_id, None,
+                                                          if_exists="return")
         except IdConflict as exc:
             raise CliError(str(exc)) from None  # another input (or workflow) under that id: exit 1
         except (TypeError, ValueError) as exc:
@@ -86,7 +95,8 @@ async def _run(store: str, spec: str, module: ModuleType, wf: Workflow, args: tu
 @click.option("--id", "instance_id", metavar="ID",
               help="The instance id: running again with the same id and input runs one instance and prints its "
                    "result; another input under an existing id is an error (exit 1).")
-@click.option("--detach", is_flag=True, help="Only create the instance, print its id and exit: a worker runs it.")
+@click.option("--detach", is_flag=True, help="Only queue the instance (on the workflow's queue, else 'default'), "
+              "print its id and exit: a worker runs it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @store_option
 def run_cmd(target: str, args: tuple[str, ...], input_json: str | None, instance_id: str | None, detach: bool,
@@ -147,8 +157,13 @@ async def _resume(store: str, modules: list[ModuleType]) -> list[WorkflowInstanc
             names = sorted({i.workflow_name for i in unfinished})
             return (f"{len(unfinished)} unfinished instance(s), of {', '.join(names)}: name the files or "
                     "modules that define their workflows, as in `durable resume FILE_OR_MODULE...`")
-        setup_engine(engine, modules)
-        ids = await engine.workflows.resume()
+        loaded = setup_engine(engine, modules)
+        # Those waiting in a queue first (under the queues' limits), then those whose process is gone.
+        queues = sorted({DEFAULT_QUEUE, *loaded.queues, *(await engine.store.get_queues())})
+        queued, _ = await engine.store.claim_queued(engine.owner, [(q, None) for q in queues],
+                                                    frozenset(engine.workflows.names()), None, engine.now())
+        ids = [i for i in queued if await engine.workflows.driver.continue_instance(i)]
+        ids += await engine.workflows.resume()
         for iid in ids:
             click.echo(f"resumed {iid}")
         return [await engine.workflows.wait(iid) for iid in ids]

@@ -1,4 +1,5 @@
-"""``durable worker``: a long-running process that runs the unfinished instances no one else runs."""
+"""``durable worker``: a long-running process that serves queues: queued instances, external jobs, and the
+unfinished instances no one else runs."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ __all__ = ["worker_cmd"]
 
 
 def _say(text: str) -> None:
-    click.echo(f"{time.strftime('%H:%M:%S')} {text}")
+    click.echo(f"{time.strftime('%H:%M:%S')} {text}", nl=True)
 
 
 def _on_end(event: Event) -> None:
@@ -28,40 +29,32 @@ def _on_end(event: Event) -> None:
     _say(f"{event.name.split('.')[1]} {event.instance_id} ({event.workflow_name}){detail}")
 
 
-def _to_take(in_flight: int, limit: int | None, concurrency: int | None) -> int | None:
-    """How many instances one look may take over: at most ``limit``, and no more than the free slots.
-
-    ``None``: no bound. ``0``: none (every slot is taken).
-    """
-    if concurrency is None:
-        return limit
-    free = max(0, concurrency - in_flight)
-    return free if limit is None else min(limit, free)
-
-
-async def _work(engine: Engine, poll: float, limit: int | None, concurrency: int | None) -> None:
-    while True:
-        take = _to_take(len(engine.workflows.running_ids()), limit, concurrency)
-        if take != 0:
-            for iid in await engine.workflows.resume(limit=take):
-                inst = await engine.workflows.get_instance(iid)
-                _say(f"running {iid} ({inst.workflow_name if inst else '?'})")
-        await trio.sleep(poll)
-
-
 async def _worker(store: str, modules: list[ModuleType], poll: float, limit: int | None, concurrency: int | None,
-                  lease_ttl: float) -> None:
-    async with Engine.open(store, lease_ttl=lease_ttl) as engine:
+                  lease_ttl: float, queues: tuple[str, ...], jobs_only: bool, job_concurrency: int) -> None:
+    async with Engine.open(store, lease_ttl=lease_ttl, poll_interval=poll) as engine:
         loaded = setup_engine(engine, modules)
+        served = sorted(set(queues)) if queues else sorted({"default", *loaded.queues})
+        workflows_ = "none (--jobs-only)" if jobs_only else (", ".join(loaded.workflows) or "none")
         cap = f"; at most {concurrency} instance(s) at once" if concurrency is not None else ""
-        _say(f"durable worker {os.getpid()}: store {store}; workflows: {', '.join(loaded.workflows) or 'none'}; "
-             f"jobs: {', '.join(loaded.jobs) or 'none'}; polling every {poll:g} s{cap}")
+        _say(f"durable worker {os.getpid()}: store {store}; queues: {', '.join(served)}; workflows: {workflows_}; "
+             f"jobs: {', '.join(loaded.jobs) or 'none'}; woken by new work, else looking every {poll:g} s{cap}")
         if loaded.missing_jobs:
             _say(f"warning: no function for job(s) {', '.join(loaded.missing_jobs)}: define register_jobs(engine) "
                  "or functions of those names")
         for name in ("workflow.completed", "workflow.failed", "workflow.cancelled"):
             engine.events.on(name, _on_end)
-        outcome = await until_signal(lambda: _work(engine, poll, limit, concurrency))
+
+        def claimed(what: str, instance_id: str) -> None:
+            found = engine._driver.runs.get(instance_id)
+            _say(f"{what} {instance_id}" + (f" ({found.name})" if found is not None else ""))
+
+        engine._on_claim = claimed
+
+        async def serve() -> None:
+            await engine.serve(queues=served, concurrency=concurrency, workflows=not jobs_only,
+                               job_concurrency=job_concurrency, take_over_limit=limit)
+
+        outcome = await until_signal(serve)
         left = engine.workflows.running_ids()
         _say(f"stopping on {outcome.signal_name or 'request'}: "
              f"{len(left)} instance(s) in flight left unfinished, for the next worker or `durable resume`")
@@ -70,32 +63,35 @@ async def _worker(store: str, modules: list[ModuleType], poll: float, limit: int
 
 @click.command("worker")
 @click.argument("modules", nargs=-1, required=True, metavar="FILE_OR_MODULE...")
-@click.option("--poll", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
-              help="Seconds between looks for instances to take over.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Take over at most N instances per look (lets several workers share new work). It does not "
-                   "cap how many run at once: see --concurrency.")
+@click.option("--queue", "queues", multiple=True, metavar="NAME",
+              help="Serve this queue (repeat for several). Default: every queue the modules declare "
+                   "(durable.Queue), name (@workflow(queue=), @step(queue=), task(queue=)), and 'default'.")
+@click.option("--jobs-only", is_flag=True,
+              help="Run only the external jobs of the served queues, no workflow instances.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Run at most N instances at once in this worker, taking over more only as they finish "
-                   "(instances unloaded while they sleep or wait for a signal do not count). Without it: no cap.")
+              help="Run at most N instances at once in this worker, taking more only as they finish "
+                   "(instances unloaded while they sleep or wait do not count). Without it: no cap.")
+@click.option("--job-concurrency", type=click.IntRange(min=1), default=16, show_default=True, metavar="N",
+              help="Run at most N external jobs at once in this worker.")
+@click.option("--poll", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+              help="Seconds between looks where no wake-up reaches (and for instances whose process died).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Take over at most N instances of dead processes per look (lets several workers share them).")
 @click.option("--lease-ttl", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Seconds without a heartbeat after which engines on other hosts count this one as gone.")
 @store_option
-def worker_cmd(modules: tuple[str, ...], poll: float, limit: int | None, concurrency: int | None, lease_ttl: float,
-               store: str) -> None:
-    """Run the workflows of the given files or modules until stopped.
+def worker_cmd(modules: tuple[str, ...], queues: tuple[str, ...], jobs_only: bool, concurrency: int | None,
+               job_concurrency: int, poll: float, limit: int | None, lease_ttl: float, store: str) -> None:
+    """Serve queues with the workflows and jobs of the given files or modules, until stopped.
 
-    Registers their workflows and jobs (see `durable run` for what a module
-    provides), then every --poll seconds takes over the unfinished instances
-    of those workflows whose process is gone, and runs them: instances left by
-    a crash or a stop, and those created with `durable run --detach`.
-    Instances that a live process runs are left to it; several workers may
-    share one store. Creates the store if it does not exist.
-
-    --limit N caps how many instances each look takes over; --concurrency N
-    caps how many run in this worker at once (a look then takes only as many
-    as there are free slots). Without them a look takes every instance
-    waiting.
+    Registers their workflows, jobs and queues (module-level durable.Queue
+    objects), records in the store what it serves, then claims the instances
+    and external jobs waiting on its queues, honouring every queue's limits
+    (concurrency across all workers, per-worker concurrency, rate limit,
+    priority), and runs them. New work wakes it at once (on this host);
+    every --poll seconds it also takes over unfinished instances whose
+    process is gone. Several workers may share one store: none runs an
+    instance another runs. Creates the store if it does not exist.
 
     Ctrl-C or SIGTERM stops it cleanly (exit 0): steps in flight are
     cancelled and their instances left unfinished in the store, where the
@@ -104,4 +100,4 @@ def worker_cmd(modules: tuple[str, ...], poll: float, limit: int | None, concurr
     """
     loaded = [load_module(m) for m in modules]
     with engine_logs():
-        trio.run(_worker, store, loaded, poll, limit, concurrency, lease_ttl)
+        trio.run(_worker, store, loaded, poll, limit, concurrency, lease_ttl, queues, jobs_only, job_concurrency)

@@ -157,8 +157,13 @@ class Store(Protocol):
         """A number that changes whenever any signal is sent (engines poll it for other processes' signals)."""
         ...
 
-    async def claim(self, instance_ids: list[str], owner: Owner, *, limit: int | None = None) -> list[str]:
+    async def claim(self, instance_ids: list[str], owner: Owner, *, limit: int | None = None,
+                    take_queued: bool = False) -> list[str]:
         """Durably take the leases of those unfinished instances whose holder is gone; returns the taken ids.
+
+        Instances waiting in a queue are skipped (a worker's :meth:`claim_queued`
+        takes them, under the queue's limits), unless ``take_queued``: then
+        they leave the queue, in flight (an explicit ``start(id=...)`` of one).
 
         Also records ``owner`` (as :meth:`heartbeat` does). Instances already
         held by ``owner`` count as taken. At most ``limit`` are taken.
@@ -230,6 +235,12 @@ class Store(Protocol):
         taken and the earliest time a skipped instance or a rate limit will
         let another be taken (``None``: none waits for a time).
         """
+        ...
+
+    async def requeue(self, instance_id: str) -> bool:
+        """Durably put an unfinished instance whose engine is gone (no live lease holder) back in its queue (the
+        default queue if it has none) for a worker to claim; ``False`` if it finished, waits in a queue
+        already, or a live engine holds it."""
         ...
 
     def append_event(self, instance_id: str, data: bytes) -> None:

@@ -16,8 +16,8 @@ import trio
 from .._model.clock import EPOCH
 from .._model.eventlog import terminal_event
 from .._model.jobs import JobRecord, decode_job, encode_job, job_signal
-from .._model.queues import MAX_PRIORITY, Queue
-from .._model.records import InstanceStatus, StepResult, WorkflowInstance
+from .._model.queues import DEFAULT_QUEUE, MAX_PRIORITY, Queue
+from .._model.records import InstanceStatus, StepResult, WorkflowInstance, replace_instance
 from .._model.serde import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     check_limit,
@@ -263,17 +263,23 @@ class MemoryStore:
         """Changes whenever a signal is sent."""
         return self._signal_seq
 
-    async def claim(self, instance_ids: list[str], owner: Owner, *, limit: int | None = None) -> list[str]:
-        """Take the leases of those unfinished instances whose holder is gone."""
+    async def claim(self, instance_ids: list[str], owner: Owner, *, limit: int | None = None,
+                    take_queued: bool = False) -> list[str]:
+        """Take the leases of those unfinished instances whose holder is gone (with ``take_queued``, those
+        waiting in a queue too)."""
         self._owners[owner.id] = owner
         taken: list[str] = []
         for iid in instance_ids:
             if limit is not None and len(taken) >= limit:
                 break
             status = self._status.get(iid)
-            if status is None or status.finished or iid in self._qpos:
+            if status is None or status.finished or (iid in self._qpos and not take_queued):
                 continue  # finished, or waiting in a queue (for a worker's claim_queued)
             if may_claim(self._leases.get(iid), owner.id, lambda h: record_alive(self._owners.get(h))):
+                pos = self._qpos.pop(iid, None)
+                if pos is not None:
+                    self._queued.get(pos[0], {}).pop(pos[1], None)
+                    self._inflight.setdefault(pos[0], set()).add(iid)
                 self._leases[iid] = owner.id
                 taken.append(iid)
         return taken
@@ -337,6 +343,25 @@ class MemoryStore:
             self._inflight.get(instance.queue, set()).discard(instance.id)
             if instance.dedup_id is not None and self._dedup.get((instance.queue, instance.dedup_id)) == instance.id:
                 del self._dedup[(instance.queue, instance.dedup_id)]
+
+    async def requeue(self, instance_id: str) -> bool:
+        """Put an unfinished instance whose engine is gone back in its queue (the default one if it has none)."""
+        status = self._status.get(instance_id)
+        data = self._instances.get(instance_id)
+        if status is None or data is None or status.finished or instance_id in self._qpos:
+            return False
+        holder = self._leases.get(instance_id)
+        if holder is not None and record_alive(self._owners.get(holder)):
+            return False
+        inst = decode_instance(data, f"memory:instances/{instance_id}")
+        self._leases.pop(instance_id, None)
+        if inst.queue is None:
+            inst = replace_instance(inst, queue=DEFAULT_QUEUE)
+            self._instances[instance_id] = encode_instance(inst)
+        else:
+            self._inflight.get(inst.queue, set()).discard(instance_id)
+        self._enqueue(replace_instance(inst, not_before=None))
+        return True
 
     async def register_queue(self, queue: Queue) -> None:
         """Record a queue's limits (the last registration wins)."""

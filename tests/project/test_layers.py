@@ -30,6 +30,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "stores": ("durable.stores",),
     "engine": ("durable._engine",),
     "frontends": ("durable._frontends",),
+    "client": ("durable.client",),
     "api": ("durable", "durable._legacy"),
     "tools": ("durable.cli", "durable.testing", "durable.__main__"),
 }
@@ -41,8 +42,9 @@ ALLOWED: dict[str, set[str]] = {
     "stores": {"stores", "model"},
     "engine": {"engine", "graph", "stores", "model"},
     "frontends": {"frontends", "engine", "graph", "model"},
-    "api": {"api", "frontends", "engine", "graph", "stores", "model"},
-    "tools": {"tools", "api", "frontends", "engine", "graph", "stores", "model"},
+    "client": {"client", "engine", "graph", "stores", "model"},
+    "api": {"api", "client", "frontends", "engine", "graph", "stores", "model"},
+    "tools": {"tools", "api", "client", "frontends", "engine", "graph", "stores", "model"},
 }
 
 #: module cycles that are allowed, each with its reason

@@ -185,12 +185,13 @@ def test_the_progress_bar_in_a_terminal(store: str) -> None:
 
 
 def test_detach_then_resume(store: str) -> None:
-    """--detach leaves an unfinished instance; `resume MODULE` runs it; without modules it says what is left."""
+    """--detach queues an instance; `resume MODULE` runs it; without modules it says what is left."""
     iid = invoke("run", f"{FLOWS}:slow", "0.01", "2", "--detach", "-s", store).stdout.strip()
     [inst] = instances(store)
-    assert inst["id"] == iid and inst["status"] == "running"  # unfinished, nothing ran
-    assert json.loads(invoke("show", iid, "--json", "-s", store).stdout)["steps"] == []
-    assert "no live process" in invoke("show", iid, "-s", store).stdout  # who runs it: nobody
+    assert inst["id"] == iid and inst["status"] == "pending" and inst["queue"] == "default"  # queued, nothing ran
+    shown = json.loads(invoke("show", iid, "--json", "-s", store).stdout)
+    assert shown["steps"] == [] and shown["waiting"] == "waiting for a worker of queue default"
+    assert "waiting for a worker of queue default" in invoke("show", iid, "-s", store).stdout  # nobody serves it
     line = one_error_line(invoke("resume", "-s", store, code=1))
     assert "1 unfinished instance(s), of slow" in line
     result = invoke("resume", FLOWS, "-s", store)
@@ -264,7 +265,8 @@ def _run_by(store: str) -> dict[str, str]:
 
 
 def test_list_and_show_say_who_runs_an_unfinished_instance(tmp_path: Path, store: str) -> None:
-    """A live lease holder is named (pid, host); a crashed or detached instance has no live process."""
+    """A live lease holder is named (pid, host); a crashed instance has no live process; a detached one waits
+    for a worker of its queue."""
     detached = invoke("run", f"{FLOWS}:slow", "--detach", "-s", store).stdout.strip()
     invoke("run", f"{FLOWS}:checkout", "pen", "-s", store, "-q")
     run = subprocess.Popen([str(BIN / "durable"), "run", f"{FLOWS}:slow", "0.3", "100", "--id", "live-1", "-s", store,
@@ -273,7 +275,8 @@ def test_list_and_show_say_who_runs_an_unfinished_instance(tmp_path: Path, store
         _wait_for(store, "live-1", "running")
         host = socket.gethostname()
         cells = _run_by(store)
-        assert cells["live-1"] == f"process {run.pid} on {host}" and cells[detached] == "no live process"
+        assert cells["live-1"] == f"process {run.pid} on {host}"
+        assert cells[detached] == "waiting for a worker of queue default"
         assert len(cells) == 3 and [c for i, c in cells.items() if i not in ("live-1", detached)] == [""]
         listed = {i["id"]: i for i in instances(store)}
         assert listed["live-1"]["run_by"] == {"host": host, "pid": run.pid}

@@ -10,9 +10,10 @@ import lmdb
 
 from .._lease import Owner, may_claim, record_alive
 from .env import Tables
+from . import queues
 from .instances import finished
 
-__all__ = ["claim", "delete_owner", "lost", "owner_in", "put_owner"]
+__all__ = ["claim", "delete_owner", "lost", "owner_in", "put_owner", "requeue"]
 
 
 def owner_in(txn: lmdb.Transaction, t: Tables, owner_id: str) -> Owner | None:
@@ -32,8 +33,10 @@ def delete_owner(txn: lmdb.Transaction, t: Tables, owner_id: bytes) -> None:
     txn.delete(b"o\0" + owner_id, db=t.registry)
 
 
-def claim(txn: lmdb.Transaction, t: Tables, ids: list[str], owner: Owner, limit: int | None) -> list[str]:
-    """Take the leases of those unfinished instances of ``ids`` whose holder is gone (at most ``limit``)."""
+def claim(txn: lmdb.Transaction, t: Tables, ids: list[str], owner: Owner, limit: int | None,
+          take_queued: bool = False) -> list[str]:
+    """Take the leases of those unfinished instances of ``ids`` whose holder is gone (at most ``limit``);
+    with ``take_queued``, those waiting in a queue too (out of it, in flight: past the queue's limits)."""
     txn.put(owner.id.encode(), owner.encode(), db=t.owners)
     alive: dict[str, bool] = {}
 
@@ -48,10 +51,18 @@ def claim(txn: lmdb.Transaction, t: Tables, ids: list[str], owner: Owner, limit:
             break
         key = iid.encode()
         status = txn.get(key, db=t.status)
-        if status is None or finished(bytes(status)) or txn.get(key, db=t.qpos) is not None:
-            continue  # finished, or waiting in a queue (for a worker's claim, under the queue's limits)
+        if status is None or finished(bytes(status)):
+            continue
+        pos = txn.get(key, db=t.qpos)
+        if pos is not None and not take_queued:
+            continue  # waiting in a queue (for a worker's claim, under the queue's limits)
         holder = txn.get(key, db=t.leases)
         if may_claim(bytes(holder).decode() if holder is not None else None, owner.id, is_alive):
+            if pos is not None:
+                queue = bytes(pos).split(b"\0", 1)[0]
+                txn.delete(bytes(pos), db=t.queued)
+                txn.delete(key, db=t.qpos)
+                txn.put(queue + b"\0" + key, b"", db=t.inflight)
             txn.put(key, owner.id.encode(), db=t.leases)
             taken.append(iid)
     return taken
@@ -67,3 +78,28 @@ def lost(txn: lmdb.Transaction, t: Tables, owner_id: str, ids: list[str]) -> lis
         if txn.get(key, db=t.leases) != me or status is None or finished(bytes(status)):
             out.append(iid)
     return out
+
+
+def requeue(txn: lmdb.Transaction, t: Tables, key: bytes, default_queue: str, now_us: int) -> bool:
+    """Put an unfinished instance whose engine is gone back in its queue (the default one if it has none), for
+    a worker to claim at once; ``False`` if it finished, waits in a queue already, or a live engine holds it."""
+    from ..._model.serde import decode_instance, encode_instance
+    from ..._model.records import replace_instance
+    from .instances import put
+
+    status = txn.get(key, db=t.status)
+    data = txn.get(key, db=t.instances)
+    if status is None or data is None or finished(bytes(status)) or txn.get(key, db=t.qpos) is not None:
+        return False
+    holder = txn.get(key, db=t.leases)
+    if holder is not None and record_alive(owner_in(txn, t, bytes(holder).decode())):
+        return False
+    inst = decode_instance(bytes(data))
+    txn.delete(key, db=t.leases)
+    if inst.queue is None:
+        inst = replace_instance(inst, queue=default_queue)
+        put(txn, t, inst, encode_instance(inst))
+    else:
+        txn.delete(inst.queue.encode() + b"\0" + key, db=t.inflight)
+    queues.enqueue(txn, t, inst, None)
+    return True

@@ -35,12 +35,12 @@ from typing import Any, final
 
 import trio
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from ..._model.clock import EPOCH
 from ..._model.ids import check_instance_id, check_signal_name, check_workflow_name, is_valid_id
 from ..._model.jobs import JobRecord, decode_job, encode_job, job_signal
-from ..._model.queues import Queue
+from ..._model.queues import DEFAULT_QUEUE, Queue
 from ..._model.records import InstanceStatus, StepResult, WorkflowInstance
 from ..._model.serde import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -246,10 +246,13 @@ class LMDBStore:
 
     # -- leases ----------------------------------------------------------
 
-    async def claim(self, instance_ids: list[str], owner: Owner, *, limit: int | None = None) -> list[str]:
-        """Durably take the leases of those unfinished instances whose holder is gone."""
+    async def claim(self, instance_ids: list[str], owner: Owner, *, limit: int | None = None,
+                    take_queued: bool = False) -> list[str]:
+        """Durably take the leases of those unfinished instances whose holder is gone (with ``take_queued``,
+        those waiting in a queue too)."""
         ids = [i for i in instance_ids if is_valid_id(i)]
-        taken: list[str] = await self._env.write(leases.claim, True, None, (self._tables, ids, owner, limit))
+        taken: list[str] = await self._env.write(leases.claim, True, None,
+                                                 (self._tables, ids, owner, limit, take_queued))
         return taken
 
     async def heartbeat(self, owner: Owner) -> None:
@@ -312,6 +315,14 @@ class LMDBStore:
         args = (self._tables, owner, served, workflows, limit, _micros(now))
         taken, due = await self._env.write(queues.claim, True, None, args)
         return taken, (EPOCH + timedelta(microseconds=due) if due is not None else None)
+
+    async def requeue(self, instance_id: str) -> bool:
+        """Durably put an unfinished instance whose engine is gone back in its queue (see ``leases.requeue``)."""
+        if not is_valid_id(instance_id):
+            return False
+        args = (self._tables, instance_id.encode(), DEFAULT_QUEUE, _micros(datetime.now(UTC)))
+        done: bool = await self._env.write(leases.requeue, True, None, args, b"work")
+        return done
 
     # -- event log ---------------------------------------------------------
 

@@ -1,0 +1,11 @@
+"""Clients: start, watch and control workflow instances from any code, with no engine in the caller.
+
+:class:`Client` for plain code, :class:`AsyncClient` for asyncio or trio code.
+Both are re-exported by :mod:`durable`.
+"""
+
+from ._async import AsyncClient
+from ._ops import Page
+from ._sync import Client
+
+__all__ = ["AsyncClient", "Client", "Page"]

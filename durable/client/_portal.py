@@ -1,0 +1,130 @@
+"""The client's private trio loop: a thread that owns the store and runs every store call.
+
+A store's writes are group-committed by a writer thread bound to one trio
+run, so a client keeps its store in a trio run of its own, on a daemon
+thread, and hands it coroutines from any thread (``trio.from_thread.run``).
+Concurrent callers (threads, or tasks of an :class:`~durable.AsyncClient`)
+share its commits. Wake-ups from other processes (an instance ended, events
+appended) reach waiting calls through one listener, opened at the first wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import trio
+
+from ..stores import Store
+from ..stores._wake import Listener, split_wakeup
+
+__all__ = ["Portal"]
+
+log = logging.getLogger("durable.client")
+_T = TypeVar("_T")
+
+
+class Portal:
+    """A trio run on a daemon thread, holding ``store`` (and its writer) until :meth:`close`."""
+
+    def __init__(self, store: Store, *, close_store: bool) -> None:
+        self.store = store
+        self._close_store = close_store
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._stop: trio.Event | None = None
+        self._listener: Listener | None = None
+        self._waiters: dict[str, set[trio.Event]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._thread = threading.Thread(target=self._main, name="durable-client", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _main(self) -> None:
+        try:
+            trio.run(self._serve)
+        except BaseException as exc:  # reported by __init__ if it happens before the loop is ready
+            if not self._ready.is_set():
+                self._error = exc
+                self._ready.set()
+            else:
+                log.exception("the client's loop ended with an error")
+
+    async def _serve(self) -> None:
+        self._stop = trio.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.store.run)
+                self._nursery = nursery
+                self._token = trio.lowlevel.current_trio_token()
+                self._ready.set()
+                await self._stop.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            if self._listener is not None:
+                self._listener.close()
+            if self._close_store:
+                self.store.close()
+
+    def call(self, fn: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        """Run ``await fn(*args)`` on the client's loop, from any other thread; its result (or error)."""
+        if self._token is None or not self._thread.is_alive():
+            raise RuntimeError("the client is closed")
+        try:
+            return trio.from_thread.run(fn, *args, trio_token=self._token)
+        except trio.RunFinishedError:
+            raise RuntimeError("the client is closed") from None
+
+    def close(self) -> None:
+        """Stop the loop (flushing the store's writes) and wait for its thread."""
+        token, self._token = self._token, None
+        if token is None:
+            return
+        try:
+            trio.from_thread.run_sync(self._stop_loop, trio_token=token)
+        except trio.RunFinishedError:
+            pass
+        self._thread.join()
+
+    def _stop_loop(self) -> None:
+        assert self._stop is not None
+        self._stop.set()
+
+    # -- waiting for changes (on the loop) -------------------------------------------
+
+    async def changed(self, instance_id: str, timeout: float) -> None:
+        """Return when the instance may have changed (ended, or new events), or after ``timeout`` seconds."""
+        await self._listen()
+        event = trio.Event()
+        waiters = self._waiters.setdefault(instance_id, set())
+        waiters.add(event)
+        try:
+            with trio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            waiters.discard(event)
+            if not waiters:
+                self._waiters.pop(instance_id, None)
+
+    async def _listen(self) -> None:
+        if self._listener is not None or self.store.path is None or self._nursery is None:
+            return
+        listener = Listener(self.store.path, ["end", "events"])
+        try:
+            await listener.open()
+        except OSError:
+            log.info("no wake-ups for store %s: waits poll", self.store.path)
+        self._listener = listener
+        self._nursery.start_soon(self._dispatch, listener)
+
+    async def _dispatch(self, listener: Listener) -> None:
+        while True:
+            for datagram in await listener.wait():
+                _, detail = split_wakeup(datagram)
+                for event in self._waiters.get(detail.decode(errors="replace"), ()):
+                    event.set()
