@@ -116,6 +116,7 @@ class Engine:
         self._driver = RunDriver(self.store, self.events, self.jobs, suspend_after=float(suspend_after),
                                  now=self.now, put_step_later=put_step_later)
         self.workflows = WorkflowService(self._driver)
+        self.workflows.flush_queues = self._flush_queues
         self.workflows.declared_queues = lambda: {n: q for n in self.queues.names()
                                                   if (q := self.queues.get(n)) is not None}
         if poll_interval is not None:

@@ -23,7 +23,7 @@ This is the façade; the runs themselves are the
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, Literal, final
 
@@ -63,6 +63,7 @@ class WorkflowService:
 
     def __init__(self, driver: RunDriver) -> None:
         self.declared_queues: Callable[[], dict[str, Queue]] | None = None
+        self.flush_queues: Callable[[], Awaitable[None]] | None = None
         self._driver = driver
         self._unregistered: set[str] = set()  # instances resume() skipped and logged
 
@@ -136,6 +137,8 @@ class WorkflowService:
             dedup_id: at most one unfinished instance of the queue holds a
                 dedup id: a second start raises :class:`~durable.Deduplicated`.
             delay: no worker starts it before this many seconds (or timedelta).
+                ``priority``, ``dedup_id`` and ``delay`` start it on a queue:
+                the workflow's own, else ``"default"``.
             **kwargs: keyword arguments of a decorator workflow's call.
 
         Raises:
@@ -150,12 +153,12 @@ class WorkflowService:
             raise ValueError(f"if_exists must be 'return' or 'error', got {if_exists!r}")
         definition = self._definition(workflow)
         queue = queue if queue is not None else getattr(definition, "queue", None)
-        if queue is None and (priority or dedup_id is not None or delay is not None):
-            raise ValueError("priority, dedup_id and delay apply to a start on a queue: give queue=... "
-                             f"(workflow {definition.name!r} names no queue of its own)")
         queued = None
-        if queue is not None:
+        if queue is not None or priority or dedup_id is not None or delay is not None:
+            # (priority, dedup_id and delay are queue options: without a queue, the default one)
             queued = Queued.make(queue, priority, dedup_id, delay)
+            if self.flush_queues is not None:
+                await self.flush_queues()  # queues declared since the engine started: in the store first
             await check_queue(self._driver.store, queued.queue, self._declared(), priority)
         return await self._driver.start(definition, args, kwargs, id, None, if_exists=if_exists, queued=queued)
 

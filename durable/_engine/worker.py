@@ -117,8 +117,9 @@ async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: in
     state = _Serving(engine, names, concurrency, workflows, jobs, job_concurrency)
     store = engine.store
     await engine._flush_queues()
+    own = {n: q for n in engine.workflows.names() if (q := getattr(driver.definitions[n], "queue", None))}
     await store.register_worker(engine.owner, engine.workflows.names() if workflows else [],
-                                names if workflows else [], names if jobs else [])
+                                names if workflows else [], names if jobs else [], own)
     previous = driver.on_run_end
     driver.on_run_end = state.poke
     engine._work_listeners.append(state.poke)

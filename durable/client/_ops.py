@@ -69,6 +69,8 @@ async def start(store: Store, workflow: Any, args: tuple[Any, ...], kwargs: dict
         # No code here to bind the arguments to: one positional value is a builder's input.
         value: Any = args[0] if len(args) == 1 and not kwargs else {"args": list(args), "kwargs": kwargs}
         call_args, call_kwargs = args, kwargs
+        if queue is None:
+            queue = (await store.workflow_queues()).get(name)  # its own, as its worker registered it
     else:
         name = definition.name
         value, call_args, call_kwargs = definition.make_call(args, kwargs)

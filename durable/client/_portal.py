@@ -114,12 +114,12 @@ class Portal:
     async def _listen(self) -> None:
         if self._listener is not None or self.store.path is None or self._nursery is None:
             return
-        listener = Listener(self.store.path, ["end", "events"])
+        listener = self._listener = Listener(self.store.path, ["end", "events"])  # (before the await: one only)
         try:
             await listener.open()
         except OSError:
             log.info("no wake-ups for store %s: waits poll", self.store.path)
-        self._listener = listener
+            return
         self._nursery.start_soon(self._dispatch, listener)
 
     async def _dispatch(self, listener: Listener) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import trio
@@ -210,8 +211,13 @@ class Store(Protocol):
         ...
 
     async def register_worker(self, owner: Owner, workflows: list[str], queue_names: list[str],
-                              job_queues: list[str]) -> None:
-        """Durably record what an engine serves; its workflows are known (:meth:`known_workflows`) from then on."""
+                              job_queues: list[str], workflow_queues: Mapping[str, str] | None = None) -> None:
+        """Durably record what an engine serves; its workflows are known (:meth:`known_workflows`) from then on,
+        with the queue each names of its own (``workflow_queues``)."""
+        ...
+
+    async def workflow_queues(self) -> dict[str, str]:
+        """The queue of each known workflow that names one (``@workflow(queue=...)``), as last registered."""
         ...
 
     async def known_workflows(self) -> list[str]:

@@ -8,6 +8,7 @@ state with the store.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, final
 
@@ -73,6 +74,7 @@ class MemoryStore:
         self._jobs: dict[bytes, bytes] = {}  # job key (as a step key) -> encoded JobRecord
         self._jobq: dict[str, dict[int, bytes]] = {}  # queue -> seq -> job key: jobs waiting for a worker
         self._jobheld: dict[bytes, tuple[str, str]] = {}  # job key -> (owner id, queue): taken jobs
+        self._workflow_queues: dict[str, str] = {}
         self._known: set[str] = set()  # every workflow an engine registered
         self._workers: dict[str, bytes] = {}  # owner id -> JSON of what it serves
 
@@ -376,16 +378,26 @@ class MemoryStore:
         return len(self._queued.get(name, ())), len(self._inflight.get(name, ()))
 
     async def register_worker(self, owner: Owner, workflows: list[str], queue_names: list[str],
-                              job_queues: list[str]) -> None:
-        """Record what an engine serves (its workflows are known from then on)."""
+                              job_queues: list[str], workflow_queues: Mapping[str, str] | None = None) -> None:
+        """Record what an engine serves (its workflows are known from then on, with their own queues)."""
         self._owners[owner.id] = owner
         self._known.update(workflows)
+        for name in workflows:
+            own = (workflow_queues or {}).get(name)
+            if own:
+                self._workflow_queues[name] = own
+            else:
+                self._workflow_queues.pop(name, None)
         record = {"workflows": sorted(workflows), "queues": sorted(queue_names), "jobs": sorted(job_queues)}
         self._workers[owner.id] = json.dumps(record).encode()
 
     async def known_workflows(self) -> list[str]:
         """Every workflow name an engine on this store has registered."""
         return sorted(self._known)
+
+    async def workflow_queues(self) -> dict[str, str]:
+        """The queue of each known workflow that names one (``@workflow(queue=...)``), as last registered."""
+        return dict(self._workflow_queues)
 
     async def servers(self) -> dict[str, dict[str, Any]]:
         """What each live engine serves (``workflows``, ``queues``, ``jobs``), by owner id."""

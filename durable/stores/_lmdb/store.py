@@ -31,6 +31,7 @@ it.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any, final
 
 import trio
@@ -293,16 +294,22 @@ class LMDBStore:
             return queues.queue_depths(txn, self._tables, name)
 
     async def register_worker(self, owner: Owner, workflows: list[str], queue_names: list[str],
-                              job_queues: list[str]) -> None:
+                              job_queues: list[str], workflow_queues: Mapping[str, str] | None = None) -> None:
         """Durably record what an engine serves (its workflows are known to clients from then on)."""
         await self._env.write(leases.put_owner, True, None, (self._tables, owner.id.encode(), owner.encode()))
         await self._env.write(registry.put_worker, True, None,
-                              (self._tables, owner.id, workflows, queue_names, job_queues))
+                              (self._tables, owner.id, workflows, queue_names, job_queues,
+                               dict(workflow_queues or {})))
 
     async def known_workflows(self) -> list[str]:
         """Every workflow name an engine on this store has registered."""
         with self._env.read() as txn:
             return registry.known_workflows(txn, self._tables)
+
+    async def workflow_queues(self) -> dict[str, str]:
+        """The queue of each known workflow that names one (``@workflow(queue=...)``), as last registered."""
+        with self._env.read() as txn:
+            return registry.workflow_queues(txn, self._tables)
 
     async def servers(self) -> dict[str, dict[str, Any]]:
         """What each live engine serves (``workflows``, ``queues``, ``jobs``), by owner id."""

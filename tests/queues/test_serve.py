@@ -1,0 +1,309 @@
+"""Engine.serve(): queued instances run under their queue's limits; external jobs; both front-ends.
+
+Over every store (``store`` fixture); time-dependent behaviour on trio's MockClock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+import durable
+from durable import (Deduplicated, Engine, InstanceStatus, Queue, QueueNotFound, Retry, StepFailed, Store,
+                     step, workflow)
+
+# -- module-level steps and workflows (external jobs are found by module and name) ----------
+
+running: list[str] = []
+most = 0
+gate: trio.Event | None = None
+
+
+@step
+async def hold(tag: str) -> str:
+    """Counts how many run at once; waits for ``gate`` (if set) before returning."""
+    global most
+    running.append(tag)
+    most = max(most, len(running))
+    try:
+        if gate is not None:
+            await gate.wait()
+        await trio.sleep(0.01)
+    finally:
+        running.remove(tag)
+    return tag
+
+
+@workflow(queue="serial")
+async def one(tag: str) -> str:
+    return await hold(tag)
+
+
+@workflow
+async def plain(tag: str) -> str:
+    return await hold(tag)
+
+
+@step(queue="gpu")
+def render(x: int) -> str:
+    """An external job (sync: it runs in a worker thread of the serving process)."""
+    return f"frame {x}"
+
+
+attempts: dict[int, int] = {}
+
+
+@step(queue="gpu", retry=Retry(max_attempts=3, interval=0.01))
+async def flaky(x: int) -> int:
+    attempts[x] = attempts.get(x, 0) + 1
+    if attempts[x] < 3:
+        raise ConnectionError(f"try {attempts[x]}")
+    return x * 2
+
+
+@step(queue="gpu")
+async def broken(x: int) -> int:
+    raise ValueError(f"bad frame {x}")
+
+
+@workflow
+async def film(x: int) -> list[Any]:
+    a = await render(x)
+    b = await flaky(x)
+    try:
+        await broken(x)
+    except ValueError as exc:
+        return [a, b, f"caught {exc}"]
+    return [a, b]
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    global most, gate
+    running.clear()
+    attempts.clear()
+    most = 0
+    gate = None
+
+
+async def test_a_queued_instance_runs_in_a_serving_engine(store: Store) -> None:
+    async with Engine(store) as engine:
+        engine.workflows.register(one)
+        engine.queues.register(Queue("serial", concurrency=1))
+        iid = await engine.workflows.start(one, "a")  # its workflow's queue: created pending, not run here
+        inst = await engine.workflows.get_instance(iid)
+        assert inst is not None and inst.status == InstanceStatus.PENDING and inst.queue == "serial"
+        assert engine.workflows.running_ids() == []
+        await engine.nursery.start(engine.serve)
+        done = await engine.workflows.wait(iid, timeout=10)
+        assert done.status == InstanceStatus.COMPLETED and done.output == "a" and done.started_at is not None
+        engine.nursery.cancel_scope.cancel()
+
+
+async def test_concurrency_bounds_the_instances_in_flight(store: Store) -> None:
+    global gate
+    gate = trio.Event()
+    async with Engine(store) as engine:
+        engine.workflows.register(one)
+        engine.queues.register(Queue("serial", concurrency=2))
+        ids = [await engine.workflows.start(one, f"t{i}") for i in range(6)]
+        await engine.nursery.start(engine.serve)
+        with trio.fail_after(10):
+            while len(running) < 2:
+                await trio.sleep(0.01)
+        await trio.sleep(0.2)  # many looks: none may take a third while two are in flight
+        assert len(running) == 2 and await store.queue_depths("serial") == (4, 2)
+        gate.set()
+        for iid in ids:
+            assert (await engine.workflows.wait(iid, timeout=10)).status == InstanceStatus.COMPLETED
+        assert most == 2 and await store.queue_depths("serial") == (0, 0)
+        engine.nursery.cancel_scope.cancel()
+
+
+async def test_worker_concurrency_and_the_serve_concurrency_cap_this_worker(store: Store) -> None:
+    global gate
+    gate = trio.Event()
+    async with Engine(store) as engine:
+        engine.workflows.register(plain)
+        engine.queues.register(Queue("wide", worker_concurrency=3))
+        ids = [await engine.workflows.start(plain, f"t{i}", queue="wide") for i in range(5)]
+        ids += [await engine.workflows.start(plain, f"d{i}", queue="default") for i in range(5)]
+        await engine.nursery.start(lambda task_status: engine.serve(concurrency=4, task_status=task_status))
+        with trio.fail_after(10):
+            while len(running) < 4:
+                await trio.sleep(0.01)
+        await trio.sleep(0.2)
+        assert len(running) == 4 and len([t for t in running if t.startswith("t")]) <= 3
+        gate.set()
+        for iid in ids:
+            assert (await engine.workflows.wait(iid, timeout=10)).status == InstanceStatus.COMPLETED
+        assert most == 4
+        engine.nursery.cancel_scope.cancel()
+
+
+async def test_priority_first_then_first_in_first_out(store: Store, autojump_clock: MockClock) -> None:
+    order: list[str] = []
+    async with Engine(store) as engine:
+        engine.workflows.register(plain)
+        engine.queues.register(Queue("prio", concurrency=1, priority=True))
+        engine.events.on("workflow.started", lambda e: order.append(e.input["tag"]))
+        for tag, prio in [("low-1", 0), ("high-1", 5), ("low-2", 0), ("high-2", 5), ("mid", 2)]:
+            await engine.workflows.start(plain, tag, queue="prio", priority=prio)
+        with pytest.raises(ValueError, match="does not order by priority"):
+            await engine.workflows.start(plain, "x", queue="default", priority=1)
+        await engine.nursery.start(engine.serve)
+        with trio.fail_after(60):
+            while len(order) < 5:
+                await trio.sleep(0.1)
+        assert order == ["high-1", "high-2", "mid", "low-1", "low-2"]
+        engine.nursery.cancel_scope.cancel()
+
+
+async def test_rate_limit_and_delay_hold_on_the_engine_clock(store: Store, autojump_clock: MockClock) -> None:
+    starts: list[tuple[str, float]] = []
+    async with Engine(store) as engine:
+        engine.workflows.register(plain)
+        engine.queues.register(Queue("slow", rate_limit=(2, 10)))
+        engine.events.on("workflow.started", lambda e: starts.append((e.input["tag"], trio.current_time())))
+        t0 = trio.current_time()
+        for i in range(5):
+            await engine.workflows.start(plain, f"r{i}", queue="slow")
+        later = await engine.workflows.start(plain, "later", delay=100)
+        await engine.nursery.start(engine.serve)
+        done = await engine.workflows.wait(later, timeout=1000)
+        assert done.status == InstanceStatus.COMPLETED
+        with trio.fail_after(1000):
+            while len(starts) < 6:
+                await trio.sleep(1)
+        when = dict(starts)
+        assert when["later"] - t0 >= 100 - 1e-6
+        rated = sorted(t - t0 for tag, t in starts if tag.startswith("r"))
+        for i in range(len(rated)):  # never more than 2 in any 10-second window
+            assert len([t for t in rated if rated[i] <= t < rated[i] + 10 - 1e-6]) <= 2, rated
+        assert rated[-1] >= 20 - 1e-6  # 5 starts at 2 per 10 s take at least two more windows
+        engine.nursery.cancel_scope.cancel()
+
+
+async def test_dedup_id_holds_one_unfinished_instance(store: Store) -> None:
+    async with Engine(store) as engine:
+        engine.workflows.register(plain)
+        first = await engine.workflows.start(plain, "a", queue="default", dedup_id="order-7")
+        with pytest.raises(Deduplicated) as info:
+            await engine.workflows.start(plain, "b", queue="default", dedup_id="order-7")
+        assert info.value.existing_id == first and "order-7" in str(info.value)
+        await engine.nursery.start(engine.serve)
+        await engine.workflows.wait(first, timeout=10)
+        second = await engine.workflows.start(plain, "b", queue="default", dedup_id="order-7")  # free again
+        assert second != first
+        assert (await engine.workflows.wait(second, timeout=10)).output == "b"
+        engine.nursery.cancel_scope.cancel()
+
+
+async def test_bad_queue_options_write_nothing(store: Store) -> None:
+    async with Engine(store) as engine:
+        engine.workflows.register(plain)
+        with pytest.raises(QueueNotFound, match="no queue 'nope'"):
+            await engine.workflows.start(plain, "a", queue="nope")
+        with pytest.raises(ValueError, match="delay"):
+            await engine.workflows.start(plain, "a", queue="default", delay=-1)
+        with pytest.raises(TypeError, match="priority"):
+            await engine.workflows.start(plain, "a", queue="default", priority=1.5)  # type: ignore[arg-type]
+        assert await store.get_all_instances() == []
+    with pytest.raises(ValueError, match="concurrency"):
+        Queue("q", concurrency=0)
+    with pytest.raises(ValueError, match="rate_limit"):
+        Queue("q", rate_limit=(1, 0))
+    with pytest.raises(ValueError, match="queue name|workflow name"):
+        Queue("")
+
+
+async def test_external_jobs_run_in_the_serving_engine_with_retries_and_errors(store: Store) -> None:
+    events: list[tuple[str, str | None, int | None]] = []
+    async with Engine(store) as engine:
+        engine.workflows.register(film)
+        engine.events.on("*", lambda e: events.append((e.name, e.step_name, e.attempt)))
+        await engine.nursery.start(engine.serve)
+        iid = await engine.workflows.start(film, 7)
+        done = await engine.workflows.wait(iid, timeout=20)
+        assert done.status == InstanceStatus.COMPLETED, done.error
+        assert done.output == ["frame 7", 14, "caught bad frame 7"]
+        steps = done.step_results
+        assert steps["render"].status == "completed" and steps["render"].output == "frame 7"
+        assert steps["flaky"].attempts == 3 and attempts[7] == 3
+        assert steps["broken"].status == "failed" and steps["broken"].error == "ValueError: bad frame 7"
+        assert ("workflow.step.retry", "flaky", 1) in events and ("workflow.step.retry", "flaky", 2) in events
+        assert await store.get_jobs() == []
+        engine.nursery.cancel_scope.cancel()
+
+
+async def test_a_job_waits_for_a_worker_of_its_queue(store: Store) -> None:
+    async with Engine(store) as engine:
+        engine.workflows.register(film)
+        await engine.nursery.start(lambda task_status: engine.serve(queues=["default"], task_status=task_status))
+        iid = await engine.workflows.start(film, 1)
+        with trio.fail_after(10):
+            while not await store.get_jobs(iid):
+                await trio.sleep(0.01)
+        [(job, holder)] = await store.get_jobs(iid)
+        assert job.queue == "gpu" and job.step_name == "render" and holder is None  # nobody serves gpu
+        inst = await engine.workflows.get_instance(iid)
+        assert inst is not None and inst.status == InstanceStatus.RUNNING
+        await engine.nursery.start(lambda task_status: engine.serve(queues=["gpu"], workflows=False,
+                                                                    task_status=task_status))
+        assert (await engine.workflows.wait(iid, timeout=20)).status == InstanceStatus.COMPLETED
+        engine.nursery.cancel_scope.cancel()
+
+
+def test_an_external_step_must_be_importable_by_name() -> None:
+    def local(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match="top level of a module"):
+        step(queue="gpu")(local)
+
+
+async def test_a_builder_task_on_a_queue_runs_a_registered_job(store: Store) -> None:
+    graph = durable.workflow("resize-flow").task("resize", job="resize", queue="gpu", end=True).build()
+    assert "queue gpu" in graph.to_mermaid()
+    async with Engine(store) as engine:
+        engine.jobs.register("resize", lambda size: size // 2)
+        engine.workflows.register(graph)
+        await engine.nursery.start(engine.serve)
+        iid = await engine.workflows.start(graph, 640)
+        done = await engine.workflows.wait(iid, timeout=10)
+        assert done.status == InstanceStatus.COMPLETED and done.output == 320
+        engine.nursery.cancel_scope.cancel()
+
+
+async def test_a_job_registered_on_a_queue_goes_there(store: Store) -> None:
+    graph = durable.workflow("shrink-flow").task("shrink", job="shrink", end=True).build()
+    async with Engine(store) as engine:
+        engine.jobs.register("shrink", lambda size: size - 1, queue="gpu")
+        engine.workflows.register(graph)
+        iid = await engine.workflows.start(graph, 10)
+        with trio.fail_after(10):
+            while not await store.get_jobs(iid):
+                await trio.sleep(0.01)
+        await engine.nursery.start(engine.serve)  # serves gpu: the jobs' queue
+        assert (await engine.workflows.wait(iid, timeout=10)).output == 9
+        engine.nursery.cancel_scope.cancel()
+
+
+async def test_a_failed_external_builder_job_fails_the_task(store: Store) -> None:
+    graph = durable.workflow("fail-flow").task("boom", job="boom", queue="gpu", end=True).build()
+
+    def boom(x: int) -> int:
+        raise RuntimeError("no GPU")
+
+    async with Engine(store) as engine:
+        engine.jobs.register("boom", boom)
+        engine.workflows.register(graph)
+        await engine.nursery.start(engine.serve)
+        iid = await engine.workflows.start(graph, 1)
+        done = await engine.workflows.wait(iid, timeout=10)
+        assert done.status == InstanceStatus.FAILED and "no GPU" in (done.error or "")
+        assert done.error_type == StepFailed.__name__
+        engine.nursery.cancel_scope.cancel()
