@@ -420,6 +420,13 @@ class Waker:
                 self._entries = [e for e in self._entries if e[0] not in dead]
             return reached
 
+    def listens(self, kind: str) -> bool:
+        """Whether any listener of ``kind`` is registered (a stat of the directory when it did not change)."""
+        if self._dir is None:
+            return False
+        with self._lock:
+            return not self._closed and any(kind in kinds for _, kinds in self._listing())
+
     def close(self) -> None:
         """Close the socket; later notifies reach nobody. Idempotent."""
         with self._lock:

@@ -7,11 +7,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lmdb
 
 from .env import Tables, next_seq
 
-__all__ = ["append", "delete_all", "read"]
+__all__ = ["append", "append_many", "delete_all", "read"]
 
 
 def append(txn: lmdb.Transaction, t: Tables, instance_key: bytes, data: bytes) -> int:
@@ -19,6 +21,22 @@ def append(txn: lmdb.Transaction, t: Tables, instance_key: bytes, data: bytes) -
     seq = next_seq(txn, t)
     txn.put(instance_key + b"\0" + seq.to_bytes(8, "big"), data, db=t.events)
     return seq
+
+
+def append_many(txn: lmdb.Transaction, t: Tables, take: Callable[[], list[tuple[bytes, bytes]]]) -> list[bytes]:
+    """Append the events ``take()`` hands over (``(instance key, data)`` each, in order); the instance keys."""
+    events = take()
+    if not events:
+        return []
+    raw = txn.get(b"seq", db=t.meta)
+    seq = int(bytes(raw)) if raw is not None else 0
+    put = txn.put
+    db = t.events
+    for key, data in events:
+        seq += 1
+        put(key + b"\0" + seq.to_bytes(8, "big"), data, db=db)
+    txn.put(b"seq", str(seq).encode(), db=t.meta)
+    return [key for key, _ in events]
 
 
 def read(txn: lmdb.Transaction, t: Tables, instance_id: str, after: int, limit: int) -> list[tuple[int, bytes]]:
