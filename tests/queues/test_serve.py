@@ -307,3 +307,35 @@ async def test_a_failed_external_builder_job_fails_the_task(store: Store) -> Non
         assert done.status == InstanceStatus.FAILED and "no GPU" in (done.error or "")
         assert done.error_type == StepFailed.__name__
         engine.nursery.cancel_scope.cancel()
+
+
+@step(queue="gpu", timeout=0.05, retry=Retry(max_attempts=2, interval=0.01))
+async def stuck(x: int) -> int:
+    await trio.sleep(10)
+    return x
+
+
+@workflow
+async def impatient(x: int) -> int:
+    return await stuck(x)
+
+
+async def test_an_external_job_s_timeout_applies_per_attempt_in_the_worker(store: Store) -> None:
+    async with Engine(store) as engine:
+        engine.workflows.register(impatient)
+        await engine.nursery.start(engine.serve)
+        iid = await engine.workflows.start(impatient, 1)
+        done = await engine.workflows.wait(iid, timeout=20)
+        assert done.status == InstanceStatus.FAILED
+        rec = done.step_results["stuck"]
+        assert rec.attempts == 2 and rec.error is not None and "timed out after 0.05 s" in rec.error
+        engine.nursery.cancel_scope.cancel()
+
+
+def test_the_graph_shows_which_queue_a_step_runs_on() -> None:
+    text = film.graph.to_mermaid()
+    assert "render ⇢ queue gpu" in text and "flaky ⇢ queue gpu" in text
+    [task] = [s for s in film.graph.walk() if s.name == "render"]
+    assert getattr(task, "queue") == "gpu"
+    plain_text = plain.graph.to_mermaid()
+    assert "queue" not in plain_text
