@@ -190,6 +190,9 @@ class WorkflowService:
                     log.warning("not resuming instance %s: workflow %r is not registered",
                                 inst.id, inst.workflow_name)
                 continue
+            holder = await driver.store.get_lease(inst.id)
+            if holder is not None and holder.id != driver.owner_id and holder.is_alive():
+                continue  # another live engine runs it: no write (claim) for it
             candidates.append(inst.id)
         return await driver.take_over(candidates, limit)
 

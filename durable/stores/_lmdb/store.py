@@ -322,7 +322,14 @@ class LMDBStore:
 
     async def claim_queued(self, owner: Owner, served: list[tuple[str, int | None]], workflows: frozenset[str] | None,
                            limit: int | None, now: datetime) -> tuple[list[str], datetime | None]:
-        """Take waiting instances of the ``served`` queues, under their limits (see ``queues.claim``)."""
+        """Take waiting instances of the ``served`` queues, under their limits (see ``queues.claim``).
+
+        A read looks first: with nothing waiting, nothing is written (an idle
+        worker's looks cost no fsync).
+        """
+        with self._env.read() as txn:
+            if not _any_prefix(txn, self._tables.queued, [name for name, _ in served]):
+                return [], None
         args = (self._tables, owner, served, workflows, limit, _micros(now))
         taken, due = await self._env.write(queues.claim, True, None, args)
         return taken, (EPOCH + timedelta(microseconds=due) if due is not None else None)
@@ -376,7 +383,13 @@ class LMDBStore:
         return new
 
     async def claim_jobs(self, owner: Owner, queue_names: list[str], limit: int) -> list[JobRecord]:
-        """Take up to ``limit`` jobs of ``queue_names`` (waiting, or held by a worker that is gone)."""
+        """Take up to ``limit`` jobs of ``queue_names`` (waiting, or held by a worker that is gone).
+
+        A read looks first: with no job waiting or held, nothing is written.
+        """
+        with self._env.read() as txn:
+            if not _any_prefix(txn, self._tables.jobq, queue_names) and not txn.stat(self._tables.jobheld)["entries"]:
+                return []
         found = await self._env.write(jobs.claim, True, None, (self._tables, owner, queue_names, limit))
         return [decode_job(data, f"{self.path}:jobs/{key!r}", self.path) for key, data in found]
 
@@ -431,6 +444,16 @@ class LMDBStore:
         """Close the environment."""
         self._env.close()
         self._waker.close()
+
+
+def _any_prefix(txn: Any, db: Any, names: list[str]) -> bool:
+    """Whether ``db`` has a key starting with ``name NUL`` for one of ``names``."""
+    cursor = txn.cursor(db=db)
+    for name in names:
+        prefix = name.encode() + b"\0"
+        if cursor.set_range(prefix) and bytes(cursor.key()).startswith(prefix):
+            return True
+    return False
 
 
 def _micros(when: datetime | None) -> int | None:
