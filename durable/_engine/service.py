@@ -184,6 +184,9 @@ class WorkflowService:
         for inst in await driver.store.get_running_instances(steps=False):
             if inst.id in driver.runs:
                 continue
+            if inst.status == InstanceStatus.PENDING and inst.queue is not None and inst.started_at is None \
+                    and await driver.store.get_lease(inst.id) is None:
+                continue  # waiting in its queue, for a worker's claim (not a take-over)
             if inst.workflow_name not in driver.definitions:
                 if inst.id not in self._unregistered:  # once per instance: workers call resume() in a loop
                     self._unregistered.add(inst.id)
