@@ -73,7 +73,9 @@ class SignalHub:
             except Exception:
                 log.exception("could not read the store's signal clock")
                 return
-            if last[0] is not None and clock != last[0]:
+            if clock != last[0]:
+                # (also on the first look: a signal sent after a waiter's last peek but
+                # before this baseline was read would otherwise never be noticed)
                 changed()
             last[0] = clock
 

@@ -24,7 +24,7 @@ import trio
 
 from .._graph.context import StepInfo, step_info_var
 from .._model.jobs import JobRecord
-from .._model.queues import DEFAULT_QUEUE
+from .._model.queues import DEFAULT_QUEUE, Queue
 from .._model.serde import UnpicklableError
 from ..errors import SerializationError, StepTimeout
 from .events import Event
@@ -77,6 +77,7 @@ class _Serving:
         self.jobs = jobs
         self.job_concurrency = job_concurrency
         self.jobs_running = 0
+        self.jobs_by_queue: dict[str, int] = {}
         self.changed = trio.Event()
 
     def poke(self) -> None:
@@ -88,18 +89,23 @@ class _Serving:
             return None
         return max(0, self.concurrency - len(self.engine._driver.runs))
 
-    def served(self) -> list[tuple[str, int | None]]:
-        """Each queue with this worker's free slots for it (its ``worker_concurrency``)."""
+    def served(self, limits: dict[str, Queue]) -> list[tuple[str, int | None]]:
+        """Each queue with this worker's free slots for its instances (its ``worker_concurrency``, as stored)."""
         runs = self.engine._driver.runs.values()
         out: list[tuple[str, int | None]] = []
         for name in self.queues:
-            queue = self.engine.queues.get(name)
+            queue = limits.get(name)
             if queue is not None and queue.worker_concurrency is not None:
                 here = sum(1 for r in runs if r.instance.queue == name)
                 out.append((name, max(0, queue.worker_concurrency - here)))
             else:
                 out.append((name, None))
         return out
+
+    def job_slots(self, limits: dict[str, Queue]) -> dict[str, int]:
+        """This worker's free slots for the jobs of each queue with a ``worker_concurrency``."""
+        return {name: max(0, q.worker_concurrency - self.jobs_by_queue.get(name, 0))
+                for name in self.queues if (q := limits.get(name)) is not None and q.worker_concurrency is not None}
 
 
 def _announce(engine: Engine, what: str, instance_id: str) -> None:
@@ -131,11 +137,13 @@ async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: in
             while True:
                 state.changed = trio.Event()
                 due: datetime | None = None
+                limits = await store.get_queues()  # every worker reads the limits as stored
                 if workflows:
                     free = state.free_slots()
                     if free is None or free > 0:
                         wanted = frozenset(engine.workflows.names())
-                        ids, due = await store.claim_queued(engine.owner, state.served(), wanted, free, engine.now())
+                        ids, due = await store.claim_queued(engine.owner, state.served(limits), wanted, free,
+                                                            engine.now())
                         for instance_id in ids:
                             if await driver.continue_instance(instance_id):
                                 _announce(engine, "running", instance_id)
@@ -149,8 +157,10 @@ async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: in
                 if jobs:
                     room = job_concurrency - state.jobs_running
                     if room > 0:
-                        for job in await store.claim_jobs(engine.owner, names, room):
+                        for job in await store.claim_jobs(engine.owner, names, room, free=state.job_slots(limits),
+                                                          now=engine.now()):
                             state.jobs_running += 1
+                            state.jobs_by_queue[job.queue] = state.jobs_by_queue.get(job.queue, 0) + 1
                             _announce(engine, f"job {job.step_name!r} ({job.queue}) of", job.instance_id)
                             nursery.start_soon(_run_job, engine, job, state)
                 timeout = poll
@@ -190,7 +200,9 @@ async def _run_job(engine: Engine, job: JobRecord, state: _Serving) -> None:
             err = SerializationError(f"cannot store the result of job {job.step_name!r}: {exc.message}",
                                      workflow=job.workflow_name, instance_id=job.instance_id, step=job.step_key)
             done = await engine.store.finish_job(job, engine.owner.id, ("error", err, error_text(err), outcome[3]))
-        if not done:
+        if done:
+            engine._driver.sleepers.signalled(job.instance_id)  # its workflow may wait in this very engine
+        else:
             log.warning("job %s of instance %s: its result was not recorded: the job was taken over by another "
                         "worker, or its instance ended", job.step_key, job.instance_id)
     except Exception:
@@ -198,6 +210,7 @@ async def _run_job(engine: Engine, job: JobRecord, state: _Serving) -> None:
                       job.step_key, job.instance_id)
     finally:
         state.jobs_running -= 1
+        state.jobs_by_queue[job.queue] -= 1
         state.poke()
 
 

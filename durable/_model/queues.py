@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from .ids import check_workflow_name
 
-__all__ = ["DEFAULT_QUEUE", "MAX_PRIORITY", "Queue", "check_priority"]
+__all__ = ["DEFAULT_QUEUE", "MAX_PRIORITY", "Admission", "Queue", "admit", "check_priority", "record_starts"]
 
 DEFAULT_QUEUE = "default"
 """The queue of a workflow that names none, started through a client or with ``queue=``."""
@@ -110,3 +111,47 @@ class Queue:
         rate = fields.get("rate_limit")
         return cls(str(fields["name"]), fields.get("concurrency"), fields.get("worker_concurrency"),
                    tuple(rate) if rate else None, bool(fields.get("priority")))
+
+
+@attrs.define
+class Admission:
+    """How many more of one queue a claim may start now under its limits, and what it read to decide."""
+
+    queue: Queue | None
+    allowed: int
+    starts: list[int]  #: start times (µs) within the rate window, oldest first
+    due: int | None  #: when the rate limit lets one more start (µs), if it holds now
+
+
+def admit(queue: Queue | None, *, in_flight: Callable[[], int], starts: list[int], now_us: int,
+          free: int | None, remaining: int | None) -> Admission:
+    """How many of ``queue`` a claim may start at ``now_us``: at most ``free`` (this worker's slots) and
+    ``remaining`` (the claim's limit), its ``concurrency`` minus ``in_flight()`` (counted only if bounded), and
+    what its ``rate_limit`` leaves of the window given the recorded ``starts``. Shared by both stores' claims of
+    instances and of external jobs, so that one rule holds everywhere."""
+    allowed = free if free is not None else 1 << 62
+    if remaining is not None:
+        allowed = min(allowed, remaining)
+    recent: list[int] = []
+    due: int | None = None
+    if queue is not None and allowed > 0 and queue.concurrency is not None:
+        allowed = min(allowed, queue.concurrency - in_flight())
+    if queue is not None and queue.rate_limit is not None:
+        n, seconds = queue.rate_limit
+        window = int(seconds * 1_000_000)
+        recent = [s for s in starts if s > now_us - window]
+        if len(recent) >= n:
+            due = min(recent) + window
+        allowed = min(allowed, n - len(recent))
+    return Admission(queue, max(0, allowed), recent, due)
+
+
+def record_starts(admission: Admission, count: int, now_us: int) -> tuple[list[int] | None, int | None]:
+    """After ``count`` more started at ``now_us``: the start times to store (``None``: nothing to store, no rate
+    limit) and when one more may start (µs; ``None``: now)."""
+    queue = admission.queue
+    if queue is None or queue.rate_limit is None or not count:
+        return None, None
+    n, seconds = queue.rate_limit
+    starts = (admission.starts + [now_us] * count)[-n:]
+    return starts, (min(starts) + int(seconds * 1_000_000) if len(starts) >= n else None)

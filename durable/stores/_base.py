@@ -264,8 +264,11 @@ class Store(Protocol):
         """Durably queue an external job, unless one is queued at its (instance, step key); whether it was new."""
         ...
 
-    async def claim_jobs(self, owner: Owner, queue_names: list[str], limit: int) -> list[JobRecord]:
-        """Durably take up to ``limit`` jobs of those queues: waiting ones, then those held by a gone owner."""
+    async def claim_jobs(self, owner: Owner, queue_names: list[str], limit: int, *,
+                         free: Mapping[str, int] | None = None, now: datetime | None = None) -> list[JobRecord]:
+        """Durably take up to ``limit`` jobs of those queues: those held by a gone owner, then waiting ones,
+        under each queue's ``concurrency`` (jobs held, across all workers) and ``rate_limit`` (starts, shared
+        with its instances), and at most ``free[queue]`` of a queue (this worker's slots)."""
         ...
 
     async def finish_job(self, job: JobRecord, owner_id: str, outcome: Any) -> bool:

@@ -8,8 +8,8 @@ state with the store.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from datetime import datetime, timedelta
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, final
 
 import trio
@@ -17,7 +17,7 @@ import trio
 from .._model.clock import EPOCH
 from .._model.eventlog import terminal_event
 from .._model.jobs import JobRecord, decode_job, encode_job, job_signal
-from .._model.queues import DEFAULT_QUEUE, MAX_PRIORITY, Queue
+from .._model.queues import DEFAULT_QUEUE, MAX_PRIORITY, Admission, Queue, admit, record_starts
 from .._model.records import InstanceStatus, StepResult, WorkflowInstance, replace_instance
 from .._model.serde import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -420,23 +420,12 @@ class MemoryStore:
             next_due = when if next_due is None else min(next_due, when)
 
         for name, free in served:
-            allowed = free if free is not None else 1 << 62
-            if limit is not None:
-                allowed = min(allowed, limit - len(taken))
-            if allowed <= 0:
-                continue
-            queue = self._queue(name)
             inflight = self._inflight.get(name, set())
-            if queue is not None and queue.concurrency is not None:
-                allowed = min(allowed, queue.concurrency - len(inflight))
-            starts: list[int] = []
-            if queue is not None and queue.rate_limit is not None:
-                n, seconds = queue.rate_limit
-                window = int(seconds * 1_000_000)
-                starts = [s for s in self._qstate.get(name, []) if s > now_us - window]
-                if len(starts) >= n:
-                    due_at(min(starts) + window)
-                allowed = min(allowed, n - len(starts))
+            adm = admit(self._queue(name), in_flight=lambda: len(inflight), starts=self._qstate.get(name, []),
+                        now_us=now_us, free=free, remaining=limit - len(taken) if limit is not None else None)
+            if adm.due is not None:
+                due_at(adm.due)
+            allowed = adm.allowed
             if allowed <= 0:
                 continue
             waiting = self._queued.get(name, {})
@@ -457,13 +446,16 @@ class MemoryStore:
                 self._inflight.setdefault(name, set()).add(iid)
                 self._leases[iid] = owner.id
                 taken.append(iid)
-            if queue is not None and queue.rate_limit is not None and picked:
-                n, seconds = queue.rate_limit
-                starts.extend([now_us] * len(picked))
-                self._qstate[name] = starts[-n:]
-                if len(starts) >= n:
-                    due_at(min(starts[-n:]) + int(seconds * 1_000_000))
+            self._save_starts(name, adm, len(picked), now_us, due_at)
         return taken, (EPOCH + timedelta(microseconds=next_due) if next_due is not None else None)
+
+    def _save_starts(self, name: str, adm: Admission, count: int, now_us: int,
+                     due_at: Callable[[int], None]) -> None:
+        starts, due = record_starts(adm, count, now_us)
+        if starts is not None:
+            self._qstate[name] = starts
+        if due is not None:
+            due_at(due)
 
     # -- event log ---------------------------------------------------------
 
@@ -502,46 +494,49 @@ class MemoryStore:
         self._jobq.setdefault(job.queue, {})[self._next_seq()] = key
         return True
 
-    async def claim_jobs(self, owner: Owner, queue_names: list[str], limit: int) -> list[JobRecord]:
-        """Take up to ``limit`` jobs of ``queue_names`` (waiting, or held by a worker that is gone)."""
+    async def claim_jobs(self, owner: Owner, queue_names: list[str], limit: int, *,
+                         free: Mapping[str, int] | None = None, now: datetime | None = None) -> list[JobRecord]:
+        """Take up to ``limit`` jobs of ``queue_names`` (those of gone workers, then waiting ones) under each
+        queue's limits (as the LMDB store does)."""
+        now_us = _micros(now or datetime.now(UTC))
+        assert now_us is not None
         self._owners[owner.id] = owner
         me = owner.id
         out: list[tuple[bytes, bytes]] = []
+        wanted = set(queue_names)
+        held: dict[str, int] = {}
+        alive: dict[str, bool] = {}
+        stale: list[tuple[bytes, str]] = []
+        for key in sorted(self._jobheld):
+            holder, queue = self._jobheld[key]
+            held[queue] = held.get(queue, 0) + 1
+            if queue not in wanted or holder == me:
+                continue
+            if holder not in alive:
+                alive[holder] = record_alive(self._owners.get(holder))
+            if not alive[holder]:
+                stale.append((key, queue))
+        for key, queue in stale[:limit]:
+            data = self._jobs.get(key)
+            if data is None:
+                self._jobheld.pop(key, None)
+                continue
+            self._jobheld[key] = (me, queue)
+            out.append((key, data))
         for q in queue_names:
+            adm = admit(self._queue(q), in_flight=lambda: held.get(q, 0), starts=self._qstate.get(q, []),
+                        now_us=now_us, free=(free or {}).get(q), remaining=limit - len(out))
             waiting = self._jobq.get(q, {})
-            picked: list[tuple[int, bytes]] = []
-            for seq in sorted(waiting):
-                if len(out) + len(picked) >= limit:
-                    break
-                picked.append((seq, waiting[seq]))
-            for seq, key in picked:
-                del waiting[seq]
+            started = 0
+            for seq in sorted(waiting)[:adm.allowed]:
+                key = waiting.pop(seq)
                 data = self._jobs.get(key)
                 if data is None:
                     continue
                 self._jobheld[key] = (me, q)
                 out.append((key, data))
-        if len(out) < limit:
-            wanted = set(queue_names)
-            alive: dict[str, bool] = {}
-            stale: list[tuple[bytes, str]] = []
-            for key in sorted(self._jobheld):
-                holder, queue = self._jobheld[key]
-                if queue not in wanted or holder == me:
-                    continue
-                if holder not in alive:
-                    alive[holder] = record_alive(self._owners.get(holder))
-                if not alive[holder]:
-                    stale.append((key, queue))
-                    if len(out) + len(stale) >= limit:
-                        break
-            for key, queue in stale:
-                data = self._jobs.get(key)
-                if data is None:
-                    self._jobheld.pop(key, None)
-                    continue
-                self._jobheld[key] = (me, queue)
-                out.append((key, data))
+                started += 1
+            self._save_starts(q, adm, started, now_us, lambda _: None)
         return [decode_job(data, f"memory:jobs/{key!r}") for key, data in out]
 
     async def finish_job(self, job: JobRecord, owner_id: str, outcome: Any) -> bool:

@@ -339,3 +339,50 @@ def test_the_graph_shows_which_queue_a_step_runs_on() -> None:
     assert getattr(task, "queue") == "gpu"
     plain_text = plain.graph.to_mermaid()
     assert "queue" not in plain_text
+
+
+jobs_running: list[int] = []
+jobs_most = [0]
+
+
+@step(queue="narrow")
+async def narrow_job(x: int) -> int:
+    jobs_running.append(x)
+    jobs_most[0] = max(jobs_most[0], len(jobs_running))
+    await trio.sleep(0.05)
+    jobs_running.remove(x)
+    return x
+
+
+@workflow
+async def uses_narrow(x: int) -> int:
+    return await narrow_job(x)
+
+
+@pytest.mark.parametrize("limits", [{"concurrency": 1}, {"worker_concurrency": 2}])
+async def test_a_queue_s_limits_hold_for_its_external_jobs(store: Store, limits: dict[str, int]) -> None:
+    jobs_most[0] = 0
+    async with Engine(store) as engine:
+        engine.workflows.register(uses_narrow)
+        engine.queues.register(Queue("narrow", **limits))
+        await engine.nursery.start(engine.serve)
+        ids = [await engine.workflows.start(uses_narrow, i) for i in range(6)]
+        for iid in ids:
+            assert (await engine.workflows.wait(iid, timeout=30)).status == InstanceStatus.COMPLETED
+        assert jobs_most[0] == next(iter(limits.values()))
+        engine.nursery.cancel_scope.cancel()
+
+
+async def test_a_rate_limit_holds_for_external_jobs(store: Store, autojump_clock: MockClock) -> None:
+    starts: list[float] = []
+    async with Engine(store) as engine:
+        engine.workflows.register(uses_narrow)
+        engine.queues.register(Queue("narrow", rate_limit=(2, 10)))
+        engine.events.on("workflow.step.started", lambda e: starts.append(trio.current_time()))
+        await engine.nursery.start(engine.serve)
+        ids = [await engine.workflows.start(uses_narrow, i) for i in range(5)]
+        for iid in ids:
+            assert (await engine.workflows.wait(iid, timeout=1000)).status == InstanceStatus.COMPLETED
+        for t in starts:
+            assert len([u for u in starts if t <= u < t + 10 - 1e-6]) <= 2, starts
+        engine.nursery.cancel_scope.cancel()

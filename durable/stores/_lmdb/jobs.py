@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import lmdb
 
+from ..._model.queues import admit
 from .._lease import Owner, record_alive
 from . import signals
 from .jobkeys import delete_for
+from .queues import get_queue, load_starts, save_starts
 from .env import Tables, next_seq
 from .leases import owner_in
 
@@ -36,48 +38,59 @@ def enqueue(txn: lmdb.Transaction, t: Tables, job_key: bytes, queue: bytes, data
     return True
 
 
-def claim(txn: lmdb.Transaction, t: Tables, owner: Owner, queues: list[str], limit: int) -> list[tuple[bytes, bytes]]:
-    """Take up to ``limit`` jobs of ``queues`` (waiting ones, then those of dead workers); ``(key, data)`` each."""
+def claim(txn: lmdb.Transaction, t: Tables, owner: Owner, served: list[tuple[str, int | None]], limit: int,
+          now_us: int) -> list[tuple[bytes, bytes]]:
+    """Take up to ``limit`` jobs of the ``served`` queues (each with this worker's free slots; ``None``: any):
+    first those held by workers that are gone (they count in flight already), then waiting ones, under each
+    queue's ``concurrency`` (jobs held) and ``rate_limit`` (starts, shared with the queue's instances).
+    ``(key, data)`` each."""
     txn.put(owner.id.encode(), owner.encode(), db=t.owners)
     me = owner.id.encode()
     out: list[tuple[bytes, bytes]] = []
-    wanted = {q.encode() for q in queues}
-    for q in queues:
-        prefix = q.encode() + b"\0"
+    wanted = {q.encode() for q, _ in served}
+    held: dict[bytes, int] = {}
+    alive: dict[bytes, bool] = {}
+    stale: list[tuple[bytes, bytes]] = []
+    for k, v in txn.cursor(db=t.jobheld):
+        holder, _, queue = bytes(v).partition(b"\0")
+        held[queue] = held.get(queue, 0) + 1
+        if queue not in wanted or holder == me:
+            continue
+        if holder not in alive:
+            alive[holder] = record_alive(owner_in(txn, t, holder.decode()))
+        if not alive[holder]:
+            stale.append((bytes(k), queue))
+    for job_key, queue in stale[:limit]:
+        data = txn.get(job_key, db=t.jobs)
+        if data is None:
+            txn.delete(job_key, db=t.jobheld)
+            continue
+        txn.put(job_key, me + b"\0" + queue, db=t.jobheld)
+        out.append((job_key, bytes(data)))
+    for q, free in served:
+        qb = q.encode()
+        adm = admit(get_queue(txn, t, q), in_flight=lambda: held.get(qb, 0), starts=load_starts(txn, t, q),
+                    now_us=now_us, free=free, remaining=limit - len(out))
+        if adm.allowed <= 0:
+            continue
+        prefix = qb + b"\0"
         picked: list[tuple[bytes, bytes]] = []
         cursor = txn.cursor(db=t.jobq)
         if cursor.set_range(prefix):
             for k, v in cursor:
-                if len(out) + len(picked) >= limit or not bytes(k).startswith(prefix):
+                if len(picked) >= adm.allowed or not bytes(k).startswith(prefix):
                     break
                 picked.append((bytes(k), bytes(v)))
+        started = 0
         for k, job_key in picked:
             txn.delete(k, db=t.jobq)
             data = txn.get(job_key, db=t.jobs)
             if data is None:
                 continue  # cancelled meanwhile
-            txn.put(job_key, me + b"\0" + q.encode(), db=t.jobheld)
+            txn.put(job_key, me + b"\0" + qb, db=t.jobheld)
             out.append((job_key, bytes(data)))
-    if len(out) < limit:
-        alive: dict[bytes, bool] = {}
-        stale: list[tuple[bytes, bytes]] = []
-        for k, v in txn.cursor(db=t.jobheld):
-            holder, _, queue = bytes(v).partition(b"\0")
-            if queue not in wanted or holder == me:
-                continue
-            if holder not in alive:
-                alive[holder] = record_alive(owner_in(txn, t, holder.decode()))
-            if not alive[holder]:
-                stale.append((bytes(k), queue))
-                if len(out) + len(stale) >= limit:
-                    break
-        for job_key, queue in stale:
-            data = txn.get(job_key, db=t.jobs)
-            if data is None:
-                txn.delete(job_key, db=t.jobheld)
-                continue
-            txn.put(job_key, me + b"\0" + queue, db=t.jobheld)
-            out.append((job_key, bytes(data)))
+            started += 1
+        save_starts(txn, t, q, adm, started, now_us, lambda _: None)
     return out
 
 

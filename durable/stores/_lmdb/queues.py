@@ -17,10 +17,11 @@ across processes: the counts a claim reads are exact, whichever worker claims.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import lmdb
 
-from ..._model.queues import MAX_PRIORITY, Queue
+from ..._model.queues import MAX_PRIORITY, Admission, Queue, admit, record_starts
 from ..._model.records import WorkflowInstance
 from .._lease import Owner
 from .env import Tables, next_seq
@@ -100,6 +101,22 @@ def queue_depths(txn: lmdb.Transaction, t: Tables, name: str) -> tuple[int, int]
     return _count(txn, t.queued, prefix), _count(txn, t.inflight, prefix)
 
 
+def load_starts(txn: lmdb.Transaction, t: Tables, name: str) -> list[int]:
+    """The recorded recent start times (µs) of queue ``name`` (what ``rate_limit`` counts)."""
+    raw = txn.get(name.encode(), db=t.qstate)
+    return list(json.loads(bytes(raw))) if raw is not None else []
+
+
+def save_starts(txn: lmdb.Transaction, t: Tables, name: str, adm: Admission, count: int, now_us: int,
+                due_at: Callable[[int], None]) -> None:
+    """Record ``count`` more starts of queue ``name`` at ``now_us`` (if it has a rate limit)."""
+    starts, due = record_starts(adm, count, now_us)
+    if starts is not None:
+        txn.put(name.encode(), json.dumps(starts).encode(), db=t.qstate)
+    if due is not None:
+        due_at(due)
+
+
 def claim(txn: lmdb.Transaction, t: Tables, owner: Owner, served: list[tuple[str, int | None]],
           workflows: frozenset[str] | None, limit: int | None, now_us: int) -> tuple[list[str], int | None]:
     """Take waiting instances of the ``served`` queues (each with this worker's free slots, ``None``: any).
@@ -119,24 +136,13 @@ def claim(txn: lmdb.Transaction, t: Tables, owner: Owner, served: list[tuple[str
         next_due = when if next_due is None else min(next_due, when)
 
     for name, free in served:
-        allowed = free if free is not None else 1 << 62
-        if limit is not None:
-            allowed = min(allowed, limit - len(taken))
-        if allowed <= 0:
-            continue
-        queue = get_queue(txn, t, name)
         prefix = name.encode() + b"\0"
-        if queue is not None and queue.concurrency is not None:
-            allowed = min(allowed, queue.concurrency - _count(txn, t.inflight, prefix))
-        starts: list[int] = []
-        if queue is not None and queue.rate_limit is not None:
-            n, seconds = queue.rate_limit
-            window = int(seconds * 1_000_000)
-            raw = txn.get(name.encode(), db=t.qstate)
-            starts = [s for s in (json.loads(bytes(raw)) if raw is not None else []) if s > now_us - window]
-            if len(starts) >= n:
-                due_at(min(starts) + window)
-            allowed = min(allowed, n - len(starts))
+        adm = admit(get_queue(txn, t, name), in_flight=lambda: _count(txn, t.inflight, prefix),
+                    starts=load_starts(txn, t, name), now_us=now_us, free=free,
+                    remaining=limit - len(taken) if limit is not None else None)
+        if adm.due is not None:
+            due_at(adm.due)
+        allowed = adm.allowed
         if allowed <= 0:
             continue
         picked: list[tuple[bytes, bytes]] = []
@@ -161,10 +167,5 @@ def claim(txn: lmdb.Transaction, t: Tables, owner: Owner, served: list[tuple[str
             txn.put(prefix + iid, b"", db=t.inflight)
             txn.put(iid, me, db=t.leases)
             taken.append(iid.decode())
-        if queue is not None and queue.rate_limit is not None and picked:
-            n, seconds = queue.rate_limit
-            starts.extend([now_us] * len(picked))
-            txn.put(name.encode(), json.dumps(starts[-n:]).encode(), db=t.qstate)
-            if len(starts) >= n:
-                due_at(min(starts[-n:]) + int(seconds * 1_000_000))
+        save_starts(txn, t, name, adm, len(picked), now_us, due_at)
     return taken, next_due

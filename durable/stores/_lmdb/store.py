@@ -382,7 +382,8 @@ class LMDBStore:
         new: bool = await self._env.write(jobs.enqueue, True, None, args, b"work")
         return new
 
-    async def claim_jobs(self, owner: Owner, queue_names: list[str], limit: int) -> list[JobRecord]:
+    async def claim_jobs(self, owner: Owner, queue_names: list[str], limit: int, *,
+                         free: Mapping[str, int] | None = None, now: datetime | None = None) -> list[JobRecord]:
         """Take up to ``limit`` jobs of ``queue_names`` (waiting, or held by a worker that is gone).
 
         A read looks first: with no job waiting or held, nothing is written.
@@ -390,7 +391,9 @@ class LMDBStore:
         with self._env.read() as txn:
             if not _any_prefix(txn, self._tables.jobq, queue_names) and not txn.stat(self._tables.jobheld)["entries"]:
                 return []
-        found = await self._env.write(jobs.claim, True, None, (self._tables, owner, queue_names, limit))
+        served = [(q, (free or {}).get(q)) for q in queue_names]
+        args = (self._tables, owner, served, limit, _micros(now or datetime.now(UTC)))
+        found = await self._env.write(jobs.claim, True, None, args)
         return [decode_job(data, f"{self.path}:jobs/{key!r}", self.path) for key, data in found]
 
     async def finish_job(self, job: JobRecord, owner_id: str, outcome: Any) -> bool:
