@@ -290,10 +290,21 @@ class RunDriver:
         if definition is None:
             return False  # not registered here (start() checked the name; a store edited meanwhile)
         checkpoints = await self.store.get_steps(instance_id)
-        if bare.status == InstanceStatus.PENDING and bare.queue is not None and bare.started_at is None \
-                and bare.deadline is None and definition.timeout:
-            # A queued instance's time limit runs from when a worker first starts it.
-            bare = replace_instance(bare, deadline=self.now() + timedelta(seconds=definition.timeout))
+        if bare.status == InstanceStatus.PENDING and bare.queue is not None and bare.started_at is None:
+            # Queued, never started (perhaps by name, by a client without the workflow's code): its
+            # arguments are bound to the workflow here, and its time limit runs from now.
+            builder = getattr(definition, "required_jobs", None) is not None  # its input is the one value stored
+            try:
+                value, args, kwargs = (bare.input, (), {}) if builder and len(bare.args) <= 1 and not bare.kwargs \
+                    else definition.make_call(tuple(bare.args), dict(bare.kwargs))
+            except (TypeError, ValueError) as exc:
+                run = Run(self, definition, bare, checkpoints, definition.total_steps)
+                await self._finish(run, InstanceStatus.FAILED, None, run.fail(
+                    DurableError, f"its arguments do not fit the workflow, so it never ran: {exc}"))
+                return False
+            bare = replace_instance(bare, input=value, args=args, kwargs=kwargs)
+            if bare.deadline is None and definition.timeout:
+                bare = replace_instance(bare, deadline=self.now() + timedelta(seconds=definition.timeout))
         if bare.deadline is not None and bare.deadline <= self.now():
             run = Run(self, definition, bare, checkpoints, definition.total_steps)
             await self._finish(run, InstanceStatus.TIMED_OUT, None, run.fail(

@@ -9,7 +9,7 @@ engine is gone back in its queue.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
@@ -116,12 +116,31 @@ async def list_page(store: Store, *, workflow: str | None, status: InstanceStatu
         found = await store.get_all_instances(wanted, steps=False)
     items = [i for i in found if _matches(i, queue, parent, created_after, created_before)]
     if cursor is not None:
-        at = next((n for n, i in enumerate(items) if i.id == cursor), None)
-        if at is None:
-            raise ValueError(f"cursor {cursor!r} is not an instance of this listing (it was deleted?)")
-        items = items[at + 1:]
+        after = _parse_cursor(cursor)
+        items = [i for i in items if _position(i) > after]
     page = items[:limit]
-    return Page(page, page[-1].id if len(items) > limit else None)
+    return Page(page, _cursor(page[-1]) if len(items) > limit else None)
+
+
+def _position(inst: WorkflowInstance) -> tuple[int, str]:
+    """Where an instance is in a listing: by creation time (µs), then id (what the stores sort by)."""
+    created = inst.created_at
+    return ((created - clock.EPOCH) // timedelta(microseconds=1) if created is not None else -1, inst.id)
+
+
+def _cursor(inst: WorkflowInstance) -> str:
+    micros, iid = _position(inst)
+    return f"{micros}:{iid}"
+
+
+def _parse_cursor(cursor: str) -> tuple[int, str]:
+    micros, sep, iid = cursor.partition(":")
+    try:
+        if not sep or not iid:
+            raise ValueError
+        return int(micros), iid
+    except ValueError:
+        raise ValueError(f"not a cursor of list(): {cursor!r} (pass a page's next_cursor as it is)") from None
 
 
 async def get_existing(store: Store, instance_id: str) -> WorkflowInstance:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import outcome
 import trio
 
 from ..stores import Store
@@ -79,6 +80,37 @@ class Portal:
             return trio.from_thread.run(fn, *args, trio_token=self._token)
         except trio.RunFinishedError:
             raise RuntimeError("the client is closed") from None
+
+    def submit(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
+               on_done: Callable[[outcome.Outcome[Any]], None]) -> Callable[[], None]:
+        """Start ``await fn(*args)`` on the client's loop without waiting; ``on_done(outcome)`` is called on the
+        loop's thread when it ends. Returns a function (callable from any thread) that cancels it."""
+        token = self._token
+        if token is None or not self._thread.is_alive():
+            raise RuntimeError("the client is closed")
+        scope = trio.CancelScope()
+
+        async def run() -> None:
+            with scope:
+                on_done(await outcome.acapture(fn, *args))
+                return
+            on_done(outcome.Error(RuntimeError("cancelled by its caller")))  # (who no longer waits for it)
+
+        def spawn() -> None:
+            assert self._nursery is not None
+            self._nursery.start_soon(run)
+
+        def cancel() -> None:
+            try:
+                token.run_sync_soon(scope.cancel)
+            except trio.RunFinishedError:
+                pass
+
+        try:
+            token.run_sync_soon(spawn)
+        except trio.RunFinishedError:
+            raise RuntimeError("the client is closed") from None
+        return cancel
 
     def close(self) -> None:
         """Stop the loop (flushing the store's writes) and wait for its thread."""

@@ -134,8 +134,10 @@ class Client:
              created_before: datetime | None = None, limit: int = 100, cursor: str | None = None) -> Page:
         """Instances matching every filter given, oldest first, a page of ``limit`` at a time.
 
-        Pass the page's ``next_cursor`` as ``cursor`` for the next page. Step
-        results are not included (``get()`` has them).
+        Pass the page's ``next_cursor`` as ``cursor`` for the next page: it
+        marks a place (creation time and id), so paging goes on even when the
+        instance it was taken from has since left the listing. Step results
+        are not included (``get()`` has them).
         """
         page: Page = self._portal.call(_list, self.store, workflow, status, queue, parent, created_after,
                                        created_before, limit, cursor)

@@ -116,13 +116,15 @@ def test_list_filters_and_pages(served: Path) -> None:
         for iid in ids:
             c.wait(iid, timeout=30)
         page = c.list(workflow="lined", limit=2)
-        assert [i.id for i in page.instances] == ids[:2] and page.next_cursor == ids[1]
+        assert [i.id for i in page.instances] == ids[:2] and page.next_cursor is not None
         page = c.list(workflow="lined", limit=2, cursor=page.next_cursor)
         assert [i.id for i in page.instances] == ids[2:4]
         last = c.list(workflow="lined", limit=2, cursor=page.next_cursor)
         assert [i.id for i in last.instances] == ids[4:] and last.next_cursor is None
         assert {i.id for i in c.list(queue="lines", status="completed", limit=100).instances} >= set(ids)
         assert c.list(queue="nowhere").instances == []
+        with pytest.raises(ValueError, match="not a cursor"):
+            c.list(cursor="line-1")
 
 
 def test_bad_input_is_refused_and_nothing_is_written(served: Path, tmp_path: Path) -> None:
@@ -237,3 +239,33 @@ def test_resume_requeues_an_instance_whose_engine_is_gone(tmp_path: Path) -> Non
     finally:
         if proc.poll() is None:
             _stop(proc)
+
+
+def test_many_pending_async_waits_hold_no_thread(served: Path) -> None:
+    """200 waits pending at once (more than any thread pool) do not hold up another call; cancelling them works."""
+    async def main() -> None:
+        async with AsyncClient(served) as c:
+            ids = [await c.start("waiter", f"p{n}") for n in range(5)]
+            async with anyio.create_task_group() as tg:
+                for n in range(200):
+                    tg.start_soon(c.wait, ids[n % 5])
+                with anyio.fail_after(30):  # liveness, not timing: it hangs if the waits hold threads
+                    assert (await c.get(ids[0])) is not None
+                    await c.signal(ids[0], "go", "now")
+                tg.cancel_scope.cancel()
+            assert (await c.wait(ids[0], timeout=30)).output == "p0: now"
+            for iid in ids[1:]:
+                await c.cancel(iid)
+
+    asyncio.run(main())
+
+
+def test_a_start_by_name_is_bound_to_the_workflow_in_the_worker(served: Path) -> None:
+    with Client(served) as c:
+        good = c.start("greet", name="kw")  # by keyword
+        assert c.wait(good, timeout=30).output == "** KW **"
+        assert c.get(good).input == {"name": "kw"}  # type: ignore[union-attr]  # bound to the signature
+        bad = c.start("greet", "a", "b")  # two arguments for one parameter: the client has no code to check
+        inst = c.wait(bad, timeout=30)
+        assert inst.status == InstanceStatus.FAILED and "arguments do not fit the workflow" in (inst.error or "")
+        assert inst.step_results == {}  # it never ran
