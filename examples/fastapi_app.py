@@ -43,8 +43,7 @@ from durable import AsyncClient, Retry, step, workflow
 # -- the workflow (what `durable worker examples/fastapi_app.py` finds) ----------------------------
 
 #: The queue the welcome e-mail job goes to; `durable worker` finds it here and records it in the store.
-#: Its limits hold for workflow instances started on it. They do not (yet) bound the external jobs on it:
-#: each worker runs at most --job-concurrency jobs at once (docs/clients-and-workers.md, "Limits").
+#: At most two e-mails are sent at once, across every worker on the store.
 emails = durable.Queue("emails", concurrency=2)
 
 
