@@ -47,6 +47,7 @@ from ._frontends.entry import workflow as workflow
 from .errors import ChildWorkflowFailed as ChildWorkflowFailed
 from .errors import Deduplicated as Deduplicated
 from .errors import DurableError as DurableError
+from .errors import EventsDropped as EventsDropped
 from .errors import GraphError as GraphError
 from .errors import IdConflict as IdConflict
 from .errors import InstanceNotFound as InstanceNotFound
@@ -82,6 +83,7 @@ __all__ = [
     "Engine",
     "Event",
     "EventBus",
+    "EventsDropped",
     "Graph",
     "GraphError",
     "IdConflict",

@@ -16,6 +16,7 @@ __all__ = [
     "ChildWorkflowFailed",
     "Deduplicated",
     "DurableError",
+    "EventsDropped",
     "GraphError",
     "IdConflict",
     "InstanceNotFound",
@@ -270,6 +271,16 @@ class Deduplicated(IdConflict):
     """
 
     existing_id: str | None = None  # (a class default: instances carry it only when it was given)
+
+
+class EventsDropped(DurableError):
+    """An event subscription fell further behind than its buffer and was dropped.
+
+    Read on from the store's event log, which keeps every event:
+    ``Client.events(instance_id, after=the last event's id)``.
+
+    .. versionadded:: 0.2.0
+    """
 
 
 class QueueNotFound(DurableError, LookupError):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from collections.abc import Set as AbstractSet
 from typing import Any, Literal, final, get_args
 
 import attrs
 import trio
+
+from ..errors import EventsDropped
 
 __all__ = ["EVENT_NAMES", "TERMINAL_EVENTS", "Event", "EventBus", "EventName", "Subscription"]
 
@@ -82,28 +83,39 @@ class Event:
 class Subscription:
     """An async iterator of events; ends after its instance's last event, or on :meth:`aclose`.
 
+    It holds at most ``max_buffer`` events its reader has not taken yet. A
+    reader that falls further behind is dropped: the events it already holds
+    are still delivered, then iterating raises :class:`EventsDropped`, and it
+    should read on from the store's event log (``Client.events(id,
+    after=...)``), which keeps every event.
+
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0 bounded by ``max_buffer``.
     """
 
-    def __init__(self, bus: EventBus, instance_id: str | None, names: frozenset[EventName] | None) -> None:
+    def __init__(self, bus: EventBus, instance_id: str | None, names: frozenset[EventName] | None,
+                 max_buffer: int = 10_000) -> None:
         self._bus = bus
         self.instance_id = instance_id
         self.names = names
-        self._send, self._receive = trio.open_memory_channel[Event](math.inf)
+        self.dropped = False  #: it fell more than ``max_buffer`` events behind and was dropped
+        self._send, self._receive = trio.open_memory_channel[Event](max_buffer)
 
     def _offer(self, event: Event) -> None:
-        if self.instance_id is not None and event.instance_id != self.instance_id:
-            return
         if self.names is None or event.name in self.names:
             try:
                 self._send.send_nowait(event)
+            except trio.WouldBlock:
+                self.dropped = True
+                self._close()
+                return
             except trio.ClosedResourceError:
                 return
         if self.instance_id is not None and event.name in TERMINAL_EVENTS:
             self._close()
 
     def _close(self) -> None:
-        self._bus._subscriptions.discard(self)
+        self._bus._forget(self)
         self._send.close()
 
     def __aiter__(self) -> Subscription:
@@ -113,6 +125,11 @@ class Subscription:
         try:
             return await self._receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
+            if self.dropped:
+                raise EventsDropped(
+                    "this subscription fell behind by more than its buffer and was dropped: read on from the "
+                    "store's event log (Client.events(instance_id, after=the last event's id))",
+                    instance_id=self.instance_id) from None
             raise StopAsyncIteration from None
 
     async def aclose(self) -> None:
@@ -136,7 +153,8 @@ class EventBus:
 
     def __init__(self) -> None:
         self._listeners: dict[str, list[Listener]] = {}
-        self._subscriptions: set[Subscription] = set()
+        self._subscriptions: set[Subscription] = set()  # of every instance
+        self._by_instance: dict[str, set[Subscription]] = {}  # of one instance: offered only its events
         self._nursery: trio.Nursery | None = None
         self._recorder: Callable[[Event], None] | None = None  # the engine's event log writer, while it runs
 
@@ -157,28 +175,52 @@ class EventBus:
 
         return off
 
-    def subscribe(self, instance_id: str | None = None, *,
-                  names: AbstractSet[EventName] | None = None) -> Subscription:
+    def subscribe(self, instance_id: str | None = None, *, names: AbstractSet[EventName] | None = None,
+                  max_buffer: int = 10_000) -> Subscription:
         """An async iterator of the events of one instance (or of all, with ``None``).
 
         It is registered at once, so no event emitted after this call is missed.
         For one instance it ends after ``workflow.completed`` / ``failed`` / ``cancelled``.
+        A reader more than ``max_buffer`` events behind is dropped
+        (:class:`~durable.EventsDropped`, see :class:`Subscription`).
+        An event costs nothing for the subscriptions of other instances.
         """
-        sub = Subscription(self, instance_id, frozenset(names) if names is not None else None)
-        self._subscriptions.add(sub)
+        if type(max_buffer) is not int or max_buffer < 1:
+            raise ValueError(f"max_buffer must be a positive int, got {max_buffer!r}")
+        sub = Subscription(self, instance_id, frozenset(names) if names is not None else None, max_buffer)
+        if instance_id is None:
+            self._subscriptions.add(sub)
+        else:
+            self._by_instance.setdefault(instance_id, set()).add(sub)
         return sub
+
+    def _forget(self, sub: Subscription) -> None:
+        if sub.instance_id is None:
+            self._subscriptions.discard(sub)
+            return
+        subs = self._by_instance.get(sub.instance_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._by_instance[sub.instance_id]
 
     @property
     def active(self) -> bool:
         """Whether anyone listens: the engine skips building events nobody receives."""
-        return self._recorder is not None or bool(self._subscriptions) or any(self._listeners.values())
+        return (self._recorder is not None or bool(self._subscriptions) or bool(self._by_instance)
+                or any(self._listeners.values()))
 
     def emit(self, event: Event) -> None:
         """Deliver ``event`` (called by the engine)."""
         if self._recorder is not None:
             self._recorder(event)
-        for sub in list(self._subscriptions):
-            sub._offer(event)
+        if self._subscriptions:
+            for sub in list(self._subscriptions):
+                sub._offer(event)
+        mine = self._by_instance.get(event.instance_id)
+        if mine:
+            for sub in list(mine):
+                sub._offer(event)
         for key in (event.name, "*"):
             for fn in list(self._listeners.get(key, ())):
                 self._call(fn, event)
@@ -213,5 +255,5 @@ class EventBus:
             log.exception("event listener %r raised on %s for instance %s", fn, event.name, event.instance_id)
 
     def _close_all(self) -> None:
-        for sub in list(self._subscriptions):
+        for sub in [*self._subscriptions, *(s for subs in self._by_instance.values() for s in subs)]:
             sub._close()

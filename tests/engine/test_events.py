@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from durable import Engine, Event, Retry, When, workflow
-from durable._engine.events import EVENT_NAMES
+from durable._engine.events import EVENT_NAMES, EventBus
 
 
 def _order_graph() -> Any:
@@ -170,3 +170,46 @@ async def test_progress_moves_through_a_loop_and_says_the_total_is_unknown(engin
     assert len(progress) == 13 and progress[-1] == 100
     assert all(a is not None and b is not None and a < b for a, b in zip(progress, progress[1:])), progress
     assert all(e.total_steps is None for e in seen[:-1])
+
+
+async def test_a_reader_that_falls_behind_is_dropped_not_buffered_without_bound() -> None:
+    from durable import EventsDropped
+    from durable._engine.events import Event as Ev
+
+    bus = EventBus()
+    slow = bus.subscribe("i-1", max_buffer=3)
+    other = bus.subscribe("i-2", max_buffer=3)
+    for n in range(5):
+        bus.emit(Ev(name="workflow.progress", instance_id="i-1", workflow_name="w", progress=n))
+    assert slow.dropped and not other.dropped and "i-1" not in bus._by_instance  # forgotten at once
+    got = [e.progress async for e in _until_dropped(slow)]
+    assert got == [0, 1, 2]  # what it held is still delivered, then EventsDropped
+    with pytest.raises(EventsDropped, match="read on from the store's event log"):
+        await slow.__anext__()
+    with pytest.raises(ValueError):
+        bus.subscribe(max_buffer=0)
+    await other.aclose()
+    assert bus._by_instance == {} and not bus.active
+
+
+async def _until_dropped(sub: Any) -> Any:
+    from durable import EventsDropped
+
+    while True:
+        try:
+            yield await sub.__anext__()
+        except EventsDropped:
+            return
+
+
+async def test_events_of_one_instance_are_not_offered_to_another_s_subscriptions() -> None:
+    from durable._engine.events import Event as Ev
+
+    bus = EventBus()
+    subs = [bus.subscribe(f"i-{n}") for n in range(100)]
+    offered: list[str] = []
+    for sub in subs:
+        original = sub._offer
+        sub._offer = lambda event, original=original, sub=sub: (offered.append(sub.instance_id), original(event))  # type: ignore[method-assign]
+    bus.emit(Ev(name="workflow.progress", instance_id="i-7", workflow_name="w", progress=1))
+    assert offered == ["i-7"]

@@ -17,7 +17,7 @@ EXPECTED = {
     "Subscription", "TaskState", "When", "WorkflowCancelled", "WorkflowFunction", "WorkflowInstance",
     "WorkflowNotFound", "WorkflowTimeout", "__version__", "current_step", "map_", "parallel", "sleep", "sleep_until", "step", "wait_for_signal", "workflow",
     "deprecate_patch", "patched",  # 0.2.0; now(), random() and uuid4() are attributes only (see __init__)
-    "Queue", "QueueNotFound", "Deduplicated", "Client", "AsyncClient",  # 0.2.0: clients and queues
+    "Queue", "QueueNotFound", "Deduplicated", "Client", "AsyncClient", "EventsDropped",  # 0.2.0: clients and queues
 }
 
 
