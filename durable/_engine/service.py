@@ -180,12 +180,19 @@ class WorkflowService:
         """
         driver = self._driver
         driver.nursery  # fail early, with a clear message, outside 'async with'
-        candidates: list[str] = []
+        return await driver.take_over([inst.id for inst in await self.orphans()], limit)
+
+    async def orphans(self) -> list[WorkflowInstance]:
+        """The unfinished instances of registered workflows that no live engine runs (what ``resume()`` takes
+        over), oldest first; not those waiting in a queue (workers claim those under the queue's limits)."""
+        driver = self._driver
+        found: list[WorkflowInstance] = []
         for inst in await driver.store.get_running_instances(steps=False):
             if inst.id in driver.runs:
                 continue
+            holder = await driver.store.get_lease(inst.id)
             if inst.status == InstanceStatus.PENDING and inst.queue is not None and inst.started_at is None \
-                    and await driver.store.get_lease(inst.id) is None:
+                    and holder is None:
                 continue  # waiting in its queue, for a worker's claim (not a take-over)
             if inst.workflow_name not in driver.definitions:
                 if inst.id not in self._unregistered:  # once per instance: workers call resume() in a loop
@@ -193,11 +200,10 @@ class WorkflowService:
                     log.warning("not resuming instance %s: workflow %r is not registered",
                                 inst.id, inst.workflow_name)
                 continue
-            holder = await driver.store.get_lease(inst.id)
             if holder is not None and holder.id != driver.owner_id and holder.is_alive():
                 continue  # another live engine runs it: no write (claim) for it
-            candidates.append(inst.id)
-        return await driver.take_over(candidates, limit)
+            found.append(inst)
+        return found
 
     # -- signals -----------------------------------------------------------
 

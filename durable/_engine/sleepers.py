@@ -31,6 +31,7 @@ class _Sleeper:
 
     signal: str | None = None
     event: trio.Event | None = None
+    queue: str | None = None  # its instance's queue (what a worker's caps count)
 
 
 class Sleepers:
@@ -43,11 +44,15 @@ class Sleepers:
         self._nursery = nursery  # the engine's, while it runs
         self._continue = continue_instance
         self.closed = False  # the engine is exiting: wake nothing more
+        #: a worker's caps (serve(concurrency=), worker_concurrency): whether an instance of that queue may
+        #: start running here now; a wake-up it refuses waits (in order) for retry_deferred()
+        self.gate: Callable[[str | None], bool] | None = None
         self._reset()
 
     def _reset(self) -> None:
         self._suspended: dict[str, _Sleeper] = {}
         self._waking: dict[str, _Sleeper] = {}  # being continued right now
+        self._deferred: list[str] = []  # due, but refused by the gate: woken as slots free up
         self._timers = Timers(self.wake)
         self.signals = SignalHub()
 
@@ -69,7 +74,7 @@ class Sleepers:
         if self.closed:
             return
         times = [t for t in (run.wake_at, run.instance.deadline) if t is not None]
-        self._suspended[run.id] = _Sleeper(signal=run.wake_signal)
+        self._suspended[run.id] = _Sleeper(signal=run.wake_signal, queue=run.instance.queue)
         if times:
             delay = max(0.0, (min(times) - self._now()).total_seconds())
             self._timers.add(self._nursery(), trio.current_time() + delay, run.id)
@@ -78,13 +83,33 @@ class Sleepers:
             # A signal queued between the wait's last look and now must not be missed.
             self._nursery().start_soon(self._wake_if_signalled, run.id, run.wake_signal)
 
+    def waking_queues(self) -> list[str | None]:
+        """The queues of the instances being continued from a suspension right now."""
+        return [s.queue for s in self._waking.values()]
+
     def wake(self, instance_id: str) -> None:
-        """Continue a suspended instance now (its timer fired, or its signal came)."""
-        sleeper = self._suspended.pop(instance_id, None)
+        """Continue a suspended instance now (its timer fired, or its signal came), if the gate lets it start."""
+        sleeper = self._suspended.get(instance_id)
         if sleeper is None or self.closed:
             return  # cancelled meanwhile, or already being continued
+        if self.gate is not None and not self.gate(sleeper.queue):
+            if instance_id not in self._deferred:
+                self._deferred.append(instance_id)  # continued by retry_deferred() once a slot frees
+            return
+        del self._suspended[instance_id]
         self._waking[instance_id] = sleeper
         self._nursery().start_soon(self._wake_up, instance_id, sleeper)
+
+    def retry_deferred(self) -> None:
+        """Wake the instances the gate refused, oldest first, while it lets them start."""
+        while self._deferred and not self.closed:
+            instance_id = self._deferred[0]
+            sleeper = self._suspended.get(instance_id)
+            if sleeper is not None and self.gate is not None and not self.gate(sleeper.queue):
+                return
+            self._deferred.pop(0)
+            if sleeper is not None:
+                self.wake(instance_id)
 
     def wake_for(self, instance_id: str, signal: str) -> None:
         """Signal ``signal`` was sent to the instance: wake it if it waits for that one."""

@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import attrs
 import trio
 
 from .._graph.context import StepInfo, step_info_var
@@ -78,34 +79,53 @@ class _Serving:
         self.job_concurrency = job_concurrency
         self.jobs_running = 0
         self.jobs_by_queue: dict[str, int] = {}
+        self.limits: dict[str, Queue] = {}  # the queues' limits, as stored when last read
         self.changed = trio.Event()
 
     def poke(self) -> None:
         """Something may have changed: look again."""
         self.changed.set()
 
+    def _loaded(self) -> list[str | None]:
+        """The queue of each instance running here, or being continued from a suspension."""
+        driver = self.engine._driver
+        return [r.instance.queue for r in driver.runs.values()] + driver.sleepers.waking_queues()
+
     def free_slots(self) -> int | None:
+        """How many more instances may run here (``serve(concurrency=)``); ``None``: no cap."""
         if self.concurrency is None:
             return None
-        return max(0, self.concurrency - len(self.engine._driver.runs))
+        return max(0, self.concurrency - len(self._loaded()))
 
-    def served(self, limits: dict[str, Queue]) -> list[tuple[str, int | None]]:
+    def queue_slots(self, name: str | None, loaded: list[str | None]) -> int | None:
+        """How many more of queue ``name``'s instances may run here (its ``worker_concurrency``, as stored)."""
+        queue = self.limits.get(name) if name is not None else None
+        if queue is None or queue.worker_concurrency is None:
+            return None
+        return max(0, queue.worker_concurrency - loaded.count(name))
+
+    def may_start(self, name: str | None) -> bool:
+        """Whether one more instance of queue ``name`` may start running here now (the wake-up gate)."""
+        loaded = self._loaded()
+        if self.concurrency is not None and len(loaded) >= self.concurrency:
+            return False
+        slots = self.queue_slots(name, loaded)
+        return slots is None or slots > 0
+
+    def served(self) -> list[tuple[str, int | None]]:
         """Each queue with this worker's free slots for its instances (its ``worker_concurrency``, as stored)."""
-        runs = self.engine._driver.runs.values()
-        out: list[tuple[str, int | None]] = []
-        for name in self.queues:
-            queue = limits.get(name)
-            if queue is not None and queue.worker_concurrency is not None:
-                here = sum(1 for r in runs if r.instance.queue == name)
-                out.append((name, max(0, queue.worker_concurrency - here)))
-            else:
-                out.append((name, None))
-        return out
+        loaded = self._loaded()
+        return [(name, self.queue_slots(name, loaded)) for name in self.queues]
 
-    def job_slots(self, limits: dict[str, Queue]) -> dict[str, int]:
+    def job_slots(self) -> dict[str, int]:
         """This worker's free slots for the jobs of each queue with a ``worker_concurrency``."""
         return {name: max(0, q.worker_concurrency - self.jobs_by_queue.get(name, 0))
-                for name in self.queues if (q := limits.get(name)) is not None and q.worker_concurrency is not None}
+                for name in self.queues if (q := self.limits.get(name)) is not None and q.worker_concurrency is not None}
+
+    def run_ended(self) -> None:
+        """A run here ended: suspended instances the caps held back may wake; look for new work."""
+        self.engine._driver.sleepers.retry_deferred()
+        self.poke()
 
 
 def _announce(engine: Engine, what: str, instance_id: str) -> None:
@@ -127,7 +147,8 @@ async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: in
     await store.register_worker(engine.owner, engine.workflows.names() if workflows else [],
                                 names if workflows else [], names if jobs else [], own)
     previous = driver.on_run_end
-    driver.on_run_end = state.poke
+    driver.on_run_end = state.run_ended
+    driver.sleepers.gate = state.may_start  # a wake-up waits for a free slot (and so does a take-over)
     engine._work_listeners.append(state.poke)
     poll = engine.poll_interval
     last_orphans = -math.inf
@@ -137,27 +158,23 @@ async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: in
             while True:
                 state.changed = trio.Event()
                 due: datetime | None = None
-                limits = await store.get_queues()  # every worker reads the limits as stored
+                state.limits = await store.get_queues()  # every worker reads the limits as stored
+                driver.sleepers.retry_deferred()
                 if workflows:
                     free = state.free_slots()
                     if free is None or free > 0:
                         wanted = frozenset(engine.workflows.names())
-                        ids, due = await store.claim_queued(engine.owner, state.served(limits), wanted, free,
-                                                            engine.now())
+                        ids, due = await store.claim_queued(engine.owner, state.served(), wanted, free, engine.now())
                         for instance_id in ids:
                             if await driver.continue_instance(instance_id):
                                 _announce(engine, "running", instance_id)
                     if trio.current_time() - last_orphans >= poll:
                         last_orphans = trio.current_time()
-                        free = state.free_slots()
-                        if free is None or free > 0:
-                            take = free if orphan_limit is None else min(free or orphan_limit, orphan_limit)
-                            for instance_id in await engine.workflows.resume(limit=take):
-                                _announce(engine, "running", instance_id)
+                        await _take_over_orphans(engine, state, orphan_limit)
                 if jobs:
                     room = job_concurrency - state.jobs_running
                     if room > 0:
-                        for job in await store.claim_jobs(engine.owner, names, room, free=state.job_slots(limits),
+                        for job in await store.claim_jobs(engine.owner, names, room, free=state.job_slots(),
                                                           now=engine.now()):
                             state.jobs_running += 1
                             state.jobs_by_queue[job.queue] = state.jobs_by_queue.get(job.queue, 0) + 1
@@ -171,6 +188,22 @@ async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: in
     finally:
         engine._work_listeners.remove(state.poke)
         driver.on_run_end = previous
+        driver.sleepers.gate = None
+        driver.sleepers.retry_deferred()
+
+
+async def _take_over_orphans(engine: Engine, state: _Serving, limit: int | None) -> None:
+    """Take over the instances of dead engines, one at a time, while this worker's caps allow (at most
+    ``limit`` per look)."""
+    taken = 0
+    for inst in await engine.workflows.orphans():
+        if limit is not None and taken >= limit:
+            return
+        if not state.may_start(inst.queue):
+            continue
+        for instance_id in await engine._driver.take_over([inst.id], 1):
+            taken += 1
+            _announce(engine, "running", instance_id)
 
 
 def _default_queues(engine: Engine) -> list[str]:
@@ -193,25 +226,44 @@ def _default_queues(engine: Engine) -> list[str]:
 
 async def _run_job(engine: Engine, job: JobRecord, state: _Serving) -> None:
     try:
-        outcome = await _attempts(engine, job)
         try:
-            done = await engine.store.finish_job(job, engine.owner.id, outcome)
-        except SerializationError as exc:
-            err = SerializationError(f"cannot store the result of job {job.step_name!r}: {exc.message}",
-                                     workflow=job.workflow_name, instance_id=job.instance_id, step=job.step_key)
-            done = await engine.store.finish_job(job, engine.owner.id, ("error", err, error_text(err), outcome[3]))
-        if done:
-            engine._driver.sleepers.signalled(job.instance_id)  # its workflow may wait in this very engine
-        else:
-            log.warning("job %s of instance %s: its result was not recorded: the job was taken over by another "
-                        "worker, or its instance ended", job.step_key, job.instance_id)
-    except Exception:
-        log.exception("job %s of instance %s: could not record its outcome (it will run again when claimed)",
-                      job.step_key, job.instance_id)
+            outcome = await _attempts(engine, job)
+        except _Lost:
+            log.warning("job %s of instance %s: stopped: another worker took it over (this one looked gone), or "
+                        "its instance ended", job.step_key, job.instance_id)
+            return
+        await _deliver(engine, job, outcome)
     finally:
         state.jobs_running -= 1
         state.jobs_by_queue[job.queue] -= 1
         state.poke()
+
+
+async def _deliver(engine: Engine, job: JobRecord, outcome: tuple[str, Any, str | None, int]) -> None:
+    """Record the job's outcome (and wake its workflow); a failing store is retried with backoff while this
+    worker runs: the job is held by it, so no other worker would run it meanwhile."""
+    delay = 0.05
+    while True:
+        try:
+            try:
+                done = await engine.store.finish_job(job, engine.owner.id, outcome)
+            except SerializationError as exc:
+                err = SerializationError(f"cannot store the result of job {job.step_name!r}: {exc.message}",
+                                         workflow=job.workflow_name, instance_id=job.instance_id, step=job.step_key)
+                outcome = ("error", err, error_text(err), outcome[3])
+                continue
+        except Exception:
+            log.exception("job %s of instance %s: could not record its outcome; trying again in %g s",
+                          job.step_key, job.instance_id, delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            continue
+        break
+    if done:
+        engine._driver.sleepers.signalled(job.instance_id)  # its workflow may wait in this very engine
+    else:
+        log.warning("job %s of instance %s: its result was not recorded: the job was taken over by another "
+                    "worker, or its instance ended", job.step_key, job.instance_id)
 
 
 def _emit(engine: Engine, job: JobRecord, name: Any, **fields: Any) -> None:
@@ -229,7 +281,11 @@ async def _attempts(engine: Engine, job: JobRecord) -> tuple[str, Any, str | Non
     except Exception as exc:
         return ("error", _portable(exc), error_text(exc), 0)
     policy = job.retry
-    attempt = 0
+    attempt = job.attempts  # those that failed before a crash count (a cut-off one runs again as itself)
+    if job.retry_at is not None:
+        remaining = (job.retry_at - engine.now()).total_seconds()
+        if remaining > 0:
+            await trio.sleep(remaining)  # the backoff a crashed worker was waiting out: only what is left
     while True:
         attempt += 1
         _emit(engine, job, "workflow.step.started", current_step=job.step_name, attempt=attempt)
@@ -249,12 +305,25 @@ async def _attempts(engine: Engine, job: JobRecord) -> tuple[str, Any, str | Non
                 delay = policy.delay(attempt)
                 _emit(engine, job, "workflow.step.retry", attempt=attempt, max_attempts=policy.attempts,
                       delay=delay, error=error_text(exc))
+                job = attrs.evolve(job, attempts=attempt, retry_at=engine.now() + timedelta(seconds=delay))
+                try:
+                    held = await engine.store.note_job_attempts(job, engine.owner.id)
+                except Exception:
+                    log.exception("job %s of instance %s: could not record its attempts (a crash now would give "
+                                  "it them again)", job.step_key, job.instance_id)
+                    held = True
+                if not held:
+                    raise _Lost() from None  # taken over (this worker looked gone) or its instance ended
                 await trio.sleep(delay)
                 continue
             return ("error", _portable(exc), error_text(exc), attempt)
         finally:
             step_info_var.reset(token)
         return ("ok", result, None, attempt)
+
+
+class _Lost(Exception):
+    """This worker holds the job no more: stop running it, record nothing."""
 
 
 def _portable(exc: BaseException) -> BaseException:

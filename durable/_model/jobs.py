@@ -48,6 +48,9 @@ class JobRecord:
         retry: the step's retry policy (the worker retries).
         timeout: seconds allowed per attempt.
         enqueued_at: when the workflow queued it.
+        attempts: attempts that failed so far (recorded before each retry, so a
+            worker that takes the job over after a crash goes on counting).
+        retry_at: when the next attempt is due (a retry waiting out its backoff).
     """
 
     instance_id: str
@@ -61,6 +64,8 @@ class JobRecord:
     retry: Retry = Retry()
     timeout: float | None = None
     enqueued_at: datetime | None = None
+    attempts: int = 0
+    retry_at: datetime | None = None
 
     @property
     def target_name(self) -> str:

@@ -271,6 +271,11 @@ class Store(Protocol):
         with its instances), and at most ``free[queue]`` of a queue (this worker's slots)."""
         ...
 
+    async def note_job_attempts(self, job: JobRecord, owner_id: str) -> bool:
+        """Durably record a held job's ``attempts`` and ``retry_at`` (before a retry waits out its backoff);
+        ``False`` (nothing written) if ``owner_id`` holds it no more."""
+        ...
+
     async def finish_job(self, job: JobRecord, owner_id: str, outcome: Any) -> bool:
         """In one durable write: remove the job ``owner_id`` holds and queue ``outcome`` as its instance's
         signal ``job_signal(job.step_key)``. ``False`` (nothing written) if that owner holds it no more."""

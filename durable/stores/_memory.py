@@ -516,16 +516,24 @@ class MemoryStore:
                 alive[holder] = record_alive(self._owners.get(holder))
             if not alive[holder]:
                 stale.append((key, queue))
-        for key, queue in stale[:limit]:
+        slots = dict(free or {})
+        reclaimed: dict[str, int] = {}
+        for key, queue in stale:
+            room = slots.get(queue)
+            if len(out) >= limit or (room is not None and reclaimed.get(queue, 0) >= room):
+                continue  # this worker has no slot for it: another worker (or a later look) takes it
             data = self._jobs.get(key)
             if data is None:
                 self._jobheld.pop(key, None)
                 continue
             self._jobheld[key] = (me, queue)
             out.append((key, data))
+            reclaimed[queue] = reclaimed.get(queue, 0) + 1
         for q in queue_names:
+            room = slots.get(q)
             adm = admit(self._queue(q), in_flight=lambda: held.get(q, 0), starts=self._qstate.get(q, []),
-                        now_us=now_us, free=(free or {}).get(q), remaining=limit - len(out))
+                        now_us=now_us, free=room - reclaimed.get(q, 0) if room is not None else None,
+                        remaining=limit - len(out))
             waiting = self._jobq.get(q, {})
             started = 0
             for seq in sorted(waiting)[:adm.allowed]:
@@ -538,6 +546,15 @@ class MemoryStore:
                 started += 1
             self._save_starts(q, adm, started, now_us, lambda _: None)
         return [decode_job(data, f"memory:jobs/{key!r}") for key, data in out]
+
+    async def note_job_attempts(self, job: JobRecord, owner_id: str) -> bool:
+        """Record a held job's ``attempts`` and ``retry_at``; ``False`` if ``owner_id`` holds it no more."""
+        key = step_key_bytes(job.instance_id, job.step_key)
+        held = self._jobheld.get(key)
+        if held is None or held[0] != owner_id or key not in self._jobs:
+            return False
+        self._jobs[key] = encode_job(job)
+        return True
 
     async def finish_job(self, job: JobRecord, owner_id: str, outcome: Any) -> bool:
         """Remove a job this owner holds and queue ``outcome`` as its instance's job signal, together.

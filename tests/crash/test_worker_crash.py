@@ -247,8 +247,6 @@ def test_a_worker_killing_itself_at_a_durable_moment(rig: Rig, kind: str, step: 
             assert runs(after, iid, "ext") == [b.pid]
 
 
-@pytest.mark.xfail(strict=True, reason="durable bug: taking over a dead worker's instances ignores the queue's "
-                   "worker_concurrency (worker.serve() caps resume() by serve(concurrency=) only)")
 def test_worker_concurrency_holds_when_a_worker_takes_over(rig: Rig) -> None:
     """Queue ``w1`` allows one instance per worker. Worker A runs X; A is killed; worker B claims Y from the
     queue, then takes X over: two of w1's instances run at once in B."""
@@ -274,8 +272,6 @@ def test_worker_concurrency_holds_when_a_worker_takes_over(rig: Rig) -> None:
     assert most[("w1", b.pid)] <= 1, f"worker B ran {most[('w1', b.pid)]} of w1's instances at once"
 
 
-@pytest.mark.xfail(strict=True, reason="durable bug: an external job's attempts restart at 1 in the worker that "
-                   "takes it over, so a crash gives the job a fresh retry budget")
 def test_an_external_jobs_retries_survive_a_worker_kill(rig: Rig) -> None:
     """``ext_fail`` always fails, with max_attempts=3. Its worker is killed after attempt 2 began; the next
     worker should go on from there (attempt 2 again at most, then 3), not start over at attempt 1."""

@@ -38,3 +38,36 @@ def test_p1_reports_a_wake_up_that_came_before_every_workflow_slept() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     row = next(line for line in done.stdout.splitlines() if "workflows not yet asleep at the first wake-up" in line)
     assert int(row.split("|")[3].strip().replace(",", "")) > 0
+
+
+def test_the_clients_benchmark_runs_quick_and_prints_every_figure() -> None:
+    """benchmarks/clients.py --quick (a Client and `durable worker` processes on one LMDB store) runs to the
+    end, stops its workers, and prints each figure's label: starts and their floor, pick-up, drain, external
+    jobs, event streams, idle worker. Figures are not judged here (PASS or MISS are both fine)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "clients.py"), "--quick"],
+        capture_output=True, text=True, timeout=180, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for label in [
+        "floor: synced one-put LMDB commits/s:",
+        "starts/s, 1 thread, sequential:",
+        "starts/s, 64 threads sharing one Client:",
+        "starts/s, AsyncClient, 64 asyncio tasks:",
+        "pick-up, start() return -> step body, median ms:",
+        "pick-up, p99 ms:",
+        "drain, 1 worker, instances/s (3 steps each):",
+        "drain, 2 workers, instances/s:",
+        "in-process step, ms per step (median gap):",
+        "external step, same worker, ms per step:",
+        "external step's added cost, same worker, ms:",
+        "event streams, AsyncClient tasks: RSS growth, MB:",
+        "event streams, AsyncClient tasks: KB per stream:",
+        "idle worker CPU, % of a core:",
+    ]:
+        assert label in done.stdout, f"{label!r} missing:\n{done.stdout}"
+    for target in ("pick-up, start() return -> step body, median ms:", "pick-up, p99 ms:",
+                   "idle worker CPU, % of a core:"):
+        line = next(x for x in done.stdout.splitlines() if x.startswith(target))
+        assert "PASS" in line or "MISS" in line, line
+    assert "| figure" in done.stdout  # the closing table

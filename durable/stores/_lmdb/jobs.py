@@ -21,7 +21,7 @@ from .queues import get_queue, load_starts, save_starts
 from .env import Tables, next_seq
 from .leases import owner_in
 
-__all__ = ["claim", "delete_for", "enqueue", "finish", "waiting"]
+__all__ = ["claim", "delete_for", "enqueue", "finish", "note_attempts", "waiting"]
 
 
 def enqueue(txn: lmdb.Transaction, t: Tables, job_key: bytes, queue: bytes, data: bytes,
@@ -60,17 +60,24 @@ def claim(txn: lmdb.Transaction, t: Tables, owner: Owner, served: list[tuple[str
             alive[holder] = record_alive(owner_in(txn, t, holder.decode()))
         if not alive[holder]:
             stale.append((bytes(k), queue))
-    for job_key, queue in stale[:limit]:
+    slots = {q.encode(): free for q, free in served}
+    reclaimed: dict[bytes, int] = {}
+    for job_key, queue in stale:
+        free = slots.get(queue)
+        if len(out) >= limit or (free is not None and reclaimed.get(queue, 0) >= free):
+            continue  # this worker has no slot for it: another worker (or a later look) takes it
         data = txn.get(job_key, db=t.jobs)
         if data is None:
             txn.delete(job_key, db=t.jobheld)
             continue
         txn.put(job_key, me + b"\0" + queue, db=t.jobheld)
         out.append((job_key, bytes(data)))
+        reclaimed[queue] = reclaimed.get(queue, 0) + 1
     for q, free in served:
         qb = q.encode()
         adm = admit(get_queue(txn, t, q), in_flight=lambda: held.get(qb, 0), starts=load_starts(txn, t, q),
-                    now_us=now_us, free=free, remaining=limit - len(out))
+                    now_us=now_us, free=free - reclaimed.get(qb, 0) if free is not None else None,
+                    remaining=limit - len(out))
         if adm.allowed <= 0:
             continue
         prefix = qb + b"\0"
@@ -92,6 +99,15 @@ def claim(txn: lmdb.Transaction, t: Tables, owner: Owner, served: list[tuple[str
             started += 1
         save_starts(txn, t, q, adm, started, now_us, lambda _: None)
     return out
+
+
+def note_attempts(txn: lmdb.Transaction, t: Tables, job_key: bytes, owner_id: bytes, data: bytes) -> bool:
+    """Replace the record of a job this owner holds (its attempts so far); ``False`` if it holds it no more."""
+    held = txn.get(job_key, db=t.jobheld)
+    if held is None or bytes(held).partition(b"\0")[0] != owner_id or txn.get(job_key, db=t.jobs) is None:
+        return False
+    txn.put(job_key, data, db=t.jobs)
+    return True
 
 
 def finish(txn: lmdb.Transaction, t: Tables, job_key: bytes, owner_id: bytes, signal_prefix: bytes,

@@ -396,6 +396,13 @@ class LMDBStore:
         found = await self._env.write(jobs.claim, True, None, args)
         return [decode_job(data, f"{self.path}:jobs/{key!r}", self.path) for key, data in found]
 
+    async def note_job_attempts(self, job: JobRecord, owner_id: str) -> bool:
+        """Durably record a held job's ``attempts`` and ``retry_at``; ``False`` if ``owner_id`` holds it no more."""
+        data = encode_job(job)
+        args = (self._tables, step_key_bytes(job.instance_id, job.step_key), owner_id.encode(), data)
+        done: bool = await self._env.write(jobs.note_attempts, True, None, args)
+        return done
+
     async def finish_job(self, job: JobRecord, owner_id: str, outcome: Any) -> bool:
         """Remove a job this owner holds and deliver ``outcome`` to its instance, in one durable write.
 
