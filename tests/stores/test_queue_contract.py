@@ -16,7 +16,9 @@ import attrs
 import pytest
 import trio
 
-from durable import InstanceStatus, Store, WorkflowInstance
+from pathlib import Path
+
+from durable import InstanceStatus, LMDBStore, StepResult, StepStatus, Store, WorkflowInstance
 from durable._model.eventlog import decode_event, encode_event
 from durable._model.jobs import JobRecord, job_signal
 from durable._model.queues import Queue
@@ -370,3 +372,23 @@ async def test_workers_register_what_they_serve(s: Store, a: Owner, b: Owner) ->
     await s.register_worker(b, ["w4"], ["r"], [])  # the last registration wins
     assert await s.servers() == {b.id: {"workflows": ["w4"], "queues": ["r"], "jobs": []}}
     assert await s.known_workflows() == ["w1", "w2", "w3", "w4"]
+
+
+async def test_events_survive_a_transaction_run_again_as_the_map_grows(tmp_path: Path) -> None:
+    """A drain of buffered events in a batch that is run again (the map was full) writes them, once."""
+    from durable._model.eventlog import encode_event
+
+    store = LMDBStore(tmp_path / "s", map_size=1 << 20)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            await store.create_instance(make_instance("i1"))
+            for n in range(60):
+                store.append_event("i1", encode_event("workflow.progress", "i1", "wf", {"progress": n}))
+                await store.put_step("i1", StepResult(step_name=f"s{n}", status=StepStatus.COMPLETED, key=f"s{n}",
+                                                      output=b"x" * 200_000))
+            got = await store.read_events("i1", 0, 1000)
+            assert [decode_event(d)[3]["progress"] for _, d in got] == list(range(60))
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()

@@ -15,6 +15,7 @@ size another process set is adopted.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar, final
@@ -200,7 +201,20 @@ class LMDBEnv:
     # -- writing -------------------------------------------------------------------
 
     def run_batch(self, batch: list[WriteRequest]) -> None:
-        """Run every write of ``batch`` in one transaction and commit it (writer thread)."""
+        """Run every write of ``batch`` in one transaction and commit it (writer thread), then hand its notes to
+        ``on_commit`` (outside the transaction's error handling: a failing hook never makes a committed batch
+        run again)."""
+        if self._run_batch(batch):
+            hook = self.on_commit
+            notes = [r.note for r in batch if r.note is not None and r.error is None]
+            if hook is not None and notes:
+                try:
+                    hook(notes)
+                except Exception:  # pragma: no cover - a wake-up is best effort
+                    logging.getLogger("durable.store").exception("wake-ups after a commit failed")
+
+    def _run_batch(self, batch: list[WriteRequest]) -> bool:
+        """Run and commit ``batch``; whether it committed (a split batch notifies its parts itself)."""
         while True:
             resize: int | None = None
             split = False
@@ -216,11 +230,6 @@ class LMDBEnv:
                             if i not in skip:
                                 r.result = r.fn(txn, *r.args)
                         txn.commit()
-                        if self.on_commit is not None:
-                            notes = [r.note for r in batch if r.note is not None and r.error is None]
-                            if notes:
-                                self.on_commit(notes)
-                        return
                     except lmdb.MapFullError:
                         txn.abort()
                         resize = self.env.info()["map_size"] * 2
@@ -235,14 +244,16 @@ class LMDBEnv:
                             )
                             for r in batch:
                                 r.error = err
-                            return
+                            return False
+                    else:
+                        return True
             if split:
                 # One failing write (a big checkpoint on a nearly full disk) must not
                 # fail the others that happened to share its transaction: retry each alone.
                 for r in batch:
                     r.result = None
                     self.run_batch([r])
-                return
+                return False
             assert resize is not None  # every other way out of the block returned
             self.resize(resize)
 

@@ -91,7 +91,7 @@ class LMDBStore:
         self._waker = Waker(self._env.path)
         self._events: list[tuple[bytes, bytes]] = []  # appended, not yet drained by the writer
         self._events_lock = threading.Lock()
-        self._drained: list[bytes] = []  # (writer thread) instance keys of events in the batch being committed
+        self._drained: list[list[list[tuple[bytes, bytes]]]] = []  # (writer thread) drains not yet notified
         self._env.on_commit = self._notify
         self._owner_cache: tuple[Owner, bytes, bytes] | None = None  # see _owner_record
 
@@ -354,16 +354,24 @@ class LMDBStore:
             self._events.append((instance_id.encode(), data))
             if len(self._events) > 1:
                 return  # a drain is queued already
-        self._env.write_later(self._drain_events, None, (), b"events*")
+        self._env.write_later(self._drain_events, None, ([],), b"events*")
 
-    def _drain_events(self, txn: Any) -> None:
-        """(Writer thread) append the buffered events; note their instances for the wake-ups after the commit."""
+    def _drain_events(self, txn: Any, holder: list[list[tuple[bytes, bytes]]]) -> None:
+        """(Writer thread) append the buffered events; note their instances for the wake-ups after the commit.
+
+        ``holder`` is this drain's own: the buffer is taken into it once, so a
+        transaction run again (the map grew, a batch split) writes the same
+        events again, not nothing.
+        """
         def take() -> list[tuple[bytes, bytes]]:
-            with self._events_lock:
-                taken, self._events = self._events, []
-            return taken
+            if not holder:
+                with self._events_lock:
+                    taken, self._events = self._events, []
+                holder.append(taken)
+                self._drained.append(holder)
+            return holder[0]
 
-        self._drained.extend(eventlog.append_many(txn, self._tables, take))
+        eventlog.append_many(txn, self._tables, take)
 
     async def read_events(self, instance_id: str, after: int = 0, limit: int = 100) -> list[tuple[int, bytes]]:
         """Up to ``limit`` of the instance's stored events with an id over ``after``: ``(id, data)``."""
@@ -431,7 +439,7 @@ class LMDBStore:
         if b"events*" in notes:
             drained, self._drained = self._drained, []
             if self._waker.listens("events"):
-                notes = notes + [b"events " + key for key in drained]
+                notes = notes + [b"events " + key for holder in drained for key, _ in holder[0]]
         for note in notes:
             if note == b"events*":
                 continue
