@@ -137,9 +137,10 @@ async def stream_events(instance_id: str, request: Request,
         raise HTTPException(status_code=404, detail=f"no instance {instance_id!r}")
     after: int | None = None
     if last_event_id:
-        if not last_event_id.strip().isdigit():
+        text = last_event_id.strip()
+        if not text.isdigit() or len(text) > 19 or int(text) > 2**63 - 1:
             raise HTTPException(status_code=400, detail="Last-Event-ID must be an event id (an integer)")
-        after = int(last_event_id)
+        after = int(text)
 
     async def sse() -> AsyncIterator[str]:
         async for event in client.events(instance_id, after=after):

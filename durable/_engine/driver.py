@@ -473,10 +473,17 @@ class RunDriver:
                 return False
             inst = found
         err = WorkflowCancelled("cancelled", workflow=inst.workflow_name, instance_id=inst.id)
-        final = attrs.evolve(inst, status=InstanceStatus.CANCELLED, completed_at=self.now(),
-                             error=str(err), error_type=type(err).__name__,
-                             current_step=run.current_step if run else inst.current_step)
-        await self.store.update_instance(final, durable=True)
+        if run is None:
+            # Not running here: its engine (elsewhere) may end it meanwhile; read and write in one transaction.
+            written = await self.store.cancel_instance(inst.id, error=str(err), error_type=type(err).__name__,
+                                                       when=self.now())
+            if written is None:
+                return False
+            final = written
+        else:
+            final = attrs.evolve(inst, status=InstanceStatus.CANCELLED, completed_at=self.now(),
+                                 error=str(err), error_type=type(err).__name__, current_step=run.current_step)
+            await self.store.update_instance(final, durable=True)
         self.sleepers.drop(instance_id)
         if self.events.active:
             self.events.emit(Event(name="workflow.cancelled", instance_id=inst.id, workflow_name=inst.workflow_name))

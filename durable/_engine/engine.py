@@ -188,8 +188,8 @@ class Engine:
             await self.store.heartbeat(self._owner)
             self._nursery.start_soon(self._heartbeat)
             await self._flush_queues()
-            if self.record_events:
-                self.events._recorder = self._record_event
+            if self.record_events and callable(getattr(self.store, "append_event", None)):
+                self.events._recorder = self._record_event  # (a store of before 0.2.0 has no event log)
             if self.store.path is not None:
                 await self._nursery.start(self._listen)
         except BaseException as exc:
@@ -314,8 +314,10 @@ class Engine:
                         self._driver.sleepers.signalled(detail.decode(errors="replace"))
                     elif kind == "end":
                         instance_id = detail.decode(errors="replace")
-                        if instance_id in self._driver.runs:
+                        if instance_id in self._driver.runs or self._driver.sleepers.holds(instance_id):
                             self._nursery_start(self._check_lease, instance_id)
+                        for poke in list(self._work_listeners):
+                            poke()  # an instance ended somewhere: a queue slot may be free
         finally:
             listener.close()
 
@@ -324,9 +326,11 @@ class Engine:
             self._nursery.start_soon(fn, *args)
 
     async def _check_lease(self, instance_id: str) -> None:
-        """An instance this engine runs ended elsewhere (a cancel from another process): stop its run."""
+        """An instance this engine runs, or holds suspended, ended elsewhere (a cancel from another process):
+        stop its run, or forget it."""
         if self._owner is not None and await self.store.lost_leases(self._owner.id, [instance_id]):
             self._driver.lost(instance_id)
+            self._driver.sleepers.drop(instance_id)
 
     async def _heartbeat(self) -> None:
         """Beat every ``lease_ttl / 3`` real seconds until cancelled.

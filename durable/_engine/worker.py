@@ -44,6 +44,9 @@ __all__ = ["serve"]
 
 log = logging.getLogger("durable.worker")
 
+CLAIM_BATCH = 32
+"""The most queued instances one look of a worker claims (it looks again at once if it took that many)."""
+
 
 class Engine(Protocol):
     """What serving needs of the engine (``durable._engine.engine.Engine``, which calls :func:`serve`)."""
@@ -164,10 +167,14 @@ async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: in
                     free = state.free_slots()
                     if free is None or free > 0:
                         wanted = frozenset(engine.workflows.names())
-                        ids, due = await store.claim_queued(engine.owner, state.served(), wanted, free, engine.now())
+                        # A look takes a batch at most, so that other workers get their share of a backlog.
+                        take = min(free, CLAIM_BATCH) if free is not None else CLAIM_BATCH
+                        ids, due = await store.claim_queued(engine.owner, state.served(), wanted, take, engine.now())
                         for instance_id in ids:
                             if await driver.continue_instance(instance_id):
                                 _announce(engine, "running", instance_id)
+                        if len(ids) >= take:
+                            state.poke()  # there may be more: look again at once
                     if trio.current_time() - last_orphans >= poll:
                         last_orphans = trio.current_time()
                         await _take_over_orphans(engine, state, orphan_limit)

@@ -17,7 +17,18 @@ from typing import Any
 from .records import InstanceStatus, WorkflowInstance
 from .serde import decode_value, encode_value
 
-__all__ = ["StoredEvent", "decode_event", "encode_event", "terminal_event"]
+__all__ = ["MAX_EVENT_ID", "StoredEvent", "check_event_range", "decode_event", "encode_event", "terminal_event"]
+
+MAX_EVENT_ID = (1 << 63) - 1
+"""Event ids are below this (8-byte keys)."""
+
+
+def check_event_range(after: object, limit: object) -> None:
+    """``ValueError`` unless ``after`` is an event id (an int in ``[0, MAX_EVENT_ID]``) and ``limit`` an int >= 0."""
+    if type(after) is not int or not 0 <= after <= MAX_EVENT_ID:
+        raise ValueError(f"after must be an event id (an int from 0 to {MAX_EVENT_ID}), got {after!r}")
+    if type(limit) is not int or limit < 0:
+        raise ValueError(f"limit must be an int >= 0, got {limit!r}")
 
 StoredEvent = tuple[str, str, str, dict[str, Any]]
 """``(name, instance_id, workflow_name, fields)``: an event as stored."""

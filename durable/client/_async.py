@@ -20,6 +20,7 @@ import sniffio
 import trio
 
 from .._engine.events import Event
+from .._model.eventlog import check_event_range
 from .._model.records import InstanceStatus, WorkflowInstance
 from ..stores import Store
 from . import _ops
@@ -153,6 +154,7 @@ class AsyncClient:
 
     async def events(self, instance_id: str, after: int | None = None) -> AsyncIterator[Event]:
         """The instance's events until its last, each with its ``id`` (see :meth:`Client.events`)."""
+        check_event_range(after or 0, 1)
         position = after or 0
         while True:
             batch, ended = await self._call(_batch, self._portal, instance_id, position,

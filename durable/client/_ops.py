@@ -157,9 +157,9 @@ async def cancel(store: Store, instance_id: str) -> bool:
     if inst is None or inst.finished:
         return False
     err = WorkflowCancelled("cancelled", workflow=inst.workflow_name, instance_id=inst.id)
-    final = attrs.evolve(inst, status=InstanceStatus.CANCELLED, completed_at=clock.now(), error=str(err),
-                         error_type=type(err).__name__)
-    await store.update_instance(final, durable=True)
+    if await store.cancel_instance(instance_id, error=str(err), error_type=type(err).__name__,
+                                   when=clock.now()) is None:
+        return False  # it finished meanwhile
     for child in running_children(await store.get_steps(instance_id)):
         await cancel(store, child)
     return True

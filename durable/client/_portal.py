@@ -10,9 +10,10 @@ appended) reach waiting calls through one listener, opened at the first wait.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import outcome
@@ -25,6 +26,10 @@ __all__ = ["Portal"]
 
 log = logging.getLogger("durable.client")
 _T = TypeVar("_T")
+
+
+def _closed() -> RuntimeError:
+    return RuntimeError("the client is closed (it was closed while this call waited)")
 
 
 class Portal:
@@ -61,6 +66,8 @@ class Portal:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.store.run)
+                if self.store.path is not None:
+                    await nursery.start(self._listen)
                 self._nursery = nursery
                 self._token = trio.lowlevel.current_trio_token()
                 self._ready.set()
@@ -78,8 +85,8 @@ class Portal:
             raise RuntimeError("the client is closed")
         try:
             return trio.from_thread.run(fn, *args, trio_token=self._token)
-        except trio.RunFinishedError:
-            raise RuntimeError("the client is closed") from None
+        except (trio.RunFinishedError, trio.Cancelled):
+            raise _closed() from None  # the client closed while the call waited
 
     def submit(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
                on_done: Callable[[outcome.Outcome[Any]], None]) -> Callable[[], None]:
@@ -92,13 +99,19 @@ class Portal:
 
         async def run() -> None:
             with scope:
-                on_done(await outcome.acapture(fn, *args))
+                result = await outcome.acapture(fn, *args)
+                if isinstance(result, outcome.Error) and isinstance(result.error, trio.Cancelled):
+                    result = outcome.Error(_closed())  # the client closed while the call waited: not the caller's
+                on_done(result)
                 return
             on_done(outcome.Error(RuntimeError("cancelled by its caller")))  # (who no longer waits for it)
 
         def spawn() -> None:
-            assert self._nursery is not None
-            self._nursery.start_soon(run)
+            try:
+                assert self._nursery is not None
+                self._nursery.start_soon(run)
+            except RuntimeError:  # the loop is closing: no new task may start
+                on_done(outcome.Error(_closed()))
 
         def cancel() -> None:
             try:
@@ -129,30 +142,32 @@ class Portal:
 
     # -- waiting for changes (on the loop) -------------------------------------------
 
-    async def changed(self, instance_id: str, timeout: float) -> None:
-        """Return when the instance may have changed (ended, or new events), or after ``timeout`` seconds."""
-        await self._listen()
+    @contextlib.contextmanager
+    def watch(self, instance_id: str) -> Iterator[trio.Event]:
+        """An event set when the instance may have changed (ended, new events): registered at once, so a
+        change after this call (say, between the caller's read and its wait) is not missed."""
         event = trio.Event()
         waiters = self._waiters.setdefault(instance_id, set())
         waiters.add(event)
         try:
-            with trio.move_on_after(timeout):
-                await event.wait()
+            yield event
         finally:
             waiters.discard(event)
             if not waiters:
                 self._waiters.pop(instance_id, None)
 
-    async def _listen(self) -> None:
-        if self._listener is not None or self.store.path is None or self._nursery is None:
-            return
-        listener = self._listener = Listener(self.store.path, ["end", "events"])  # (before the await: one only)
+    async def _listen(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Take the store's wake-ups for the whole life of the client (from before the first wait)."""
+        assert self.store.path is not None
+        listener = self._listener = Listener(self.store.path, ["end", "events"])
         try:
             await listener.open()
         except OSError:
             log.info("no wake-ups for store %s: waits poll", self.store.path)
+            task_status.started()
             return
-        self._nursery.start_soon(self._dispatch, listener)
+        task_status.started()
+        await self._dispatch(listener)
 
     async def _dispatch(self, listener: Listener) -> None:
         while True:

@@ -10,6 +10,7 @@ from typing import Any, Literal, final
 import trio
 
 from .._engine.events import Event
+from .._model.eventlog import check_event_range
 from .._model.records import InstanceStatus, WorkflowInstance
 from ..errors import StoreError
 from ..stores import LMDBStore, Store
@@ -162,6 +163,7 @@ class Client:
         reader holds no more than a batch in memory. The iterator ends after
         the instance's ``workflow.completed``, ``failed`` or ``cancelled``.
         """
+        check_event_range(after or 0, 1)  # (at the call, not at the first event)
         position = after or 0
         while True:
             batch, ended = self._portal.call(_batch, self._portal, instance_id, position, self.poll_interval)
@@ -218,11 +220,13 @@ async def _list(store: Store, workflow: str | None, status: InstanceStatus | str
 async def _wait(portal: Portal, instance_id: str, timeout: float | None, poll: float) -> WorkflowInstance:
     with trio.move_on_after(timeout if timeout is not None else float("inf")):
         while True:
-            inst = await _ops.get_existing(portal.store, instance_id)
-            if inst.finished:
-                full = await portal.store.get_instance(instance_id)
-                return full or inst
-            await portal.changed(instance_id, poll)
+            with portal.watch(instance_id) as changed:  # before the read: an end right after it wakes us
+                inst = await _ops.get_existing(portal.store, instance_id)
+                if inst.finished:
+                    full = await portal.store.get_instance(instance_id)
+                    return full or inst
+                with trio.move_on_after(poll):
+                    await changed.wait()
     raise TimeoutError(f"instance {instance_id!r} did not finish within {timeout:g} s")
 
 
@@ -230,10 +234,12 @@ async def _batch(portal: Portal, instance_id: str, after: int, poll: float) -> t
     """The next events (waiting up to about a second for some), and whether the log has ended."""
     with trio.move_on_after(max(poll, _LONGEST_WAIT)):
         while True:
-            events, ended = await _ops.next_events(portal.store, instance_id, after, _BATCH)
-            if events or ended:
-                return events, ended
-            await portal.changed(instance_id, poll)
+            with portal.watch(instance_id) as changed:  # before the read: events right after it wake us
+                events, ended = await _ops.next_events(portal.store, instance_id, after, _BATCH)
+                if events or ended:
+                    return events, ended
+                with trio.move_on_after(poll):
+                    await changed.wait()
     return [], False
 
 

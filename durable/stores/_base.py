@@ -107,6 +107,16 @@ class Store(Protocol):
         """
         ...
 
+    async def cancel_instance(self, instance_id: str, *, error: str, error_type: str,
+                              when: datetime) -> WorkflowInstance | None:
+        """Durably record an unfinished instance ``cancelled`` (its ``error``, ``error_type`` and
+        ``completed_at``), reading it in the same write, so that an end its engine writes meanwhile is never
+        overwritten nor reported as a cancel; the record written, or ``None`` if it is missing or finished.
+
+        .. versionadded:: 0.2.0
+        """
+        ...
+
     async def delete_instance(self, instance_id: str) -> bool:
         """Remove an instance and its checkpoints; False if there was none."""
         ...

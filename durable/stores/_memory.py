@@ -15,7 +15,7 @@ from typing import Any, final
 import trio
 
 from .._model.clock import EPOCH
-from .._model.eventlog import terminal_event
+from .._model.eventlog import check_event_range, terminal_event
 from .._model.jobs import JobRecord, decode_job, encode_job, job_signal
 from .._model.queues import DEFAULT_QUEUE, MAX_PRIORITY, Admission, Queue, admit, record_starts
 from .._model.records import InstanceStatus, StepResult, WorkflowInstance, replace_instance
@@ -165,6 +165,17 @@ class MemoryStore:
         if event is not None:
             self._append(instance.id, event)
 
+    async def cancel_instance(self, instance_id: str, *, error: str, error_type: str,
+                              when: datetime) -> WorkflowInstance | None:
+        """Record an unfinished instance ``cancelled``; the record written, or ``None`` if missing or finished."""
+        found = await self.get_instance(instance_id, steps=False)
+        if found is None or found.finished:
+            return None
+        inst = replace_instance(found, status=InstanceStatus.CANCELLED, error=error, error_type=error_type,
+                                completed_at=when)
+        await self.update_instance(inst)
+        return inst
+
     async def delete_instance(self, instance_id: str) -> bool:
         """Remove an instance and its checkpoints, signals, lease, queue entries, jobs and events."""
         data = self._instances.get(instance_id)
@@ -291,9 +302,20 @@ class MemoryStore:
         self._owners[owner.id] = owner
 
     async def release(self, owner_id: str) -> None:
-        """Forget an owner (and what it served): its instances may be taken over."""
+        """Forget an owner (and what it served): its instances may be taken over; the queued ones it claimed
+        but never started go back to their queues (as the LMDB store does)."""
         self._owners.pop(owner_id, None)
         self._workers.pop(owner_id, None)
+        for iid in [i for i, holder in self._leases.items() if holder == owner_id]:
+            status = self._status.get(iid)
+            data = self._instances.get(iid)
+            if status != InstanceStatus.PENDING or data is None or iid in self._qpos:
+                continue
+            inst = decode_instance(data, f"memory:instances/{iid}")
+            if inst.queue is not None and inst.started_at is None:
+                del self._leases[iid]
+                self._inflight.get(inst.queue, set()).discard(iid)
+                self._enqueue(inst)
 
     async def lost_leases(self, owner_id: str, instance_ids: list[str]) -> list[str]:
         """Those of ``instance_ids`` that ``owner_id`` no longer holds, or that finished."""
@@ -470,6 +492,7 @@ class MemoryStore:
 
     async def read_events(self, instance_id: str, after: int = 0, limit: int = 100) -> list[tuple[int, bytes]]:
         """Up to ``limit`` of the instance's events with an id over ``after``, oldest first: ``(id, data)``."""
+        check_event_range(after, limit)
         if not is_valid_id(instance_id):
             return []
         log = self._events.get(instance_id, {})

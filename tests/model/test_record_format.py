@@ -408,7 +408,7 @@ def test_a_format3_dict_missing_a_required_field_is_corrupt() -> None:
 
 
 async def test_a_format3_store_is_upgraded_and_its_records_still_read(store_path: Path) -> None:
-    assert FORMAT_VERSION == 5
+    assert FORMAT_VERSION == 6
     old_step = attrs.evolve(SAMPLE_STEP, key="plain#0", exception=None, status=StepStatus.COMPLETED)
     st_ = LMDBStore(store_path)  # the indexes as a store of format 3 had them
     try:
@@ -417,7 +417,7 @@ async def test_a_format3_store_is_upgraded_and_its_records_still_read(store_path
         await st_.put_step("order-1", old_step)
     finally:
         st_.close()
-    assert raw_get(store_path, b"meta", b"format") == b"5"
+    assert raw_get(store_path, b"meta", b"format") == b"6"
     assert type(stored(raw_get(store_path, b"steps", b"order-1\0plain#0") or b"")) is tuple
     # ...then its records and marker as the previous durable wrote them
     raw_put(store_path, [
@@ -427,7 +427,7 @@ async def test_a_format3_store_is_upgraded_and_its_records_still_read(store_path
         (b"steps", b"order-1\0plain#0", format3(old_step)),
     ])
     LMDBStore(store_path).close()
-    assert raw_get(store_path, b"meta", b"format") == b"5"  # upgraded in place on open
+    assert raw_get(store_path, b"meta", b"format") == b"6"  # upgraded in place on open
 
     st_ = LMDBStore(store_path)
     try:
@@ -457,13 +457,13 @@ async def test_a_format3_store_is_upgraded_and_its_records_still_read(store_path
         st_.close()
 
 
-async def test_a_store_of_format_6_is_refused(store_path: Path) -> None:
+async def test_a_store_of_format_7_is_refused(store_path: Path) -> None:
     LMDBStore(store_path).close()
-    raw_put(store_path, [(b"meta", b"format", b"6")])
-    with pytest.raises(StoreError, match=r"newer durable \(store format 6, this version reads up to 5\)") as info:
+    raw_put(store_path, [(b"meta", b"format", b"7")])
+    with pytest.raises(StoreError, match=r"newer durable \(store format 7, this version reads up to 6\)") as info:
         LMDBStore(store_path)
     assert info.value.path == str(store_path)
-    assert raw_get(store_path, b"meta", b"format") == b"6"  # refusing did not rewrite the marker
+    assert raw_get(store_path, b"meta", b"format") == b"7"  # refusing did not rewrite the marker
 
 
 async def test_a_corrupt_format4_step_in_a_store_names_its_key(store_path: Path) -> None:

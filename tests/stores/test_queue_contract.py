@@ -93,9 +93,10 @@ async def test_a_queued_instance_is_claimed_by_a_worker_not_taken_over(s: Store,
     assert lease is not None and lease.id == a.id
     assert await take(s, b) == ([], None)
     assert await s.claim(["i1"], b) == []  # held by a live worker
-    await s.release(a.id)
-    assert await s.claim(["i1"], b) == ["i1"]  # in flight, no longer waiting: taken over like any other
-    assert await s.queue_depths("q") == (0, 1)  # still in flight (until it finishes)
+    await s.release(a.id)  # a stops before it started i1: i1 goes back to its queue
+    assert await s.claim(["i1"], b) == [] and await s.queue_depths("q") == (1, 0)
+    assert await take(s, b) == (["i1"], None)
+    assert await s.queue_depths("q") == (0, 1)  # in flight (until it finishes)
     await finish(s, "i1")
     assert await s.queue_depths("q") == (0, 0)
 
@@ -392,3 +393,26 @@ async def test_events_survive_a_transaction_run_again_as_the_map_grows(tmp_path:
             nursery.cancel_scope.cancel()
     finally:
         store.close()
+
+
+async def test_a_claimed_instance_never_started_goes_back_to_its_queue_when_its_owner_leaves(
+        s: Store, a: Owner, b: Owner) -> None:
+    """An engine that stops between a claim and the run's start must not strand the instance (nor its slot)."""
+    await s.register_queue(Queue("q", concurrency=1))
+    await s.create_instance(make_instance("i1"))
+    await s.create_instance(make_instance("i2"))
+    assert (await take(s, a))[0] == ["i1"]
+    await s.release(a.id)  # a clean stop: its owner record goes
+    assert await s.queue_depths("q") == (2, 0)  # i1 is waiting again, and its slot is free
+    assert await s.get_lease("i1") is None
+    assert await s.claim(["i1"], b) == []  # it waits in its queue: a worker's claim takes it, not a take-over
+    assert (await take(s, b))[0] == ["i2"]  # queued again, it is behind i2 now
+
+
+async def test_an_entry_of_a_finished_instance_never_holds_a_slot(s: Store, a: Owner) -> None:
+    await s.create_instance(make_instance("i1"))
+    inst = await s.get_instance("i1", steps=False)
+    assert inst is not None
+    await s.update_instance(attrs.evolve(inst, status=InstanceStatus.COMPLETED))  # leaves the queue
+    assert await s.queue_depths("q") == (0, 0)
+    assert (await take(s, a))[0] == []

@@ -37,7 +37,9 @@ __all__ = ["FORMAT_VERSION", "LMDBEnv", "Tables"]
 # appended at the end of a record, as they ignored unknown keys of a dict (see _model/serde.py).
 # 5: the same records, but their pickles may name modules of the layered layout (durable._model...,
 # durable._graph...) that 0.1.0 cannot import: an older durable refuses the store as a whole.
-FORMAT_VERSION = 5
+# 6: queues, external jobs and the event log (new tables; pending instances waiting in a queue that an
+# older durable would take over as orphans, past the queues' limits): an older durable refuses it.
+FORMAT_VERSION = 6
 _T = TypeVar("_T")
 
 

@@ -170,6 +170,21 @@ def create(txn: lmdb.Transaction, t: Tables, inst: WorkflowInstance, data: bytes
     return True
 
 
+def cancel(txn: lmdb.Transaction, t: Tables, key: bytes, fields: dict[str, object]) -> WorkflowInstance | None:
+    """Record an unfinished instance ``cancelled`` (``fields``: error, error_type, completed_at); the record
+    written, or ``None`` if it is missing or finished (read in this transaction: no race with its engine)."""
+    from ..._model.records import replace_instance
+    from ..._model.serde import encode_instance
+
+    status = txn.get(key, db=t.status)
+    data = txn.get(key, db=t.instances)
+    if status is None or data is None or finished(bytes(status)):
+        return None
+    inst = replace_instance(decode_instance(bytes(data)), status=InstanceStatus.CANCELLED, **fields)
+    put(txn, t, inst, encode_instance(inst))
+    return inst
+
+
 def delete(txn: lmdb.Transaction, t: Tables, key: bytes) -> bool:
     """Remove an instance with its checkpoints, signals, lease, queue entries, jobs and events."""
     data = txn.get(key, db=t.instances)

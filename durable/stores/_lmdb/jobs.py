@@ -101,6 +101,21 @@ def claim(txn: lmdb.Transaction, t: Tables, owner: Owner, served: list[tuple[str
     return out
 
 
+def stale_held(txn: lmdb.Transaction, t: Tables, owner_id: str, queues: list[str]) -> bool:
+    """Whether a job of ``queues`` is held by a worker that is gone (one to take over)."""
+    wanted = {q.encode() for q in queues}
+    me = owner_id.encode()
+    alive: dict[bytes, bool] = {}
+    for _, v in txn.cursor(db=t.jobheld):
+        holder, _, queue = bytes(v).partition(b"\0")
+        if queue in wanted and holder != me:
+            if holder not in alive:
+                alive[holder] = record_alive(owner_in(txn, t, holder.decode()))
+            if not alive[holder]:
+                return True
+    return False
+
+
 def note_attempts(txn: lmdb.Transaction, t: Tables, job_key: bytes, owner_id: bytes, data: bytes) -> bool:
     """Replace the record of a job this owner holds (its attempts so far); ``False`` if it holds it no more."""
     held = txn.get(job_key, db=t.jobheld)

@@ -6,7 +6,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import lmdb
+
+from ..._model.clock import EPOCH
 
 from .._lease import Owner, may_claim, record_alive
 from .env import Tables
@@ -28,9 +32,26 @@ def put_owner(txn: lmdb.Transaction, t: Tables, owner_id: bytes, record: bytes) 
 
 
 def delete_owner(txn: lmdb.Transaction, t: Tables, owner_id: bytes) -> None:
-    """Remove an owner record (and what it served): its instances may be taken over at once."""
+    """Remove an owner record (and what it served): its instances may be taken over at once.
+
+    The queued instances it claimed but never started (an engine stopped right
+    after a claim) go back to their queues: nothing else would run them.
+    """
+    from ..._model.serde import decode_instance
+
     txn.delete(owner_id, db=t.owners)
     txn.delete(b"o\0" + owner_id, db=t.registry)
+    held = [bytes(k) for k, v in txn.cursor(db=t.leases) if bytes(v) == owner_id]
+    for key in held:
+        data = txn.get(key, db=t.instances)
+        status = txn.get(key, db=t.status)
+        if data is None or status is None or not bytes(status).startswith(b"pending\0"):
+            continue
+        inst = decode_instance(bytes(data))
+        if inst.queue is not None and inst.started_at is None and txn.get(key, db=t.qpos) is None:
+            txn.delete(key, db=t.leases)
+            txn.delete(inst.queue.encode() + b"\0" + key, db=t.inflight)
+            queues.enqueue(txn, t, inst, None if inst.not_before is None else _micros(inst.not_before))
 
 
 def claim(txn: lmdb.Transaction, t: Tables, ids: list[str], owner: Owner, limit: int | None,
@@ -78,6 +99,10 @@ def lost(txn: lmdb.Transaction, t: Tables, owner_id: str, ids: list[str]) -> lis
         if txn.get(key, db=t.leases) != me or status is None or finished(bytes(status)):
             out.append(iid)
     return out
+
+
+def _micros(when: datetime) -> int:
+    return (when - EPOCH) // timedelta(microseconds=1)
 
 
 def requeue(txn: lmdb.Transaction, t: Tables, key: bytes, default_queue: str, now_us: int) -> bool:

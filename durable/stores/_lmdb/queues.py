@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import attrs
 import lmdb
 
 from ..._model.queues import MAX_PRIORITY, Admission, Queue, admit, record_starts
@@ -117,6 +118,63 @@ def save_starts(txn: lmdb.Transaction, t: Tables, name: str, adm: Admission, cou
         due_at(due)
 
 
+@attrs.define
+class Selection:
+    """What a claim would take, queue by queue (found by reads only: :func:`select`)."""
+
+    picks: list[tuple[str, Admission, list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]] = attrs.Factory(list)
+    next_due: int | None = None
+
+    def due_at(self, when: int) -> None:
+        self.next_due = when if self.next_due is None else min(self.next_due, when)
+
+    @property
+    def writes(self) -> bool:
+        """Whether applying it writes anything (something to take, or a stale entry to drop)."""
+        return any(picked or stale for _, _, picked, stale in self.picks)
+
+
+def select(txn: lmdb.Transaction, t: Tables, served: list[tuple[str, int | None]],
+           workflows: frozenset[str] | None, limit: int | None, now_us: int) -> Selection:
+    """What :func:`claim` takes, by reads alone: per queue, its admission, the entries to take, and the stale
+    entries (of instances finished or gone) to drop."""
+    sel = Selection()
+    count = 0
+    for name, free in served:
+        prefix = name.encode() + b"\0"
+        adm = admit(get_queue(txn, t, name), in_flight=lambda: _count(txn, t.inflight, prefix),
+                    starts=load_starts(txn, t, name), now_us=now_us, free=free,
+                    remaining=limit - count if limit is not None else None)
+        if adm.due is not None:
+            sel.due_at(adm.due)
+        if adm.allowed <= 0:
+            continue
+        picked: list[tuple[bytes, bytes]] = []
+        stale: list[tuple[bytes, bytes]] = []
+        cursor = txn.cursor(db=t.queued)
+        if cursor.set_range(prefix):
+            for k, v in cursor:
+                k = bytes(k)
+                if not k.startswith(prefix):
+                    break
+                iid, workflow, nb = bytes(v).split(b"\0", 2)
+                status = txn.get(iid, db=t.status)
+                if status is None or not bytes(status).startswith(b"pending\0"):
+                    stale.append((k, iid))  # finished or gone meanwhile (an older writer): never hold a slot
+                    continue
+                if workflows is not None and workflow.decode() not in workflows:
+                    continue
+                if nb and int(nb) > now_us:
+                    sel.due_at(int(nb))
+                    continue
+                picked.append((k, iid))
+                if len(picked) >= adm.allowed:
+                    break
+        count += len(picked)
+        sel.picks.append((name, adm, picked, stale))
+    return sel
+
+
 def claim(txn: lmdb.Transaction, t: Tables, owner: Owner, served: list[tuple[str, int | None]],
           workflows: frozenset[str] | None, limit: int | None, now_us: int) -> tuple[list[str], int | None]:
     """Take waiting instances of the ``served`` queues (each with this worker's free slots, ``None``: any).
@@ -128,44 +186,18 @@ def claim(txn: lmdb.Transaction, t: Tables, owner: Owner, served: list[tuple[str
     """
     txn.put(owner.id.encode(), owner.encode(), db=t.owners)
     me = owner.id.encode()
+    sel = select(txn, t, served, workflows, limit, now_us)
     taken: list[str] = []
-    next_due: int | None = None
-
-    def due_at(when: int) -> None:
-        nonlocal next_due
-        next_due = when if next_due is None else min(next_due, when)
-
-    for name, free in served:
+    for name, adm, picked, stale in sel.picks:
         prefix = name.encode() + b"\0"
-        adm = admit(get_queue(txn, t, name), in_flight=lambda: _count(txn, t.inflight, prefix),
-                    starts=load_starts(txn, t, name), now_us=now_us, free=free,
-                    remaining=limit - len(taken) if limit is not None else None)
-        if adm.due is not None:
-            due_at(adm.due)
-        allowed = adm.allowed
-        if allowed <= 0:
-            continue
-        picked: list[tuple[bytes, bytes]] = []
-        cursor = txn.cursor(db=t.queued)
-        if cursor.set_range(prefix):
-            for k, v in cursor:
-                k = bytes(k)
-                if not k.startswith(prefix):
-                    break
-                iid, workflow, nb = bytes(v).split(b"\0", 2)
-                if workflows is not None and workflow.decode() not in workflows:
-                    continue
-                if nb and int(nb) > now_us:
-                    due_at(int(nb))
-                    continue
-                picked.append((k, iid))
-                if len(picked) >= allowed:
-                    break
+        for k, iid in stale:
+            txn.delete(k, db=t.queued)
+            txn.delete(iid, db=t.qpos)
         for k, iid in picked:
             txn.delete(k, db=t.queued)
             txn.delete(iid, db=t.qpos)
             txn.put(prefix + iid, b"", db=t.inflight)
             txn.put(iid, me, db=t.leases)
             taken.append(iid.decode())
-        save_starts(txn, t, name, adm, len(picked), now_us, due_at)
-    return taken, next_due
+        save_starts(txn, t, name, adm, len(picked), now_us, sel.due_at)
+    return taken, sel.next_due

@@ -41,6 +41,7 @@ from datetime import UTC, datetime, timedelta
 
 from ..._model.clock import EPOCH
 from ..._model.ids import check_instance_id, check_signal_name, check_workflow_name, is_valid_id
+from ..._model.eventlog import check_event_range
 from ..._model.jobs import JobRecord, decode_job, encode_job, job_signal
 from ..._model.queues import DEFAULT_QUEUE, Queue
 from ..._model.records import InstanceStatus, StepResult, WorkflowInstance
@@ -171,6 +172,17 @@ class LMDBStore:
         data = encode_instance(instance, limit=self.max_payload_bytes)
         note = b"end " + instance.id.encode() if instance.finished else None
         await self._env.write(instances.put, durable, None, (self._tables, instance, data, owner), note)
+
+    async def cancel_instance(self, instance_id: str, *, error: str, error_type: str,
+                              when: datetime) -> WorkflowInstance | None:
+        """Durably record an unfinished instance ``cancelled``, in one write that reads it; the record written,
+        or ``None`` if it is missing or finished."""
+        if not is_valid_id(instance_id):
+            return None
+        fields = {"error": error, "error_type": error_type, "completed_at": when}
+        done: WorkflowInstance | None = await self._env.write(
+            instances.cancel, True, None, (self._tables, instance_id.encode(), fields), b"end " + instance_id.encode())
+        return done
 
     async def delete_instance(self, instance_id: str) -> bool:
         """Remove an instance and its checkpoints."""
@@ -327,10 +339,15 @@ class LMDBStore:
         A read looks first: with nothing waiting, nothing is written (an idle
         worker's looks cost no fsync).
         """
+        now_us = _micros(now)
+        assert now_us is not None
         with self._env.read() as txn:
             if not _any_prefix(txn, self._tables.queued, [name for name, _ in served]):
                 return [], None
-        args = (self._tables, owner, served, workflows, limit, _micros(now))
+            ahead = queues.select(txn, self._tables, served, workflows, limit, now_us)
+            if not ahead.writes:  # nothing it may take now (limits, delays, other workflows): no write
+                return [], (EPOCH + timedelta(microseconds=ahead.next_due) if ahead.next_due is not None else None)
+        args = (self._tables, owner, served, workflows, limit, now_us)
         taken, due = await self._env.write(queues.claim, True, None, args)
         return taken, (EPOCH + timedelta(microseconds=due) if due is not None else None)
 
@@ -375,6 +392,7 @@ class LMDBStore:
 
     async def read_events(self, instance_id: str, after: int = 0, limit: int = 100) -> list[tuple[int, bytes]]:
         """Up to ``limit`` of the instance's stored events with an id over ``after``: ``(id, data)``."""
+        check_event_range(after, limit)
         if not is_valid_id(instance_id):
             return []
         with self._env.read() as txn:
@@ -397,7 +415,8 @@ class LMDBStore:
         A read looks first: with no job waiting or held, nothing is written.
         """
         with self._env.read() as txn:
-            if not _any_prefix(txn, self._tables.jobq, queue_names) and not txn.stat(self._tables.jobheld)["entries"]:
+            if not _any_prefix(txn, self._tables.jobq, queue_names) and not jobs.stale_held(
+                    txn, self._tables, owner.id, queue_names):
                 return []
         served = [(q, (free or {}).get(q)) for q in queue_names]
         args = (self._tables, owner, served, limit, _micros(now or datetime.now(UTC)))
@@ -422,6 +441,8 @@ class LMDBStore:
         prefix = signal_key_prefix(job.instance_id, job_signal(job.step_key))
         args = (self._tables, step_key_bytes(job.instance_id, job.step_key), owner_id.encode(), prefix, data)
         done: bool = await self._env.write(jobs.finish, True, None, args, b"signal " + job.instance_id.encode())
+        if done:
+            self._waker.notify("work")  # a job slot of its queue is free: workers waiting on it look again
         return done
 
     async def get_jobs(self, instance_id: str | None = None) -> list[tuple[JobRecord, str | None]]:
