@@ -29,7 +29,8 @@ from _common import Config, Outcome, Sizes
 from _proc import ChildFailed, ChildTimedOut, make_spawn
 from _report import RATIO_NOTE, Result, cpu_probe, load_average, machine_info, table
 
-MODULES = ["w1_sequential", "w2_concurrent", "w3_parallel", "w4_resume", "w5_memory", "u_plain", "p1_sleep", "p2_map"]
+MODULES = ["w1_sequential", "w2_concurrent", "w3_parallel", "w4_resume", "w5_memory", "u_plain", "p1_sleep", "p2_map",
+           "clients"]
 SIDES = ("durable", "dbos")
 
 CHILD_LIMITS: dict[str, dict[str, tuple[float, float]]] = {
@@ -47,6 +48,7 @@ CHILD_LIMITS: dict[str, dict[str, tuple[float, float]]] = {
     "U": {"durable": (60, 60)},  # U, P1, P2: not run on DBOS
     "P1": {"durable": (120, 400)},  # its calibrated wake-ups: ~15 s quick, ~35 s full on the VM
     "P2": {"durable": (60, 60)},
+    "C": {"durable": (120, 300)},  # one child per part (clients.py), its workers in its process group: ~10-40 s
 }
 
 
@@ -84,7 +86,8 @@ def child_limit(key: str, side: str, quick: bool, overrides: dict[str, float]) -
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", default="", help="comma-separated workloads, e.g. W1,W3 (default: all: W1-W5, U, P1, P2)")
+    p.add_argument("--only", default="",
+                   help="comma-separated workloads, e.g. W1,W3 (default: all: W1-W5, U, P1, P2, C)")
     p.add_argument("--repeat", type=int, default=None,
                    help="repeats per workload, median reported (default: 3, W5 1; --quick: 1)")
     p.add_argument("--quick", action="store_true", help="scaled-down sizes, for a smoke run")
