@@ -282,12 +282,9 @@ class Engine:
         """Append an event to the store's log (the store writes each instance's terminal event itself)."""
         if event.name in TERMINAL_EVENTS or (event.name == "workflow.progress" and event.progress == 100):
             return
-        fields = event.to_dict()
-        for key in ("name", "instance_id", "workflow_name"):
-            fields.pop(key, None)
         try:
             self.store.append_event(event.instance_id, encode_event(event.name, event.instance_id,
-                                                                    event.workflow_name, fields))
+                                                                    event.workflow_name, event.detail()))
         except Exception:
             log.exception("could not record event %s of instance %s", event.name, event.instance_id)
 

@@ -76,7 +76,15 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields that are set, as a dict (for JSON or SSE)."""
-        return {k: v for k, v in attrs.asdict(self, recurse=False).items() if v is not None}
+        return {k: v for k in _EVENT_FIELDS if (v := getattr(self, k)) is not None}
+
+    def detail(self) -> dict[str, Any]:
+        """The fields that are set besides name, instance and workflow (what the store's event log keeps)."""
+        return {k: v for k in _DETAIL_FIELDS if (v := getattr(self, k)) is not None}
+
+
+_EVENT_FIELDS = tuple(a.name for a in attrs.fields(Event))
+_DETAIL_FIELDS = tuple(n for n in _EVENT_FIELDS if n not in ("name", "instance_id", "workflow_name", "id"))
 
 
 @final

@@ -182,12 +182,26 @@ class WorkflowService:
         driver.nursery  # fail early, with a clear message, outside 'async with'
         return await driver.take_over([inst.id for inst in await self.orphans()], limit)
 
-    async def orphans(self) -> list[WorkflowInstance]:
+    async def orphans(self, *, leased_only: bool = False) -> list[WorkflowInstance]:
         """The unfinished instances of registered workflows that no live engine runs (what ``resume()`` takes
-        over), oldest first; not those waiting in a queue (workers claim those under the queue's limits)."""
+        over), oldest first; not those waiting in a queue (workers claim those under the queue's limits).
+
+        ``leased_only`` looks only at instances leased to an engine that is gone
+        (``Store.orphaned``), not at every unfinished one: a worker's periodic
+        look, after a first full one, costs nothing for a backlog of queued work.
+        """
         driver = self._driver
         found: list[WorkflowInstance] = []
-        for inst in await driver.store.get_running_instances(steps=False):
+        if leased_only:
+            candidates = []
+            for instance_id in await driver.store.orphaned(driver.owner_id):
+                inst = await driver.store.get_instance(instance_id, steps=False)
+                if inst is not None:
+                    candidates.append(inst)
+            candidates.sort(key=lambda i: (i.created_at is None, i.created_at or 0, i.id))
+        else:
+            candidates = await driver.store.get_running_instances(steps=False)
+        for inst in candidates:
             if inst.id in driver.runs:
                 continue
             holder = await driver.store.get_lease(inst.id)

@@ -176,8 +176,10 @@ async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: in
                         if len(ids) >= take:
                             state.poke()  # there may be more: look again at once
                     if trio.current_time() - last_orphans >= poll:
+                        # The first look reads every unfinished instance (those left with no lease at all,
+                        # say by durable 0.1.0); the later ones only those leased to engines that are gone.
+                        await _take_over_orphans(engine, state, orphan_limit, full=last_orphans == -math.inf)
                         last_orphans = trio.current_time()
-                        await _take_over_orphans(engine, state, orphan_limit)
                 if jobs:
                     room = job_concurrency - state.jobs_running
                     if room > 0:
@@ -199,11 +201,12 @@ async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: in
         driver.sleepers.retry_deferred()
 
 
-async def _take_over_orphans(engine: Engine, state: _Serving, limit: int | None) -> None:
+async def _take_over_orphans(engine: Engine, state: _Serving, limit: int | None, full: bool) -> None:
     """Take over the instances of dead engines, one at a time, while this worker's caps allow (at most
-    ``limit`` per look)."""
+    ``limit`` per look). ``full``: look at every unfinished instance (the first look), else at those leased to
+    engines that are gone."""
     taken = 0
-    for inst in await engine.workflows.orphans():
+    for inst in await engine.workflows.orphans(leased_only=not full):
         if limit is not None and taken >= limit:
             return
         if not state.may_start(inst.queue):

@@ -189,6 +189,14 @@ class Store(Protocol):
         """Durably remove an owner record: its instances may be taken over at once."""
         ...
 
+    async def orphaned(self, owner_id: str) -> list[str]:
+        """Unfinished instances leased to an engine that is gone (its record missing or dead), other than
+        ``owner_id``: what a worker's periodic take-over looks at, without reading every unfinished instance.
+
+        .. versionadded:: 0.2.0
+        """
+        ...
+
     async def lost_leases(self, owner_id: str, instance_ids: list[str]) -> list[str]:
         """Those of ``instance_ids`` that ``owner_id`` no longer holds, or that finished."""
         ...

@@ -317,6 +317,19 @@ class MemoryStore:
                 self._inflight.get(inst.queue, set()).discard(iid)
                 self._enqueue(inst)
 
+    async def orphaned(self, owner_id: str) -> list[str]:
+        """Unfinished instances leased to an engine that is gone (not ``owner_id``)."""
+        alive: dict[str, bool] = {}
+        out = []
+        for iid, holder in self._leases.items():
+            if holder == owner_id or InstanceStatus(self._status.get(iid, "failed")).finished:
+                continue
+            if holder not in alive:
+                alive[holder] = record_alive(self._owners.get(holder))
+            if not alive[holder]:
+                out.append(iid)
+        return out
+
     async def lost_leases(self, owner_id: str, instance_ids: list[str]) -> list[str]:
         """Those of ``instance_ids`` that ``owner_id`` no longer holds, or that finished."""
         return [

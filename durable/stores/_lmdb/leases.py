@@ -17,7 +17,7 @@ from .env import Tables
 from . import queues
 from .instances import finished
 
-__all__ = ["claim", "delete_owner", "lost", "owner_in", "put_owner", "requeue"]
+__all__ = ["claim", "delete_owner", "lost", "orphaned", "owner_in", "put_owner", "requeue"]
 
 
 def owner_in(txn: lmdb.Transaction, t: Tables, owner_id: str) -> Owner | None:
@@ -87,6 +87,24 @@ def claim(txn: lmdb.Transaction, t: Tables, ids: list[str], owner: Owner, limit:
             txn.put(key, owner.id.encode(), db=t.leases)
             taken.append(iid)
     return taken
+
+
+def orphaned(txn: lmdb.Transaction, t: Tables, owner_id: str) -> list[str]:
+    """Unfinished instances leased to an owner that is gone (its record missing, or dead), not ``owner_id``."""
+    alive: dict[bytes, bool] = {}
+    me = owner_id.encode()
+    out: list[str] = []
+    for k, v in txn.cursor(db=t.leases):
+        holder = bytes(v)
+        if holder == me:
+            continue
+        if holder not in alive:
+            alive[holder] = record_alive(owner_in(txn, t, holder.decode()))
+        if not alive[holder]:
+            status = txn.get(k, db=t.status)
+            if status is not None and not finished(bytes(status)):
+                out.append(bytes(k).decode())
+    return out
 
 
 def lost(txn: lmdb.Transaction, t: Tables, owner_id: str, ids: list[str]) -> list[str]:

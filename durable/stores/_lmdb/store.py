@@ -280,6 +280,11 @@ class LMDBStore:
         """Durably remove an owner record: its instances may be taken over at once."""
         await self._env.write(leases.delete_owner, True, None, (self._tables, owner_id.encode()))
 
+    async def orphaned(self, owner_id: str) -> list[str]:
+        """Unfinished instances leased to an engine that is gone (not ``owner_id``): what a take-over looks at."""
+        with self._env.read() as txn:
+            return leases.orphaned(txn, self._tables, owner_id)
+
     async def lost_leases(self, owner_id: str, instance_ids: list[str]) -> list[str]:
         """Those of ``instance_ids`` that ``owner_id`` no longer holds, or that finished."""
         with self._env.read() as txn:
