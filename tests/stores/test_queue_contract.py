@@ -8,7 +8,6 @@ nothing waits on a clock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,18 +54,6 @@ async def flush(s: Store) -> None:
 async def take(s: Store, owner: Owner, queue: str = "q", free: int | None = None, *, at: float = 0,
                limit: int | None = None, workflows: frozenset[str] | None = None) -> tuple[list[str], datetime | None]:
     return await s.claim_queued(owner, [(queue, free)], workflows, limit, ts(at))
-
-
-@pytest.fixture(params=["inline", "writer"])
-async def s(request: pytest.FixtureRequest, store: Store) -> AsyncIterator[Store]:
-    """The conftest ``store`` (memory / lmdb), with its background work running or not."""
-    if request.param == "inline":
-        yield store
-        return
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        yield store
-        nursery.cancel_scope.cancel()
 
 
 @pytest.fixture

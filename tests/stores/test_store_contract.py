@@ -10,7 +10,7 @@ durable ones, flushing on stop.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -115,22 +115,6 @@ class NeedsTwoArgs(Exception):
 
 
 # -- fixtures ----------------------------------------------------------------
-
-
-@pytest.fixture(params=["inline", "writer"])
-async def s(request: pytest.FixtureRequest, store: Store) -> AsyncIterator[Store]:
-    """The conftest ``store`` (memory / lmdb), with its background work running or not.
-
-    For LMDB, "writer" runs the group-commit writer thread for the whole test;
-    for memory, ``run()`` is a no-op that must still start cleanly.
-    """
-    if request.param == "inline":
-        yield store
-        return
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        yield store
-        nursery.cancel_scope.cancel()
 
 
 @pytest.fixture
