@@ -14,6 +14,7 @@ stops running them.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -28,7 +29,7 @@ import trio
 
 from .._model import clock as _clock
 from .._model.serde import check_limit
-from .._model.eventlog import encode_event
+from .._model.eventlog import encode_detail
 from .driver import RunDriver
 from .events import TERMINAL_EVENTS, Event, EventBus
 from .jobs import JobRegistry
@@ -71,7 +72,12 @@ class Engine:
             no wake-up reaches (the original's ``pollInterval``).
         record_events: append every event of the instances this engine runs
             to the store's event log, so other processes can read and stream
-            them (``Client.events``). Default ``True``.
+            them (``Client.events``). ``None`` (the default): while it serves
+            (:meth:`serve`, ``durable worker``), the way work from clients is
+            run; ``True``: always; ``False``: never. Each instance's final
+            event is in the log in every case. The log costs a sequential step
+            about a third more (benchmark W1; measured in the closing note of
+            0.2.0).
 
     Attributes:
         workflows: register, start, wait for, inspect, cancel and resume instances.
@@ -85,7 +91,7 @@ class Engine:
 
     def __init__(self, store: Store | None = None, *, lease_ttl: float = 30.0, suspend_after: float = 1.0,
                  max_payload_bytes: int | None = None, poll_interval: float | None = None,
-                 record_events: bool = True) -> None:
+                 record_events: bool | None = None) -> None:
         if not lease_ttl > 0:
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         if not suspend_after >= 0:
@@ -104,7 +110,7 @@ class Engine:
         if poll_interval is not None and not (isinstance(poll_interval, (int, float)) and 0 < poll_interval < 1e9):
             raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
         self.poll_interval = float(poll_interval) if poll_interval is not None else 1.0
-        self.record_events = bool(record_events)
+        self.record_events = record_events
         self.queues = QueueRegistry()
         self._work_listeners: list[Callable[[], None]] = []  # serve() loops, poked by wake-ups
         self._on_claim: Callable[[str, str], None] | None = None  # the CLI worker's report of what serve() took
@@ -128,7 +134,7 @@ class Engine:
     @classmethod
     def open(
         cls, path: str | os.PathLike[str] = "durable.lmdb", *, lease_ttl: float = 30.0, suspend_after: float = 1.0,
-        max_payload_bytes: int | None = None, poll_interval: float | None = None, record_events: bool = True,
+        max_payload_bytes: int | None = None, poll_interval: float | None = None, record_events: bool | None = None,
         **store_options: object,
     ) -> Engine:
         """An engine over the :class:`LMDBStore` at ``path``; closes the store when it exits.
@@ -188,8 +194,8 @@ class Engine:
             await self.store.heartbeat(self._owner)
             self._nursery.start_soon(self._heartbeat)
             await self._flush_queues()
-            if self.record_events and callable(getattr(self.store, "append_event", None)):
-                self.events._recorder = self._record_event  # (a store of before 0.2.0 has no event log)
+            if self.record_events:
+                self._recording(True)
             if self.store.path is not None:
                 await self._nursery.start(self._listen)
         except BaseException as exc:
@@ -278,15 +284,25 @@ class Engine:
         for queue in self.queues.take_pending():
             await self.store.register_queue(queue)
 
-    def _record_event(self, event: Event) -> None:
-        """Append an event to the store's log (the store writes each instance's terminal event itself)."""
-        if event.name in TERMINAL_EVENTS or (event.name == "workflow.progress" and event.progress == 100):
+    def _recording(self, on: bool) -> None:
+        """Start (or stop) appending events to the store's log (a store of before 0.2.0 has none)."""
+        if on and callable(getattr(self.store, "append_event", None)):
+            self.events._recorder = self._record_event
+        elif not on:
+            self.events._recorder = None
+
+    def _record_event(self, name: str, instance_id: str, workflow_name: str, fields: dict[str, Any]) -> None:
+        """Append an event to the store's log (the store writes each instance's terminal event itself).
+
+        The store's writer thread encodes it (while this thread goes on, or waits on the commit's fsync).
+        """
+        if name in TERMINAL_EVENTS or (name == "workflow.progress" and fields.get("progress") == 100):
             return
         try:
-            self.store.append_event(event.instance_id, encode_event(event.name, event.instance_id,
-                                                                    event.workflow_name, event.detail()))
+            self.store.append_event(instance_id, functools.partial(encode_detail, name, instance_id, workflow_name,
+                                                                   fields))
         except Exception:
-            log.exception("could not record event %s of instance %s", event.name, event.instance_id)
+            log.exception("could not record event %s of instance %s", name, instance_id)
 
     async def _listen(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Take wake-ups from other processes: new work, signals, instances ended (cancelled) elsewhere."""

@@ -164,7 +164,8 @@ class EventBus:
         self._subscriptions: set[Subscription] = set()  # of every instance
         self._by_instance: dict[str, set[Subscription]] = {}  # of one instance: offered only its events
         self._nursery: trio.Nursery | None = None
-        self._recorder: Callable[[Event], None] | None = None  # the engine's event log writer, while it runs
+        #: the engine's event log writer, while it runs: ``(name, instance_id, workflow_name, fields)``
+        self._recorder: Callable[[str, str, str, dict[str, Any]], None] | None = None
 
     def on(self, name: EventName | Literal["*"], fn: Listener) -> Callable[[], None]:
         """Call ``fn(event)`` for every event called ``name`` (``"*"``: every event).
@@ -221,7 +222,7 @@ class EventBus:
     def emit(self, event: Event) -> None:
         """Deliver ``event`` (called by the engine)."""
         if self._recorder is not None:
-            self._recorder(event)
+            self._recorder(event.name, event.instance_id, event.workflow_name, event.detail())
         if self._subscriptions:
             for sub in list(self._subscriptions):
                 sub._offer(event)
@@ -261,6 +262,11 @@ class EventBus:
             await awaitable
         except Exception:
             log.exception("event listener %r raised on %s for instance %s", fn, event.name, event.instance_id)
+
+    @property
+    def recording_only(self) -> bool:
+        """Whether the store's event log is all that receives events (no listener, no subscription)."""
+        return not self._subscriptions and not self._by_instance and not any(self._listeners.values())
 
     def _close_all(self) -> None:
         for sub in [*self._subscriptions, *(s for subs in self._by_instance.values() for s in subs)]:

@@ -184,6 +184,10 @@ class Run:
     def emit(self, name: EventName, **fields: Any) -> None:
         bus = self.host.events
         if bus.active:
+            recorder = bus._recorder
+            if recorder is not None and bus.recording_only:
+                recorder(name, self.id, self.name, fields)  # no Event to build: the log encodes the fields
+                return
             bus.emit(Event(name=name, instance_id=self.id, workflow_name=self.name, **fields))
 
     def fail(self, cls: type[DurableError], message: str, *, step: str | None = None, **extra: Any) -> DurableError:

@@ -57,6 +57,7 @@ class Engine(Protocol):
     events: EventBus
     workflows: WorkflowService
     poll_interval: float
+    record_events: bool | None
     _driver: RunDriver
     _work_listeners: list[Callable[[], None]]
     _on_claim: Callable[[str, str], None] | None
@@ -67,6 +68,8 @@ class Engine(Protocol):
     def now(self) -> datetime: ...
 
     async def _flush_queues(self) -> None: ...
+
+    def _recording(self, on: bool) -> None: ...
 
 
 class _Serving:
@@ -151,6 +154,9 @@ async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: in
                                 names if workflows else [], names if jobs else [], own)
     previous = driver.on_run_end
     driver.on_run_end = state.run_ended
+    recording = engine.record_events is None  # the default: a serving engine logs its events for clients
+    if recording:
+        engine._recording(True)
     driver.sleepers.gate = state.may_start  # a wake-up waits for a free slot (and so does a take-over)
     engine._work_listeners.append(state.poke)
     poll = engine.poll_interval
@@ -199,6 +205,8 @@ async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: in
         driver.on_run_end = previous
         driver.sleepers.gate = None
         driver.sleepers.retry_deferred()
+        if recording:
+            engine._recording(False)
 
 
 async def _take_over_orphans(engine: Engine, state: _Serving, limit: int | None, full: bool) -> None:

@@ -17,7 +17,8 @@ from typing import Any
 from .records import InstanceStatus, WorkflowInstance
 from .serde import decode_value, encode_value
 
-__all__ = ["MAX_EVENT_ID", "StoredEvent", "check_event_range", "decode_event", "encode_event", "terminal_event"]
+__all__ = ["MAX_EVENT_ID", "StoredEvent", "check_event_range", "decode_event", "encode_detail", "encode_event",
+           "terminal_event"]
 
 MAX_EVENT_ID = (1 << 63) - 1
 """Event ids are below this (8-byte keys)."""
@@ -43,6 +44,11 @@ def encode_event(name: str, instance_id: str, workflow_name: str, fields: dict[s
     except Exception:
         kept = {k: v for k, v in fields.items() if k not in ("input", "output")}
         return encode_value((name, instance_id, workflow_name, kept), f"event {name}", instance_id=instance_id)
+
+
+def encode_detail(name: str, instance_id: str, workflow_name: str, fields: dict[str, Any]) -> bytes:
+    """:func:`encode_event` of the fields that are set (``None`` ones left out)."""
+    return encode_event(name, instance_id, workflow_name, {k: v for k, v in fields.items() if v is not None})
 
 
 def decode_event(data: bytes, where: str = "event", path: str | None = None) -> StoredEvent:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import trio
@@ -267,8 +267,13 @@ class Store(Protocol):
         already, or a live engine holds it."""
         ...
 
-    def append_event(self, instance_id: str, data: bytes) -> None:
-        """Queue one encoded event (:mod:`durable._model.eventlog`) for the instance's log; non-durable."""
+    def append_event(self, instance_id: str, data: bytes | Callable[[], bytes]) -> None:
+        """Queue one encoded event (:mod:`durable._model.eventlog`) for the instance's log; non-durable.
+
+        ``data`` may be a function returning the bytes: the store calls it when it
+        writes the event (the LMDB store on its writer thread), so the encoding
+        costs the caller nothing.
+        """
         ...
 
     async def read_events(self, instance_id: str, after: int = 0, limit: int = 100) -> list[tuple[int, bytes]]:

@@ -499,9 +499,9 @@ class MemoryStore:
         self._events.setdefault(instance_id, {})[seq] = data
         return seq
 
-    def append_event(self, instance_id: str, data: bytes) -> None:
+    def append_event(self, instance_id: str, data: bytes | Callable[[], bytes]) -> None:
         """Append one encoded event to the instance's log (at once: nothing is on disk)."""
-        self._append(instance_id, data)
+        self._append(instance_id, data if isinstance(data, bytes) else data())
 
     async def read_events(self, instance_id: str, after: int = 0, limit: int = 100) -> list[tuple[int, bytes]]:
         """Up to ``limit`` of the instance's events with an id over ``after``, oldest first: ``(id, data)``."""

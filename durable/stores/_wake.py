@@ -357,9 +357,14 @@ class Waker:
     raises on I/O errors: a wake-up is best effort.
     """
 
-    def __init__(self, store_path: str) -> None:
-        """A waker for the listeners of ``store_path``; nothing is opened yet."""
+    def __init__(self, store_path: str, *, skip_own: bool = False) -> None:
+        """A waker for the listeners of ``store_path``; nothing is opened yet.
+
+        ``skip_own``: never wake this process's own listeners (a store's commits
+        wake other processes; this one knows what it wrote).
+        """
         self.store_path = os.fspath(store_path)
+        self._skip = f".{os.getpid()}." if skip_own else None
         try:
             self._dir: str | None = _dir_path(self.store_path)
         except OSError as exc:
@@ -481,7 +486,7 @@ class Waker:
             with os.scandir(directory) as it:
                 for entry in it:
                     kinds_part, dot, _ = entry.name.partition(".")
-                    if dot:
+                    if dot and (self._skip is None or self._skip not in entry.name):
                         entries.append((entry.path, frozenset(kinds_part.split("+"))))
         except OSError as exc:
             log.debug("cannot list wake-up listeners in %r: %s", directory, exc)
@@ -530,6 +535,9 @@ def _after_fork_in_child() -> None:
     _wakers_lock = threading.Lock()
     for waker in list(_all_wakers):
         waker._lock = threading.Lock()
+        if waker._skip is not None:
+            waker._skip = f".{os.getpid()}."  # the child's own listeners, not its parent's
+            waker._key, waker._entries = None, []
 
 
 if hasattr(os, "register_at_fork"):

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import lmdb
@@ -23,7 +24,8 @@ def append(txn: lmdb.Transaction, t: Tables, instance_key: bytes, data: bytes) -
     return seq
 
 
-def append_many(txn: lmdb.Transaction, t: Tables, take: Callable[[], list[tuple[bytes, bytes]]]) -> list[bytes]:
+def append_many(txn: lmdb.Transaction, t: Tables,
+                take: Callable[[], list[tuple[bytes, bytes | Callable[[], bytes]]]]) -> list[bytes]:
     """Append the events ``take()`` hands over (``(instance key, data)`` each, in order); the instance keys."""
     events = take()
     if not events:
@@ -33,6 +35,12 @@ def append_many(txn: lmdb.Transaction, t: Tables, take: Callable[[], list[tuple[
     put = txn.put
     db = t.events
     for key, data in events:
+        if not isinstance(data, bytes):
+            try:
+                data = data()  # encoded here, on the writer's thread
+            except Exception:  # an event that cannot be stored must never fail the writes it rides with
+                logging.getLogger("durable.store").exception("an event could not be encoded; it is left out")
+                continue
         seq += 1
         put(key + b"\0" + seq.to_bytes(8, "big"), data, db=db)
     txn.put(b"seq", str(seq).encode(), db=t.meta)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, final
 
 import trio
@@ -89,10 +89,10 @@ class LMDBStore:
         self.max_payload_bytes = check_limit(max_payload_bytes)
         self._env = LMDBEnv(os.fspath(path), map_size, float(lazy_delay))
         self._tables = self._env.tables
-        self._waker = Waker(self._env.path)
-        self._events: list[tuple[bytes, bytes]] = []  # appended, not yet drained by the writer
+        self._waker = Waker(self._env.path, skip_own=True)  # (this process knows what it wrote)
+        self._events: list[tuple[bytes, bytes | Callable[[], bytes]]] = []  # appended, not yet drained
         self._events_lock = threading.Lock()
-        self._drained: list[list[list[tuple[bytes, bytes]]]] = []  # (writer thread) drains not yet notified
+        self._drained: list[list[list[tuple[bytes, bytes | Callable[[], bytes]]]]] = []  # (writer) not yet notified
         self._env.on_commit = self._notify
         self._owner_cache: tuple[Owner, bytes, bytes] | None = None  # see _owner_record
 
@@ -366,7 +366,7 @@ class LMDBStore:
 
     # -- event log ---------------------------------------------------------
 
-    def append_event(self, instance_id: str, data: bytes) -> None:
+    def append_event(self, instance_id: str, data: bytes | Callable[[], bytes]) -> None:
         """Queue one encoded event for the instance's log (non-durable: it rides the next commit).
 
         Events wait in a buffer that one queued write drains in the writer's
@@ -378,14 +378,14 @@ class LMDBStore:
                 return  # a drain is queued already
         self._env.write_later(self._drain_events, None, ([],), b"events*")
 
-    def _drain_events(self, txn: Any, holder: list[list[tuple[bytes, bytes]]]) -> None:
+    def _drain_events(self, txn: Any, holder: list[list[tuple[bytes, bytes | Callable[[], bytes]]]]) -> None:
         """(Writer thread) append the buffered events; note their instances for the wake-ups after the commit.
 
         ``holder`` is this drain's own: the buffer is taken into it once, so a
         transaction run again (the map grew, a batch split) writes the same
         events again, not nothing.
         """
-        def take() -> list[tuple[bytes, bytes]]:
+        def take() -> list[tuple[bytes, bytes | Callable[[], bytes]]]:
             if not holder:
                 with self._events_lock:
                     taken, self._events = self._events, []
