@@ -460,18 +460,22 @@ class LMDBStore:
     # -- wake-ups ----------------------------------------------------------
 
     def _notify(self, notes: list[bytes]) -> None:
-        """After a commit (writer thread): wake the processes listening for these kinds of change."""
-        sent: set[bytes] = set()
+        """After a commit (writer thread): wake the processes listening for these kinds of change (one look at
+        the listeners per kind: a commit of a hundred ends costs one when nobody listens)."""
         if b"events*" in notes:
             drained, self._drained = self._drained, []
-            if self._waker.listens("events"):
-                notes = notes + [b"events " + key for holder in drained for key, _ in holder[0]]
+            notes = notes + [b"events " + key for holder in drained for key, _ in holder[0]]
+        listening: dict[bytes, bool] = {}
+        sent: set[bytes] = set()
         for note in notes:
-            if note == b"events*":
+            if note == b"events*" or note in sent:
                 continue
-            if note not in sent:
-                sent.add(note)
-                kind, _, detail = note.partition(b" ")
+            sent.add(note)
+            kind, _, detail = note.partition(b" ")
+            heard = listening.get(kind)
+            if heard is None:
+                heard = listening[kind] = self._waker.listens(kind.decode())
+            if heard:
                 self._waker.notify(kind.decode(), detail)
 
     # -- lifecycle -------------------------------------------------------
