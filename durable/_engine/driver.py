@@ -295,14 +295,15 @@ class RunDriver:
             # arguments are bound to the workflow here, and its time limit runs from now.
             builder = getattr(definition, "required_jobs", None) is not None  # its input is the one value stored
             try:
-                value, args, kwargs = (bare.input, (), {}) if builder and len(bare.args) <= 1 and not bare.kwargs \
+                _, args, kwargs = (bare.input, (), {}) if builder and len(bare.args) <= 1 and not bare.kwargs \
                     else definition.make_call(tuple(bare.args), dict(bare.kwargs))
             except (TypeError, ValueError) as exc:
                 run = Run(self, definition, bare, checkpoints, definition.total_steps)
                 await self._finish(run, InstanceStatus.FAILED, None, run.fail(
                     DurableError, f"its arguments do not fit the workflow, so it never ran: {exc}"))
                 return False
-            bare = replace_instance(bare, input=value, args=args, kwargs=kwargs)
+            # (its stored input stays as it was started: a second start with the same id compares with it)
+            bare = replace_instance(bare, args=args, kwargs=kwargs)
             if bare.deadline is None and definition.timeout:
                 bare = replace_instance(bare, deadline=self.now() + timedelta(seconds=definition.timeout))
         if bare.deadline is not None and bare.deadline <= self.now():

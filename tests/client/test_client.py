@@ -264,7 +264,8 @@ def test_a_start_by_name_is_bound_to_the_workflow_in_the_worker(served: Path) ->
     with Client(served) as c:
         good = c.start("greet", name="kw")  # by keyword
         assert c.wait(good, timeout=30).output == "** KW **"
-        assert c.get(good).input == {"name": "kw"}  # type: ignore[union-attr]  # bound to the signature
+        assert c.get(good).kwargs == {"name": "kw"}  # type: ignore[union-attr]  # bound to the signature
+        assert c.start("greet", name="kw", id="kw-1") == c.start("greet", name="kw", id="kw-1")  # same input
         bad = c.start("greet", "a", "b")  # two arguments for one parameter: the client has no code to check
         inst = c.wait(bad, timeout=30)
         assert inst.status == InstanceStatus.FAILED and "arguments do not fit the workflow" in (inst.error or "")

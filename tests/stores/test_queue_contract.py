@@ -403,3 +403,16 @@ async def test_an_entry_of_a_finished_instance_never_holds_a_slot(s: Store, a: O
     await s.update_instance(attrs.evolve(inst, status=InstanceStatus.COMPLETED))  # leaves the queue
     assert await s.queue_depths("q") == (0, 0)
     assert (await take(s, a))[0] == []
+
+
+async def test_a_delayed_instance_waits_apart_until_due_and_leaves_when_cancelled(s: Store, a: Owner) -> None:
+    await s.create_instance(make_instance("late", not_before=ts(100)))
+    await s.create_instance(make_instance("later", not_before=ts(200)))
+    assert await s.queue_depths("q") == (2, 0)
+    assert await take(s, a, at=50) == ([], ts(100))  # nothing due: the earliest time it may take one
+    assert await take(s, a, at=150) == (["late"], ts(200))
+    inst = await s.get_instance("later", steps=False)
+    assert inst is not None
+    await s.update_instance(attrs.evolve(inst, status=InstanceStatus.CANCELLED))
+    assert await s.queue_depths("q") == (0, 1)
+    assert await take(s, a, at=300) == ([], None)

@@ -65,6 +65,7 @@ class Tables(NamedTuple):
     jobq: Any
     jobheld: Any
     registry: Any
+    delayed: Any
 
 
 _SEQ = b"seq"  # in meta: the store-wide sequence (queue order, event ids)

@@ -80,10 +80,9 @@ def claim(txn: lmdb.Transaction, t: Tables, ids: list[str], owner: Owner, limit:
         holder = txn.get(key, db=t.leases)
         if may_claim(bytes(holder).decode() if holder is not None else None, owner.id, is_alive):
             if pos is not None:
-                queue = bytes(pos).split(b"\0", 1)[0]
-                txn.delete(bytes(pos), db=t.queued)
-                txn.delete(key, db=t.qpos)
-                txn.put(queue + b"\0" + key, b"", db=t.inflight)
+                queue = queues.remove_waiting(txn, t, key)
+                if queue is not None:
+                    txn.put(queue + b"\0" + key, b"", db=t.inflight)
             txn.put(key, owner.id.encode(), db=t.leases)
             taken.append(iid)
     return taken

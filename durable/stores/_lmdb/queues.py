@@ -57,26 +57,78 @@ def dedup_holder(txn: lmdb.Transaction, t: Tables, inst: WorkflowInstance) -> st
     return bytes(found).decode()
 
 
+_DELAYED = b"\xff"  # a qpos value starting so names a ``delayed`` key (no UTF-8 queue name starts with 0xff)
+
+
 def enqueue(txn: lmdb.Transaction, t: Tables, inst: WorkflowInstance, not_before_us: int | None) -> None:
-    """Put a new pending instance in its queue (and take its dedup id)."""
+    """Put a new pending instance in its queue (and take its dedup id).
+
+    One with a ``not_before`` waits in ``delayed`` (by time) until a claim
+    finds it due and moves it to its place in ``queued``: claims never read
+    the entries that are not due yet.
+    """
     assert inst.queue is not None
     queue = get_queue(txn, t, inst.queue)
     priority = inst.priority if queue is not None and queue.priority else 0
     key = _queued_key(inst.queue, priority, next_seq(txn, t))
-    nb = str(not_before_us).encode() if not_before_us is not None else _NO_TIME
-    txn.put(key, inst.id.encode() + b"\0" + inst.workflow_name.encode() + b"\0" + nb, db=t.queued)
-    txn.put(inst.id.encode(), key, db=t.qpos)
+    value = inst.id.encode() + b"\0" + inst.workflow_name.encode() + b"\0"
+    if not_before_us is not None:
+        delayed = max(0, not_before_us).to_bytes(8, "big") + key[-8:]
+        txn.put(delayed, len(key).to_bytes(2, "big") + key + value, db=t.delayed)
+        txn.put(inst.id.encode(), _DELAYED + delayed, db=t.qpos)
+    else:
+        txn.put(key, value, db=t.queued)
+        txn.put(inst.id.encode(), key, db=t.qpos)
     if inst.dedup_id is not None:
         txn.put(inst.queue.encode() + b"\0" + inst.dedup_id.encode(), inst.id.encode(), db=t.dedup)
+
+
+def promote(txn: lmdb.Transaction, t: Tables, now_us: int) -> None:
+    """Move the delayed entries that are due (``not_before`` <= now) to their places in ``queued``."""
+    cursor = txn.cursor(db=t.delayed)
+    due: list[tuple[bytes, bytes]] = []
+    if cursor.first():
+        for k, v in cursor:
+            if int.from_bytes(bytes(k)[:8], "big") > now_us:
+                break
+            due.append((bytes(k), bytes(v)))
+    for k, v in due:
+        size = int.from_bytes(v[:2], "big")
+        key, value = v[2:2 + size], v[2 + size:]
+        txn.delete(k, db=t.delayed)
+        txn.put(key, value, db=t.queued)
+        txn.put(value.split(b"\0", 1)[0], key, db=t.qpos)
+
+
+def first_delayed(txn: lmdb.Transaction, t: Tables) -> int | None:
+    """When the earliest delayed entry comes due (µs), if any."""
+    cursor = txn.cursor(db=t.delayed)
+    return int.from_bytes(bytes(cursor.key())[:8], "big") if cursor.first() else None
+
+
+def remove_waiting(txn: lmdb.Transaction, t: Tables, instance_key: bytes) -> bytes | None:
+    """Take an instance out of its queue (waiting or delayed); its queue's name, or ``None`` if it was in none."""
+    pos = txn.get(instance_key, db=t.qpos)
+    if pos is None:
+        return None
+    pos = bytes(pos)
+    txn.delete(instance_key, db=t.qpos)
+    if pos.startswith(_DELAYED):
+        found = txn.get(pos[1:], db=t.delayed)
+        txn.delete(pos[1:], db=t.delayed)
+        if found is None:
+            return None
+        found = bytes(found)
+        pos = found[2:2 + int.from_bytes(found[:2], "big")]
+    else:
+        txn.delete(pos, db=t.queued)
+    return pos.split(b"\0", 1)[0]
 
 
 def unqueue(txn: lmdb.Transaction, t: Tables, inst: WorkflowInstance) -> None:
     """A finished (or deleted) instance leaves its queue: waiting entry, in-flight entry, dedup id."""
     key = inst.id.encode()
-    pos = txn.get(key, db=t.qpos)
-    if pos is not None:
-        txn.delete(bytes(pos), db=t.queued)
-        txn.delete(key, db=t.qpos)
+    remove_waiting(txn, t, key)
     if inst.queue is not None:
         txn.delete(inst.queue.encode() + b"\0" + key, db=t.inflight)
         if inst.dedup_id is not None:
@@ -99,7 +151,8 @@ def _count(txn: lmdb.Transaction, db: lmdb._Database, prefix: bytes) -> int:
 def queue_depths(txn: lmdb.Transaction, t: Tables, name: str) -> tuple[int, int]:
     """``(waiting, in flight)`` of queue ``name``."""
     prefix = name.encode() + b"\0"
-    return _count(txn, t.queued, prefix), _count(txn, t.inflight, prefix)
+    delayed = sum(1 for _, v in txn.cursor(db=t.delayed) if bytes(v)[2:].startswith(prefix))
+    return _count(txn, t.queued, prefix) + delayed, _count(txn, t.inflight, prefix)
 
 
 def load_starts(txn: lmdb.Transaction, t: Tables, name: str) -> list[int]:
@@ -125,13 +178,15 @@ class Selection:
     picks: list[tuple[str, Admission, list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]] = attrs.Factory(list)
     next_due: int | None = None
 
+    promote: bool = False  #: delayed entries are due: a claim must move them to the queue first
+
     def due_at(self, when: int) -> None:
         self.next_due = when if self.next_due is None else min(self.next_due, when)
 
     @property
     def writes(self) -> bool:
-        """Whether applying it writes anything (something to take, or a stale entry to drop)."""
-        return any(picked or stale for _, _, picked, stale in self.picks)
+        """Whether applying it writes anything (something to take, a stale entry to drop, entries come due)."""
+        return self.promote or any(picked or stale for _, _, picked, stale in self.picks)
 
 
 def select(txn: lmdb.Transaction, t: Tables, served: list[tuple[str, int | None]],
@@ -139,6 +194,12 @@ def select(txn: lmdb.Transaction, t: Tables, served: list[tuple[str, int | None]
     """What :func:`claim` takes, by reads alone: per queue, its admission, the entries to take, and the stale
     entries (of instances finished or gone) to drop."""
     sel = Selection()
+    first = first_delayed(txn, t)
+    if first is not None:
+        if first <= now_us:
+            sel.promote = True
+        else:
+            sel.due_at(first)
     count = 0
     for name, free in served:
         prefix = name.encode() + b"\0"
@@ -186,6 +247,7 @@ def claim(txn: lmdb.Transaction, t: Tables, owner: Owner, served: list[tuple[str
     """
     txn.put(owner.id.encode(), owner.encode(), db=t.owners)
     me = owner.id.encode()
+    promote(txn, t, now_us)
     sel = select(txn, t, served, workflows, limit, now_us)
     taken: list[str] = []
     for name, adm, picked, stale in sel.picks:

@@ -347,7 +347,8 @@ class LMDBStore:
         now_us = _micros(now)
         assert now_us is not None
         with self._env.read() as txn:
-            if not _any_prefix(txn, self._tables.queued, [name for name, _ in served]):
+            if not _any_prefix(txn, self._tables.queued, [name for name, _ in served]) \
+                    and queues.first_delayed(txn, self._tables) is None:
                 return [], None
             ahead = queues.select(txn, self._tables, served, workflows, limit, now_us)
             if not ahead.writes:  # nothing it may take now (limits, delays, other workflows): no write
