@@ -21,7 +21,7 @@ from ._portal import Portal
 __all__ = ["Client"]
 
 _BATCH = 100  # events read per look: what a reader holds in memory at most, however slow it is
-_LONGEST_WAIT = 1.0  # a wait on the client's loop returns at least this often (so an abandoned one ends)
+_LONGEST_WAIT = 1.0  # an events() batch returns at least this often, events or not (the iterator looks again)
 
 
 def open_store(store: str | os.PathLike[str] | Store) -> tuple[Store, bool]:

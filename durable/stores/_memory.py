@@ -33,6 +33,7 @@ from .._model.ids import check_instance_id, check_signal_name, check_workflow_na
 from ._base import step_key_bytes
 from ._join import join_steps
 from ._lease import LeaseLost, Owner, may_claim, record_alive
+from ._memory_jobs import JobTables
 
 __all__ = ["MemoryStore"]
 
@@ -71,9 +72,7 @@ class MemoryStore:
         self._qstate: dict[str, list[int]] = {}  # queue -> recent start times (µs), for rate_limit
         self._dedup: dict[tuple[str, str], str] = {}  # (queue, dedup id) -> id of the unfinished holder
         self._events: dict[str, dict[int, bytes]] = {}  # id -> event id -> encoded event
-        self._jobs: dict[bytes, bytes] = {}  # job key (as a step key) -> encoded JobRecord
-        self._jobq: dict[str, dict[int, bytes]] = {}  # queue -> seq -> job key: jobs waiting for a worker
-        self._jobheld: dict[bytes, tuple[str, str]] = {}  # job key -> (owner id, queue): taken jobs
+        self._job_tables = JobTables()  # external jobs: queued, held
         self._workflow_queues: dict[str, str] = {}
         self._known: set[str] = set()  # every workflow an engine registered
         self._workers: dict[str, bytes] = {}  # owner id -> JSON of what it serves
@@ -160,7 +159,7 @@ class MemoryStore:
     def _ended(self, instance: WorkflowInstance) -> None:
         """An instance reached a finished status: it leaves its queue, its jobs go, its event log ends."""
         self._unqueue(instance)
-        self._drop_jobs(instance.id)
+        self._job_tables.drop(instance.id.encode() + b"\0")
         event = terminal_event(instance)
         if event is not None:
             self._append(instance.id, event)
@@ -181,7 +180,7 @@ class MemoryStore:
         data = self._instances.get(instance_id)
         if data is not None:
             self._unqueue(decode_instance(data, f"memory:{instance_id}"))
-        self._drop_jobs(instance_id)
+        self._job_tables.drop(instance_id.encode() + b"\0")
         self._events.pop(instance_id, None)
         for queue in [k for k in self._signals if k[0] == instance_id]:
             del self._signals[queue]
@@ -523,12 +522,10 @@ class MemoryStore:
         """Queue an external job unless it is queued (or held) already, or its outcome is delivered; whether it
         was new."""
         data = encode_job(job, limit=self.max_payload_bytes)
-        key = step_key_bytes(job.instance_id, job.step_key)
-        if key in self._jobs or self._signals.get((job.instance_id, job_signal(job.step_key))):
-            return False
-        self._jobs[key] = data
-        self._jobq.setdefault(job.queue, {})[self._next_seq()] = key
-        return True
+        if self._signals.get((job.instance_id, job_signal(job.step_key))):
+            return False  # done: its outcome waits for the workflow to take it
+        return self._job_tables.enqueue(step_key_bytes(job.instance_id, job.step_key), job.queue, data,
+                                        self._next_seq())
 
     async def claim_jobs(self, owner: Owner, queue_names: list[str], limit: int, *,
                          free: Mapping[str, int] | None = None, now: datetime | None = None) -> list[JobRecord]:
@@ -537,59 +534,22 @@ class MemoryStore:
         now_us = _micros(now or datetime.now(UTC))
         assert now_us is not None
         self._owners[owner.id] = owner
-        me = owner.id
-        out: list[tuple[bytes, bytes]] = []
-        wanted = set(queue_names)
-        held: dict[str, int] = {}
-        alive: dict[str, bool] = {}
-        stale: list[tuple[bytes, str]] = []
-        for key in sorted(self._jobheld):
-            holder, queue = self._jobheld[key]
-            held[queue] = held.get(queue, 0) + 1
-            if queue not in wanted or holder == me:
-                continue
-            if holder not in alive:
-                alive[holder] = record_alive(self._owners.get(holder))
-            if not alive[holder]:
-                stale.append((key, queue))
-        slots = dict(free or {})
-        reclaimed: dict[str, int] = {}
-        for key, queue in stale:
-            room = slots.get(queue)
-            if len(out) >= limit or (room is not None and reclaimed.get(queue, 0) >= room):
-                continue  # this worker has no slot for it: another worker (or a later look) takes it
-            data = self._jobs.get(key)
-            if data is None:
-                self._jobheld.pop(key, None)
-                continue
-            self._jobheld[key] = (me, queue)
-            out.append((key, data))
-            reclaimed[queue] = reclaimed.get(queue, 0) + 1
-        for q in queue_names:
-            room = slots.get(q)
-            adm = admit(self._queue(q), in_flight=lambda: held.get(q, 0), starts=self._qstate.get(q, []),
-                        now_us=now_us, free=room - reclaimed.get(q, 0) if room is not None else None,
-                        remaining=limit - len(out))
-            waiting = self._jobq.get(q, {})
-            started = 0
-            for seq in sorted(waiting)[:adm.allowed]:
-                key = waiting.pop(seq)
-                data = self._jobs.get(key)
-                if data is None:
-                    continue
-                self._jobheld[key] = (me, q)
-                out.append((key, data))
-                started += 1
-            self._save_starts(q, adm, started, now_us, lambda _: None)
-        return [decode_job(data, f"memory:jobs/{key!r}") for key, data in out]
+
+        def admission(q: str, held: int, room: int | None, remaining: int) -> Admission:
+            return admit(self._queue(q), in_flight=lambda: held, starts=self._qstate.get(q, []), now_us=now_us,
+                         free=room, remaining=remaining)
+
+        found = self._job_tables.claim(
+            owner.id, queue_names, limit, free, lambda holder: record_alive(self._owners.get(holder)), admission,
+            lambda q, adm, count: self._save_starts(q, adm, count, now_us, lambda _: None))
+        return [decode_job(data, f"memory:jobs/{key!r}") for key, data in found]
 
     async def note_job_attempts(self, job: JobRecord, owner_id: str) -> bool:
         """Record a held job's ``attempts`` and ``retry_at``; ``False`` if ``owner_id`` holds it no more."""
         key = step_key_bytes(job.instance_id, job.step_key)
-        held = self._jobheld.get(key)
-        if held is None or held[0] != owner_id or key not in self._jobs:
+        if not self._job_tables.holds(key, owner_id):
             return False
-        self._jobs[key] = encode_job(job)
+        self._job_tables.jobs[key] = encode_job(job)
         return True
 
     async def finish_job(self, job: JobRecord, owner_id: str, outcome: Any) -> bool:
@@ -600,11 +560,9 @@ class MemoryStore:
         data = encode_value(outcome, f"the result of job {job.step_name!r}", instance_id=job.instance_id,
                             limit=self.max_payload_bytes)
         key = step_key_bytes(job.instance_id, job.step_key)
-        held = self._jobheld.get(key)
-        if held is None or held[0] != owner_id or key not in self._jobs:
+        if not self._job_tables.holds(key, owner_id):
             return False
-        del self._jobheld[key]
-        del self._jobs[key]
+        self._job_tables.remove(key)
         self._signal_seq += 1
         self._signals.setdefault((job.instance_id, job_signal(job.step_key)), {})[self._signal_seq] = data
         return True
@@ -612,25 +570,8 @@ class MemoryStore:
     async def get_jobs(self, instance_id: str | None = None) -> list[tuple[JobRecord, str | None]]:
         """Queued and running jobs (of one instance, or all), each with the owner id running it, if any."""
         prefix = instance_id.encode() + b"\0" if instance_id is not None else b""
-        out: list[tuple[JobRecord, str | None]] = []
-        for key in sorted(self._jobs):
-            if key.startswith(prefix):
-                held = self._jobheld.get(key)
-                out.append((decode_job(self._jobs[key], f"memory:jobs/{key!r}"), held[0] if held else None))
-        return out
-
-    def _drop_jobs(self, instance_id: str) -> None:
-        """Remove the jobs of an instance (it finished or was deleted): nobody will take them."""
-        prefix = instance_id.encode() + b"\0"
-        doomed = {key for key in self._jobs if key.startswith(prefix)}
-        if not doomed:
-            return
-        for waiting in self._jobq.values():
-            for seq in [seq for seq, key in waiting.items() if key in doomed]:
-                del waiting[seq]
-        for key in doomed:
-            del self._jobs[key]
-            self._jobheld.pop(key, None)
+        return [(decode_job(data, f"memory:jobs/{key!r}"), holder)
+                for key, data, holder in self._job_tables.listing(prefix)]
 
     def close(self) -> None:
         """Nothing to release."""

@@ -270,3 +270,46 @@ def test_a_start_by_name_is_bound_to_the_workflow_in_the_worker(served: Path) ->
         inst = c.wait(bad, timeout=30)
         assert inst.status == InstanceStatus.FAILED and "arguments do not fit the workflow" in (inst.error or "")
         assert inst.step_results == {}  # it never ran
+
+
+def test_closing_a_client_ends_its_pending_calls_with_a_runtime_error(served: Path) -> None:
+    """A call waiting when its client closes gets RuntimeError, never the client's own trio.Cancelled."""
+    async def main() -> None:
+        c = AsyncClient(served)
+        iid = await c.start("waiter", "closing")
+        got: list[BaseException] = []
+
+        async def waiting() -> None:
+            try:
+                await c.wait(iid)
+            except BaseException as exc:  # what the caller sees
+                got.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiting)
+            await anyio.sleep(0.2)
+            await c.aclose()
+        assert len(got) == 1 and type(got[0]) is RuntimeError and "closed" in str(got[0])
+        with Client(served) as again:
+            again.cancel(iid)
+
+    asyncio.run(main())
+
+    with Client(served) as c:
+        iid = c.start("waiter", "closing-sync")
+        errors: list[BaseException] = []
+        thread = threading.Thread(target=lambda: _catch(errors, lambda: c.wait(iid)))
+        thread.start()
+        time.sleep(0.2)
+        c.close()
+        thread.join(30)
+    assert len(errors) == 1 and type(errors[0]) is RuntimeError
+    with Client(served) as c:
+        c.cancel(iid)
+
+
+def _catch(errors: list[BaseException], fn: object) -> None:
+    try:
+        fn()  # type: ignore[operator]
+    except BaseException as exc:
+        errors.append(exc)

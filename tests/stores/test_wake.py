@@ -350,3 +350,14 @@ async def test_a_notify_from_another_process_wakes_the_listener(store: str) -> N
             nursery.start_soon(run_child)
             with trio.fail_after(PATIENCE):
                 assert await listener.wait() == [b"work from-child"]
+
+
+async def test_a_waker_that_skips_its_own_process_reaches_only_others(store: str) -> None:
+    """What a store uses: its commits wake other processes' listeners, never this process's own."""
+    async with Listener(store, ["work"]) as mine:
+        with Waker(store, skip_own=True) as waker:
+            assert not waker.listens("work") and waker.notify("work") == 0
+            assert await mine.wait(timeout=0) == []
+        with Waker(store) as waker:
+            assert waker.listens("work") and waker.notify("work") == 1
+            assert await mine.wait(timeout=5) == [b"work "]
