@@ -10,6 +10,7 @@ from ._frontends.decorators import WorkflowFunction as WorkflowFunction
 from ._frontends.decorators import step as step
 from ._engine.engine import Engine as Engine
 from .client import AsyncClient as AsyncClient
+from .client import EventFeed as EventFeed
 from .client import Client as Client
 from ._engine.events import Event as Event
 from ._engine.events import EventBus as EventBus
@@ -83,6 +84,7 @@ __all__ = [
     "Engine",
     "Event",
     "EventBus",
+    "EventFeed",
     "EventsDropped",
     "Graph",
     "GraphError",

@@ -319,19 +319,30 @@ class Engine:
             while True:
                 for datagram in await listener.wait():
                     kind, detail = split_wakeup(datagram)
-                    if kind == "work":
-                        for poke in list(self._work_listeners):
-                            poke()
-                    elif kind == "signal":
-                        self._driver.sleepers.signalled(detail.decode(errors="replace"))
-                    elif kind == "end":
-                        instance_id = detail.decode(errors="replace")
-                        if instance_id in self._driver.runs or self._driver.sleepers.holds(instance_id):
-                            self._nursery_start(self._check_lease, instance_id)
-                        for poke in list(self._work_listeners):
-                            poke()  # an instance ended somewhere: a queue slot may be free
+                    self.wake(kind, detail.decode(errors="replace"))
         finally:
             listener.close()
+
+    def wake(self, kind: str, instance_id: str = "") -> None:
+        """Take notice of a change to the store made elsewhere: ``"work"`` (an instance or job was queued),
+        ``"signal"`` (a signal was sent to ``instance_id``) or ``"end"`` (``instance_id`` ended: cancelled).
+
+        Wake-ups from other processes call it; so does a client sharing this
+        engine's store in its process (``AsyncClient.sharing(engine)``),
+        whose writes no wake-up reports to their own process.
+
+        .. versionadded:: 0.2.0
+        """
+        if kind == "work":
+            for poke in list(self._work_listeners):
+                poke()
+        elif kind == "signal":
+            self._driver.sleepers.signalled(instance_id)
+        elif kind == "end":
+            if instance_id in self._driver.runs or self._driver.sleepers.holds(instance_id):
+                self._nursery_start(self._check_lease, instance_id)
+            for poke in list(self._work_listeners):
+                poke()  # an instance ended somewhere: a queue slot may be free
 
     def _nursery_start(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._nursery is not None:

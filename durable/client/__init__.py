@@ -4,8 +4,8 @@
 Both are re-exported by :mod:`durable`.
 """
 
-from ._async import AsyncClient
+from ._async import AsyncClient, EventFeed
 from ._ops import Page
 from ._sync import Client
 
-__all__ = ["AsyncClient", "Client", "Page"]
+__all__ = ["AsyncClient", "Client", "EventFeed", "Page"]

@@ -10,6 +10,7 @@ thread is held while a call waits, so thousands of ``wait()`` or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
@@ -19,15 +20,19 @@ import outcome
 import sniffio
 import trio
 
+from .._engine.engine import Engine
 from .._engine.events import Event
 from .._model.eventlog import check_event_range
+from .._model.ids import check_instance_id
 from .._model.records import InstanceStatus, WorkflowInstance
 from ..stores import Store
 from . import _ops
 from ._ops import Page
-from ._sync import Client, _batch, _list, _resume, _start, _wait
+from ._hub import Feed
+from ._portal import LocalPortal, Portal, open_local
+from ._sync import Client, _close, _list, _resume, _start, _wait
 
-__all__ = ["AsyncClient"]
+__all__ = ["AsyncClient", "EventFeed"]
 
 _T = TypeVar("_T")
 
@@ -86,13 +91,45 @@ class AsyncClient:
 
     def __init__(self, store: str | os.PathLike[str] | Store, *, poll_interval: float = 1.0) -> None:
         self._anyio = _anyio()
-        self._client = Client(store, poll_interval=poll_interval)
-        self._portal = self._client._portal
+        self._client: Client | None = Client(store, poll_interval=poll_interval)
+        self._portal: Portal | LocalPortal = self._client._portal
+        self._poll = self._client.poll_interval
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def sharing(cls, engine: Engine | Store, *, poll_interval: float = 1.0) -> AsyncIterator[AsyncClient]:
+        """A client of an open :class:`~durable.Engine`'s store (or of a store already running in this trio
+        run), with no thread of its own: ``async with AsyncClient.sharing(engine) as client:``.
+
+        Its calls run as tasks of this trio run and share the engine's
+        commits, and the engine hears of its writes at once (a start wakes
+        its worker, a cancel stops the run); the store stays open when the
+        block ends. This is how ``durable serve`` gives its HTTP API the
+        worker's store. Use it under trio, in the engine's run.
+
+        .. versionadded:: 0.2.0
+        """
+        notify = None
+        if isinstance(engine, Engine):
+            store, notify = engine.store, engine.wake
+        elif isinstance(engine, Store):
+            store = engine
+        else:
+            raise TypeError(f"AsyncClient.sharing() takes an open Engine or a Store, got {engine!r}")
+        if not isinstance(poll_interval, (int, float)) or not 0 < poll_interval < 1e9:
+            raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+        async with open_local(store, float(poll_interval), notify) as portal:
+            client = cls.__new__(cls)
+            client._anyio = _anyio()
+            client._client = None
+            client._portal = portal
+            client._poll = float(poll_interval)
+            yield client
 
     @property
     def store(self) -> Store:
         """The store (used on the client's own loop)."""
-        return self._client.store
+        return self._portal.store
 
     async def _call(self, fn: Callable[..., Awaitable[_T]], *args: Any, cancellable: bool) -> _T:
         done = self._anyio.Event()
@@ -116,7 +153,10 @@ class AsyncClient:
         return box[0].unwrap()
 
     async def aclose(self) -> None:
-        """Flush and release the store."""
+        """Flush and release the store (a client made by :meth:`sharing` only stops taking calls)."""
+        if self._client is None:
+            self._portal.close()
+            return
         await self._anyio.to_thread.run_sync(self._client.close)
 
     async def __aenter__(self) -> AsyncClient:
@@ -133,8 +173,10 @@ class AsyncClient:
         if if_exists not in ("return", "error"):
             raise ValueError(f"if_exists must be 'return' or 'error', got {if_exists!r}")
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
-        return await self._call(_start, self.store, workflow, args, kwargs, id, queue, priority, dedup_id, seconds,
-                                allow_unknown, if_exists, cancellable=False)
+        instance_id: str = await self._call(_start, self.store, workflow, args, kwargs, id, queue, priority,
+                                            dedup_id, seconds, allow_unknown, if_exists, cancellable=False)
+        self._portal.wrote("work", instance_id)
+        return instance_id
 
     async def get(self, instance_id: str) -> WorkflowInstance | None:
         """The instance with its step results, or ``None``."""
@@ -149,30 +191,127 @@ class AsyncClient:
 
     async def wait(self, instance_id: str, timeout: float | None = None) -> WorkflowInstance:
         """Return the instance once it has finished (see :meth:`Client.wait`)."""
-        return await self._call(_wait, self._portal, instance_id, timeout, self._client.poll_interval,
-                                cancellable=True)
+        return await self._call(_wait, self._portal, instance_id, timeout, self._poll, cancellable=True)
 
     async def events(self, instance_id: str, after: int | None = None) -> AsyncIterator[Event]:
         """The instance's events until its last, each with its ``id`` (see :meth:`Client.events`)."""
-        check_event_range(after or 0, 1)
-        position = after or 0
-        while True:
-            batch, ended = await self._call(_batch, self._portal, instance_id, position,
-                                            self._client.poll_interval, cancellable=True)
-            for event in batch:
-                position = event.id or position
+        async with await self.subscribe(instance_id, after=after) as feed:
+            async for event in feed:
                 yield event
-            if ended:
-                return
+
+    async def all_events(self, *, after: int | None = None, workflow: str | None = None) -> AsyncIterator[Event]:
+        """Every instance's events as they are stored (of ``workflow`` only, if given), from now on, or after
+        event id ``after``; it never ends by itself.
+
+        .. versionadded:: 0.2.0
+        """
+        async with await self.subscribe(None, after=after, workflow=workflow) as feed:
+            async for event in feed:
+                yield event
+
+    async def subscribe(self, instance_id: str | None = None, *, after: int | None = None,
+                        workflow: str | None = None) -> EventFeed:
+        """An :class:`EventFeed` of one instance's events (from its first, or after event id ``after``), or of
+        every instance's (``None``: from now on, or after ``after``; of ``workflow`` only, if given).
+
+        Feeds are served by one reader of the store's event log per client,
+        so a thousand open feeds cost one read per new event, and each holds a
+        bounded buffer: a reader that falls behind reads on from the store.
+        Unlike iterating :meth:`events`, :meth:`EventFeed.receive` takes a
+        timeout, for keep-alives (an SSE server's).
+
+        .. versionadded:: 0.2.0
+        """
+        check_event_range(after or 0, 1)
+        if instance_id is not None:
+            check_instance_id(instance_id)
+        feed = await self._call(self._portal.feed, instance_id, workflow, after, cancellable=False)
+        return EventFeed(self, feed)
+
+    async def workflows(self) -> dict[str, str | None]:
+        """The workflows engines on this store have registered, by name: each one's own queue (``None``: the
+        default queue).
+
+        .. versionadded:: 0.2.0
+        """
+        return await self._call(_ops.workflows, self.store, cancellable=True)
 
     async def cancel(self, instance_id: str) -> bool:
         """Cancel an unfinished instance (see :meth:`Client.cancel`)."""
-        return await self._call(_ops.cancel, self.store, instance_id, cancellable=False)
+        cancelled: bool = await self._call(_ops.cancel, self.store, instance_id, cancellable=False)
+        if cancelled:
+            self._portal.wrote("end", instance_id)
+        return cancelled
 
     async def signal(self, instance_id: str, name: str, payload: Any = None) -> int:
         """Queue signal ``name`` for an unfinished instance (see :meth:`Client.signal`)."""
-        return await self._call(_ops.signal, self.store, instance_id, name, payload, cancellable=False)
+        seq: int = await self._call(_ops.signal, self.store, instance_id, name, payload, cancellable=False)
+        self._portal.wrote("signal", instance_id)
+        return seq
 
     async def resume(self, instance_id: str) -> bool:
         """Put an unfinished instance whose engine is gone back in its queue (see :meth:`Client.resume`)."""
-        return await self._call(_resume, self.store, instance_id, cancellable=False)
+        resumed: bool = await self._call(_resume, self.store, instance_id, cancellable=False)
+        if resumed:
+            self._portal.wrote("work", instance_id)
+        return resumed
+
+
+@final
+class EventFeed:
+    """A reader's place in the event log (see :meth:`AsyncClient.subscribe`): ``async for event in feed``, or
+    :meth:`receive` with a timeout. Close it (``async with``, or :meth:`aclose`) when done.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, client: AsyncClient, feed: Feed) -> None:
+        self._client = client
+        self._feed = feed
+        self._pending: list[Event] = []
+
+    @property
+    def ended(self) -> bool:
+        """The instance's log has ended and every event of it was received (never, for a feed of all)."""
+        return self._feed.ended and not self._pending
+
+    @property
+    def position(self) -> int:
+        """The id of the last event received (``Last-Event-ID``)."""
+        return self._feed.position
+
+    async def receive(self, timeout: float | None = None) -> list[Event]:
+        """The next events (one or more); ``[]`` once ended, or when none came within ``timeout`` seconds.
+
+        Raises:
+            InstanceNotFound: the feed's instance does not exist.
+        """
+        if self._pending:
+            out, self._pending = self._pending, []
+            return out
+        if self._feed.ended:
+            return []
+        return await self._client._call(self._feed.next, timeout, cancellable=True)
+
+    def __aiter__(self) -> EventFeed:
+        return self
+
+    async def __anext__(self) -> Event:
+        while not self._pending:
+            if self._feed.ended:
+                raise StopAsyncIteration
+            self._pending = await self._client._call(self._feed.next, None, cancellable=True)
+        return self._pending.pop(0)
+
+    async def aclose(self) -> None:
+        """Stop taking events."""
+        try:
+            await self._client._call(_close, self._feed, cancellable=False)
+        except RuntimeError:
+            pass  # the client is closed: so is the feed
+
+    async def __aenter__(self) -> EventFeed:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

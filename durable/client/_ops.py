@@ -143,6 +143,12 @@ def _parse_cursor(cursor: str) -> tuple[int, str]:
         raise ValueError(f"not a cursor of list(): {cursor!r} (pass a page's next_cursor as it is)") from None
 
 
+async def workflows(store: Store) -> dict[str, str | None]:
+    """The registered workflows' names, each with its own queue (``None``: the default)."""
+    queues = await store.workflow_queues()
+    return {name: queues.get(name) for name in sorted(await store.known_workflows())}
+
+
 async def get_existing(store: Store, instance_id: str) -> WorkflowInstance:
     """The instance (without steps), or :class:`InstanceNotFound`."""
     inst = await store.get_instance(instance_id, steps=False)

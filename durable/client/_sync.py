@@ -16,11 +16,11 @@ from ..errors import StoreError
 from ..stores import LMDBStore, Store
 from . import _ops
 from ._ops import Page
-from ._portal import Portal
+from ._hub import Feed
+from ._portal import LocalPortal, Portal
 
 __all__ = ["Client"]
 
-_BATCH = 100  # events read per look: what a reader holds in memory at most, however slow it is
 _LONGEST_WAIT = 1.0  # an events() batch returns at least this often, events or not (the iterator looks again)
 
 
@@ -68,7 +68,7 @@ class Client:
             raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
         opened, owns = open_store(store)
         self.poll_interval = float(poll_interval)
-        self._portal = Portal(opened, close_store=owns)
+        self._portal = Portal(opened, close_store=owns, poll=self.poll_interval)
 
     @property
     def store(self) -> Store:
@@ -164,16 +164,23 @@ class Client:
         the instance's ``workflow.completed``, ``failed`` or ``cancelled``.
         """
         check_event_range(after or 0, 1)  # (at the call, not at the first event)
-        position = after or 0
-        while True:
-            batch, ended = self._portal.call(_batch, self._portal, instance_id, position, self.poll_interval)
-            for event in batch:
-                position = event.id or position
-                yield event
-            if ended:
-                return
+        feed = self._portal.call(self._portal.feed, instance_id, None, after or 0)
+        try:
+            while not feed.ended:
+                yield from self._portal.call(feed.next, _LONGEST_WAIT)
+        finally:
+            self._portal.call(_close, feed)
 
     # -- control --------------------------------------------------------------
+
+    def workflows(self) -> dict[str, str | None]:
+        """The workflows engines on this store have registered, by name: each one's own queue (``None``: the
+        default queue).
+
+        .. versionadded:: 0.2.0
+        """
+        found: dict[str, str | None] = self._portal.call(_ops.workflows, self.store)
+        return found
 
     def cancel(self, instance_id: str) -> bool:
         """Cancel an unfinished instance (and its running children); ``False`` if it had finished or does not exist.
@@ -217,7 +224,7 @@ async def _list(store: Store, workflow: str | None, status: InstanceStatus | str
                                 created_after=created_after, created_before=created_before, limit=limit, cursor=cursor)
 
 
-async def _wait(portal: Portal, instance_id: str, timeout: float | None, poll: float) -> WorkflowInstance:
+async def _wait(portal: Portal | LocalPortal, instance_id: str, timeout: float | None, poll: float) -> WorkflowInstance:
     with trio.move_on_after(timeout if timeout is not None else float("inf")):
         while True:
             with portal.watch(instance_id) as changed:  # before the read: an end right after it wakes us
@@ -230,17 +237,8 @@ async def _wait(portal: Portal, instance_id: str, timeout: float | None, poll: f
     raise TimeoutError(f"instance {instance_id!r} did not finish within {timeout:g} s")
 
 
-async def _batch(portal: Portal, instance_id: str, after: int, poll: float) -> tuple[list[Event], bool]:
-    """The next events (waiting up to about a second for some), and whether the log has ended."""
-    with trio.move_on_after(max(poll, _LONGEST_WAIT)):
-        while True:
-            with portal.watch(instance_id) as changed:  # before the read: events right after it wake us
-                events, ended = await _ops.next_events(portal.store, instance_id, after, _BATCH)
-                if events or ended:
-                    return events, ended
-                with trio.move_on_after(poll):
-                    await changed.wait()
-    return [], False
+async def _close(feed: Feed) -> None:
+    feed.close()
 
 
 async def _resume(store: Store, instance_id: str) -> bool:

@@ -283,6 +283,34 @@ class Store(Protocol):
         """
         ...
 
+    async def read_all_events(self, after: int = 0, limit: int = 100) -> list[tuple[int, str, bytes]]:
+        """Up to ``limit`` stored events of every instance with an id over ``after``, oldest first:
+        ``(id, instance id, data)``.
+
+        .. versionadded:: 0.2.0
+        """
+        ...
+
+    async def last_event_id(self) -> int:
+        """The id of the newest stored event (``0``: none yet).
+
+        .. versionadded:: 0.2.0
+        """
+        ...
+
+    def on_change(self, fn: Callable[[str, str], None]) -> Callable[[], None]:
+        """Call ``fn(kind, instance_id)`` after each committed change of kind ``"end"`` (an instance finished)
+        or ``"events"`` (events were appended to its log) made through this store object; returns a function
+        that stops the calls.
+
+        ``fn`` may be called on any thread (the LMDB store calls it on its
+        writer thread) and must return at once. Changes made by other processes
+        reach them through wake-ups (:mod:`durable.stores._wake`), not here.
+
+        .. versionadded:: 0.2.0
+        """
+        ...
+
     async def enqueue_job(self, job: JobRecord) -> bool:
         """Durably queue an external job, unless one is queued at its (instance, step key); whether it was new."""
         ...

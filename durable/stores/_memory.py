@@ -7,6 +7,8 @@ state with the store.
 
 from __future__ import annotations
 
+import bisect
+
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -72,6 +74,8 @@ class MemoryStore:
         self._qstate: dict[str, list[int]] = {}  # queue -> recent start times (µs), for rate_limit
         self._dedup: dict[tuple[str, str], str] = {}  # (queue, dedup id) -> id of the unfinished holder
         self._events: dict[str, dict[int, bytes]] = {}  # id -> event id -> encoded event
+        self._event_order: list[tuple[int, str]] = []  # (event id, instance id), every instance's, in order
+        self._observers: list[Callable[[str, str], None]] = []
         self._job_tables = JobTables()  # external jobs: queued, held
         self._workflow_queues: dict[str, str] = {}
         self._known: set[str] = set()  # every workflow an engine registered
@@ -163,6 +167,7 @@ class MemoryStore:
         event = terminal_event(instance)
         if event is not None:
             self._append(instance.id, event)
+        self._changed("end", instance.id)
 
     async def cancel_instance(self, instance_id: str, *, error: str, error_type: str,
                               when: datetime) -> WorkflowInstance | None:
@@ -181,7 +186,8 @@ class MemoryStore:
         if data is not None:
             self._unqueue(decode_instance(data, f"memory:{instance_id}"))
         self._job_tables.drop(instance_id.encode() + b"\0")
-        self._events.pop(instance_id, None)
+        if self._events.pop(instance_id, None) is not None:
+            self._event_order = [e for e in self._event_order if e[1] != instance_id]
         for queue in [k for k in self._signals if k[0] == instance_id]:
             del self._signals[queue]
         self._steps.pop(instance_id, None)
@@ -496,7 +502,23 @@ class MemoryStore:
     def _append(self, instance_id: str, data: bytes) -> int:
         seq = self._next_seq()
         self._events.setdefault(instance_id, {})[seq] = data
+        self._event_order.append((seq, instance_id))
+        self._changed("events", instance_id)
         return seq
+
+    def _changed(self, kind: str, detail: str) -> None:
+        for fn in list(self._observers):
+            fn(kind, detail)
+
+    def on_change(self, fn: Callable[[str, str], None]) -> Callable[[], None]:
+        """Call ``fn(kind, instance id)`` after each change of kind ``end`` or ``events``; a function to stop."""
+        self._observers.append(fn)
+
+        def stop() -> None:
+            if fn in self._observers:
+                self._observers.remove(fn)
+
+        return stop
 
     def append_event(self, instance_id: str, data: bytes | Callable[[], bytes]) -> None:
         """Append one encoded event to the instance's log (at once: nothing is on disk)."""
@@ -515,6 +537,17 @@ class MemoryStore:
             if seq > after:
                 out.append((seq, log[seq]))
         return out
+
+    async def read_all_events(self, after: int = 0, limit: int = 100) -> list[tuple[int, str, bytes]]:
+        """Up to ``limit`` events of every instance with an id over ``after``, oldest first: ``(id, instance, data)``."""
+        check_event_range(after, limit)
+        order = self._event_order
+        start = bisect.bisect_right(order, (after, "\U0010ffff"))
+        return [(seq, iid, self._events[iid][seq]) for seq, iid in order[start:start + limit]]
+
+    async def last_event_id(self) -> int:
+        """The id of the newest stored event (``0``: none)."""
+        return self._event_order[-1][0] if self._event_order else 0
 
     # -- external jobs -----------------------------------------------------
 

@@ -74,14 +74,14 @@ async def test_finished_instances_read_back(old_store: Path) -> None:
 
 def test_opening_it_upgrades_the_format_marker_so_0_1_0_refuses_it_whole(old_store: Path) -> None:
     """0.1.0 wrote format 4; once today's code has opened it, its new pickles may name modules 0.1.0
-    cannot import (and queued instances it would take over past their queues' limits), so the marker says 6
+    cannot import (and queued instances it would take over past their queues' limits), so the marker says 7
     and 0.1.0 refuses the store instead of failing record by record."""
     from durable.stores._lmdb.env import FORMAT_VERSION
     from support import raw_get
 
     assert raw_get(old_store, b"meta", b"format") == b"4"
     durable.LMDBStore(str(old_store)).close()
-    assert FORMAT_VERSION == 6 and raw_get(old_store, b"meta", b"format") == b"6"
+    assert FORMAT_VERSION == 7 and raw_get(old_store, b"meta", b"format") == b"7"
 
 
 async def test_unfinished_instances_resume_without_rerunning(old_store: Path) -> None:

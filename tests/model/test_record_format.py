@@ -408,7 +408,7 @@ def test_a_format3_dict_missing_a_required_field_is_corrupt() -> None:
 
 
 async def test_a_format3_store_is_upgraded_and_its_records_still_read(store_path: Path) -> None:
-    assert FORMAT_VERSION == 6
+    assert FORMAT_VERSION == 7
     old_step = attrs.evolve(SAMPLE_STEP, key="plain#0", exception=None, status=StepStatus.COMPLETED)
     st_ = LMDBStore(store_path)  # the indexes as a store of format 3 had them
     try:
@@ -417,7 +417,7 @@ async def test_a_format3_store_is_upgraded_and_its_records_still_read(store_path
         await st_.put_step("order-1", old_step)
     finally:
         st_.close()
-    assert raw_get(store_path, b"meta", b"format") == b"6"
+    assert raw_get(store_path, b"meta", b"format") == b"7"
     assert type(stored(raw_get(store_path, b"steps", b"order-1\0plain#0") or b"")) is tuple
     # ...then its records and marker as the previous durable wrote them
     raw_put(store_path, [
@@ -427,7 +427,7 @@ async def test_a_format3_store_is_upgraded_and_its_records_still_read(store_path
         (b"steps", b"order-1\0plain#0", format3(old_step)),
     ])
     LMDBStore(store_path).close()
-    assert raw_get(store_path, b"meta", b"format") == b"6"  # upgraded in place on open
+    assert raw_get(store_path, b"meta", b"format") == b"7"  # upgraded in place on open
 
     st_ = LMDBStore(store_path)
     try:
@@ -457,13 +457,42 @@ async def test_a_format3_store_is_upgraded_and_its_records_still_read(store_path
         st_.close()
 
 
-async def test_a_store_of_format_7_is_refused(store_path: Path) -> None:
+async def test_a_store_of_format_8_is_refused(store_path: Path) -> None:
     LMDBStore(store_path).close()
-    raw_put(store_path, [(b"meta", b"format", b"7")])
-    with pytest.raises(StoreError, match=r"newer durable \(store format 7, this version reads up to 6\)") as info:
+    raw_put(store_path, [(b"meta", b"format", b"8")])
+    with pytest.raises(StoreError, match=r"newer durable \(store format 8, this version reads up to 7\)") as info:
         LMDBStore(store_path)
     assert info.value.path == str(store_path)
-    assert raw_get(store_path, b"meta", b"format") == b"7"  # refusing did not rewrite the marker
+    assert raw_get(store_path, b"meta", b"format") == b"8"  # refusing did not rewrite the marker
+
+
+async def test_a_format6_store_gets_its_events_indexed_for_readers_of_all(store_path: Path) -> None:
+    """Format 6 kept each instance's events, but no index of them all: opening it builds ``eventorder``."""
+    import lmdb
+
+    st_ = LMDBStore(store_path)
+    try:
+        await st_.create_instance(SAMPLE_INSTANCE)
+        for n in range(3):
+            st_.append_event("order-1", f"e{n}".encode())
+        await st_.put_step("order-1", SAMPLE_STEP)  # (a commit: the events ride it)
+    finally:
+        st_.close()
+    env = lmdb.open(str(store_path), max_dbs=32)
+    try:
+        with env.begin(write=True) as txn:
+            txn.drop(env.open_db(b"eventorder", txn=txn), delete=False)  # as format 6 had it: no index
+            txn.put(b"format", b"6", db=env.open_db(b"meta", txn=txn))
+    finally:
+        env.close()
+    st_ = LMDBStore(store_path)
+    try:
+        found = await st_.read_all_events(0, 10)
+        assert [(iid, data) for _, iid, data in found] == [("order-1", b"e0"), ("order-1", b"e1"), ("order-1", b"e2")]
+        assert await st_.last_event_id() == found[-1][0]
+    finally:
+        st_.close()
+    assert raw_get(store_path, b"meta", b"format") == b"7"
 
 
 async def test_a_corrupt_format4_step_in_a_store_names_its_key(store_path: Path) -> None:

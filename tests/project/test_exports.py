@@ -10,7 +10,7 @@ import durable.stores
 import durable.testing
 
 EXPECTED = {
-    "Catch", "CaughtError", "ChildState", "ChildWorkflowFailed", "ChoiceState", "Context", "DurableError", "Engine", "Event", "EventBus", "Graph", "GraphError",
+    "Catch", "CaughtError", "ChildState", "ChildWorkflowFailed", "ChoiceState", "Context", "DurableError", "Engine", "Event", "EventBus", "EventFeed", "Graph", "GraphError",
     "IdConflict", "InstanceNotFound", "InstanceStatus", "JobNotFound", "LMDBStore", "MapFailed", "MapState", "MemoryStore", "NoChoiceMatched",
     "NonDeterminismError", "ParallelFailed", "ParallelState", "PassState", "Retry", "SerializationError", "SignalState", "SignalTimeout", "WaitState",
     "StepFailed", "StepFunction", "StepInfo", "StepResult", "StepStatus", "StepTimeout", "Store", "StoreError",

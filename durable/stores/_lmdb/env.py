@@ -39,7 +39,9 @@ __all__ = ["FORMAT_VERSION", "LMDBEnv", "Tables"]
 # durable._graph...) that 0.1.0 cannot import: an older durable refuses the store as a whole.
 # 6: queues, external jobs and the event log (new tables; pending instances waiting in a queue that an
 # older durable would take over as orphans, past the queues' limits): an older durable refuses it.
-FORMAT_VERSION = 6
+# 7: ``eventorder`` (every event by id, for readers of all instances' events); built from ``events``
+# when a format-6 store is opened.
+FORMAT_VERSION = 7
 _T = TypeVar("_T")
 
 
@@ -66,6 +68,7 @@ class Tables(NamedTuple):
     jobheld: Any
     registry: Any
     delayed: Any
+    eventorder: Any
 
 
 _SEQ = b"seq"  # in meta: the store-wide sequence (queue order, event ids)
@@ -77,6 +80,13 @@ def next_seq(txn: Any, t: Tables) -> int:
     seq = (int(bytes(raw)) if raw is not None else 0) + 1
     txn.put(_SEQ, str(seq).encode(), db=t.meta)
     return seq
+
+
+def _index_events(txn: Any, t: Tables) -> None:
+    """(Upgrading a format-6 store) index every stored event by its id in ``eventorder``."""
+    for key, _ in txn.cursor(db=t.events):
+        key = bytes(key)
+        txn.put(key[-8:], key[:-9], db=t.eventorder)
 
 
 def _refuse_abort(raise_cancel: Callable[[], Any]) -> trio.lowlevel.Abort:
@@ -165,6 +175,8 @@ class LMDBEnv:
             # Older records stay readable; new ones are of this format, so an
             # older durable must refuse the store as a whole, not record by record.
             with env.begin(write=True) as txn:
+                if found == 6:
+                    _index_events(txn, tables)
                 txn.put(b"format", str(FORMAT_VERSION).encode(), db=tables.meta)
 
     # -- reading -------------------------------------------------------------------

@@ -3,6 +3,7 @@
 ``events``  ``id NUL seq(8)`` -> an encoded event (``durable._model.eventlog``);
             ``seq`` is the store-wide sequence (``meta`` ``seq``), so an event's
             number is its id: increasing, never reused
+``eventorder``  ``seq(8)`` -> ``id``: every instance's events in one order, for readers of them all
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import lmdb
 
 from .env import Tables, next_seq
 
-__all__ = ["append", "append_many", "delete_all", "read"]
+__all__ = ["append", "append_many", "delete_all", "last_id", "read", "read_all"]
 
 
 def append(txn: lmdb.Transaction, t: Tables, instance_key: bytes, data: bytes) -> int:
     """Append one event to an instance's log; its id."""
     seq = next_seq(txn, t)
-    txn.put(instance_key + b"\0" + seq.to_bytes(8, "big"), data, db=t.events)
+    number = seq.to_bytes(8, "big")
+    txn.put(instance_key + b"\0" + number, data, db=t.events)
+    txn.put(number, instance_key, db=t.eventorder, append=True)
     return seq
 
 
@@ -34,6 +37,7 @@ def append_many(txn: lmdb.Transaction, t: Tables,
     seq = int(bytes(raw)) if raw is not None else 0
     put = txn.put
     db = t.events
+    order = t.eventorder
     for key, data in events:
         if not isinstance(data, bytes):
             try:
@@ -42,7 +46,9 @@ def append_many(txn: lmdb.Transaction, t: Tables,
                 logging.getLogger("durable.store").exception("an event could not be encoded; it is left out")
                 continue
         seq += 1
-        put(key + b"\0" + seq.to_bytes(8, "big"), data, db=db)
+        number = seq.to_bytes(8, "big")
+        put(key + b"\0" + number, data, db=db)
+        put(number, key, db=order, append=True)
     txn.put(b"seq", str(seq).encode(), db=t.meta)
     return [key for key, _ in events]
 
@@ -61,11 +67,34 @@ def read(txn: lmdb.Transaction, t: Tables, instance_id: str, after: int, limit: 
     return out
 
 
+def read_all(txn: lmdb.Transaction, t: Tables, after: int, limit: int) -> list[tuple[int, str, bytes]]:
+    """Up to ``limit`` events of every instance whose id is over ``after``, oldest first: ``(id, instance, data)``."""
+    out: list[tuple[int, str, bytes]] = []
+    cursor = txn.cursor(db=t.eventorder)
+    get = txn.get
+    if cursor.set_range((after + 1).to_bytes(8, "big")):
+        for number, key in cursor:
+            if len(out) >= limit:
+                break
+            number, key = bytes(number), bytes(key)
+            data = get(key + b"\0" + number, db=t.events)
+            if data is not None:
+                out.append((int.from_bytes(number, "big"), key.decode(), bytes(data)))
+    return out
+
+
+def last_id(txn: lmdb.Transaction, t: Tables) -> int:
+    """The id of the newest stored event (``0``: none)."""
+    cursor = txn.cursor(db=t.eventorder)
+    return int.from_bytes(bytes(cursor.key()), "big") if cursor.last() else 0
+
+
 def delete_all(txn: lmdb.Transaction, t: Tables, instance_key: bytes) -> None:
     """Remove an instance's log."""
     prefix = instance_key + b"\0"
     cursor = txn.cursor(db=t.events)
     if cursor.set_range(prefix):
         while bytes(cursor.key()).startswith(prefix):
+            txn.delete(bytes(cursor.key())[len(prefix):], db=t.eventorder)
             if not cursor.delete():
                 break

@@ -30,6 +30,7 @@ it.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -95,6 +96,7 @@ class LMDBStore:
         self._drained: list[list[list[tuple[bytes, bytes | Callable[[], bytes]]]]] = []  # (writer) not yet notified
         self._env.on_commit = self._notify
         self._owner_cache: tuple[Owner, bytes, bytes] | None = None  # see _owner_record
+        self._observers: list[Callable[[str, str], None]] = []  # in this process (see on_change)
 
     @property
     def path(self) -> str:
@@ -404,6 +406,27 @@ class LMDBStore:
         with self._env.read() as txn:
             return eventlog.read(txn, self._tables, instance_id, after, limit)
 
+    async def read_all_events(self, after: int = 0, limit: int = 100) -> list[tuple[int, str, bytes]]:
+        """Up to ``limit`` stored events of every instance with an id over ``after``: ``(id, instance, data)``."""
+        check_event_range(after, limit)
+        with self._env.read() as txn:
+            return eventlog.read_all(txn, self._tables, after, limit)
+
+    async def last_event_id(self) -> int:
+        """The id of the newest stored event (``0``: none yet)."""
+        with self._env.read() as txn:
+            return eventlog.last_id(txn, self._tables)
+
+    def on_change(self, fn: Callable[[str, str], None]) -> Callable[[], None]:
+        """Call ``fn(kind, instance id)`` (on the writer's thread) after each commit that ends an instance
+        (``"end"``) or appends to its event log (``"events"``); a function that stops the calls."""
+        self._observers = [*self._observers, fn]  # (copied: the writer's thread reads it unlocked)
+
+        def stop() -> None:
+            self._observers = [f for f in self._observers if f is not fn]
+
+        return stop
+
     # -- external jobs -----------------------------------------------------
 
     async def enqueue_job(self, job: JobRecord) -> bool:
@@ -466,6 +489,7 @@ class LMDBStore:
         if b"events*" in notes:
             drained, self._drained = self._drained, []
             notes = notes + [b"events " + key for holder in drained for key, _ in holder[0]]
+        observers = self._observers
         listening: dict[bytes, bool] = {}
         sent: set[bytes] = set()
         for note in notes:
@@ -473,6 +497,12 @@ class LMDBStore:
                 continue
             sent.add(note)
             kind, _, detail = note.partition(b" ")
+            if observers and (kind == b"end" or kind == b"events"):
+                for fn in observers:
+                    try:
+                        fn(kind.decode(), detail.decode())
+                    except Exception:  # an observer's failure must not stop the wake-ups
+                        logging.getLogger("durable.store").exception("a change observer failed")
             heard = listening.get(kind)
             if heard is None:
                 heard = listening[kind] = self._waker.listens(kind.decode())
