@@ -13,6 +13,7 @@ from ._errors import CliError, describe, unwrap
 from ._read import events_cmd, graph_cmd, list_cmd, show_cmd
 from ._run import cancel_cmd, resume_cmd, run_cmd
 from ._send import signal_cmd
+from ._serve import serve_cmd
 from ._worker import worker_cmd
 
 __all__ = ["cli"]
@@ -65,5 +66,5 @@ def cli(debug: bool) -> None:
 
 
 for _command in (run_cmd, worker_cmd, list_cmd, show_cmd, events_cmd, cancel_cmd, signal_cmd, resume_cmd,
-                 graph_cmd):
+                 graph_cmd, serve_cmd):
     cli.add_command(_command)

@@ -5,6 +5,7 @@ level, inside functions, and under ``if TYPE_CHECKING:``. Each module belongs
 to one layer; a layer may import only the layers below it:
 
     tools (cli, testing) -> api (durable/__init__) -> front-ends -> engine -> graph -> model
+    tools -> web (durable.web) -> client -> engine; web -> front-ends
                                                                     engine -> stores -> model
 
 and no module may sit outside a layer. No two modules import each other,
@@ -31,6 +32,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "engine": ("durable._engine",),
     "frontends": ("durable._frontends",),
     "client": ("durable.client",),
+    "web": ("durable.web",),
     "api": ("durable", "durable._legacy"),
     "tools": ("durable.cli", "durable.testing", "durable.__main__"),
 }
@@ -44,7 +46,8 @@ ALLOWED: dict[str, set[str]] = {
     "frontends": {"frontends", "engine", "graph", "model"},
     "client": {"client", "engine", "graph", "stores", "model"},
     "api": {"api", "client", "frontends", "engine", "graph", "stores", "model"},
-    "tools": {"tools", "api", "client", "frontends", "engine", "graph", "stores", "model"},
+    "web": {"web", "client", "frontends", "engine", "graph", "stores", "model"},
+    "tools": {"tools", "api", "web", "client", "frontends", "engine", "graph", "stores", "model"},
 }
 
 #: module cycles that are allowed, each with its reason
