@@ -102,6 +102,14 @@ class Entry:
             return "unknown"
         return "graph" if isinstance(self.workflow, Graph) else "function"
 
+    @property
+    def total_steps(self) -> int | None:
+        """Its graph's step count (``0``: it loops; ``None``: no code here)."""
+        wf = self.workflow
+        if wf is None:
+            return None
+        return (wf if isinstance(wf, Graph) else wf.graph).total_steps
+
     def input_schema(self) -> dict[str, Any]:
         """The JSON Schema of its input (``{}``: any JSON)."""
         if self.model is None:
@@ -125,7 +133,7 @@ class Entry:
             "input_schema": self.input_schema(),
             "graph": graph_json(graph) if graph is not None else None,
             "mermaid": graph.to_mermaid() if graph is not None else None,
-            "total_steps": graph.total_steps if graph is not None else None,
+            "total_steps": self.total_steps,
         }
 
     def call(self, value: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -95,6 +95,11 @@ def _text(status: Any) -> str:
     return str(getattr(status, "value", status))
 
 
+def _last_step(inst: WorkflowInstance) -> str | None:
+    started = [s for s in inst.step_results.values() if s.started_at is not None]
+    return max(started, key=lambda s: s.started_at or 0).step_name if started else None
+
+
 def _progress(inst: WorkflowInstance, total: int | None) -> int | None:
     if inst.status == "completed":
         return 100
@@ -116,7 +121,7 @@ def instance_json(inst: WorkflowInstance, *, detail: bool = False, total_steps: 
         "created_at": iso(inst.created_at),
         "started_at": iso(inst.started_at),
         "completed_at": iso(inst.completed_at),
-        "current_step": inst.current_step,
+        "current_step": inst.current_step or _last_step(inst),
         "progress": _progress(inst, total_steps),
         "error": jsonable(inst.error),
         "error_type": inst.error_type,

@@ -195,17 +195,23 @@ class Routes:
                                           parent=q.get("parent"), limit=limit, cursor=q.get("cursor"))
         except ValueError as exc:
             return error(422, [{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}])
-        return JSONResponse({"instances": [instance_json(i) for i in page.instances],
-                             "next_cursor": page.next_cursor})
+        out = []
+        for inst in page.instances:
+            if not inst.finished:  # its progress and step: from its checkpoints (a finished one needs none)
+                inst = await self.client.get(inst.id) or inst
+            out.append(instance_json(inst, total_steps=self._total_steps(inst.workflow_name)))
+        return JSONResponse({"instances": out, "next_cursor": page.next_cursor})
+
+    def _total_steps(self, workflow: str) -> int | None:
+        entry = self.catalog.get(workflow)
+        return entry.total_steps if entry is not None else None
 
     async def get_instance(self, request: Request) -> Response:
         instance_id = _instance_id(request)
         inst = await self.client.get(instance_id)
         if inst is None:
             return error(404, f"no instance {instance_id!r}")
-        entry = self.catalog.get(inst.workflow_name)
-        total = entry.info()["total_steps"] if entry is not None else None
-        return JSONResponse(instance_json(inst, detail=True, total_steps=total))
+        return JSONResponse(instance_json(inst, detail=True, total_steps=self._total_steps(inst.workflow_name)))
 
     async def steps(self, request: Request) -> Response:
         instance_id = _instance_id(request)

@@ -24,6 +24,8 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+import anyio
+
 __all__ = ["COOKIE", "Gate"]
 
 Scope = MutableMapping[str, Any]
@@ -46,6 +48,26 @@ async def _reply(send: Send, status: int, detail: str, headers: Sequence[tuple[b
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
     return {k.lower(): v for k, v in scope.get("headers", [])}
+
+
+def _last_shielded(send: Send) -> Send:
+    """``send``, with a response's last message shielded from cancellation.
+
+    Starlette sends a streamed or file response's last message from a task
+    group that cancels itself when the server reports the client gone, which
+    Hypercorn does while that very message is being sent: the rest of the
+    server's work in that call (closing the socket at shutdown, starting the
+    keep-alive timer) would be cancelled, and the connection left open until
+    the graceful timeout.
+    """
+    async def shielded(message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            with anyio.CancelScope(shield=True):
+                await send(message)
+        else:
+            await send(message)
+
+    return shielded
 
 
 class Gate:
@@ -92,6 +114,7 @@ class Gate:
                 await _reply(send, 413, f"the request body is {size:,} bytes; this server takes at most "
                                         f"{self._max_body:,}")
                 return
+        send = _last_shielded(send)
         if method in _SAFE_METHODS:
             await self.app(scope, receive, send)
             return

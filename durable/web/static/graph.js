@@ -33,6 +33,15 @@ const firstLine = (s) => String(s ?? '').split('\n')[0];
 const cut = (s, n) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
 const sum = (xs) => xs.reduce((a, b) => a + b, 0);
 
+/** A branch's name cut to fit `maxW` pixels as .branch-title draws it (11px, 600, uppercase, .04em apart). */
+function fitBranchTitle(text, maxW) {
+  const width = (t) => textW(t.toUpperCase(), 11, 600) + 0.44 * t.length;
+  let t = firstLine(text);
+  if (width(t) <= maxW) return t;
+  while (t.length > 1 && width(`${t}…`) > maxW) t = t.slice(0, -1);
+  return `${t}…`;
+}
+
 /** The edges out of a state: {to, kind: next|choice|default|catch, label}. */
 export function edgesOf(st) {
   const out = [];
@@ -185,7 +194,9 @@ function drawNode(n, id) {
       const branchH = h - BOX_HEAD - BOX_PAD + 6;
       g.append(svg('rect', { class: 'branch', x: x - 7, y: y - 4, width: inner.lay.w + 14, height: branchH, rx: 6 }));
       if (inner.title) {
-        g.append(svg('text', { class: 'branch-title', x, y: y + 11 }, cut(inner.title, 40)));
+        const title = fitBranchTitle(inner.title, inner.lay.w + 4);
+        g.append(svg('text', { class: 'branch-title', x, y: y + 11 },
+          title !== inner.title ? svg('title', {}, inner.title) : null, title));
         y += BRANCH_HEAD;
       }
       const sub = svg('g', { class: 'subgraph', transform: `translate(${x},${y})` });
