@@ -325,7 +325,8 @@ class Engine:
 
     def wake(self, kind: str, instance_id: str = "") -> None:
         """Take notice of a change to the store made elsewhere: ``"work"`` (an instance or job was queued),
-        ``"signal"`` (a signal was sent to ``instance_id``) or ``"end"`` (``instance_id`` ended: cancelled).
+        ``"signal"`` (a signal was sent to ``instance_id``) or ``"end"`` (``instance_id`` ended: cancelled);
+        an empty ``instance_id`` means any instance (every one concerned looks again).
 
         Wake-ups from other processes call it; so does a client sharing this
         engine's store in its process (``AsyncClient.sharing(engine)``),
@@ -339,7 +340,11 @@ class Engine:
         elif kind == "signal":
             self._driver.sleepers.signalled(instance_id)
         elif kind == "end":
-            if instance_id in self._driver.runs or self._driver.sleepers.holds(instance_id):
+            if not instance_id:  # a bare wake-up (one naming its instance was dropped): look at all of them
+                held = sorted({*self._driver.runs, *self._driver.sleepers.ids()})
+                if held:
+                    self._nursery_start(self._check_leases, held)
+            elif instance_id in self._driver.runs or self._driver.sleepers.holds(instance_id):
                 self._nursery_start(self._check_lease, instance_id)
             for poke in list(self._work_listeners):
                 poke()  # an instance ended somewhere: a queue slot may be free
@@ -351,7 +356,13 @@ class Engine:
     async def _check_lease(self, instance_id: str) -> None:
         """An instance this engine runs, or holds suspended, ended elsewhere (a cancel from another process):
         stop its run, or forget it."""
-        if self._owner is not None and await self.store.lost_leases(self._owner.id, [instance_id]):
+        await self._check_leases([instance_id])
+
+    async def _check_leases(self, instance_ids: list[str]) -> None:
+        """:meth:`_check_lease` for each of ``instance_ids``, in one look."""
+        if self._owner is None:
+            return
+        for instance_id in await self.store.lost_leases(self._owner.id, instance_ids):
             self._driver.lost(instance_id)
             self._driver.sleepers.drop(instance_id)
 

@@ -170,8 +170,14 @@ class _Loop:
         await self._dispatch(listener)
 
     def _changed(self, instance_id: str) -> None:
-        for event in self._waiters.get(instance_id, ()):
-            event.set()
+        """The instance may have changed (``""``: any instance, from a bare wake-up)."""
+        if instance_id:
+            for event in self._waiters.get(instance_id, ()):
+                event.set()
+        else:
+            for waiters in self._waiters.values():
+                for event in waiters:
+                    event.set()
         if self._hub is not None:
             self._hub.nudge()
 

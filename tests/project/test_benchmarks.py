@@ -94,14 +94,16 @@ def test_the_web_benchmark_runs_quick_and_prints_every_figure() -> None:
         "floor: RSS per idle stream, a plain ASGI stream on Hypercorn, KB:",
         "event latency, 1 stream open, median ms:",
         "event latency, 1 stream open, p99 ms:",
-        "event latency, burst to all streams, median ms:",
-        "event latency, burst to all streams, p99 ms:",
+        "event latency, burst to all streams, engine emit -> SSE client, median ms:",
+        "event latency, burst to all streams, engine emit -> SSE client, p99 ms:",
+        "event latency, burst, step body -> SSE client (the engine's checkpoint included), median ms:",
         "burst: emit -> the server's event bus (before any stream), median ms:",
         "burst, no stream open: emit -> event bus, median ms:",
     ]:
         assert label in done.stdout, f"{label!r} missing:\n{done.stdout}"
     for target in ("starts/s ÷ trivial requests/s:", "server RSS per open SSE stream, KB:",
-                   "event latency, 1 stream open, p99 ms:", "event latency, burst to all streams, p99 ms:"):
+                   "event latency, 1 stream open, p99 ms:",
+                   "event latency, burst to all streams, engine emit -> SSE client, p99 ms:"):
         line = next(x for x in done.stdout.splitlines() if x.startswith(target))
         assert "PASS" in line or "MISS" in line, line
     assert "| figure" in done.stdout  # the closing table
