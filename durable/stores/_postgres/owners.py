@@ -12,7 +12,10 @@ from .._lease import Owner
 
 Cur = Cursor[Any]
 
-__all__ = ["alive", "holders_alive", "put_owner"]
+__all__ = ["OwnerRow", "alive", "holders_alive", "put_owner"]
+
+OwnerRow = tuple[str, str, float, float]
+"""An owner's row as written: its id, JSON record, ttl, and the age of its heartbeat when it was sent (s)."""
 
 
 def alive(record: str | None, age: float | None, ttl: float | None) -> bool:
@@ -44,10 +47,11 @@ def holders_alive(cur: Cur, holders: Iterable[str], ttl: float | None) -> dict[s
     return out
 
 
-def put_owner(cur: Cur, owner_id: str, record: str, ttl: float) -> None:
-    """Store an owner record with a heartbeat on the database's clock."""
-    cur.execute("INSERT INTO owners (id, record, ttl, heartbeat) VALUES (%s, %s, %s, now()) "
-                "ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, ttl = EXCLUDED.ttl, heartbeat = now()",
-                (owner_id, record, ttl))
+def put_owner(cur: Cur, owner_id: str, record: str, ttl: float, age: float = 0.0) -> None:
+    """Store an owner record with a heartbeat on the database's clock: ``now()`` less the ``age`` the beat
+    had when it was sent (0 for a fresh one)."""
+    cur.execute("INSERT INTO owners (id, record, ttl, heartbeat) VALUES (%s, %s, %s, now() - make_interval(secs => %s)) "
+                "ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, ttl = EXCLUDED.ttl, "
+                "heartbeat = EXCLUDED.heartbeat", (owner_id, record, ttl, age))
 
 

@@ -18,7 +18,7 @@ from psycopg import Cursor
 
 from ..._model.queues import Admission, Queue, admit, record_starts
 from ..._model.records import WorkflowInstance
-from .owners import alive, put_owner
+from .owners import OwnerRow, alive, put_owner
 
 Cur = Cursor[Any]
 
@@ -100,15 +100,15 @@ def anything_waiting(cur: Cur, names: list[str]) -> bool:
     return bool(row and row[0])
 
 
-def claim(cur: Cur, owner: tuple[str, str, float], served: list[tuple[str, int | None]],
+def claim(cur: Cur, owner: OwnerRow, served: list[tuple[str, int | None]],
           workflows: frozenset[str] | None, limit: int | None, now: datetime,
           now_us: int) -> tuple[list[str], int | None]:
     """Take waiting instances of the ``served`` queues (each with this worker's free slots, ``None``: any),
     under each queue's limits, only of ``workflows`` (``None``: any), due at ``now``, at most ``limit`` in all.
     Returns the ids taken (leased to the owner, in flight) and the earliest time (µs) a skipped instance or a
     rate limit lets one more be taken, if any."""
-    owner_id, record, ttl = owner
-    put_owner(cur, owner_id, record, ttl)
+    owner_id = owner[0]
+    put_owner(cur, *owner)
     next_due: list[int] = []
     taken: list[str] = []
     names = [name for name, _ in served]

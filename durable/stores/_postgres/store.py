@@ -61,6 +61,7 @@ from .._base import step_key_bytes
 from .._lease import LeaseLost, Owner
 from .._writer import WriteRequest, Writer, superseded
 from . import eventlog, jobs, owners, queues, tables
+from .owners import OwnerRow
 from .schema import SCHEMA_VERSION, migrate
 from .url import redact
 
@@ -130,7 +131,7 @@ class PostgresStore:
         self._events_lock = threading.Lock()
         self._drained: list[list[list[tuple[str, bytes | Callable[[], bytes]]]]] = []
         self._observers: list[Callable[[str, str], None]] = []
-        self._owner_cache: tuple[Owner, tuple[str, str, float]] | None = None
+        self._owner_cache: tuple[Owner, str] | None = None
         self.batches = 0
 
     def __repr__(self) -> str:
@@ -408,11 +409,14 @@ class PostgresStore:
         """Instances that are pending or running, oldest first."""
         return await self._read(tables.scan, self._where, tables.UNFINISHED, None, steps)
 
-    def _owner_record(self, owner: Owner) -> tuple[str, str, float]:
+    def _owner_record(self, owner: Owner) -> OwnerRow:
+        """What the ``owners`` row of ``owner`` gets: its id, its JSON record (encoded once per record), its ttl
+        and how old its heartbeat is now (by this host's clock: a difference of two of its own readings, so the
+        row's heartbeat is ``now()`` on the database's clock, less that age)."""
         cached = self._owner_cache
         if cached is None or cached[0] is not owner:
-            cached = self._owner_cache = (owner, (owner.id, owner.encode().decode(), owner.ttl))
-        return cached[1]
+            cached = self._owner_cache = (owner, owner.encode().decode())
+        return owner.id, cached[1], owner.ttl, max(0.0, time.time() - owner.heartbeat)
 
     async def create_instance(
         self, instance: WorkflowInstance, *, owner: Owner | None = None

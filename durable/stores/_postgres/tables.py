@@ -23,7 +23,7 @@ from .._base import step_key_bytes
 from .._join import join_steps
 from .._lease import LeaseLost, Owner
 from . import eventlog, queues
-from .owners import holders_alive, put_owner
+from .owners import OwnerRow, holders_alive, put_owner
 
 Cur = Cursor[Any]
 
@@ -159,7 +159,7 @@ def ended(cur: Cur, where: str, inst: WorkflowInstance) -> None:
 
 
 def create(cur: Cur, where: str, inst: WorkflowInstance, data: bytes,
-           owner: tuple[str, str, float] | None) -> bool | str:
+           owner: OwnerRow | None) -> bool | str:
     """Store a new instance unless its id exists, leased to ``owner`` (id, record, ttl).
 
     ``False`` if the id exists; the id of the unfinished instance holding its
@@ -193,8 +193,8 @@ def create(cur: Cur, where: str, inst: WorkflowInstance, data: bytes,
     if queued:
         queues.enqueue(cur, inst)
     if owner is not None:
-        owner_id, record, ttl = owner
-        put_owner(cur, owner_id, record, ttl)
+        owner_id = owner[0]
+        put_owner(cur, *owner)
         cur.execute("INSERT INTO leases (instance_id, owner_id) VALUES (%s, %s) ON CONFLICT (instance_id) "
                     "DO UPDATE SET owner_id = EXCLUDED.owner_id, epoch = leases.epoch + 1", (inst.id, owner_id))
     return True
@@ -279,11 +279,11 @@ def take_signal(cur: Cur, instance_id: str, name: str, seq: int, key: bytes, dat
 # -- leases --------------------------------------------------------------------------------
 
 
-def claim(cur: Cur, ids: list[str], owner: tuple[str, str, float], limit: int | None, take_queued: bool,
+def claim(cur: Cur, ids: list[str], owner: OwnerRow, limit: int | None, take_queued: bool,
           ttl: float | None) -> list[str]:
     """Take the leases of those unfinished instances of ``ids`` whose holder is gone (at most ``limit``)."""
-    owner_id, record, owner_ttl = owner
-    put_owner(cur, owner_id, record, owner_ttl)
+    owner_id = owner[0]
+    put_owner(cur, *owner)
     if not ids:
         return []
     cur.execute("SELECT i.id, i.status, i.queue_state, l.owner_id FROM instances i "
