@@ -136,13 +136,21 @@ class Engine:
         max_payload_bytes: int | None = None, poll_interval: float | None = None, record_events: bool | None = None,
         **store_options: object,
     ) -> Engine:
-        """An engine over the :class:`LMDBStore` at ``path``; closes the store when it exits.
+        """An engine over the :class:`LMDBStore` at ``path``, or the :class:`~durable.PostgresStore` a
+        ``postgresql://`` URL names; closes the store when it exits.
 
         Use as ``async with Engine.open("orders.lmdb") as engine:``. ``store_options``
-        go to :class:`LMDBStore`.
+        go to the store's class.
         """
         check_limit(max_payload_bytes)  # before the store is opened
-        engine = cls(LMDBStore(path, **store_options), lease_ttl=lease_ttl,  # type: ignore[arg-type]
+        store: Store
+        if isinstance(path, str) and path.lower().startswith(("postgresql://", "postgres://")):
+            from ..stores import PostgresStore
+
+            store = PostgresStore(path, **store_options)  # type: ignore[arg-type]
+        else:
+            store = LMDBStore(path, **store_options)  # type: ignore[arg-type]
+        engine = cls(store, lease_ttl=lease_ttl,
                      suspend_after=suspend_after, max_payload_bytes=max_payload_bytes,
                      poll_interval=poll_interval, record_events=record_events)
         engine._owns_store = True
