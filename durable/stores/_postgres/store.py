@@ -348,7 +348,11 @@ class PostgresStore:
             raise self.fail("the store is closed")
         if self._read_limiter is None:
             self._read_limiter = trio.CapacityLimiter(_READERS)
-        return await trio.to_thread.run_sync(self._read_sync, fn, args, limiter=self._read_limiter)
+        paused = pause_autojump()  # a mock clock must not leap ahead while the database answers
+        try:
+            return await trio.to_thread.run_sync(self._read_sync, fn, args, limiter=self._read_limiter)
+        finally:
+            resume_autojump(paused)
 
     def _read_sync(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
         if self._later:
