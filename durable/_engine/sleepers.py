@@ -54,7 +54,10 @@ class Sleepers:
         self._waking: dict[str, _Sleeper] = {}  # being continued right now
         self._deferred: list[str] = []  # due, but refused by the gate: woken as slots free up
         self._timers = Timers(self.wake)
+        old = getattr(self, "signals", None)
         self.signals = SignalHub()
+        if old is not None:
+            self.signals.poll_interval = old.poll_interval  # (the engine's poll_interval, set once)
 
     def open(self) -> None:
         """The engine (re)starts: instances suspended in an earlier session are for resume() now."""

@@ -65,6 +65,7 @@ class Feed:
         if len(self._buffer) >= self._max_buffer:
             self._buffer.clear()  # the reader is too slow: it reads on from the store instead
             self._lost = True
+            self._replaying = True  # read on from the store until caught up (not one batch only)
             self.resyncs += 1
         else:
             self._buffer.append(event)

@@ -122,7 +122,9 @@ class _Loop:
         """(On the loop) a feed of the event log: of one instance (from ``after``, default its first event), or
         of all (from ``after``, default: from now on), read through the client's one :class:`EventHub`."""
         hub = await self._running_hub()
-        return hub.open(instance_id, workflow, hub.cursor if after is None and instance_id is None else after or 0)
+        if after is None and instance_id is None:
+            after = await self.store.last_event_id()  # from now: exactly what is stored after this call
+        return hub.open(instance_id, workflow, after or 0)
 
     async def _running_hub(self) -> EventHub:
         if self._hub is not None:

@@ -8,6 +8,7 @@ state with the store.
 from __future__ import annotations
 
 import bisect
+import logging
 
 import json
 from collections.abc import Callable, Mapping
@@ -508,7 +509,10 @@ class MemoryStore:
 
     def _changed(self, kind: str, detail: str) -> None:
         for fn in list(self._observers):
-            fn(kind, detail)
+            try:
+                fn(kind, detail)
+            except Exception:  # an observer's failure must not fail the write (as in the LMDB store)
+                logging.getLogger("durable.store").exception("a change observer failed")
 
     def on_change(self, fn: Callable[[str, str], None]) -> Callable[[], None]:
         """Call ``fn(kind, instance id)`` after each change of kind ``end`` or ``events``; a function to stop."""
