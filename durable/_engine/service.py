@@ -202,8 +202,8 @@ class WorkflowService:
         else:
             candidates = await driver.store.get_running_instances(steps=False)
         for inst in candidates:
-            if inst.id in driver.runs:
-                continue
+            if inst.id in driver.runs or driver.sleepers.holds(inst.id):
+                continue  # runs here, or sleeps here unloaded (woken by its timer or signal)
             holder = await driver.store.get_lease(inst.id)
             if inst.status == InstanceStatus.PENDING and inst.queue is not None and inst.started_at is None \
                     and holder is None:

@@ -27,7 +27,7 @@ from .._graph.context import StepInfo, step_info_var
 from .._model.jobs import JobRecord
 from .._model.queues import DEFAULT_QUEUE, Queue
 from .._model.serde import UnpicklableError
-from ..errors import SerializationError, StepTimeout
+from ..errors import SerializationError, StepTimeout, StoreError
 from .events import Event
 from .external import resolve_target
 from .jobs import as_async_call
@@ -164,37 +164,40 @@ async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: in
     try:
         task_status.started()
         async with trio.open_nursery() as nursery:
+            failures = 0
+            retry_at = -math.inf
             while True:
                 state.changed = trio.Event()
-                due: datetime | None = None
-                state.limits = await store.get_queues()  # every worker reads the limits as stored
-                driver.sleepers.retry_deferred()
-                if workflows:
-                    free = state.free_slots()
-                    if free is None or free > 0:
-                        wanted = frozenset(engine.workflows.names())
-                        # A look takes a batch at most, so that other workers get their share of a backlog.
-                        take = min(free, CLAIM_BATCH) if free is not None else CLAIM_BATCH
-                        ids, due = await store.claim_queued(engine.owner, state.served(), wanted, take, engine.now())
-                        for instance_id in ids:
+                try:
+                    due, looked = await _look(engine, state, names, workflows, jobs, job_concurrency, orphan_limit,
+                                              nursery, full=last_orphans == -math.inf,
+                                              orphans_due=trio.current_time() - last_orphans >= poll)
+                except StoreError as exc:
+                    # A store that failed (a database restarting, a full disk): not the end of the worker.
+                    # Look again after a backoff; the next look reads every unfinished instance, so an
+                    # instance a claim may have leased to this worker (unknown: it may not have committed)
+                    # is continued too.
+                    failures += 1
+                    backoff = min(poll * 2 ** (failures - 1), _MAX_BACKOFF)
+                    log.warning("worker: the store failed (%s); looking again in %.2g s", exc, backoff)
+                    last_orphans = -math.inf
+                    await trio.sleep(backoff)
+                    continue
+                failures = 0
+                if looked:
+                    last_orphans = trio.current_time()
+                if driver.store_failed and trio.current_time() >= retry_at:
+                    # Runs stopped by a failed write stay leased here: continue them once the store answers.
+                    retry_at = trio.current_time() + poll
+                    for instance_id in list(driver.store_failed):
+                        if instance_id in driver.runs:
+                            continue
+                        del driver.store_failed[instance_id]
+                        try:
                             if await driver.continue_instance(instance_id):
                                 _announce(engine, "running", instance_id)
-                        if len(ids) >= take:
-                            state.poke()  # there may be more: look again at once
-                    if trio.current_time() - last_orphans >= poll:
-                        # The first look reads every unfinished instance (those left with no lease at all,
-                        # say by durable 0.1.0); the later ones only those leased to engines that are gone.
-                        await _take_over_orphans(engine, state, orphan_limit, full=last_orphans == -math.inf)
-                        last_orphans = trio.current_time()
-                if jobs:
-                    room = job_concurrency - state.jobs_running
-                    if room > 0:
-                        for job in await store.claim_jobs(engine.owner, names, room, free=state.job_slots(),
-                                                          now=engine.now()):
-                            state.jobs_running += 1
-                            state.jobs_by_queue[job.queue] = state.jobs_by_queue.get(job.queue, 0) + 1
-                            _announce(engine, f"job {job.step_name!r} ({job.queue}) of", job.instance_id)
-                            nursery.start_soon(_run_job, engine, job, state)
+                        except StoreError:
+                            break  # still failing: at the next retry
                 timeout = poll
                 if due is not None:
                     timeout = min(timeout, max(0.0, (due - engine.now()).total_seconds()))
@@ -207,6 +210,51 @@ async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: in
         driver.sleepers.retry_deferred()
         if recording:
             engine._recording(False)
+
+
+#: the longest wait between looks at a failing store (seconds)
+_MAX_BACKOFF = 30.0
+
+
+async def _look(engine: Engine, state: _Serving, names: list[str], workflows: bool, jobs: bool,
+                job_concurrency: int, orphan_limit: int | None, nursery: trio.Nursery, *, full: bool,
+                orphans_due: bool) -> tuple[datetime | None, bool]:
+    """One look for work: queued instances, orphans (when due), external jobs. Returns when a skipped instance
+    or a rate limit lets one more be taken (``None``: nothing waits for a time), and whether it looked at
+    orphans."""
+    driver = engine._driver
+    store = engine.store
+    due: datetime | None = None
+    looked = False
+    state.limits = await store.get_queues()  # every worker reads the limits as stored
+    driver.sleepers.retry_deferred()
+    if workflows:
+        free = state.free_slots()
+        if free is None or free > 0:
+            wanted = frozenset(engine.workflows.names())
+            # A look takes a batch at most, so that other workers get their share of a backlog.
+            take = min(free, CLAIM_BATCH) if free is not None else CLAIM_BATCH
+            ids, due = await store.claim_queued(engine.owner, state.served(), wanted, take, engine.now())
+            for instance_id in ids:
+                if await driver.continue_instance(instance_id):
+                    _announce(engine, "running", instance_id)
+            if len(ids) >= take:
+                state.poke()  # there may be more: look again at once
+        if orphans_due:
+            # The first look reads every unfinished instance (those left with no lease at all, say by
+            # durable 0.1.0, or leased to this worker by a claim whose commit was in doubt); the later ones
+            # only those leased to engines that are gone.
+            await _take_over_orphans(engine, state, orphan_limit, full=full)
+            looked = True
+    if jobs:
+        room = job_concurrency - state.jobs_running
+        if room > 0:
+            for job in await store.claim_jobs(engine.owner, names, room, free=state.job_slots(), now=engine.now()):
+                state.jobs_running += 1
+                state.jobs_by_queue[job.queue] = state.jobs_by_queue.get(job.queue, 0) + 1
+                _announce(engine, f"job {job.step_name!r} ({job.queue}) of", job.instance_id)
+                nursery.start_soon(_run_job, engine, job, state)
+    return due, looked
 
 
 async def _take_over_orphans(engine: Engine, state: _Serving, limit: int | None, full: bool) -> None:

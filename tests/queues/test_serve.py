@@ -386,3 +386,53 @@ async def test_a_rate_limit_holds_for_external_jobs(store: Store, autojump_clock
         for t in starts:
             assert len([u for u in starts if t <= u < t + 10 - 1e-6]) <= 2, starts
         engine.nursery.cancel_scope.cancel()
+
+
+# -- a failing store does not end a worker ----------------------------------------------------
+
+
+class _Flaky:
+    """A MemoryStore whose claims and checkpoints fail (``StoreError``) while ``failing`` is set."""
+
+    def __init__(self) -> None:
+        self._inner = durable.MemoryStore()
+        self.failing = False
+        self.failures = 0
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        if name in ("claim_queued", "put_step") and callable(value):
+            async def maybe_fail(*args: Any, **kwargs: Any) -> Any:
+                if self.failing:
+                    self.failures += 1
+                    raise durable.StoreError("the database is restarting (test)")
+                return await value(*args, **kwargs)
+
+            return maybe_fail
+        return value
+
+
+@workflow
+async def two_steps(x: int) -> int:
+    """Two checkpoints."""
+    first = await hold(f"a{x}")
+    await hold(f"b{x}")
+    return len(first) + x
+
+
+async def test_a_worker_outlives_a_failing_store_and_continues_what_a_failed_write_stopped(
+        autojump_clock: MockClock) -> None:
+    flaky = _Flaky()
+    async with Engine(flaky) as engine:  # type: ignore[arg-type]
+        engine.workflows.register(two_steps)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.serve)
+            flaky.failing = True  # its claims fail, then the first checkpoint of a run it started
+            iid = await engine.workflows.start(two_steps, 1, queue="default")
+            await trio.sleep(5)
+            assert flaky.failures >= 2 and engine.workflows.running_ids() == []
+            flaky.failing = False  # the store answers again: the worker looks again and runs it
+            with trio.fail_after(120):
+                done = await engine.workflows.wait(iid)
+            assert done.status == InstanceStatus.COMPLETED and done.output == 3
+            nursery.cancel_scope.cancel()
