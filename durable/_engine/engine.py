@@ -37,7 +37,7 @@ from .queues import QueueRegistry
 from .run import PutStepLater
 from .service import WorkflowService
 from ..stores import LMDBStore, MemoryStore, Owner, Store
-from ..stores._wake import Listener, split_wakeup
+from ..stores._wake import WakeListener, split_wakeup, store_listener
 
 __all__ = ["Engine"]
 
@@ -67,9 +67,10 @@ class Engine:
         poll_interval: seconds between the fallback looks for what no wake-up
             reports: new work for :meth:`serve`, instances whose engine died,
             signals and job results sent by other processes (default: 1 s for
-            work, 0.2 s for signals). On one host with an LMDB store, other
+            work, 0.2 s for signals). On one host with an LMDB store, and on
+            any host with a PostgreSQL store (``LISTEN``/``NOTIFY``), other
             processes wake this engine at once, so this matters only where
-            no wake-up reaches (the original's ``pollInterval``).
+            no wake-up reaches, or one was lost (the original's ``pollInterval``).
         record_events: append every event of the instances this engine runs
             to the store's event log, so other processes can read and stream
             them (``Client.events``). ``None`` (the default): while it serves
@@ -203,8 +204,9 @@ class Engine:
             await self._flush_queues()
             if self.record_events:
                 self._recording(True)
-            if self.store.path is not None:
-                await self._nursery.start(self._listen)
+            listener = store_listener(self.store, ["work", "signal", "end"])
+            if listener is not None:
+                await self._nursery.start(self._listen, listener)
         except BaseException as exc:
             await self._exit(type(exc), exc, exc.__traceback__)
             raise
@@ -268,7 +270,8 @@ class Engine:
         Every queue's ``concurrency``, ``worker_concurrency`` and
         ``rate_limit`` (as recorded in the store) hold across all workers;
         higher priority first, first in first out within a priority. New
-        work wakes the worker at once where the store can (LMDB, one host);
+        work wakes the worker at once where the store can (LMDB on one host,
+        PostgreSQL on any);
         otherwise, and for instances whose engine died, it looks every
         ``poll_interval`` seconds. Use ``nursery.start(engine.serve)`` or
         run it as the body of the engine. Several workers (processes) may
@@ -311,15 +314,15 @@ class Engine:
         except Exception:
             log.exception("could not record event %s of instance %s", name, instance_id)
 
-    async def _listen(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Take wake-ups from other processes: new work, signals, instances ended (cancelled) elsewhere."""
-        path = self.store.path
-        assert path is not None
-        listener = Listener(path, ["work", "signal", "end"])
+    async def _listen(self, listener: WakeListener, *,
+                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Take wake-ups from other processes (the store's listener: a socket for LMDB, ``LISTEN`` for
+        PostgreSQL): new work, signals, instances ended (cancelled) elsewhere."""
         try:
             await listener.open()
         except OSError:
-            log.warning("no wake-ups for store %s: polling every %g s instead", path, self.poll_interval)
+            log.warning("no wake-ups for store %r: polling every %g s instead", self.store, self.poll_interval)
+            listener.close()
             task_status.started()
             return
         task_status.started()
@@ -334,6 +337,8 @@ class Engine:
     def wake(self, kind: str, instance_id: str = "") -> None:
         """Take notice of a change to the store made elsewhere: ``"work"`` (an instance or job was queued),
         ``"signal"`` (a signal was sent to ``instance_id``) or ``"end"`` (``instance_id`` ended: cancelled).
+        An empty ``instance_id``: some instance, not known which (wake-ups were lost): every one concerned
+        looks again.
 
         Wake-ups from other processes call it; so does a client sharing this
         engine's store in its process (``AsyncClient.sharing(engine)``),
@@ -345,9 +350,14 @@ class Engine:
             for poke in list(self._work_listeners):
                 poke()
         elif kind == "signal":
-            self._driver.sleepers.signalled(instance_id)
+            if instance_id:
+                self._driver.sleepers.signalled(instance_id)
+            else:
+                self._driver.sleepers._signals_changed()  # (what a change of the store's signal clock does)
         elif kind == "end":
-            if instance_id in self._driver.runs or self._driver.sleepers.holds(instance_id):
+            if not instance_id:
+                self._nursery_start(self._check_leases)
+            elif instance_id in self._driver.runs or self._driver.sleepers.holds(instance_id):
                 self._nursery_start(self._check_lease, instance_id)
             for poke in list(self._work_listeners):
                 poke()  # an instance ended somewhere: a queue slot may be free
@@ -362,6 +372,12 @@ class Engine:
         if self._owner is not None and await self.store.lost_leases(self._owner.id, [instance_id]):
             self._driver.lost(instance_id)
             self._driver.sleepers.drop(instance_id)
+
+    async def _check_leases(self) -> None:
+        """Some instance ended elsewhere, not known which: stop the runs whose lease this engine lost."""
+        if self._owner is not None and self._driver.runs:
+            for instance_id in await self.store.lost_leases(self._owner.id, list(self._driver.runs)):
+                self._driver.lost(instance_id)
 
     async def _heartbeat(self) -> None:
         """Beat every ``lease_ttl / 3`` real seconds until cancelled.

@@ -34,7 +34,7 @@ from psycopg import sql
 
 from ...errors import StoreError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "schema_version"]
 
 MIGRATIONS: list[tuple[int, str]] = [
     (1, """
@@ -126,16 +126,30 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 _LOCK_KEY = 0x64757261626c65  # "durable": the advisory lock migrations take (one migrator at a time)
 
 
-def migrate(conn: psycopg.Connection[tuple[object, ...]], schema: str, where: str) -> int:
+def schema_version(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> int | None:
+    """The version of the store in ``schema`` (``None``: no store there), read without changing anything."""
+    row = conn.execute("SELECT to_regclass(format('%%I.schema_version', %s::text)) IS NOT NULL",
+                       (schema,)).fetchone()
+    if row is None or not row[0]:
+        return None
+    found = conn.execute(sql.SQL("SELECT version FROM {}.schema_version").format(sql.Identifier(schema))).fetchone()
+    return int(str(found[0])) if found is not None else 0
+
+
+def migrate(conn: psycopg.Connection[tuple[object, ...]], schema: str, where: str, *, create: bool = True) -> int:
     """Bring ``schema`` up to :data:`SCHEMA_VERSION` in one transaction (under an advisory lock, so
     concurrent openers wait for one another); the version it had before (0: new).
 
     Raises:
-        StoreError: the schema is of a newer version than this code knows.
+        StoreError: the schema is of a newer version than this code knows; or, with ``create=False``,
+            there is no store in ``schema`` (nothing is created).
     """
     ident = sql.Identifier(schema)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_KEY >> 32, schema))
+        if not create and schema_version(conn, schema) is None:
+            raise StoreError(f"{where}: no durable store here (schema {schema!r} missing: a worker, Engine.open() "
+                             "or `durable migrate` creates it); nothing was created", path=None)
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
         conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(ident))
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")

@@ -24,6 +24,12 @@ processes rolls the batch back and runs it again. Any other error in a batch
 of several writes rolls it back and runs each write alone, so one bad write
 does not fail the others.
 
+Wake-ups: each batch of writes that changes what other processes wait for
+(work queued, a signal, an end, events appended) sends ``NOTIFY`` on the
+schema's channel inside its own transaction, so only once it commits; engines
+and clients wait on :meth:`PostgresStore.listener` (``LISTEN``), see
+``listen.py``.
+
 Records are the same cloudpickles the other stores keep (``bytea``): the
 database is exactly as trusted as the code that reads it.
 """
@@ -31,6 +37,7 @@ database is exactly as trusted as the code that reads it.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -61,9 +68,10 @@ from .._base import step_key_bytes
 from .._lease import LeaseLost, Owner
 from .._writer import WriteRequest, Writer, superseded
 from . import eventlog, jobs, owners, queues, tables
+from .listen import PostgresListener, channel_of, payloads
 from .owners import OwnerRow
-from .schema import SCHEMA_VERSION, migrate
-from .url import redact
+from .schema import SCHEMA_VERSION, migrate, schema_version
+from .url import redact, split_schema
 
 __all__ = ["PostgresStore", "SCHEMA_VERSION"]
 
@@ -88,21 +96,33 @@ class PostgresStore:
             libpq's environment variables and files. It is never shown with
             its password (see :func:`redact`).
         schema: the database schema holding the store's tables; created, and
-            migrated to this code's version, on first use.
+            migrated to this code's version, on first use. Default: the URL's
+            ``schema`` query parameter (``postgresql://host/db?schema=orders``,
+            taken out before the URL goes to libpq), else ``"durable"``.
         lease_ttl: seconds after its last heartbeat (on the database's clock)
             when an engine on another host counts as gone; ``None`` (default):
             the ttl each engine recorded (its ``Engine(lease_ttl=...)``).
             Engines on this host are judged by their pid, exactly.
         lazy_delay: longest time a non-durable write waits for a commit.
         max_payload_bytes: as for :class:`~durable.LMDBStore`.
+        create: create the schema if it does not exist (``False``, as clients
+            open stores: a :class:`~durable.StoreError` instead, and nothing is
+            created). An existing schema of an older version is migrated
+            either way.
 
     .. versionadded:: 0.3.0
     """
 
-    def __init__(self, url: str, *, schema: str = "durable", lease_ttl: float | None = None,
-                 lazy_delay: float = 0.1, max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+    def __init__(self, url: str, *, schema: str | None = None, lease_ttl: float | None = None,
+                 lazy_delay: float = 0.1, max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES,
+                 create: bool = True) -> None:
         if not isinstance(url, str) or not url:
             raise ValueError(f"url must be a PostgreSQL connection URL, got {type(url).__name__}")
+        url, in_url = split_schema(url)
+        if schema is None:
+            schema = in_url if in_url is not None else "durable"
+        elif in_url is not None and in_url != schema:
+            raise ValueError(f"the URL names schema {in_url!r}, and schema= {schema!r}: give one")
         if not isinstance(schema, str) or not schema or "\0" in schema or len(schema) > 63:
             raise ValueError(f"schema must be a PostgreSQL identifier (1-63 characters), got {schema!r}")
         if lease_ttl is not None and not (isinstance(lease_ttl, (int, float)) and 0 < lease_ttl < float("inf")):
@@ -116,6 +136,9 @@ class PostgresStore:
         self.lease_ttl = None if lease_ttl is None else float(lease_ttl)
         self._lazy_delay = float(lazy_delay)
         self._where = f"{self.url} (schema {schema})"
+        self._create = bool(create)
+        self.channel = channel_of(schema)  #: the ``LISTEN``/``NOTIFY`` channel of its wake-ups
+        self._sender = secrets.token_hex(8)  # in the wake-ups this store object sends (its listeners skip them)
         self._closed = False
         self._migrated = False
         self._migrate_lock = threading.Lock()
@@ -158,7 +181,7 @@ class PostgresStore:
             if not self._migrated:
                 with self._migrate_lock:
                     if not self._migrated:
-                        migrate(conn, self.schema, self._where)
+                        migrate(conn, self.schema, self._where, create=self._create)
                         self._migrated = True
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
             if not autocommit:
@@ -221,6 +244,7 @@ class PostgresStore:
                     for i, r in enumerate(batch):
                         if i not in skip:
                             r.result = r.fn(cur, *r.args)
+                    self._send_wakeups(cur, batch, skip)
                 conn.commit()
                 return True
             except psycopg.errors.TransactionRollback:
@@ -259,8 +283,76 @@ class PostgresStore:
             r.error = err
         return False
 
+    def _send_wakeups(self, cur: tables.Cur, batch: list[WriteRequest], skip: set[int]) -> None:
+        """(In the batch's transaction, last) ``NOTIFY`` the notes of its writes: delivered if it commits."""
+        notes: list[bytes] = []
+        for i, r in enumerate(batch):
+            if r.note is None or i in skip:
+                continue
+            if r.note == b"events*":
+                holder = r.args[0] if r.args else None
+                if holder:  # the events this drain appended: (instance id, data)
+                    notes.extend(b"events " + iid.encode() for iid, _ in holder[0])
+            else:
+                notes.append(r.note)
+        if notes:
+            cur.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
+                        (self.channel, payloads(notes, self._sender)))
+
+    def listener(self, kinds: list[str] | tuple[str, ...]) -> PostgresListener:
+        """A listener for this store's wake-ups of ``kinds`` (``work``, ``signal``, ``end``, ``events``), on a
+        connection of its own (``LISTEN``); it skips those this store object sent. See ``listen.py``."""
+        return PostgresListener(self._listen_conn, self.channel, kinds, skip=self._sender, where=self._where)
+
+    def _listen_conn(self) -> psycopg.Connection[Any]:
+        """(A worker thread) a connection for ``LISTEN``: TCP keepalives unless the URL sets its own, so a
+        silent server (a network partition) is noticed within about a minute."""
+        options: dict[str, Any] = {}
+        try:
+            given = psycopg.conninfo.conninfo_to_dict(self._url)
+        except psycopg.Error:
+            given = {}
+        for key, value in (("keepalives_idle", 20), ("keepalives_interval", 10), ("keepalives_count", 4)):
+            if key not in given:
+                options[key] = value
+        try:
+            return psycopg.connect(self._url, autocommit=True, application_name="durable-listen", **options)
+        except psycopg.Error as exc:
+            raise self.fail(f"cannot connect: {_message(exc)}") from None
+
+    def migrate(self) -> tuple[int, int]:
+        """(Blocking) apply the pending migrations now: the schema's version before (``0``: none, it was
+        created) and after. ``durable migrate`` runs it; stores also migrate on first use."""
+        try:
+            conn = psycopg.connect(self._url, autocommit=True, application_name="durable")
+        except psycopg.Error as exc:
+            raise self.fail(f"cannot connect: {_message(exc)}") from None
+        try:
+            with self._migrate_lock:
+                before = migrate(conn, self.schema, self._where, create=self._create)
+                self._migrated = True
+            return before, SCHEMA_VERSION
+        except psycopg.Error as exc:
+            raise self.fail(f"cannot migrate the schema {self.schema!r}: {_message(exc)}") from None
+        finally:
+            _close(conn)
+
+    def version(self) -> int | None:
+        """(Blocking) the schema's version as stored, without migrating it; ``None``: no store there."""
+        try:
+            conn = psycopg.connect(self._url, autocommit=True, application_name="durable")
+        except psycopg.Error as exc:
+            raise self.fail(f"cannot connect: {_message(exc)}") from None
+        try:
+            return schema_version(conn, self.schema)
+        except psycopg.Error as exc:
+            raise self.fail(f"cannot read the schema {self.schema!r}: {_message(exc)}") from None
+        finally:
+            _close(conn)
+
     def _notify(self, notes: list[bytes]) -> None:
         """After a commit: tell this process's observers (``on_change``) of ends and appended events."""
+        notes = [part for note in notes for part in note.split(b"\0")]
         if b"events*" in notes:
             drained, self._drained = self._drained, []
             notes = notes + [b"events " + iid.encode() for holder in drained for iid, _ in holder[0]]
@@ -354,6 +446,22 @@ class PostgresStore:
         finally:
             resume_autojump(paused)
 
+    def _read_conn(self) -> psycopg.Connection[Any]:
+        """A new reader connection, with the write connection's backoff (a restarting server: a read waits
+        for it, as a write does, instead of failing its caller at once)."""
+        error: StoreError | None = None
+        for pause in (0.0, *_BACKOFF):
+            if pause:
+                time.sleep(pause)
+            try:
+                return self._connect(autocommit=True)
+            except StoreError as exc:
+                error = exc
+                if "newer than this durable" in str(exc):
+                    break
+        assert error is not None
+        raise error
+
     def _read_sync(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
         if self._later:
             self._flush_later()
@@ -361,7 +469,7 @@ class PostgresStore:
             with self._readers_lock:
                 conn = self._readers.pop() if self._readers else None
             if conn is None or conn.closed or conn.broken:
-                conn = self._connect(autocommit=True)
+                conn = self._read_conn()
             try:
                 with conn.cursor() as cur:
                     result = fn(cur, *args)
@@ -430,7 +538,9 @@ class PostgresStore:
         check_workflow_name(instance.workflow_name)
         data = encode_instance(instance, limit=self.max_payload_bytes)
         record = self._owner_record(owner) if owner is not None and not instance.finished else None
-        created = await self._write(tables.create, (self._where, instance, data, record))
+        queued = instance.queue is not None and owner is None
+        created = await self._write(tables.create, (self._where, instance, data, record),
+                                    note=b"work" if queued else None)
         if created is True:
             return instance, True
         existing = await self.get_instance(instance.id if created is False else str(created))
@@ -714,7 +824,8 @@ class PostgresStore:
                             limit=self.max_payload_bytes)
         args = (job.instance_id, tables.step_column(job.instance_id, job.step_key), owner_id,
                 job_signal(job.step_key), data)
-        done: bool = await self._write(jobs.finish, args, note=b"signal " + job.instance_id.encode())
+        # (and "work": a job slot of its queue is free, workers waiting on it look again)
+        done: bool = await self._write(jobs.finish, args, note=b"signal " + job.instance_id.encode() + b"\0work")
         return done
 
     async def get_jobs(self, instance_id: str | None = None) -> list[tuple[JobRecord, str | None]]:

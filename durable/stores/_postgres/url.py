@@ -9,9 +9,9 @@ message or a ``repr`` shows of it passes through :func:`redact` first.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-__all__ = ["is_postgres_url", "redact"]
+__all__ = ["is_postgres_url", "redact", "split_schema"]
 
 _SCHEMES = ("postgresql://", "postgres://")
 _SECRET_KEYS = frozenset({"password", "sslpassword"})
@@ -46,3 +46,24 @@ def redact(url: str) -> str:
         if any(k.lower() in _SECRET_KEYS for k, _ in pairs):
             query = urlencode([(k, "***" if k.lower() in _SECRET_KEYS else v) for k, v in pairs], safe="/*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def split_schema(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``schema`` query parameter (durable's, not libpq's), and that parameter's value
+    (``None`` if absent): ``postgresql://h/db?schema=orders`` names the store in schema ``orders``."""
+    if not is_postgres_url(url) or "?" not in url:
+        return url, None
+    parts = urlsplit(url)
+    kept: list[str] = []
+    found: list[str] = []
+    for item in parts.query.split("&"):
+        key, _, value = item.partition("=")
+        if unquote(key) == "schema":
+            found.append(unquote(value))
+        else:
+            kept.append(item)  # as written: the rest of the URL goes to libpq untouched
+    if not found:
+        return url, None
+    if len(found) > 1 or not found[0]:
+        raise ValueError(f"the URL {redact(url)} names its schema more than once, or as ''")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join(kept), parts.fragment)), found[0]
