@@ -4,13 +4,20 @@ Ids come from the ``event_seq`` counter in ``meta``, updated under its row
 lock, which is held until the transaction commits: a transaction that takes
 ids after another commits after it, so ids increase in commit order even with
 writers in several processes, and a reader paging by id never skips an event
-committed late.
+committed late. So that the lock is held as briefly as can be (it serializes
+the commits of every writer that appends events), a batch does not take ids
+when its writes append events: they are collected (:func:`collecting`) and
+appended by one statement, :func:`append_statement`, that takes the ids and
+inserts the events, sent last before ``COMMIT`` and in the same round trip:
+the row lock is held from there to the end of the commit, no longer.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from psycopg import Cursor
@@ -25,11 +32,53 @@ def _take_ids(cur: Cur, n: int) -> int:
     return int(row[0]) - n + 1
 
 
-def append(cur: Cur, instance_id: str, data: bytes) -> int:
-    """Append one event to an instance's log; its id."""
+_collect = threading.local()
+
+
+@contextmanager
+def collecting(into: list[tuple[str, bytes]]) -> Iterator[None]:
+    """While in this block, :func:`append` on this thread collects events ``into`` the list (appended later,
+    by :func:`append_statement`, last in the batch's transaction) instead of writing them."""
+    before = getattr(_collect, "into", None)
+    _collect.into = into
+    try:
+        yield
+    finally:
+        _collect.into = before
+
+
+def append(cur: Cur, instance_id: str, data: bytes) -> None:
+    """Append one event to an instance's log (collected, if a batch collects its events)."""
+    into: list[tuple[str, bytes]] | None = getattr(_collect, "into", None)
+    if into is not None:
+        into.append((instance_id, data))
+        return
     first = _take_ids(cur, 1)
     cur.execute("INSERT INTO events (id, instance_id, data) VALUES (%s, %s, %s)", (first, instance_id, data))
-    return first
+
+
+def ready(events: list[tuple[str, bytes | Callable[[], bytes]]]) -> list[tuple[str, bytes]]:
+    """The events with their data encoded (on the writer's thread); one that cannot be encoded is left out."""
+    out: list[tuple[str, bytes]] = []
+    for iid, data in events:
+        if not isinstance(data, bytes):
+            try:
+                data = data()
+            except Exception:  # an event that cannot be stored must never fail the writes it rides with
+                logging.getLogger("durable.store").exception("an event could not be encoded; it is left out")
+                continue
+        out.append((iid, data))
+    return out
+
+
+def append_statement(events: list[tuple[str, bytes]]) -> tuple[str, tuple[Any, ...]]:
+    """One statement appending ``events`` in order: it takes their ids (locking the ``event_seq`` row till
+    commit) and inserts them. Send it last before ``COMMIT``."""
+    n = len(events)
+    return ("WITH s AS (UPDATE meta SET value = value + %s WHERE key = 'event_seq' RETURNING value) "
+            "INSERT INTO events (id, instance_id, data) SELECT s.value - %s + u.n, u.iid, u.data FROM s, "
+            "unnest(%s::text[], %s::bytea[]) WITH ORDINALITY AS u(iid, data, n)",
+            (n, n, [i for i, _ in events], [d for _, d in events]))
 
 
 def append_many(cur: Cur, take: Callable[[], list[tuple[str, bytes | Callable[[], bytes]]]]) -> list[str]:

@@ -68,6 +68,7 @@ from .._base import step_key_bytes
 from .._lease import LeaseLost, Owner
 from .._writer import WriteRequest, Writer, superseded
 from . import eventlog, jobs, owners, queues, tables
+from .batch import Tx, run as run_writes
 from .listen import PostgresListener, channel_of, payloads
 from .owners import OwnerRow
 from .schema import SCHEMA_VERSION, migrate, schema_version
@@ -205,7 +206,7 @@ class PostgresStore:
             if pause:
                 time.sleep(pause)
             try:
-                self._wconn = self._connect(autocommit=False)
+                self._wconn = self._connect(autocommit=True)  # batch.Tx sends BEGIN (or not: one statement)
                 return self._wconn
             except StoreError as exc:
                 error = exc
@@ -240,12 +241,9 @@ class PostgresStore:
                 return False
             try:
                 skip = superseded(batch)
-                with conn.cursor() as cur:
-                    for i, r in enumerate(batch):
-                        if i not in skip:
-                            r.result = r.fn(cur, *r.args)
-                    self._send_wakeups(cur, batch, skip)
-                conn.commit()
+                tx = Tx(conn)
+                run_writes(tx, self._where, batch, skip, self._drained_by)
+                tx.commit(self._wakeups(batch, skip))
                 return True
             except psycopg.errors.TransactionRollback:
                 _rollback(conn)  # a deadlock or serialization failure with another writer: run it again
@@ -283,8 +281,9 @@ class PostgresStore:
             r.error = err
         return False
 
-    def _send_wakeups(self, cur: tables.Cur, batch: list[WriteRequest], skip: set[int]) -> None:
-        """(In the batch's transaction, last) ``NOTIFY`` the notes of its writes: delivered if it commits."""
+    def _wakeups(self, batch: list[WriteRequest], skip: set[int]) -> list[tuple[str, Any]]:
+        """(In the batch's transaction, last) the ``NOTIFY`` of the notes of its writes: delivered if it
+        commits."""
         notes: list[bytes] = []
         for i, r in enumerate(batch):
             if r.note is None or i in skip:
@@ -295,9 +294,9 @@ class PostgresStore:
                     notes.extend(b"events " + iid.encode() for iid, _ in holder[0])
             else:
                 notes.append(r.note)
-        if notes:
-            cur.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
-                        (self.channel, payloads(notes, self._sender)))
+        if not notes:
+            return []
+        return [("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (self.channel, payloads(notes, self._sender)))]
 
     def listener(self, kinds: list[str] | tuple[str, ...]) -> PostgresListener:
         """A listener for this store's wake-ups of ``kinds`` (``work``, ``signal``, ``end``, ``events``), on a
@@ -481,13 +480,20 @@ class PostgresStore:
             except psycopg.Error as exc:
                 _close(conn)
                 raise self.fail(f"read failed: {type(exc).__name__}: {_message(exc)}") from None
-            with self._readers_lock:
-                if self._closed:
-                    _close(conn)
-                else:
-                    self._readers.append(conn)
+            except BaseException:
+                self._give_back(conn)  # a record that does not decode: the connection itself is fine
+                raise
+            self._give_back(conn)
             return result
         raise AssertionError("unreachable")
+
+    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
+        """Return a reader's connection to the pool (closed instead if the store is closed)."""
+        with self._readers_lock:
+            if self._closed:
+                _close(conn)
+            else:
+                self._readers.append(conn)
 
     # -- instances ---------------------------------------------------------------------
 
@@ -750,17 +756,25 @@ class PostgresStore:
         self._write_later(self._drain_events, ([],), note=b"events*")
 
     def _drain_events(self, cur: tables.Cur, holder: list[list[tuple[str, bytes | Callable[[], bytes]]]]) -> None:
-        """(Writer thread) append the buffered events; the buffer is taken into ``holder`` once, so a
-        transaction run again writes the same events again."""
-        def take() -> list[tuple[str, bytes | Callable[[], bytes]]]:
-            if not holder:
-                with self._events_lock:
-                    taken, self._events = self._events, []
-                holder.append(taken)
-                self._drained.append(holder)
-            return holder[0]
+        """(Writer thread; a batch runs it as :meth:`_drained_by`) append the buffered events."""
+        eventlog.append_many(cur, lambda: self._take_events(holder))
 
-        eventlog.append_many(cur, take)
+    _drain_events.drains_events = True  # type: ignore[attr-defined]
+
+    def _take_events(self, holder: list[list[tuple[str, bytes | Callable[[], bytes]]]]
+                     ) -> list[tuple[str, bytes | Callable[[], bytes]]]:
+        """The buffered events, taken into ``holder`` once, so a transaction run again writes the same events
+        again."""
+        if not holder:
+            with self._events_lock:
+                taken, self._events = self._events, []
+            holder.append(taken)
+            self._drained.append(holder)
+        return holder[0]
+
+    def _drained_by(self, r: WriteRequest) -> list[tuple[str, bytes]]:
+        """The events (encoded) that the drain ``r`` appends."""
+        return eventlog.ready(self._take_events(r.args[0]))
 
     async def read_events(self, instance_id: str, after: int = 0, limit: int = 100) -> list[tuple[int, bytes]]:
         """Up to ``limit`` of the instance's stored events with an id over ``after``: ``(id, data)``."""

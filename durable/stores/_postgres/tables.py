@@ -102,15 +102,15 @@ def scan(cur: Cur, where: str, statuses: list[str], workflow: str | None, with_s
 
 # -- writes ------------------------------------------------------------------------------
 
-_COLUMNS = ("id, workflow, status, queue, priority, parent_id, dedup_id, created_at, started_at, completed_at, "
+COLUMNS = ("id, workflow, status, queue, priority, parent_id, dedup_id, created_at, started_at, completed_at, "
             "deadline, not_before, current_step, record")
 _PLACES = ", ".join(["%s"] * 14)
-_UPSERT = (f"INSERT INTO instances ({_COLUMNS}) VALUES ({_PLACES}) ON CONFLICT (id) DO UPDATE SET "
-           + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", ")[1:]))
-_INSERT = f"INSERT INTO instances ({_COLUMNS}) VALUES ({_PLACES}) ON CONFLICT (id) DO NOTHING"
+_UPSERT = (f"INSERT INTO instances ({COLUMNS}) VALUES ({_PLACES}) ON CONFLICT (id) DO UPDATE SET "
+           + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS.split(", ")[1:]))
+_INSERT = f"INSERT INTO instances ({COLUMNS}) VALUES ({_PLACES}) ON CONFLICT (id) DO NOTHING"
 
 
-def _row(inst: WorkflowInstance, data: bytes) -> tuple[Any, ...]:
+def instance_row(inst: WorkflowInstance, data: bytes) -> tuple[Any, ...]:
     return (inst.id, inst.workflow_name, InstanceStatus(inst.status).value, inst.queue, inst.priority,
             inst.parent_id, inst.dedup_id, inst.created_at, inst.started_at, inst.completed_at, inst.deadline,
             inst.not_before, inst.current_step, data)
@@ -141,7 +141,7 @@ def put(cur: Cur, where: str, inst: WorkflowInstance, data: bytes, owner: str | 
     lost = fence(cur, inst.id, owner)
     if lost is not None:
         return lost
-    cur.execute(_UPSERT, _row(inst, data))
+    cur.execute(_UPSERT, instance_row(inst, data))
     if new in _FINISHED:
         cur.execute("DELETE FROM leases WHERE instance_id = %s", (inst.id,))
         if old is None or old not in _FINISHED:
@@ -182,7 +182,7 @@ def create(cur: Cur, where: str, inst: WorkflowInstance, data: bytes,
             found = cur.fetchone()
             if found is not None and found[0] != inst.id:
                 return str(found[0])
-    cur.execute(_INSERT, _row(inst, data))
+    cur.execute(_INSERT, instance_row(inst, data))
     if cur.rowcount == 0:  # created meanwhile by another writer
         if took_dedup:
             cur.execute("DELETE FROM dedup WHERE queue = %s AND dedup_id = %s AND instance_id = %s",
@@ -374,6 +374,6 @@ def requeue(cur: Cur, where: str, instance_id: str, default_queue: str, ttl: flo
     cur.execute("DELETE FROM leases WHERE instance_id = %s", (instance_id,))
     if inst.queue is None:
         inst = replace_instance(inst, queue=default_queue)
-        cur.execute(_UPSERT, _row(inst, encode_instance(inst)))
+        cur.execute(_UPSERT, instance_row(inst, encode_instance(inst)))
     queues.enqueue(cur, inst, due=True)
     return True
