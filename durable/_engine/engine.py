@@ -336,9 +336,8 @@ class Engine:
 
     def wake(self, kind: str, instance_id: str = "") -> None:
         """Take notice of a change to the store made elsewhere: ``"work"`` (an instance or job was queued),
-        ``"signal"`` (a signal was sent to ``instance_id``) or ``"end"`` (``instance_id`` ended: cancelled).
-        An empty ``instance_id``: some instance, not known which (wake-ups were lost): every one concerned
-        looks again.
+        ``"signal"`` (a signal was sent to ``instance_id``) or ``"end"`` (``instance_id`` ended: cancelled);
+        an empty ``instance_id`` means any instance (wake-ups were lost: every one concerned looks again).
 
         Wake-ups from other processes call it; so does a client sharing this
         engine's store in its process (``AsyncClient.sharing(engine)``),
@@ -355,8 +354,10 @@ class Engine:
             else:
                 self._driver.sleepers._signals_changed()  # (what a change of the store's signal clock does)
         elif kind == "end":
-            if not instance_id:
-                self._nursery_start(self._check_leases)
+            if not instance_id:  # a bare wake-up (one naming its instance was dropped): look at all of them
+                held = sorted({*self._driver.runs, *self._driver.sleepers.ids()})
+                if held:
+                    self._nursery_start(self._check_leases, held)
             elif instance_id in self._driver.runs or self._driver.sleepers.holds(instance_id):
                 self._nursery_start(self._check_lease, instance_id)
             for poke in list(self._work_listeners):
@@ -369,15 +370,15 @@ class Engine:
     async def _check_lease(self, instance_id: str) -> None:
         """An instance this engine runs, or holds suspended, ended elsewhere (a cancel from another process):
         stop its run, or forget it."""
-        if self._owner is not None and await self.store.lost_leases(self._owner.id, [instance_id]):
+        await self._check_leases([instance_id])
+
+    async def _check_leases(self, instance_ids: list[str]) -> None:
+        """:meth:`_check_lease` for each of ``instance_ids``, in one look."""
+        if self._owner is None:
+            return
+        for instance_id in await self.store.lost_leases(self._owner.id, instance_ids):
             self._driver.lost(instance_id)
             self._driver.sleepers.drop(instance_id)
-
-    async def _check_leases(self) -> None:
-        """Some instance ended elsewhere, not known which: stop the runs whose lease this engine lost."""
-        if self._owner is not None and self._driver.runs:
-            for instance_id in await self.store.lost_leases(self._owner.id, list(self._driver.runs)):
-                self._driver.lost(instance_id)
 
     async def _heartbeat(self) -> None:
         """Beat every ``lease_ttl / 3`` real seconds until cancelled.

@@ -76,8 +76,9 @@ async def check_queue(store: Store, name: str, declared: Mapping[str, Queue] | N
     ``priority=True`` is a ``ValueError``.
     """
     queue = (declared or {}).get(name)
-    if queue is None:
-        queue = (await store.get_queues()).get(name)
+    if queue is None and (name != DEFAULT_QUEUE or priority):
+        # (the default queue always exists: its record is read only to check a priority against it)
+        queue = await store.get_queue(name)
     if queue is None and name != DEFAULT_QUEUE:
         known = sorted({DEFAULT_QUEUE, *(declared or {}), *(await store.get_queues())})
         raise QueueNotFound(f"no queue {name!r} is declared on this store (declared: {', '.join(known)}); "

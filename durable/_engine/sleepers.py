@@ -164,7 +164,14 @@ class Sleepers:
                 self._nursery().start_soon(self._wake_if_signalled, instance_id, sleeper.signal)
 
     def signalled(self, instance_id: str) -> None:
-        """Another process queued some signal for the instance (a wake-up): its waits look again."""
+        """Another process queued some signal for the instance (a wake-up): its waits look again.
+
+        ``""`` (a bare wake-up: one naming its instance was dropped on the way): every wait looks again.
+        """
+        if not instance_id:
+            if not self.closed:
+                self._signals_changed()
+            return
         self.signals.notify_instance(instance_id)
         sleeper = self._suspended.get(instance_id)
         if sleeper is not None and sleeper.signal is not None and not self.closed:

@@ -4,7 +4,9 @@ Each call is handed to the client's own loop (:mod:`._portal`) and awaited
 on an :class:`anyio.Event` that the client's thread sets through the caller's
 loop (``call_soon_threadsafe`` under asyncio, the trio token under trio): no
 thread is held while a call waits, so thousands of ``wait()`` or
-``events()`` calls can be pending at once.
+``events()`` calls can be pending at once. A client made by
+:meth:`AsyncClient.sharing`, called from the trio run it shares, awaits each
+call in the caller's own task instead.
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ def _anyio() -> Any:
     except ImportError:  # pragma: no cover - the extra is missing
         raise ImportError("durable.AsyncClient needs anyio: pip install 'durable[client]'") from None
     return anyio
+
+
+def _current_token() -> trio.lowlevel.TrioToken | None:
+    """The trio run this task is in, if any."""
+    try:
+        return trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return None
 
 
 def _waker(set_event: Callable[[], None]) -> Callable[[], None]:
@@ -93,6 +103,7 @@ class AsyncClient:
         self._anyio = _anyio()
         self._client: Client | None = Client(store, poll_interval=poll_interval)
         self._portal: Portal | LocalPortal = self._client._portal
+        self._local: LocalPortal | None = None
         self._poll = self._client.poll_interval
 
     @classmethod
@@ -123,6 +134,7 @@ class AsyncClient:
             client._anyio = _anyio()
             client._client = None
             client._portal = portal
+            client._local = portal
             client._poll = float(poll_interval)
             yield client
 
@@ -132,6 +144,14 @@ class AsyncClient:
         return self._portal.store
 
     async def _call(self, fn: Callable[..., Awaitable[_T]], *args: Any, cancellable: bool) -> _T:
+        local = self._local
+        if local is not None and local._token is not None:
+            if _current_token() is local._token:
+                # Sharing the caller's trio run: the call runs in the caller's task, no task or wake-up of its own.
+                if cancellable:
+                    return await fn(*args)
+                with trio.CancelScope(shield=True):
+                    return await fn(*args)
         done = self._anyio.Event()
         box: list[outcome.Outcome[_T]] = []
         wake = _waker(done.set)
@@ -291,6 +311,9 @@ class EventFeed:
             return out
         if self._feed.ended:
             return []
+        local = self._client._local
+        if local is not None and local._token is not None and local._token is _current_token():
+            return await self._feed.next(timeout)  # (sharing this trio run: no call of its own)
         return await self._client._call(self._feed.next, timeout, cancellable=True)
 
     def __aiter__(self) -> EventFeed:

@@ -171,10 +171,11 @@ class _Loop:
         await self._dispatch(listener)
 
     def _changed(self, instance_id: str) -> None:
+        """The instance may have changed (``""``: any instance, from a bare wake-up or a reconnected listener)."""
         if instance_id:
             for event in self._waiters.get(instance_id, ()):
                 event.set()
-        else:  # some instance changed, which is not known (wake-ups were lost): every waiter looks again
+        else:
             for waiters in self._waiters.values():
                 for event in waiters:
                     event.set()

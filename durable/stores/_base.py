@@ -224,6 +224,10 @@ class Store(Protocol):
         """The queues registered on this store, by name."""
         ...
 
+    async def get_queue(self, name: str) -> Queue | None:
+        """The queue ``name`` as registered on this store, or ``None`` (a store may read that one alone)."""
+        return (await self.get_queues()).get(name)
+
     async def queue_depths(self, name: str) -> tuple[int, int]:
         """``(waiting, in flight)`` instances of queue ``name``."""
         ...

@@ -414,6 +414,11 @@ class MemoryStore:
         """The queues registered on this store, by name."""
         return {name: Queue.decode(self._queues[name]) for name in sorted(self._queues)}
 
+    async def get_queue(self, name: str) -> Queue | None:
+        """The queue ``name`` as registered, or ``None``."""
+        data = self._queues.get(name)
+        return Queue.decode(data) if data is not None else None
+
     async def queue_depths(self, name: str) -> tuple[int, int]:
         """``(waiting, in flight)`` instances of queue ``name``."""
         return len(self._queued.get(name, ())), len(self._inflight.get(name, ()))

@@ -37,8 +37,14 @@ Design
   ``_SETTLE_NS`` after the directory last changed is not trusted: a listener
   bound in the same clock tick would not change the key.
 - **Datagrams are never waited for.** A receiver whose buffer is full makes
-  ``sendto`` fail with ``EAGAIN``: the wake-up is dropped, which is fine since
-  the receiver has wake-ups queued already. A socket file nobody is bound to
+  ``sendto`` fail with ``EAGAIN`` (Linux queues ``net.unix.max_dgram_qlen``,
+  often 10, datagrams per socket): the wake-up is not sent, but it is not lost
+  either, since a wake-up's detail may name the one instance it is about (a
+  signal's). The waker remembers that this listener is owed a bare wake-up of
+  that kind, ``kind + b" "`` with an empty detail, which receivers take as
+  "look at everything of this kind", and a timer thread sends it as soon as
+  the socket takes it again (retrying after 1 ms, then backing off to 1 s, for
+  at most ``_OWED_FOR`` seconds). A socket file nobody is bound to
   any more (its process was killed, or closed it without unlinking) refuses
   the datagram: the sender unlinks it, so dead listeners are swept by the next
   notify. The sender never raises on I/O errors; it logs them at debug level.
@@ -100,6 +106,12 @@ _MAX_DRAIN = 1024
 #: A listing is trusted only once the directory has not changed for this long
 #: (filesystem timestamps tick in jiffies, up to 10 ms; some filesystems are coarser).
 _SETTLE_NS = 100_000_000
+
+#: Retrying an owed bare wake-up: the first delay, the longest, and how long before giving up (the receiver's poll
+#: then covers it: a listener that has not drained its socket for that long is stuck or gone).
+_OWED_FIRST = 0.001
+_OWED_MAX_DELAY = 1.0
+_OWED_FOR = 300.0
 
 _KIND = re.compile(r"[A-Za-z0-9_-]{1,32}\Z")
 
@@ -411,13 +423,19 @@ class Waker:
         # The cached listing: (st_ino, st_mtime_ns) of the directory -> [(path, kinds)].
         self._key: tuple[int, int] | None = None
         self._entries: list[tuple[str, frozenset[str]]] = []
+        # Listeners whose socket was full: the kinds each is owed a bare wake-up of; the timer retrying them.
+        self._owed: dict[str, set[str]] = {}
+        self._owed_since = 0.0
+        self._retry: threading.Timer | None = None
+        self._delay = _OWED_FIRST
         _all_wakers.add(self)
 
     def notify(self, kind: str, detail: bytes = b"") -> int:
         """Send ``kind.encode() + b" " + detail`` to every listener of ``kind``; return how many it reached.
 
-        A listener whose buffer is full counts as reached (the wake-up is
-        dropped; it has others queued). A socket file nobody is bound to any
+        A listener whose buffer is full counts as reached: it is owed a bare
+        wake-up of ``kind`` (an empty detail: "look at everything"), sent
+        by a timer as soon as its socket takes it again. A socket file nobody is bound to any
         more is unlinked. ``detail`` is at most :data:`MAX_DETAIL` bytes;
         a bad ``kind`` or ``detail`` raises :class:`ValueError`, I/O never raises.
         """
@@ -444,7 +462,8 @@ class Waker:
                 try:
                     sock.sendto(datagram, path)
                 except BlockingIOError:
-                    reached += 1  # its buffer is full: it will look again anyway
+                    reached += 1  # its buffer is full: owed a bare wake-up, sent once it takes one again
+                    self._owe(path, kind)
                 except (ConnectionRefusedError, FileNotFoundError) as exc:
                     dead.append(path)
                     if isinstance(exc, ConnectionRefusedError):
@@ -452,13 +471,63 @@ class Waker:
                 except OSError as exc:
                     if exc.errno == errno.ENOBUFS:  # some kernels report a full buffer so
                         reached += 1
+                        self._owe(path, kind)
                     else:
                         log.debug("wake-up %r to %r failed: %s", kind, path, exc)
                 else:
                     reached += 1
             if dead:
                 self._entries = [e for e in self._entries if e[0] not in dead]
+                for path in dead:
+                    self._owed.pop(path, None)
             return reached
+
+    def _owe(self, path: str, kind: str) -> None:
+        """(With the lock held) ``path``'s socket is full: send it ``kind + b" "`` once it takes datagrams again."""
+        if not self._owed:
+            self._owed_since = time.monotonic()
+        self._owed.setdefault(path, set()).add(kind)
+        if self._retry is None:
+            self._delay = _OWED_FIRST
+            self._schedule()
+
+    def _schedule(self) -> None:
+        """(With the lock held) retry the owed wake-ups after the current delay."""
+        timer = threading.Timer(self._delay, self._pay)
+        timer.daemon = True
+        self._retry = timer
+        timer.start()
+
+    def _pay(self) -> None:
+        """(The timer's thread) send the owed bare wake-ups their sockets take now; retry the rest, backing off."""
+        with self._lock:
+            self._retry = None
+            sock = self._sock
+            if self._closed or sock is None or not self._owed:
+                self._owed.clear()
+                return
+            for path, kinds in list(self._owed.items()):
+                for kind in sorted(kinds):
+                    try:
+                        sock.sendto(kind.encode("ascii") + b" ", path)
+                    except BlockingIOError:
+                        break  # still full: later
+                    except OSError as exc:
+                        if exc.errno == errno.ENOBUFS:
+                            break
+                        kinds.clear()  # gone (or broken): nobody left to wake
+                        break
+                    kinds.discard(kind)
+                if not kinds:
+                    del self._owed[path]
+            if not self._owed:
+                return
+            if time.monotonic() - self._owed_since > _OWED_FOR:
+                log.debug("giving up owed wake-ups to %s: their sockets stayed full", sorted(self._owed))
+                self._owed.clear()
+                return
+            self._delay = min(self._delay * 2, _OWED_MAX_DELAY)
+            self._schedule()
 
     def listens(self, kind: str) -> bool:
         """Whether any listener of ``kind`` is registered (a stat of the directory when it did not change)."""
@@ -474,6 +543,10 @@ class Waker:
             sock, self._sock = self._sock, None
             self._entries = []
             self._key = None
+            self._owed.clear()
+            retry, self._retry = self._retry, None
+        if retry is not None:
+            retry.cancel()
         if sock is not None:
             sock.close()
 
@@ -570,6 +643,8 @@ def _after_fork_in_child() -> None:
     _wakers_lock = threading.Lock()
     for waker in list(_all_wakers):
         waker._lock = threading.Lock()
+        waker._retry = None  # (its timer thread is not in the child)
+        waker._owed = {}
         if waker._skip is not None:
             waker._skip = f".{os.getpid()}."  # the child's own listeners, not its parent's
             waker._key, waker._entries = None, []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from ..client import AsyncClient
 from ._catalog import Catalog, Workflow
 from ._openapi import openapi
 from ._routes import JSONResponse, Routes, error
-from ._security import Gate
+from ._security import ASGIApp, Gate, Receive, Scope, Send
 from ._sse import Streams
 
 __all__ = ["DurableApp", "create_app"]
@@ -34,6 +35,36 @@ _PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-cache",
 }
+
+
+_INSTANCE_EVENTS = re.compile(r"/api/instances/([^/]+)/events")
+
+
+def _streams_first(app: ASGIApp, streams: Streams) -> ASGIApp:
+    """``app``, with the event streams' ``GET`` routes answered directly: an open stream is one task with a short
+    stack (no router, middleware or exception wrappers kept alive under it for as long as it stays open)."""
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "GET":
+            path: str = scope["path"]
+            root = scope.get("root_path", "")
+            if root and path.startswith(root + "/"):
+                path = path[len(root):]
+            if path.endswith("/events") and path.startswith("/api/"):
+                handler = None
+                if path == "/api/events":
+                    handler = streams.all
+                else:
+                    match = _INSTANCE_EVENTS.fullmatch(path)
+                    if match is not None:
+                        scope["path_params"] = {"instance_id": match[1]}
+                        handler = streams.instance
+                if handler is not None:
+                    response = await handler(Request(scope, receive))
+                    await response(scope, receive, send)
+                    return
+        await app(scope, receive, send)
+
+    return dispatch
 
 
 class DurableApp:
@@ -140,5 +171,6 @@ def create_app(client: AsyncClient, *, workflows: Iterable[Workflow] = (), token
                                                                                     "Last-Event-ID"]))
     starlette = Starlette(routes=routes, middleware=middleware,
                           exception_handlers={404: not_found, 405: not_allowed})
-    gate = Gate(starlette, token=token, trusted_hosts=trusted_hosts, max_body=max_body)
+    inner: ASGIApp = starlette if cors_origins else _streams_first(starlette, streams)  # (CORS: through its middleware)
+    gate = Gate(inner, token=token, trusted_hosts=trusted_hosts, max_body=max_body)
     return DurableApp(starlette, gate, streams)

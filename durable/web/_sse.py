@@ -17,11 +17,13 @@ at once instead of waiting out its graceful timeout.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import Callable
+from typing import Any
 
 import anyio
+import trio
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from .._engine.events import Event
 from .._model.eventlog import MAX_EVENT_ID
@@ -32,7 +34,13 @@ from ._routes import error
 
 __all__ = ["Streams", "frame"]
 
-_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no")]
+_RETRY = b"retry: 2000\n\n"
+_KEEPALIVE = b": keep-alive\n\n"
+_END = b"event: end\ndata: {}\n\n"
+#: SSE messages kept encoded, by event id (a burst's events, sent to many streams)
+_FRAME_CACHE = 4096
 
 
 def frame(event: Event) -> str:
@@ -59,6 +67,7 @@ class Streams:
         self.keepalive = keepalive
         self._open: set[EventFeed] = set()
         self.closing = False
+        self._frames: dict[int, bytes] = {}
 
     @property
     def count(self) -> int:
@@ -110,24 +119,105 @@ class Streams:
         if self.closing:
             return error(503, "the server is shutting down")
         self._open.add(feed)
-        return StreamingResponse(self._messages(feed, first), media_type="text/event-stream", headers=_HEADERS)
+        return _Stream(self, feed, first)
 
-    async def _messages(self, feed: EventFeed, first: list[Event]) -> AsyncIterator[str]:
+    def frames(self, events: list[Event]) -> bytes:
+        """The SSE messages of ``events``, each encoded once for every stream that sends it."""
+        cache = self._frames
+        out = []
+        for event in events:
+            key = event.id
+            data = cache.get(key) if key is not None else None
+            if data is None:
+                data = frame(event).encode()
+                if key is not None:
+                    if len(cache) >= _FRAME_CACHE:
+                        del cache[next(iter(cache))]  # the oldest
+                    cache[key] = data
+            out.append(data)
+        return b"".join(out)
+
+
+def _nowait(receive: Any) -> Callable[[], Any] | None:
+    """``receive``'s non-blocking form where the server's ``receive`` is a trio memory channel's (Hypercorn's trio
+    worker): a stream then checks for the client's disconnect at each wake-up, with no task of its own."""
+    channel = getattr(receive, "__self__", None)
+    if isinstance(channel, trio.MemoryReceiveChannel) and getattr(receive, "__name__", "") == "receive":
+        nowait: Callable[[], Any] = channel.receive_nowait
+        return nowait
+    return None
+
+
+class _Stream(Response):
+    """An event stream as a plain ASGI loop in the request's own task (not a ``StreamingResponse``, which adds a
+    task group and a disconnect-listening task to every stream).
+
+    Under Hypercorn's trio worker the client's going away is seen without a
+    second task: its ``http.disconnect`` is taken without blocking at each
+    wake-up (an event, or a keep-alive, at most ``keepalive`` seconds apart);
+    elsewhere (another server, asyncio) a task waits for it, as Starlette does.
+    """
+
+    def __init__(self, streams: Streams, feed: EventFeed, first: list[Event]) -> None:
+        self.status_code = 200
+        self.background = None
+        self._streams = streams
+        self._feed = feed
+        self._first = first
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        streams, feed = self._streams, self._feed
         try:
-            yield "retry: 2000\n\n"
-            events = first
-            while True:
-                if events:
-                    yield "".join(frame(e) for e in events)
-                if feed.ended:
-                    yield "event: end\ndata: {}\n\n"
-                    return
-                if self.closing or feed not in self._open:
-                    return
-                events = await feed.receive(timeout=self.keepalive)
-                if not events and not feed.ended and not self.closing:
-                    yield ": keep-alive\n\n"
+            await send({"type": "http.response.start", "status": 200, "headers": list(_HEADERS)})
+            nowait = _nowait(receive)
+            if nowait is not None:
+                await self._loop(send, lambda: _gone(nowait))
+            else:
+                async with anyio.create_task_group() as tg:
+                    gone = False
+
+                    async def watch() -> None:
+                        nonlocal gone
+                        while (await receive())["type"] != "http.disconnect":
+                            pass
+                        gone = True
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(watch)
+                    await self._loop(send, lambda: gone)
+                    tg.cancel_scope.cancel()
         finally:
-            self._open.discard(feed)
+            streams._open.discard(feed)
             with anyio.CancelScope(shield=True):
                 await feed.aclose()
+
+    async def _loop(self, send: Any, gone: Callable[[], bool]) -> None:
+        streams, feed = self._streams, self._feed
+        chunk = _RETRY + (streams.frames(self._first) if self._first else b"")
+        self._first = []
+        while True:
+            if feed.ended:
+                chunk += _END
+                break
+            if streams.closing or feed not in streams._open or gone():
+                break
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            events = await feed.receive(timeout=streams.keepalive)
+            if events:
+                chunk = streams.frames(events)
+            elif not feed.ended and not streams.closing:
+                chunk = _KEEPALIVE
+            else:
+                chunk = b""
+        with anyio.CancelScope(shield=True):  # the last message: the response completes, whatever happens
+            await send({"type": "http.response.body", "body": chunk, "more_body": False})
+
+
+def _gone(nowait: Callable[[], Any]) -> bool:
+    try:
+        while True:
+            if nowait()["type"] == "http.disconnect":
+                return True
+    except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+        return False

@@ -101,3 +101,39 @@ def test_the_postgres_benchmark_runs_quick_and_prints_every_figure() -> None:
     for target in ("durable ÷ commit floor", "2 workers ÷ 1 worker"):
         line = next(x for x in done.stdout.splitlines() if target in x)
         assert "PASS" in line or "FAIL" in line, line
+
+
+def test_the_web_benchmark_runs_quick_and_prints_every_figure() -> None:
+    """benchmarks/web.py --quick (a `durable serve`-like server process, HTTP clients in other processes) runs to
+    the end, stops its servers and clients, and prints each figure's label: starts through the API against a
+    trivial route, RSS per open event stream and its floors, event latency with one stream and in a burst to
+    all. Figures are not judged here (PASS or MISS are both fine)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "web.py"), "--quick"],
+        capture_output=True, text=True, timeout=180, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for label in [
+        "POST /trivial, 50 connections, requests/s:",
+        "starts/s through the API, 50 connections:",
+        "starts/s ÷ trivial requests/s:",
+        "server CPU per trivial request ÷ per start:",
+        "floor: synced one-put LMDB commits/s:",
+        "server RSS per open SSE stream, KB:",
+        "floor: RSS per idle stream, a Starlette StreamingResponse on Hypercorn, KB:",
+        "floor: RSS per idle stream, a plain ASGI stream on Hypercorn, KB:",
+        "event latency, 1 stream open, median ms:",
+        "event latency, 1 stream open, p99 ms:",
+        "event latency, burst to all streams, engine emit -> SSE client, median ms:",
+        "event latency, burst to all streams, engine emit -> SSE client, p99 ms:",
+        "event latency, burst, step body -> SSE client (the engine's checkpoint included), median ms:",
+        "burst: emit -> the server's event bus (before any stream), median ms:",
+        "burst, no stream open: emit -> event bus, median ms:",
+    ]:
+        assert label in done.stdout, f"{label!r} missing:\n{done.stdout}"
+    for target in ("starts/s ÷ trivial requests/s:", "server RSS per open SSE stream, KB:",
+                   "event latency, 1 stream open, p99 ms:",
+                   "event latency, burst to all streams, engine emit -> SSE client, p99 ms:"):
+        line = next(x for x in done.stdout.splitlines() if x.startswith(target))
+        assert "PASS" in line or "MISS" in line, line
+    assert "| figure" in done.stdout  # the closing table

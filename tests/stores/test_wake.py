@@ -139,6 +139,47 @@ async def test_a_full_listener_counts_as_reached_and_notify_does_not_block(store
             assert 1 <= len(await listener.wait()) < 500
 
 
+async def test_a_flooded_listener_still_wakes_every_targeted_instance_without_a_poll(store: str,
+                                                                                     waker: Waker) -> None:
+    """Wake-ups naming instances, far past the socket's queue while nobody reads: those dropped are owed a bare
+    wake-up (empty detail: look at every instance), delivered once the socket takes datagrams again."""
+    targets = [f"instance-{i}" for i in range(300)]
+    async with Listener(store, ["signal"]) as listener:
+        for target in targets:
+            assert waker.notify("signal", target.encode()) == 1  # most find the socket full
+        woken: set[str] = set()
+        everything = False
+        with trio.fail_after(PATIENCE):  # no poll: only wake-ups, each wait blocking until one comes
+            while not everything and woken != set(targets):
+                for datagram in await listener.wait():
+                    kind, detail = split_wakeup(datagram)
+                    assert kind == "signal"
+                    if detail:
+                        woken.add(detail.decode())
+                    else:
+                        everything = True  # a receiver looks at every instance
+        assert everything or woken == set(targets)
+        assert len(woken) < len(targets)  # (the flood did overflow the socket)
+        # Nothing more is owed once paid; later wake-ups go through as before.
+        with trio.fail_after(PATIENCE):
+            while waker._owed:
+                await trio.sleep(0.01)
+        assert waker.notify("signal", b"after") == 1
+        with trio.fail_after(PATIENCE):
+            got = await listener.wait()
+        assert b"signal after" in got
+
+
+async def test_an_owed_wakeup_to_a_listener_gone_is_dropped(store: str, waker: Waker) -> None:
+    async with Listener(store, ["work"]) as listener:
+        for i in range(100):
+            waker.notify("work", str(i).encode())
+        assert waker._owed
+    with trio.fail_after(PATIENCE):
+        while waker._owed:
+            await trio.sleep(0.01)
+
+
 async def test_a_listener_bound_in_the_same_timestamp_tick_is_found(
     store: str, waker: Waker, monkeypatch: pytest.MonkeyPatch
 ) -> None:

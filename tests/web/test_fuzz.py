@@ -51,7 +51,7 @@ def client(store: Path) -> Iterator[AsyncClient]:
 def _operations(client: AsyncClient) -> list[Any]:
     app = create_app(client, workflows=WORKFLOWS, max_body=64_000)
     schema = schemathesis.openapi.from_asgi("/api/openapi.json", app)
-    # (the event streams never end by themselves: covered by test_serve.py)
+    # (the event streams never end by themselves: covered by test_web_serve.py)
     return [r.ok() for r in schema.get_all_operations() if not r.ok().path.endswith("events")]
 
 

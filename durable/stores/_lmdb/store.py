@@ -311,6 +311,11 @@ class LMDBStore:
         with self._env.read() as txn:
             return {bytes(k).decode(): Queue.decode(bytes(v)) for k, v in txn.cursor(db=self._tables.queues)}
 
+    async def get_queue(self, name: str) -> Queue | None:
+        """The queue ``name`` as registered, or ``None`` (its record alone is read)."""
+        with self._env.read() as txn:
+            return queues.get_queue(txn, self._tables, name)
+
     async def queue_depths(self, name: str) -> tuple[int, int]:
         """``(waiting, in flight)`` instances of queue ``name``."""
         with self._env.read() as txn:

@@ -700,6 +700,10 @@ class PostgresStore:
 
         return await self._read(load)
 
+    async def get_queue(self, name: str) -> Queue | None:
+        """The queue ``name`` as registered, or ``None`` (its row alone is read)."""
+        return await self._read(queues.get_queue, name)
+
     async def queue_depths(self, name: str) -> tuple[int, int]:
         """``(waiting, in flight)`` instances of queue ``name``."""
         return await self._read(queues.queue_depths, name)
