@@ -1,5 +1,7 @@
 """durable: durable functions for Python, on trio, checkpointed in LMDB."""
 
+from typing import TYPE_CHECKING, Any
+
 from . import _legacy  # noqa: F401  (old module paths that stored pickles name)
 from ._graph.catch import CaughtError as CaughtError
 from ._graph.context import Context as Context
@@ -70,6 +72,9 @@ from .stores import LMDBStore as LMDBStore
 from .stores import MemoryStore as MemoryStore
 from .stores import Store as Store
 
+if TYPE_CHECKING:
+    from .stores import PostgresStore as PostgresStore
+
 __all__ = [
     "AsyncClient",
     "Catch",
@@ -101,6 +106,7 @@ __all__ = [
     "ParallelFailed",
     "ParallelState",
     "PassState",
+    "PostgresStore",
     "Queue",
     "QueueNotFound",
     "Retry",
@@ -136,3 +142,12 @@ __all__ = [
     "wait_for_signal",
     "workflow",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``PostgresStore``, imported on first use (it needs the ``postgres`` extra, psycopg 3)."""
+    if name == "PostgresStore":
+        from . import stores
+
+        return stores.PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,7 +37,7 @@ from .queues import QueueRegistry
 from .run import PutStepLater
 from .service import WorkflowService
 from ..stores import LMDBStore, MemoryStore, Owner, Store
-from ..stores._wake import Listener, split_wakeup
+from ..stores._wake import WakeListener, split_wakeup, store_listener
 
 __all__ = ["Engine"]
 
@@ -67,9 +67,10 @@ class Engine:
         poll_interval: seconds between the fallback looks for what no wake-up
             reports: new work for :meth:`serve`, instances whose engine died,
             signals and job results sent by other processes (default: 1 s for
-            work, 0.2 s for signals). On one host with an LMDB store, other
+            work, 0.2 s for signals). On one host with an LMDB store, and on
+            any host with a PostgreSQL store (``LISTEN``/``NOTIFY``), other
             processes wake this engine at once, so this matters only where
-            no wake-up reaches (the original's ``pollInterval``).
+            no wake-up reaches, or one was lost (the original's ``pollInterval``).
         record_events: append every event of the instances this engine runs
             to the store's event log, so other processes can read and stream
             them (``Client.events``). ``None`` (the default): while it serves
@@ -136,13 +137,21 @@ class Engine:
         max_payload_bytes: int | None = None, poll_interval: float | None = None, record_events: bool | None = None,
         **store_options: object,
     ) -> Engine:
-        """An engine over the :class:`LMDBStore` at ``path``; closes the store when it exits.
+        """An engine over the :class:`LMDBStore` at ``path``, or the :class:`~durable.PostgresStore` a
+        ``postgresql://`` URL names; closes the store when it exits.
 
         Use as ``async with Engine.open("orders.lmdb") as engine:``. ``store_options``
-        go to :class:`LMDBStore`.
+        go to the store's class.
         """
         check_limit(max_payload_bytes)  # before the store is opened
-        engine = cls(LMDBStore(path, **store_options), lease_ttl=lease_ttl,  # type: ignore[arg-type]
+        store: Store
+        if isinstance(path, str) and path.lower().startswith(("postgresql://", "postgres://")):
+            from ..stores import PostgresStore
+
+            store = PostgresStore(path, **store_options)  # type: ignore[arg-type]
+        else:
+            store = LMDBStore(path, **store_options)  # type: ignore[arg-type]
+        engine = cls(store, lease_ttl=lease_ttl,
                      suspend_after=suspend_after, max_payload_bytes=max_payload_bytes,
                      poll_interval=poll_interval, record_events=record_events)
         engine._owns_store = True
@@ -195,8 +204,9 @@ class Engine:
             await self._flush_queues()
             if self.record_events:
                 self._recording(True)
-            if self.store.path is not None:
-                await self._nursery.start(self._listen)
+            listener = store_listener(self.store, ["work", "signal", "end"])
+            if listener is not None:
+                await self._nursery.start(self._listen, listener)
         except BaseException as exc:
             await self._exit(type(exc), exc, exc.__traceback__)
             raise
@@ -260,7 +270,8 @@ class Engine:
         Every queue's ``concurrency``, ``worker_concurrency`` and
         ``rate_limit`` (as recorded in the store) hold across all workers;
         higher priority first, first in first out within a priority. New
-        work wakes the worker at once where the store can (LMDB, one host);
+        work wakes the worker at once where the store can (LMDB on one host,
+        PostgreSQL on any);
         otherwise, and for instances whose engine died, it looks every
         ``poll_interval`` seconds. Use ``nursery.start(engine.serve)`` or
         run it as the body of the engine. Several workers (processes) may
@@ -303,15 +314,15 @@ class Engine:
         except Exception:
             log.exception("could not record event %s of instance %s", name, instance_id)
 
-    async def _listen(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Take wake-ups from other processes: new work, signals, instances ended (cancelled) elsewhere."""
-        path = self.store.path
-        assert path is not None
-        listener = Listener(path, ["work", "signal", "end"])
+    async def _listen(self, listener: WakeListener, *,
+                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Take wake-ups from other processes (the store's listener: a socket for LMDB, ``LISTEN`` for
+        PostgreSQL): new work, signals, instances ended (cancelled) elsewhere."""
         try:
             await listener.open()
         except OSError:
-            log.warning("no wake-ups for store %s: polling every %g s instead", path, self.poll_interval)
+            log.warning("no wake-ups for store %r: polling every %g s instead", self.store, self.poll_interval)
+            listener.close()
             task_status.started()
             return
         task_status.started()
@@ -326,7 +337,7 @@ class Engine:
     def wake(self, kind: str, instance_id: str = "") -> None:
         """Take notice of a change to the store made elsewhere: ``"work"`` (an instance or job was queued),
         ``"signal"`` (a signal was sent to ``instance_id``) or ``"end"`` (``instance_id`` ended: cancelled);
-        an empty ``instance_id`` means any instance (every one concerned looks again).
+        an empty ``instance_id`` means any instance (wake-ups were lost: every one concerned looks again).
 
         Wake-ups from other processes call it; so does a client sharing this
         engine's store in its process (``AsyncClient.sharing(engine)``),
@@ -338,7 +349,10 @@ class Engine:
             for poke in list(self._work_listeners):
                 poke()
         elif kind == "signal":
-            self._driver.sleepers.signalled(instance_id)
+            if instance_id:
+                self._driver.sleepers.signalled(instance_id)
+            else:
+                self._driver.sleepers._signals_changed()  # (what a change of the store's signal clock does)
         elif kind == "end":
             if not instance_id:  # a bare wake-up (one naming its instance was dropped): look at all of them
                 held = sorted({*self._driver.runs, *self._driver.sleepers.ids()})

@@ -10,6 +10,7 @@ import click
 
 from .._version import __version__
 from ._errors import CliError, describe, unwrap
+from ._migrate import migrate_cmd
 from ._read import events_cmd, graph_cmd, list_cmd, show_cmd
 from ._run import cancel_cmd, resume_cmd, run_cmd
 from ._send import signal_cmd
@@ -53,10 +54,11 @@ def _quiet_stdout() -> None:
 @click.option("--debug", is_flag=True, help="Show a traceback when a command fails.")
 @click.version_option(__version__, prog_name="durable")
 def cli(debug: bool) -> None:
-    """Run and inspect durable workflows kept in an LMDB store.
+    """Run and inspect durable workflows kept in an LMDB store or a PostgreSQL database.
 
     Commands that use a store take --store PATH (default ./durable.lmdb,
-    or $DURABLE_STORE). Workflows are named FILE_OR_MODULE[:WORKFLOW], as in
+    or $DURABLE_STORE): an LMDB store's directory, or a postgresql:// URL
+    (its ?schema= names the store's schema, default durable). Workflows are named FILE_OR_MODULE[:WORKFLOW], as in
     shop.py:checkout or mypkg.flows:checkout.
     """
     # As `python -m durable` does: modules of the current directory import,
@@ -66,5 +68,5 @@ def cli(debug: bool) -> None:
 
 
 for _command in (run_cmd, worker_cmd, list_cmd, show_cmd, events_cmd, cancel_cmd, signal_cmd, resume_cmd,
-                 graph_cmd, serve_cmd):
+                 graph_cmd, serve_cmd, migrate_cmd):
     cli.add_command(_command)

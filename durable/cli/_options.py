@@ -19,10 +19,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def store_option(fn: F) -> F:
-    """``--store PATH`` (also ``$DURABLE_STORE``; default ``./durable.lmdb``)."""
+    """``--store PATH|URL`` (also ``$DURABLE_STORE``; default ``./durable.lmdb``)."""
     return click.option(
-        "--store", "-s", default=DEFAULT_STORE, show_default=True, envvar="DURABLE_STORE", metavar="PATH",
-        help="The LMDB store directory (also $DURABLE_STORE).",
+        "--store", "-s", default=DEFAULT_STORE, show_default=True, envvar="DURABLE_STORE", metavar="PATH|URL",
+        help="The LMDB store directory, or a postgresql:// URL (?schema=NAME for a schema other than 'durable'; "
+             "also $DURABLE_STORE).",
     )(fn)
 
 

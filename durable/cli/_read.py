@@ -9,7 +9,7 @@ import click
 import trio
 
 from .._model.records import InstanceStatus, StepResult, WorkflowInstance
-from ..stores import LMDBStore, Owner
+from ..stores import Owner, Store
 from ._errors import CliError
 from ._graph import marked_dot, marked_mermaid
 from ._history import HistoryEvent, derive, format_event
@@ -17,7 +17,7 @@ from ._load import find_workflows, graph_of, load_module, load_target
 from ._options import modules_option, store_option
 from ._render import VALUE_LIMIT, console, instance_dict, print_instance, print_instances, to_json
 from ._signals import until_signal
-from ._store import all_instances, open_store
+from ._store import all_instances, name_of_store, open_store
 
 __all__ = ["events_cmd", "graph_cmd", "list_cmd", "resolve_id", "show_cmd"]
 
@@ -28,7 +28,7 @@ def _import(modules: tuple[str, ...]) -> list[Any]:
     return [load_module(m) for m in modules]
 
 
-async def resolve_id(store: LMDBStore, text: str) -> WorkflowInstance:
+async def resolve_id(store: Store, text: str) -> WorkflowInstance:
     """The instance with id ``text``, or the only one whose id starts with it; :class:`CliError` otherwise."""
     inst = await store.get_instance(text)
     if inst is not None:
@@ -38,7 +38,7 @@ async def resolve_id(store: LMDBStore, text: str) -> WorkflowInstance:
         return matches[0]
     if matches:
         raise CliError(f"{len(matches)} instances have ids starting with {text!r}: give more of the id")
-    raise CliError(f"no instance {text!r} in {store.path}")
+    raise CliError(f"no instance {text!r} in {name_of_store(store)}")
 
 
 @click.command("list")
@@ -70,7 +70,7 @@ def list_cmd(workflow: str | None, status: str | None, limit: int, as_json: bool
         print_instances(console(), instances, owners, waiting)
 
 
-async def _list(store: LMDBStore, workflow: str | None, status: InstanceStatus | None,
+async def _list(store: Store, workflow: str | None, status: InstanceStatus | None,
                 limit: int) -> tuple[list[WorkflowInstance], dict[str, Owner | None], dict[str, str]]:
     """The ``limit`` most recent instances, the lease holder of each unfinished one (one read each), and what
     those waiting on a queue wait for."""
@@ -79,7 +79,7 @@ async def _list(store: LMDBStore, workflow: str | None, status: InstanceStatus |
     return shown, owners, await waiting_for(store, [i for i in shown if not i.finished], owners)
 
 
-async def waiting_for(store: LMDBStore, unfinished: list[WorkflowInstance],
+async def waiting_for(store: Store, unfinished: list[WorkflowInstance],
                       owners: Mapping[str, Owner | None]) -> dict[str, str]:
     """For each unfinished instance that waits on a queue (to start, or for an external job), what it waits for:
     ``"queued on gpu"``, or ``"waiting for a worker of queue gpu"`` when no live worker serves that queue."""
@@ -103,7 +103,7 @@ async def waiting_for(store: LMDBStore, unfinished: list[WorkflowInstance],
     return out
 
 
-async def _load_instance(store: LMDBStore, text: str) -> tuple[WorkflowInstance, dict[str, StepResult], Owner | None,
+async def _load_instance(store: Store, text: str) -> tuple[WorkflowInstance, dict[str, StepResult], Owner | None,
                                                                str | None]:
     inst = await resolve_id(store, text)
     owner = await store.get_lease(inst.id)
@@ -157,7 +157,7 @@ def _emit(item: HistoryEvent, as_json: bool, full: bool) -> None:
     click.echo(to_json(item.to_dict()) if as_json else format_event(item, full))
 
 
-async def _follow(store: LMDBStore, instance_id: str, as_json: bool, full: bool, interval: float) -> None:
+async def _follow(store: Store, instance_id: str, as_json: bool, full: bool, interval: float) -> None:
     seen: set[tuple[str, ...]] = set()
     owner = await store.get_lease(instance_id)
     if owner is None or not owner.is_alive():
@@ -168,7 +168,7 @@ async def _follow(store: LMDBStore, instance_id: str, as_json: bool, full: bool,
     while True:
         inst = await store.get_instance(instance_id)
         if inst is None:
-            raise CliError(f"instance {instance_id!r} disappeared from {store.path}")
+            raise CliError(f"instance {instance_id!r} disappeared from {name_of_store(store)}")
         steps: Mapping[str, StepResult] = await store.get_steps(instance_id)
         for item in derive(inst, steps):
             if item.ident not in seen:

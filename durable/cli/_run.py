@@ -13,7 +13,6 @@ from .._engine.engine import Engine
 from .._model.queues import DEFAULT_QUEUE
 from .._model.records import InstanceStatus, WorkflowInstance
 from ..errors import IdConflict
-from ..stores import LMDBStore
 from .._model.ids import is_valid_id
 from ._errors import CliError
 from ._load import Workflow, graph_of, load_module, load_target, name_of, setup_engine, split_target
@@ -23,7 +22,7 @@ from ._progress import RunProgress, choose_mode
 from ._read import resolve_id
 from ._render import console, error_detail, to_json
 from ._signals import until_signal
-from ._store import check_store
+from ._store import check_store, make_store, shown
 
 __all__ = ["cancel_cmd", "resume_cmd", "run_cmd"]
 
@@ -74,7 +73,7 @@ async def _run(store: str, spec: str, module: ModuleType, wf: Workflow, args: tu
                 if owner is None or not owner.is_alive():
                     return _Ran(iid, problem=(
                         f"instance {iid} already exists, unfinished, and no process runs it: continue it with "
-                        f"`durable resume {spec} --store {store}` or a worker"
+                        f"`durable resume {spec} --store {shown(store)}` or a worker"
                     ))
                 progress.started(iid, f": already running in process {owner.pid} on {owner.host}; waiting")
             else:
@@ -127,8 +126,8 @@ def run_cmd(target: str, args: tuple[str, ...], input_json: str | None, instance
                                                       detach, progress))
     if outcome.signal is not None:
         raise CliError(
-            f"interrupted by {outcome.signal_name}: the instance is left unfinished in {store}; continue it with "
-            f"`durable resume {spec} --store {store}` or a worker",
+            f"interrupted by {outcome.signal_name}: the instance is left unfinished in {shown(store)}; continue it "
+            f"with `durable resume {spec} --store {shown(store)}` or a worker",
             exit_code=130,
         )
     ran = outcome.result
@@ -188,7 +187,8 @@ def resume_cmd(modules: tuple[str, ...], store: str) -> None:
     with engine_logs():
         outcome = trio.run(until_signal, lambda: _resume(store, loaded))
     if outcome.signal is not None:
-        raise CliError(f"interrupted by {outcome.signal_name}: unfinished instances stay in {store}", exit_code=130)
+        raise CliError(f"interrupted by {outcome.signal_name}: unfinished instances stay in {shown(store)}",
+                       exit_code=130)
     result = outcome.result
     if isinstance(result, str):
         raise CliError(result)
@@ -207,7 +207,7 @@ def resume_cmd(modules: tuple[str, ...], store: str) -> None:
 
 
 async def _cancel(path: str, text: str) -> str:
-    store = LMDBStore(path)
+    store = make_store(path)
     try:
         async with Engine(store) as engine:
             inst = await resolve_id(store, text)

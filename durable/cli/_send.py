@@ -9,18 +9,17 @@ import click
 import trio
 
 from .._engine.engine import Engine
-from ..stores import LMDBStore
 from ._errors import CliError
 from ._logs import engine_logs
 from ._options import modules_option, store_option
 from ._read import resolve_id
-from ._store import check_store
+from ._store import check_store, make_store
 
 __all__ = ["signal_cmd"]
 
 
 async def _signal(path: str, text: str, name: str, payload: Any) -> str:
-    store = LMDBStore(path)
+    store = make_store(path)
     try:
         async with Engine(store) as engine:
             inst = await resolve_id(store, text)

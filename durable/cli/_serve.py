@@ -21,6 +21,7 @@ from ._errors import CliError
 from ._load import find_workflows, load_module, setup_engine
 from ._logs import engine_logs
 from ._options import store_option
+from ._store import shown
 
 __all__ = ["serve_cmd"]
 
@@ -104,7 +105,7 @@ async def _serve(store: str, modules: list[ModuleType], host: str, port: int, wo
 
                 bound: list[str] = await nursery.start(run_hypercorn)
                 address = bound[0] if bound else f"http://{bind_host}:{port}"
-                _say(f"durable serve {os.getpid()}: store {store}; dashboard and API at {address}/ "
+                _say(f"durable serve {os.getpid()}: store {shown(store)}; dashboard and API at {address}/ "
                      f"(OpenAPI: {address}/api/openapi.json); workflows: {', '.join(loaded.workflows) or 'none'}; "
                      + (f"worker on queues {', '.join(served)}" if worker else "no worker (--no-worker)")
                      + ("; bearer token required" if token else ""))

@@ -15,6 +15,7 @@ from .._engine.events import Event
 from ._load import load_module, setup_engine
 from ._logs import engine_logs
 from ._options import store_option
+from ._store import shown
 from ._signals import until_signal
 
 __all__ = ["worker_cmd"]
@@ -36,7 +37,7 @@ async def _worker(store: str, modules: list[ModuleType], poll: float, limit: int
         served = sorted(set(queues)) if queues else sorted({"default", *loaded.queues})
         workflows_ = "none (--jobs-only)" if jobs_only else (", ".join(loaded.workflows) or "none")
         cap = f"; at most {concurrency} instance(s) at once" if concurrency is not None else ""
-        _say(f"durable worker {os.getpid()}: store {store}; queues: {', '.join(served)}; workflows: {workflows_}; "
+        _say(f"durable worker {os.getpid()}: store {shown(store)}; queues: {', '.join(served)}; workflows: {workflows_}; "
              f"jobs: {', '.join(loaded.jobs) or 'none'}; woken by new work, else looking every {poll:g} s{cap}")
         if loaded.missing_jobs:
             _say(f"warning: no function for job(s) {', '.join(loaded.missing_jobs)}: define register_jobs(engine) "

@@ -25,7 +25,7 @@ import outcome
 import trio
 
 from ..stores import Store
-from ..stores._wake import Listener, split_wakeup
+from ..stores._wake import WakeListener, split_wakeup, store_listener
 from ._hub import EventHub, Feed
 
 __all__ = ["LocalPortal", "Portal", "open_local"]
@@ -51,7 +51,7 @@ class _Loop:
         self.poll = poll
         self._token = None
         self._nursery = None
-        self._listener: Listener | None = None
+        self._listener: WakeListener | None = None
         self._waiters: dict[str, set[trio.Event]] = {}
         self._hub: EventHub | None = None
         self._hub_starting: trio.Event | None = None
@@ -156,21 +156,22 @@ class _Loop:
                 pass
 
         self._stop_observing = self.store.on_change(changed)
-        if self.store.path is None:
+        listener = store_listener(self.store, ["end", "events"])
+        if listener is None:
             task_status.started()
             return
-        listener = self._listener = Listener(self.store.path, ["end", "events"])
+        self._listener = listener
         try:
             await listener.open()
         except OSError:
-            log.info("no wake-ups for store %s: waits poll", self.store.path)
+            log.info("no wake-ups for store %r: waits poll", self.store)
             task_status.started()
             return
         task_status.started()
         await self._dispatch(listener)
 
     def _changed(self, instance_id: str) -> None:
-        """The instance may have changed (``""``: any instance, from a bare wake-up)."""
+        """The instance may have changed (``""``: any instance, from a bare wake-up or a reconnected listener)."""
         if instance_id:
             for event in self._waiters.get(instance_id, ()):
                 event.set()
@@ -181,7 +182,7 @@ class _Loop:
         if self._hub is not None:
             self._hub.nudge()
 
-    async def _dispatch(self, listener: Listener) -> None:
+    async def _dispatch(self, listener: WakeListener) -> None:
         while True:
             for datagram in await listener.wait():
                 _, detail = split_wakeup(datagram)

@@ -31,6 +31,8 @@ def open_store(store: str | os.PathLike[str] | Store) -> tuple[Store, bool]:
             raise TypeError(f"a client takes a store path or a Store, got {store!r}")
         return store, False
     path = os.fspath(store)
+    if isinstance(path, str) and path.lower().startswith(("postgresql://", "postgres://")):
+        return _open_postgres(path), True
     if not os.path.exists(path):
         raise StoreError(f"{path}: no durable store here (a worker, Engine.open() or a durable command creates "
                          "one); nothing was created", path=path)
@@ -39,16 +41,33 @@ def open_store(store: str | os.PathLike[str] | Store) -> tuple[Store, bool]:
     return LMDBStore(path), True
 
 
+def _open_postgres(url: str) -> Store:
+    """The :class:`~durable.PostgresStore` a URL names, if a store is there (its schema is never created)."""
+    from ..stores import PostgresStore
+
+    pg = PostgresStore(url, create=False)
+    try:
+        if pg.version() is None:
+            raise pg.fail(f"no durable store here (schema {pg.schema!r} missing: a worker, Engine.open() or "
+                          "`durable migrate` creates it); nothing was created")
+    except BaseException:
+        pg.close()
+        raise
+    return pg
+
+
 @final
 class Client:
     """Start, watch and control workflow instances in a store, from plain (synchronous) code.
 
     Args:
         store: the store's path (an existing LMDB store: a client never creates
-            one), or a :class:`~durable.Store` that no engine in this process uses.
+            one), a ``postgresql://`` URL (an existing :class:`~durable.PostgresStore`
+            schema, default ``durable``, or the URL's ``?schema=``), or a
+            :class:`~durable.Store` that no engine in this process uses.
         poll_interval: seconds between looks where no wake-up reaches a
             waiting call (``wait``, ``events``); on one host with an LMDB
-            store, a change wakes them at once.
+            store, or with PostgreSQL (``LISTEN``), a change wakes them at once.
 
     Nothing runs in the caller: ``start()`` stores a pending instance on a
     queue, and a worker (``durable worker``, ``Engine.serve()``) claims and

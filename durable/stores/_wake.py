@@ -53,6 +53,12 @@ Design
   never wakes before its timeout and a waker reaches nobody: callers fall
   back to polling.
 
+Stores without a directory wake their waiters their own way: a store's
+``listener(kinds)`` method returns an object with this module's
+:class:`WakeListener` interface (the PostgreSQL store's ``LISTEN``), and
+:func:`store_listener` is how the engine and the clients get one, whatever
+the store (``None``: it has none, they only poll).
+
 One narrow race is accepted: if a listener dies and a new process with the
 same pid (and counter) binds the same path just between a sender's refused
 ``sendto`` and its ``unlink``, the new listener loses its file and falls back
@@ -76,10 +82,12 @@ import time
 import weakref
 from collections.abc import Iterable
 from types import TracebackType
+from typing import Any, Protocol
 
 import trio
 
-__all__ = ["Listener", "WakeUnavailable", "Waker", "notify_once", "split_wakeup", "wake_dir"]
+__all__ = ["Listener", "WakeListener", "WakeUnavailable", "Waker", "notify_once", "split_wakeup", "store_listener",
+           "wake_dir"]
 
 log = logging.getLogger("durable.wake")
 
@@ -164,6 +172,33 @@ def wake_dir(store_path: str) -> str:
     _make_safe_dir(os.path.dirname(path))
     _make_safe_dir(path)
     return path
+
+
+class WakeListener(Protocol):
+    """What waits for a store's wake-ups: :class:`Listener` (LMDB), ``PostgresListener`` (PostgreSQL)."""
+
+    async def open(self) -> None:
+        """Start listening (wake-ups sent from then on are received); never fails for want of wake-ups."""
+
+    async def wait(self, timeout: float | None = None) -> list[bytes]:
+        """The wake-ups received (``kind + b" " + detail``; an empty detail: some change of that kind), at least
+        one, or ``[]`` after ``timeout`` seconds."""
+        ...
+
+    def close(self) -> None:
+        """Stop listening; idempotent."""
+
+
+def store_listener(store: Any, kinds: Iterable[str]) -> WakeListener | None:
+    """A new listener for ``store``'s wake-ups of ``kinds`` (not opened yet), or ``None`` if the store has none
+    (a :class:`~durable.stores.MemoryStore`). A store with no ``listener`` method but a ``path`` gets the
+    :class:`Listener` of that path."""
+    make = getattr(store, "listener", None)
+    if not callable(make):
+        path = getattr(store, "path", None)  # a store of a directory: its wake-ups come through the directory
+        return Listener(path, kinds) if isinstance(path, str) else None
+    made: WakeListener | None = make(list(kinds))
+    return made
 
 
 def split_wakeup(datagram: bytes) -> tuple[str, bytes]:

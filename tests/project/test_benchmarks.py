@@ -73,6 +73,36 @@ def test_the_clients_benchmark_runs_quick_and_prints_every_figure() -> None:
     assert "| figure" in done.stdout  # the closing table
 
 
+def test_the_postgres_benchmark_runs_quick_and_prints_every_figure() -> None:
+    """benchmarks/postgres.py --quick --no-peer (its own throwaway PostgreSQL server, or the one
+    DURABLE_TEST_POSTGRES_URL names) runs to the end: the commit floor, W1, W2 in one process and drained by
+    one and two worker processes, W4, and the statement counts; each target's cell says PASS, FAIL or ?
+    (without the peer). Figures are not judged here."""
+    url = os.environ.get("DURABLE_TEST_POSTGRES_URL")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "postgres.py"), "--quick", "--no-peer",
+         *(["--url", url] if url else [])],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for label in [
+        "commit round trip: one INSERT, autocommit (µs)",
+        "sequential steps, µs per step",
+        "durable ÷ commit floor",
+        "workflows x 3 steps at once, one process, steps/s",
+        "queued, 1 worker process, steps/s",
+        "queued, 2 worker processes, steps/s",
+        "2 workers ÷ 1 worker",
+        "µs per finished step",
+        "statements W1:",
+        "statements W2:",
+    ]:
+        assert label in done.stdout, f"{label!r} missing:\n{done.stdout}"
+    for target in ("durable ÷ commit floor", "2 workers ÷ 1 worker"):
+        line = next(x for x in done.stdout.splitlines() if target in x)
+        assert "PASS" in line or "FAIL" in line, line
+
+
 def test_the_web_benchmark_runs_quick_and_prints_every_figure() -> None:
     """benchmarks/web.py --quick (a `durable serve`-like server process, HTTP clients in other processes) runs to
     the end, stops its servers and clients, and prints each figure's label: starts through the API against a

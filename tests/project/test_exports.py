@@ -18,6 +18,7 @@ EXPECTED = {
     "WorkflowNotFound", "WorkflowTimeout", "__version__", "current_step", "map_", "parallel", "sleep", "sleep_until", "step", "wait_for_signal", "workflow",
     "deprecate_patch", "patched",  # 0.2.0; now(), random() and uuid4() are attributes only (see __init__)
     "Queue", "QueueNotFound", "Deduplicated", "Client", "AsyncClient", "EventsDropped",  # 0.2.0: clients and queues
+    "PostgresStore",  # 0.3.0: imported on first use (the postgres extra)
 }
 
 

@@ -731,8 +731,8 @@ async def test_existing_instance_from_create_is_a_copy(s: Store) -> None:
 
 
 async def test_path(s: Store, tmp_path: Path) -> None:
-    if isinstance(s, MemoryStore):
-        assert s.path is None
+    if isinstance(s, MemoryStore) or type(s).__name__ == "PostgresStore":
+        assert s.path is None  # (PostgreSQL: no directory; its URL, without password, is ``s.url``)
     else:
         assert s.path == str(tmp_path / "store.lmdb")
     assert isinstance(s, Store)

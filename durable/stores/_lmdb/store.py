@@ -56,7 +56,7 @@ from ..._model.serde import (
 )
 from .._base import signal_key_prefix, step_key_bytes
 from .._lease import Owner
-from .._wake import Waker
+from .._wake import Listener, Waker
 from . import eventlog, instances, jobs, leases, queues, registry, signals, steps
 from .env import FORMAT_VERSION, LMDBEnv
 
@@ -487,6 +487,11 @@ class LMDBStore:
                 for key, data, holder in found]
 
     # -- wake-ups ----------------------------------------------------------
+
+    def listener(self, kinds: list[str] | tuple[str, ...]) -> Listener:
+        """A listener (not opened yet) for the wake-ups of ``kinds`` that other processes' commits on this store
+        send (a datagram socket in the store's wake directory; see :mod:`durable.stores._wake`)."""
+        return Listener(self.path, kinds)
 
     def _notify(self, notes: list[bytes]) -> None:
         """After a commit (writer thread): wake the processes listening for these kinds of change (one look at

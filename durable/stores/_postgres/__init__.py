@@ -1,0 +1,1 @@
+"""The PostgreSQL store (``PostgresStore``): many engines on many hosts share one database."""

@@ -1,0 +1,915 @@
+"""The PostgreSQL store: many engines, in processes on many hosts, share one set of workflows.
+
+:class:`PostgresStore` is the :class:`~durable.stores.Store` protocol over a
+database schema (``schema.py``: tables and versioned migrations) and the
+table functions (``tables.py``, ``queues.py``, ``jobs.py``, ``eventlog.py``),
+each a function of a psycopg cursor.
+
+Threads: psycopg's sync API only (its async API is asyncio-only), never on
+the trio thread. Durable writes are queued on the group-commit
+:class:`~durable.stores._writer.Writer`, whose thread owns one connection and
+runs each batch of queued writes in one transaction with one commit (the
+engine's concurrent checkpoints share it). Without :meth:`PostgresStore.run`
+(a store used outside an engine) a write runs in a worker thread instead, on
+that same connection under its lock. Reads run in worker threads
+(``trio.to_thread``), each on a connection of a small pool, in autocommit:
+each read is one statement, so one snapshot.
+
+Faults: a connection error during a batch fails every write of it with a
+:class:`~durable.StoreError` that names the store (its URL without password)
+and says the write may or may not have committed; the engine stops that run
+(the instance stays for ``resume()``). The next batch reconnects, with
+backoff. A deadlock or serialization failure between writers of several
+processes rolls the batch back and runs it again. Any other error in a batch
+of several writes rolls it back and runs each write alone, so one bad write
+does not fail the others.
+
+Wake-ups: each batch of writes that changes what other processes wait for
+(work queued, a signal, an end, events appended) sends ``NOTIFY`` on the
+schema's channel inside its own transaction, so only once it commits; engines
+and clients wait on :meth:`PostgresStore.listener` (``LISTEN``), see
+``listen.py``.
+
+Records are the same cloudpickles the other stores keep (``bytea``): the
+database is exactly as trusted as the code that reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar, final
+
+import psycopg
+import trio
+from psycopg import sql
+
+from ..._model.clock import EPOCH, pause_autojump, resume_autojump
+from ..._model.eventlog import check_event_range
+from ..._model.ids import check_instance_id, check_signal_name, check_workflow_name, is_valid_id
+from ..._model.jobs import JobRecord, decode_job, encode_job, job_signal
+from ..._model.queues import DEFAULT_QUEUE, Queue
+from ..._model.records import InstanceStatus, StepResult, WorkflowInstance
+from ..._model.serde import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    check_limit,
+    check_step_input,
+    decode_value,
+    encode_instance,
+    encode_step,
+    encode_value,
+)
+from ...errors import StoreError
+from .._base import step_key_bytes
+from .._lease import LeaseLost, Owner
+from .._writer import WriteRequest, Writer, superseded
+from . import eventlog, jobs, owners, queues, tables
+from .batch import Tx, run as run_writes
+from .listen import PostgresListener, channel_of, payloads
+from .owners import OwnerRow
+from .schema import SCHEMA_VERSION, migrate, schema_version
+from .url import redact, split_schema
+
+__all__ = ["PostgresStore", "SCHEMA_VERSION"]
+
+_T = TypeVar("_T")
+_log = logging.getLogger("durable.store")
+_RETRIES = 5  # runs of a batch that a deadlock or serialization failure rolled back
+_BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # seconds between connection attempts of one batch
+_READERS = 4  # reads at once (each on its own connection)
+
+
+def _refuse_abort(raise_cancel: Callable[[], Any]) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED
+
+
+@final
+class PostgresStore:
+    """A :class:`~durable.stores.Store` in a PostgreSQL database: engines on many hosts share its workflows.
+
+    Args:
+        url: a libpq connection URL (``postgresql://user@host/db?sslmode=...``),
+            passed to libpq untouched; credentials may come from it or from
+            libpq's environment variables and files. It is never shown with
+            its password (see :func:`redact`).
+        schema: the database schema holding the store's tables; created, and
+            migrated to this code's version, on first use. Default: the URL's
+            ``schema`` query parameter (``postgresql://host/db?schema=orders``,
+            taken out before the URL goes to libpq), else ``"durable"``.
+        lease_ttl: seconds after its last heartbeat (on the database's clock)
+            when an engine on another host counts as gone; ``None`` (default):
+            the ttl each engine recorded (its ``Engine(lease_ttl=...)``).
+            Engines on this host are judged by their pid, exactly.
+        lazy_delay: longest time a non-durable write waits for a commit.
+        max_payload_bytes: as for :class:`~durable.LMDBStore`.
+        create: create the schema if it does not exist (``False``, as clients
+            open stores: a :class:`~durable.StoreError` instead, and nothing is
+            created). An existing schema of an older version is migrated
+            either way.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def __init__(self, url: str, *, schema: str | None = None, lease_ttl: float | None = None,
+                 lazy_delay: float = 0.1, max_payload_bytes: int | None = DEFAULT_MAX_PAYLOAD_BYTES,
+                 create: bool = True) -> None:
+        if not isinstance(url, str) or not url:
+            raise ValueError(f"url must be a PostgreSQL connection URL, got {type(url).__name__}")
+        url, in_url = split_schema(url)
+        if schema is None:
+            schema = in_url if in_url is not None else "durable"
+        elif in_url is not None and in_url != schema:
+            raise ValueError(f"the URL names schema {in_url!r}, and schema= {schema!r}: give one")
+        if not isinstance(schema, str) or not schema or "\0" in schema or len(schema) > 63:
+            raise ValueError(f"schema must be a PostgreSQL identifier (1-63 characters), got {schema!r}")
+        if lease_ttl is not None and not (isinstance(lease_ttl, (int, float)) and 0 < lease_ttl < float("inf")):
+            raise ValueError(f"lease_ttl must be a positive number of seconds or None, got {lease_ttl!r}")
+        if not isinstance(lazy_delay, (int, float)) or not 0 < lazy_delay < float("inf"):
+            raise ValueError(f"lazy_delay must be a number of seconds > 0, got {lazy_delay!r}")
+        self.max_payload_bytes = check_limit(max_payload_bytes)
+        self._url = url
+        self.url = redact(url)  #: the URL as shown (password replaced by ``***``)
+        self.schema = schema
+        self.lease_ttl = None if lease_ttl is None else float(lease_ttl)
+        self._lazy_delay = float(lazy_delay)
+        self._where = f"{self.url} (schema {schema})"
+        self._create = bool(create)
+        self.channel = channel_of(schema)  #: the ``LISTEN``/``NOTIFY`` channel of its wake-ups
+        self._sender = secrets.token_hex(8)  # in the wake-ups this store object sends (its listeners skip them)
+        self._closed = False
+        self._migrated = False
+        self._migrate_lock = threading.Lock()
+        self._wconn: psycopg.Connection[Any] | None = None
+        self._wlock = threading.RLock()  # the write connection: the writer thread, or an inline write
+        self._writer: Writer | None = None
+        self._later: list[WriteRequest] = []  # non-durable writes queued with no writer thread running
+        self._later_lock = threading.Lock()
+        self._readers: list[psycopg.Connection[Any]] = []  # idle reader connections
+        self._readers_lock = threading.Lock()
+        self._read_limiter: trio.CapacityLimiter | None = None
+        self._events: list[tuple[str, bytes | Callable[[], bytes]]] = []
+        self._events_lock = threading.Lock()
+        self._drained: list[list[list[tuple[str, bytes | Callable[[], bytes]]]]] = []
+        self._observers: list[Callable[[str, str], None]] = []
+        self._owner_cache: tuple[Owner, str] | None = None
+        self.batches = 0
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r}, schema={self.schema!r})"
+
+    @property
+    def path(self) -> None:
+        """``None``: the store is no directory (its wake-ups do not go through files; see :attr:`url`)."""
+        return None
+
+    # -- connections -------------------------------------------------------------
+
+    def fail(self, problem: str) -> StoreError:
+        """A :class:`StoreError` naming the store (its URL without password)."""
+        return StoreError(f"{self._where}: {problem}")
+
+    def _connect(self, autocommit: bool) -> psycopg.Connection[Any]:
+        """A new connection with the store's schema on its search path (migrated first, once per store)."""
+        try:
+            conn = psycopg.connect(self._url, autocommit=autocommit, application_name="durable")
+        except psycopg.Error as exc:
+            raise self.fail(f"cannot connect: {_message(exc)}") from None
+        try:
+            if not self._migrated:
+                with self._migrate_lock:
+                    if not self._migrated:
+                        migrate(conn, self.schema, self._where, create=self._create)
+                        self._migrated = True
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+            if not autocommit:
+                conn.commit()
+        except StoreError:
+            conn.close()
+            raise
+        except psycopg.Error as exc:
+            conn.close()
+            raise self.fail(f"cannot open the schema {self.schema!r}: {_message(exc)}") from None
+        return conn
+
+    def _write_conn(self) -> psycopg.Connection[Any]:
+        """The write connection, (re)connected with backoff."""
+        conn = self._wconn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        self._wconn = None
+        error: StoreError | None = None
+        for pause in (0.0, *_BACKOFF):
+            if pause:
+                time.sleep(pause)
+            try:
+                self._wconn = self._connect(autocommit=True)  # batch.Tx sends BEGIN (or not: one statement)
+                return self._wconn
+            except StoreError as exc:
+                error = exc
+                if "newer than this durable" in str(exc):
+                    break
+        assert error is not None
+        raise error
+
+    # -- writing (the writer thread, or an inline write's thread) ---------------------
+
+    def run_batch(self, batch: list[WriteRequest]) -> None:
+        """Run every write of ``batch`` in one transaction and commit it, then tell the observers."""
+        with self._wlock:
+            committed = self._run_batch(batch)
+        if committed:
+            notes = [r.note for r in batch if r.note is not None and r.error is None]
+            if notes:
+                try:
+                    self._notify(notes)
+                except Exception:  # pragma: no cover - best effort
+                    _log.exception("wake-ups after a commit failed")
+
+    def _run_batch(self, batch: list[WriteRequest]) -> bool:
+        """Run and commit ``batch``; whether it committed (a split batch notifies its parts itself)."""
+        self.batches += 1
+        for attempt in range(_RETRIES):
+            try:
+                conn = self._write_conn()
+            except StoreError as exc:
+                for r in batch:
+                    r.error = exc
+                return False
+            try:
+                skip = superseded(batch)
+                tx = Tx(conn)
+                run_writes(tx, self._where, batch, skip, self._drained_by)
+                tx.commit(self._wakeups(batch, skip))
+                return True
+            except psycopg.errors.TransactionRollback:
+                _rollback(conn)  # a deadlock or serialization failure with another writer: run it again
+                for r in batch:
+                    r.result = None
+                time.sleep(0.001 * (attempt + 1))
+                continue
+            except psycopg.OperationalError as exc:
+                if conn.closed or conn.broken:
+                    _close(conn)
+                    self._wconn = None
+                    err = self.fail(f"the connection failed during a write, which may or may not have committed "
+                                    f"(the store reconnects on the next write): {_message(exc)}")
+                    for r in batch:
+                        r.error = err
+                    return False
+                return self._failed(conn, batch, exc)
+            except BaseException as exc:
+                return self._failed(conn, batch, exc)
+        err = self.fail("write failed: deadlocked with other writers on every try; nothing of it was stored")
+        for r in batch:
+            r.error = err
+        return False
+
+    def _failed(self, conn: psycopg.Connection[Any], batch: list[WriteRequest], exc: BaseException) -> bool:
+        _rollback(conn)
+        if len(batch) > 1:
+            # One failing write must not fail the others that happened to share its transaction.
+            for r in batch:
+                r.result = None
+                self.run_batch([r])
+            return False
+        err = self.fail(f"write failed, nothing of it was stored: {type(exc).__name__}: {_message(exc)}")
+        for r in batch:
+            r.error = err
+        return False
+
+    def _wakeups(self, batch: list[WriteRequest], skip: set[int]) -> list[tuple[str, Any]]:
+        """(In the batch's transaction, last) the ``NOTIFY`` of the notes of its writes: delivered if it
+        commits."""
+        notes: list[bytes] = []
+        for i, r in enumerate(batch):
+            if r.note is None or i in skip:
+                continue
+            if r.note == b"events*":
+                holder = r.args[0] if r.args else None
+                if holder:  # the events this drain appended: (instance id, data)
+                    notes.extend(b"events " + iid.encode() for iid, _ in holder[0])
+            else:
+                notes.append(r.note)
+        if not notes:
+            return []
+        return [("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (self.channel, payloads(notes, self._sender)))]
+
+    def listener(self, kinds: list[str] | tuple[str, ...]) -> PostgresListener:
+        """A listener for this store's wake-ups of ``kinds`` (``work``, ``signal``, ``end``, ``events``), on a
+        connection of its own (``LISTEN``); it skips those this store object sent. See ``listen.py``."""
+        return PostgresListener(self._listen_conn, self.channel, kinds, skip=self._sender, where=self._where)
+
+    def _listen_conn(self) -> psycopg.Connection[Any]:
+        """(A worker thread) a connection for ``LISTEN``: TCP keepalives unless the URL sets its own, so a
+        silent server (a network partition) is noticed within about a minute."""
+        options: dict[str, Any] = {}
+        try:
+            given = psycopg.conninfo.conninfo_to_dict(self._url)
+        except psycopg.Error:
+            given = {}
+        for key, value in (("keepalives_idle", 20), ("keepalives_interval", 10), ("keepalives_count", 4)):
+            if key not in given:
+                options[key] = value
+        try:
+            return psycopg.connect(self._url, autocommit=True, application_name="durable-listen", **options)
+        except psycopg.Error as exc:
+            raise self.fail(f"cannot connect: {_message(exc)}") from None
+
+    def migrate(self) -> tuple[int, int]:
+        """(Blocking) apply the pending migrations now: the schema's version before (``0``: none, it was
+        created) and after. ``durable migrate`` runs it; stores also migrate on first use."""
+        try:
+            conn = psycopg.connect(self._url, autocommit=True, application_name="durable")
+        except psycopg.Error as exc:
+            raise self.fail(f"cannot connect: {_message(exc)}") from None
+        try:
+            with self._migrate_lock:
+                before = migrate(conn, self.schema, self._where, create=self._create)
+                self._migrated = True
+            return before, SCHEMA_VERSION
+        except psycopg.Error as exc:
+            raise self.fail(f"cannot migrate the schema {self.schema!r}: {_message(exc)}") from None
+        finally:
+            _close(conn)
+
+    def version(self) -> int | None:
+        """(Blocking) the schema's version as stored, without migrating it; ``None``: no store there."""
+        try:
+            conn = psycopg.connect(self._url, autocommit=True, application_name="durable")
+        except psycopg.Error as exc:
+            raise self.fail(f"cannot connect: {_message(exc)}") from None
+        try:
+            return schema_version(conn, self.schema)
+        except psycopg.Error as exc:
+            raise self.fail(f"cannot read the schema {self.schema!r}: {_message(exc)}") from None
+        finally:
+            _close(conn)
+
+    def _notify(self, notes: list[bytes]) -> None:
+        """After a commit: tell this process's observers (``on_change``) of ends and appended events."""
+        notes = [part for note in notes for part in note.split(b"\0")]
+        if b"events*" in notes:
+            drained, self._drained = self._drained, []
+            notes = notes + [b"events " + iid.encode() for holder in drained for iid, _ in holder[0]]
+        observers = self._observers
+        if not observers:
+            return
+        sent: set[bytes] = set()
+        for note in notes:
+            if note == b"events*" or note in sent:
+                continue
+            sent.add(note)
+            kind, _, detail = note.partition(b" ")
+            if kind == b"end" or kind == b"events":
+                for fn in observers:
+                    try:
+                        fn(kind.decode(), detail.decode())
+                    except Exception:
+                        _log.exception("a change observer failed")
+
+    # -- writing (the trio thread) -----------------------------------------------------
+
+    async def _write(self, fn: Callable[..., _T], args: tuple[Any, ...] = (), *, durable: bool = True,
+                     key: bytes | None = None, note: bytes | None = None) -> _T:
+        """Run ``fn(cur, *args)`` in the next batch's transaction; returns (or raises) what it did.
+
+        A returned ``LeaseLost`` is raised here. Once queued, the write is
+        not cancellable: the caller must not move on before knowing whether it landed.
+        """
+        if self._closed:
+            raise self.fail("the store is closed")
+        writer = self._writer
+        if writer is not None and not durable:
+            writer.submit(WriteRequest(fn, False, None, key, args, note=note))
+            return None  # type: ignore[return-value]
+        paused = pause_autojump()  # a mock clock must not leap ahead while the database commits
+        try:
+            if writer is None:
+                request = WriteRequest(fn, True, None, key, args, note=note)
+                batch = [*self._take_later(), request]
+                await trio.to_thread.run_sync(self.run_batch, batch)
+            else:
+                request = WriteRequest(fn, True, trio.lowlevel.current_task(), key, args, note=note)
+                writer.submit(request)
+                await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
+        finally:
+            resume_autojump(paused)
+        if request.error is not None:
+            raise request.error
+        if isinstance(request.result, LeaseLost):
+            raise request.result
+        return request.result  # type: ignore[no-any-return]
+
+    def _write_later(self, fn: Callable[..., Any], args: tuple[Any, ...] = (), key: bytes | None = None,
+                     note: bytes | None = None) -> None:
+        """Queue ``fn(cur, *args)`` as a non-durable write, without waiting: with the writer thread's next
+        batch, or (no writer running) with the next write or before the next read."""
+        if self._closed:
+            raise self.fail("the store is closed")
+        request = WriteRequest(fn, False, None, key, args, note=note)
+        writer = self._writer
+        if writer is not None:
+            writer.submit(request)
+        else:
+            with self._later_lock:
+                self._later.append(request)
+
+    def _take_later(self) -> list[WriteRequest]:
+        with self._later_lock:
+            taken, self._later = self._later, []
+        return taken
+
+    def _flush_later(self) -> None:
+        """(A worker thread) commit the non-durable writes queued while no writer thread runs."""
+        if self._later:
+            batch = self._take_later()
+            if batch:
+                self.run_batch(batch)
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(cur, *args)`` on a reader connection, in a worker thread (one retry on a new connection if the
+        connection failed: the server restarted, say)."""
+        if self._closed:
+            raise self.fail("the store is closed")
+        if self._read_limiter is None:
+            self._read_limiter = trio.CapacityLimiter(_READERS)
+        paused = pause_autojump()  # a mock clock must not leap ahead while the database answers
+        try:
+            return await trio.to_thread.run_sync(self._read_sync, fn, args, limiter=self._read_limiter)
+        finally:
+            resume_autojump(paused)
+
+    def _read_conn(self) -> psycopg.Connection[Any]:
+        """A new reader connection, with the write connection's backoff (a restarting server: a read waits
+        for it, as a write does, instead of failing its caller at once)."""
+        error: StoreError | None = None
+        for pause in (0.0, *_BACKOFF):
+            if pause:
+                time.sleep(pause)
+            try:
+                return self._connect(autocommit=True)
+            except StoreError as exc:
+                error = exc
+                if "newer than this durable" in str(exc):
+                    break
+        assert error is not None
+        raise error
+
+    def _read_sync(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
+        if self._later:
+            self._flush_later()
+        for attempt in (0, 1):
+            with self._readers_lock:
+                conn = self._readers.pop() if self._readers else None
+            if conn is None or conn.closed or conn.broken:
+                conn = self._read_conn()
+            try:
+                with conn.cursor() as cur:
+                    result = fn(cur, *args)
+            except psycopg.OperationalError as exc:
+                _close(conn)
+                if attempt == 0:
+                    continue
+                raise self.fail(f"read failed: {_message(exc)}") from None
+            except psycopg.Error as exc:
+                _close(conn)
+                raise self.fail(f"read failed: {type(exc).__name__}: {_message(exc)}") from None
+            except BaseException:
+                self._give_back(conn)  # a record that does not decode: the connection itself is fine
+                raise
+            self._give_back(conn)
+            return result
+        raise AssertionError("unreachable")
+
+    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
+        """Return a reader's connection to the pool (closed instead if the store is closed)."""
+        with self._readers_lock:
+            if self._closed:
+                _close(conn)
+            else:
+                self._readers.append(conn)
+
+    # -- instances ---------------------------------------------------------------------
+
+    async def get_instance(self, instance_id: str, *, steps: bool = True) -> WorkflowInstance | None:
+        """The instance with its step results (unless ``steps=False``), or ``None``."""
+        if not is_valid_id(instance_id):
+            return None
+        return await self._read(tables.load, self._where, instance_id, steps)
+
+    async def get_steps(self, instance_id: str) -> dict[str, StepResult]:
+        """Every checkpoint of an instance, keyed by checkpoint key."""
+        if not is_valid_id(instance_id):
+            return {}
+        return await self._read(tables.load_steps, self._where, instance_id)
+
+    async def get_instances_by_workflow(
+        self, workflow_name: str, status: InstanceStatus | str | None = None, *, steps: bool = True
+    ) -> list[WorkflowInstance]:
+        """Instances of one workflow, optionally of one status, oldest first."""
+        statuses = [s.value for s in InstanceStatus] if status is None else [InstanceStatus(status).value]
+        return await self._read(tables.scan, self._where, statuses, workflow_name, steps)
+
+    async def get_all_instances(
+        self, status: InstanceStatus | str | None = None, *, steps: bool = True
+    ) -> list[WorkflowInstance]:
+        """Instances of every workflow, optionally of one status, oldest first."""
+        statuses = [s.value for s in InstanceStatus] if status is None else [InstanceStatus(status).value]
+        return await self._read(tables.scan, self._where, statuses, None, steps)
+
+    async def get_running_instances(self, *, steps: bool = True) -> list[WorkflowInstance]:
+        """Instances that are pending or running, oldest first."""
+        return await self._read(tables.scan, self._where, tables.UNFINISHED, None, steps)
+
+    def _owner_record(self, owner: Owner) -> OwnerRow:
+        """What the ``owners`` row of ``owner`` gets: its id, its JSON record (encoded once per record), its ttl
+        and how old its heartbeat is now (by this host's clock: a difference of two of its own readings, so the
+        row's heartbeat is ``now()`` on the database's clock, less that age)."""
+        cached = self._owner_cache
+        if cached is None or cached[0] is not owner:
+            cached = self._owner_cache = (owner, owner.encode().decode())
+        return owner.id, cached[1], owner.ttl, max(0.0, time.time() - owner.heartbeat)
+
+    async def create_instance(
+        self, instance: WorkflowInstance, *, owner: Owner | None = None
+    ) -> tuple[WorkflowInstance, bool]:
+        """Durably store ``instance`` unless its id exists (leased to ``owner``); returns (stored, created)."""
+        check_instance_id(instance.id)
+        check_workflow_name(instance.workflow_name)
+        data = encode_instance(instance, limit=self.max_payload_bytes)
+        record = self._owner_record(owner) if owner is not None and not instance.finished else None
+        queued = instance.queue is not None and owner is None
+        created = await self._write(tables.create, (self._where, instance, data, record),
+                                    note=b"work" if queued else None)
+        if created is True:
+            return instance, True
+        existing = await self.get_instance(instance.id if created is False else str(created))
+        if existing is None:  # deleted meanwhile
+            raise self.fail(f"instance {instance.id!r} exists, but vanished before it could be read")
+        return existing, False
+
+    async def update_instance(
+        self, instance: WorkflowInstance, *, durable: bool = True, owner: str | None = None
+    ) -> None:
+        """Replace the instance record (fenced by ``owner``); a finished status is final."""
+        check_instance_id(instance.id)
+        check_workflow_name(instance.workflow_name)
+        data = encode_instance(instance, limit=self.max_payload_bytes)
+        note = b"end " + instance.id.encode() if instance.finished else None
+        await self._write(tables.put, (self._where, instance, data, owner), durable=durable, note=note)
+
+    async def cancel_instance(self, instance_id: str, *, error: str, error_type: str,
+                              when: datetime) -> WorkflowInstance | None:
+        """Durably record an unfinished instance ``cancelled``, in one write that reads it; the record written,
+        or ``None`` if it is missing or finished."""
+        if not is_valid_id(instance_id):
+            return None
+        fields = {"error": error, "error_type": error_type, "completed_at": when}
+        done: WorkflowInstance | None = await self._write(tables.cancel, (self._where, instance_id, fields),
+                                                          note=b"end " + instance_id.encode())
+        return done
+
+    async def delete_instance(self, instance_id: str) -> bool:
+        """Remove an instance and its checkpoints."""
+        if not is_valid_id(instance_id):
+            return False
+        return await self._write(tables.delete, (self._where, instance_id))
+
+    # -- steps ---------------------------------------------------------------------------
+
+    async def put_step(
+        self, instance_id: str, step: StepResult, *, durable: bool = True, owner: str | None = None
+    ) -> None:
+        """Store one checkpoint under ``step.key`` (fenced by ``owner``)."""
+        if not durable:
+            self.put_step_later(instance_id, step, owner=owner)
+            return
+        check_instance_id(instance_id)
+        key = step_key_bytes(instance_id, step.key)
+        data = encode_step(step, instance_id=instance_id, limit=self.max_payload_bytes)
+        column = key[len(instance_id.encode()) + 1:]
+        await self._write(tables.put_step, (instance_id, column, step, data, owner), key=key)
+
+    def put_step_later(self, instance_id: str, step: StepResult, *, owner: str | None = None) -> None:
+        """Queue a non-durable checkpoint (a step's "running" marker) without waiting for it; a later
+        checkpoint of the same key in the same commit supersedes it (then it is never encoded)."""
+        check_instance_id(instance_id)
+        check_step_input(step, instance_id=instance_id, limit=self.max_payload_bytes)
+        key = step_key_bytes(instance_id, step.key)
+        column = key[len(instance_id.encode()) + 1:]
+        self._write_later(tables.put_step, (instance_id, column, step, None, owner), key=key)
+
+    # -- signals -------------------------------------------------------------------------
+
+    async def send_signal(self, instance_id: str, name: str, payload: Any) -> int:
+        """Queue signal ``name`` for an instance, durably; returns its sequence number."""
+        check_instance_id(instance_id)
+        check_signal_name(name)
+        data = encode_value(payload, f"the payload of signal {name!r}", instance_id=instance_id,
+                            limit=self.max_payload_bytes)
+        seq: int = await self._write(tables.send_signal, (instance_id, name, data),
+                                     note=b"signal " + instance_id.encode())
+        return seq
+
+    async def peek_signal(self, instance_id: str, name: str) -> tuple[int, Any] | None:
+        """The oldest queued signal ``name`` of an instance, or ``None``."""
+        if not is_valid_id(instance_id) or not isinstance(name, str) or "\0" in name:
+            return None
+
+        def peek(cur: tables.Cur) -> tuple[int, bytes] | None:
+            cur.execute("SELECT seq, payload FROM signals WHERE instance_id = %s AND name = %s ORDER BY seq "
+                        "LIMIT 1", (instance_id, name))
+            row = cur.fetchone()
+            return (int(row[0]), bytes(row[1])) if row is not None else None
+
+        found = await self._read(peek)
+        if found is None:
+            return None
+        return found[0], decode_value(found[1], f"{self._where}:signals/{instance_id}/{name}/{found[0]}")
+
+    async def take_signal(
+        self, instance_id: str, name: str, seq: int, step: StepResult, *, owner: str | None = None
+    ) -> bool:
+        """Remove queued signal ``seq`` and store ``step``, in one durable write; ``False`` if it is not queued."""
+        check_instance_id(instance_id)
+        data = encode_step(step, instance_id=instance_id)
+        column = tables.step_column(instance_id, step.key)
+        taken = await self._write(tables.take_signal, (instance_id, name, seq, column, data, owner))
+        return taken is True
+
+    async def signal_clock(self) -> int:
+        """Changes whenever a signal is sent, by any process."""
+        def clock(cur: tables.Cur) -> int:
+            cur.execute("SELECT value FROM meta WHERE key = 'signal_clock'")
+            row = cur.fetchone()
+            return int(row[0]) if row is not None else 0
+
+        return await self._read(clock)
+
+    # -- leases --------------------------------------------------------------------------
+
+    async def claim(self, instance_ids: list[str], owner: Owner, *, limit: int | None = None,
+                    take_queued: bool = False) -> list[str]:
+        """Durably take the leases of those unfinished instances whose holder is gone."""
+        ids = [i for i in instance_ids if is_valid_id(i)]
+        taken: list[str] = await self._write(tables.claim, (ids, self._owner_record(owner), limit, take_queued,
+                                                            self.lease_ttl))
+        return taken
+
+    async def heartbeat(self, owner: Owner) -> None:
+        """Record ``owner`` as alive (non-durable; its time is the database's)."""
+        self._write_later(owners.put_owner, self._owner_record(owner))
+
+    async def release(self, owner_id: str) -> None:
+        """Durably remove an owner record: its instances may be taken over at once."""
+        await self._write(tables.delete_owner, (owner_id,), note=b"work")
+
+    async def orphaned(self, owner_id: str) -> list[str]:
+        """Unfinished instances leased to an engine that is gone (not ``owner_id``)."""
+        return await self._read(tables.orphaned, owner_id, self.lease_ttl)
+
+    async def lost_leases(self, owner_id: str, instance_ids: list[str]) -> list[str]:
+        """Those of ``instance_ids`` that ``owner_id`` no longer holds, or that finished."""
+        if not instance_ids:
+            return []
+        return await self._read(tables.lost, owner_id, list(instance_ids))
+
+    async def get_lease(self, instance_id: str) -> Owner | None:
+        """The owner record of whoever holds the instance's lease, if any."""
+        if not is_valid_id(instance_id):
+            return None
+        return await self._read(tables.get_lease, instance_id)
+
+    # -- queues and workers ----------------------------------------------------------------
+
+    async def register_queue(self, queue: Queue) -> None:
+        """Durably record a queue's limits (every worker reads them from here)."""
+        await self._write(queues.register_queue, (queue.name, queue.encode().decode()))
+
+    async def get_queues(self) -> dict[str, Queue]:
+        """The queues registered on this store, by name."""
+        def load(cur: tables.Cur) -> dict[str, Queue]:
+            cur.execute("SELECT name, record FROM queues ORDER BY name")
+            return {name: Queue.decode(record.encode()) for name, record in cur.fetchall()}
+
+        return await self._read(load)
+
+    async def get_queue(self, name: str) -> Queue | None:
+        """The queue ``name`` as registered, or ``None`` (its row alone is read)."""
+        return await self._read(queues.get_queue, name)
+
+    async def queue_depths(self, name: str) -> tuple[int, int]:
+        """``(waiting, in flight)`` instances of queue ``name``."""
+        return await self._read(queues.queue_depths, name)
+
+    async def register_worker(self, owner: Owner, workflows: list[str], queue_names: list[str],
+                              job_queues: list[str], workflow_queues: Mapping[str, str] | None = None) -> None:
+        """Durably record what an engine serves (its workflows are known to clients from then on)."""
+        await self._write(owners.put_owner, self._owner_record(owner))
+        await self._write(queues.put_worker, (owner.id, list(workflows), list(queue_names), list(job_queues),
+                                              dict(workflow_queues or {})))
+
+    async def known_workflows(self) -> list[str]:
+        """Every workflow name an engine on this store has registered."""
+        return await self._read(queues.known_workflows)
+
+    async def workflow_queues(self) -> dict[str, str]:
+        """The queue of each known workflow that names one, as last registered."""
+        return await self._read(queues.workflow_queues)
+
+    async def servers(self) -> dict[str, dict[str, Any]]:
+        """What each live engine serves (``workflows``, ``queues``, ``jobs``), by owner id."""
+        return await self._read(queues.servers, self.lease_ttl)
+
+    async def claim_queued(self, owner: Owner, served: list[tuple[str, int | None]], workflows: frozenset[str] | None,
+                           limit: int | None, now: datetime) -> tuple[list[str], datetime | None]:
+        """Take waiting instances of the ``served`` queues, under their limits (see ``queues.claim``).
+
+        A read looks first: with nothing waiting, nothing is written.
+        """
+        names = [name for name, _ in served]
+        if not names or not await self._read(queues.anything_waiting, names):
+            return [], None
+        now_us = (now - EPOCH) // timedelta(microseconds=1)
+        taken, due = await self._write(queues.claim, (self._owner_record(owner), list(served), workflows, limit,
+                                                      now, now_us))
+        return taken, (EPOCH + timedelta(microseconds=due) if due is not None else None)
+
+    async def requeue(self, instance_id: str) -> bool:
+        """Durably put an unfinished instance whose engine is gone back in its queue."""
+        if not is_valid_id(instance_id):
+            return False
+        done: bool = await self._write(tables.requeue, (self._where, instance_id, DEFAULT_QUEUE, self.lease_ttl),
+                                       note=b"work")
+        return done
+
+    # -- event log ---------------------------------------------------------------------------
+
+    def append_event(self, instance_id: str, data: bytes | Callable[[], bytes]) -> None:
+        """Queue one encoded event for the instance's log (non-durable: it rides the next commit)."""
+        with self._events_lock:
+            self._events.append((instance_id, data))
+            if len(self._events) > 1:
+                return  # a drain is queued already
+        self._write_later(self._drain_events, ([],), note=b"events*")
+
+    def _drain_events(self, cur: tables.Cur, holder: list[list[tuple[str, bytes | Callable[[], bytes]]]]) -> None:
+        """(Writer thread; a batch runs it as :meth:`_drained_by`) append the buffered events."""
+        eventlog.append_many(cur, lambda: self._take_events(holder))
+
+    _drain_events.drains_events = True  # type: ignore[attr-defined]
+
+    def _take_events(self, holder: list[list[tuple[str, bytes | Callable[[], bytes]]]]
+                     ) -> list[tuple[str, bytes | Callable[[], bytes]]]:
+        """The buffered events, taken into ``holder`` once, so a transaction run again writes the same events
+        again."""
+        if not holder:
+            with self._events_lock:
+                taken, self._events = self._events, []
+            holder.append(taken)
+            self._drained.append(holder)
+        return holder[0]
+
+    def _drained_by(self, r: WriteRequest) -> list[tuple[str, bytes]]:
+        """The events (encoded) that the drain ``r`` appends."""
+        return eventlog.ready(self._take_events(r.args[0]))
+
+    async def read_events(self, instance_id: str, after: int = 0, limit: int = 100) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` of the instance's stored events with an id over ``after``: ``(id, data)``."""
+        check_event_range(after, limit)
+        if not is_valid_id(instance_id):
+            return []
+        return await self._read(eventlog.read, instance_id, after, limit)
+
+    async def read_all_events(self, after: int = 0, limit: int = 100) -> list[tuple[int, str, bytes]]:
+        """Up to ``limit`` stored events of every instance with an id over ``after``: ``(id, instance, data)``."""
+        check_event_range(after, limit)
+        return await self._read(eventlog.read_all, after, limit)
+
+    async def last_event_id(self) -> int:
+        """The id of the newest stored event (``0``: none yet)."""
+        return await self._read(eventlog.last_id)
+
+    def on_change(self, fn: Callable[[str, str], None]) -> Callable[[], None]:
+        """Call ``fn(kind, instance id)`` (on a writer thread) after each commit through this store object that
+        ends an instance (``"end"``) or appends to its event log (``"events"``); a function that stops it."""
+        self._observers = [*self._observers, fn]
+
+        def stop() -> None:
+            self._observers = [f for f in self._observers if f is not fn]
+
+        return stop
+
+    # -- external jobs ---------------------------------------------------------------------
+
+    async def enqueue_job(self, job: JobRecord) -> bool:
+        """Durably queue an external job unless it is queued already; whether it was new."""
+        data = encode_job(job, limit=self.max_payload_bytes)
+        args = (job.instance_id, tables.step_column(job.instance_id, job.step_key), job.queue, data,
+                job_signal(job.step_key))
+        new: bool = await self._write(jobs.enqueue, args, note=b"work")
+        return new
+
+    async def claim_jobs(self, owner: Owner, queue_names: list[str], limit: int, *,
+                         free: Mapping[str, int] | None = None, now: datetime | None = None) -> list[JobRecord]:
+        """Take up to ``limit`` jobs of ``queue_names`` (waiting, or held by a worker that is gone)."""
+        names = list(queue_names)
+        if not names or not await self._read(jobs.claimable, owner.id, names, self.lease_ttl):
+            return []
+        served = [(q, (free or {}).get(q)) for q in names]
+        when = now or datetime.now(UTC)
+        now_us = (when - EPOCH) // timedelta(microseconds=1)
+        found = await self._write(jobs.claim, (self._owner_record(owner), served, limit, when, now_us,
+                                               self.lease_ttl))
+        return [decode_job(data, f"{self._where}:jobs") for data in found]
+
+    async def note_job_attempts(self, job: JobRecord, owner_id: str) -> bool:
+        """Durably record a held job's ``attempts`` and ``retry_at``; ``False`` if ``owner_id`` holds it no more."""
+        data = encode_job(job)
+        done: bool = await self._write(jobs.note_attempts, (job.instance_id, tables.step_column(
+            job.instance_id, job.step_key), owner_id, data))
+        return done
+
+    async def finish_job(self, job: JobRecord, owner_id: str, outcome: Any) -> bool:
+        """Remove a job this owner holds and deliver ``outcome`` to its instance, in one durable write."""
+        data = encode_value(outcome, f"the result of job {job.step_name!r}", instance_id=job.instance_id,
+                            limit=self.max_payload_bytes)
+        args = (job.instance_id, tables.step_column(job.instance_id, job.step_key), owner_id,
+                job_signal(job.step_key), data)
+        # (and "work": a job slot of its queue is free, workers waiting on it look again)
+        done: bool = await self._write(jobs.finish, args, note=b"signal " + job.instance_id.encode() + b"\0work")
+        return done
+
+    async def get_jobs(self, instance_id: str | None = None) -> list[tuple[JobRecord, str | None]]:
+        """Queued and running jobs (of one instance, or all), each with the owner id running it, if any."""
+        if instance_id is not None and not is_valid_id(instance_id):
+            return []
+        found = await self._read(jobs.waiting, instance_id)
+        return [(decode_job(data, f"{self._where}:jobs/{iid}/{key!r}"), holder) for iid, key, data, holder in found]
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the group-commit writer thread until cancelled, then commit what is queued and stop it."""
+        if self._closed:
+            raise self.fail("the store is closed")
+        writer = Writer(self.run_batch, trio.lowlevel.current_trio_token(), self._lazy_delay)
+        for r in self._take_later():
+            writer.submit(r)
+        writer.start()
+        self._writer = writer
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            self._writer = None
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(writer.stop)
+
+    def stats(self) -> dict[str, Any]:
+        """The writer's batch counts (for benchmarks and the CLI)."""
+        w = self._writer
+        return {"url": self.url, "schema": self.schema, "batches": self.batches,
+                "writes": w.writes if w else 0}
+
+    def close(self) -> None:
+        """Commit the non-durable writes still queued (blocking), then close every connection."""
+        if self._closed:
+            return
+        try:
+            self._flush_later()
+        finally:
+            self._closed = True
+            with self._wlock:
+                if self._wconn is not None:
+                    _close(self._wconn)
+                    self._wconn = None
+            with self._readers_lock:
+                readers, self._readers = self._readers, []
+            for conn in readers:
+                _close(conn)
+
+
+def _message(exc: BaseException) -> str:
+    """An error's message on one line (libpq's may span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    try:
+        conn.rollback()
+    except psycopg.Error:
+        _close(conn)
+
+
+def _close(conn: psycopg.Connection[Any]) -> None:
+    try:
+        conn.close()
+    except psycopg.Error:  # pragma: no cover
+        pass
