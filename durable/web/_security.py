@@ -22,7 +22,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import anyio
 
@@ -165,13 +165,16 @@ class Gate:
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         given = [v for k, v in query if k == "token"]
         if given and scope.get("method") == "GET" and hmac.compare_digest(given[0].encode(), self._token):
-            # The dashboard opened with ?token=...: keep it in a cookie, and take it out of the address bar.
+            # The dashboard opened with ?token=...: keep it in a cookie, and take it out of the address bar. The
+            # address is the request's own path as it came (percent-encoded: no CR/LF, no '?' made from %3F),
+            # with one leading slash (never '//host': another site).
             rest = urlencode([(k, v) for k, v in query if k != "token"])
-            path = scope.get("root_path", "") + scope.get("path", "/")
+            raw = scope.get("raw_path") or quote(scope.get("path", "/")).encode()
+            path = "/" + bytes(raw).decode("latin-1").lstrip("/")
             location = path + ("?" + rest if rest else "")
             cookie_path = scope.get("root_path", "") or "/"
             await send({"type": "http.response.start", "status": 303, "headers": [
-                (b"location", location.encode()),
+                (b"location", location.encode("latin-1")),
                 (b"set-cookie", f"{COOKIE}={given[0]}; HttpOnly; SameSite=Strict; Path={cookie_path}".encode()),
                 (b"content-length", b"0")]})
             await send({"type": "http.response.body", "body": b""})

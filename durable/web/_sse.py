@@ -17,6 +17,7 @@ at once instead of waiting out its graceful timeout.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from .._engine.events import Event
 from .._model.eventlog import MAX_EVENT_ID
 from .._model.ids import check_instance_id
 from ..client import AsyncClient, EventFeed
+from ..errors import InstanceNotFound
 from ._json import event_json
 from ._routes import error
 
@@ -43,6 +45,9 @@ _END = b"event: end\ndata: {}\n\n"
 _FRAME_CACHE = 4096
 
 
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
 def frame(event: Event) -> str:
     """One SSE message."""
     data = json.dumps(event_json(event), separators=(",", ":"))  # (ASCII: a lone surrogate goes out escaped)
@@ -53,7 +58,7 @@ def _last_event_id(request: Request) -> int | None | Response:
     raw = request.headers.get("last-event-id") or request.query_params.get("after")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or int(raw) > MAX_EVENT_ID:
+    if not _DIGITS.fullmatch(raw) or int(raw) > MAX_EVENT_ID:  # (ASCII digits: str.isdigit() takes '²')
         return error(422, [{"loc": ["header", "last-event-id"], "type": "int_parsing",
                             "msg": f"Last-Event-ID (or ?after=) must be an event id, got {raw[:40]!r}"}])
     return int(raw)
@@ -94,14 +99,28 @@ class Streams:
         inst = await self.client.get(instance_id)
         if inst is None:
             return error(404, f"no instance {instance_id!r}")
+        if refused := self._refused(request):
+            return refused
         feed = await self.client.subscribe(instance_id, after=after)
         first: list[Event] = []
         if inst.finished:
-            first = await feed.receive()  # its log has ended: what is left of it, at once
+            try:
+                first = await feed.receive()  # its log has ended: what is left of it, at once
+            except InstanceNotFound:
+                first = []  # (deleted meanwhile)
             if not first:
                 await feed.aclose()
                 return Response(status_code=204)  # EventSource stops reconnecting
         return self._respond(feed, first)
+
+    def _refused(self, request: Request) -> Response | None:
+        """Why no stream is opened for this request, or ``None``: the server is stopping (``503``), or it is a
+        ``HEAD`` (the headers only: a stream is for ``GET``)."""
+        if self.closing:
+            return error(503, "the server is shutting down")
+        if request.method == "HEAD":
+            return Response(status_code=200, headers={k.decode(): v.decode() for k, v in _HEADERS})
+        return None
 
     async def all(self, request: Request) -> Response:
         """``GET /api/events?workflow=``: every instance's events from now on (or after ``Last-Event-ID``)."""
@@ -112,12 +131,12 @@ class Streams:
         if unknown:
             return error(422, [{"loc": ["query", k], "msg": "unknown parameter", "type": "extra_forbidden"}
                                for k in unknown])
+        if refused := self._refused(request):
+            return refused
         feed = await self.client.subscribe(None, after=after, workflow=request.query_params.get("workflow"))
         return self._respond(feed, [])
 
     def _respond(self, feed: EventFeed, first: list[Event]) -> Response:
-        if self.closing:
-            return error(503, "the server is shutting down")
         self._open.add(feed)
         return _Stream(self, feed, first)
 

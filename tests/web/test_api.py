@@ -336,3 +336,42 @@ def test_create_app_checks_its_arguments() -> None:
 
 async def test_flows_module_is_importable_for_workers() -> None:
     assert durable.__version__ and web_flows.signup.name == "signup"
+
+
+async def test_review_fixes_redirects_streams_and_odd_digits(api: Callable[..., httpx.AsyncClient]) -> None:
+    """A superscript digit is no event id (422, not 500); the token's redirect keeps a mount's prefix once and
+    never names another site; a HEAD of a stream opens none."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    http = api()
+    r = await http.get("/api/events", params={"after": "²"})
+    assert r.status_code == 422 and "event id" in r.json()["detail"][0]["msg"]
+    r = await http.head("/api/events")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream") and not r.content
+
+    token = "s3cret-token-0123456789"
+    inner = api(token=token)
+    app = inner._transport.app  # type: ignore[attr-defined]
+    outer = httpx.AsyncClient(transport=httpx.ASGITransport(app=Starlette(routes=[Mount("/durable", app)])),
+                              base_url="http://testserver")
+    try:
+        r = await outer.get("/durable/?token=" + token)
+        assert r.status_code == 303 and r.headers["location"] == "/durable/"
+        assert "Path=/durable" in r.headers["set-cookie"]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app({"type": "http", "method": "GET", "path": "//evil.example/", "raw_path": b"//evil.example/",
+                   "root_path": "", "query_string": f"token={token}".encode(), "headers": []}, receive, send)
+        assert sent[0]["status"] == 303
+        assert dict(sent[0]["headers"])[b"location"] == b"/evil.example/"  # a path here, not another site
+        r = await inner.get("/a%0d%0aSet-Cookie:%20x=1/?token=" + token)
+        assert r.status_code == 303 and "\r" not in r.headers["location"] and "%0d%0a" in r.headers["location"]
+    finally:
+        await outer.aclose()
