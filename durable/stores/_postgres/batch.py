@@ -216,10 +216,20 @@ def _lost(instance_id: str, owner: str, lease: tuple[str | None, str | None] | N
 
 
 def _why_lost(tx: Tx, instance_id: str, owner: str) -> LeaseLost:
-    """Why a fenced write found nothing to write on (read again: its statement wrote and said nothing)."""
-    row = tx.conn.execute("SELECT l.owner_id, i.status FROM leases l LEFT JOIN instances i ON i.id = l.instance_id "
-                          "WHERE l.instance_id = %s", (instance_id,)).fetchone()
-    lost = _lost(instance_id, owner, (row[0], row[1]) if row is not None else None)
+    """Why a fenced write found nothing to write on (read again: its statement wrote and said nothing).
+
+    This read may come after the batch committed: if it fails on a connection that still works, the reason
+    is left general rather than raised, since an error here would make the batch's writes run again one by
+    one (and a signal taken twice). A broken connection still raises: its batch is reported in doubt."""
+    try:
+        row = tx.conn.execute("SELECT l.owner_id, i.status FROM leases l LEFT JOIN instances i "
+                              "ON i.id = l.instance_id WHERE l.instance_id = %s", (instance_id,)).fetchone()
+    except psycopg.Error:
+        if tx.conn.broken:
+            raise
+        lost = None
+    else:
+        lost = _lost(instance_id, owner, (row[0], row[1]) if row is not None else None)
     return lost or LeaseLost(f"instance {instance_id!r} is no longer held by this engine")
 
 
