@@ -28,7 +28,10 @@ from typing import Any
 import attrs
 import trio
 
-__all__ = ["WriteRequest", "Writer", "superseded"]
+from .._model.clock import pause_autojump, resume_autojump
+from ._lease import LeaseLost
+
+__all__ = ["WriteRequest", "Writer", "committed", "outcome_of", "superseded"]
 
 WriteFn = Callable[..., Any]  # fn(txn, *args)
 
@@ -155,3 +158,35 @@ class Writer:
 def _wake_all(tasks: list[trio.lowlevel.Task]) -> None:
     for task in tasks:
         trio.lowlevel.reschedule(task)
+
+
+def _refuse_abort(raise_cancel: Callable[[], Any]) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED
+
+
+async def committed(writer: Writer, request: WriteRequest) -> Any:
+    """Queue a durable ``request`` (its ``waiter`` the current task) and park until its batch committed or
+    failed; then :func:`outcome_of` it.
+
+    Uncancellable, like a shielded wait but cheaper (no cancel scope per
+    checkpoint): once queued the write will land, and the caller must not
+    move on (or be told it failed) before knowing that it has. A mock clock
+    does not leap ahead meanwhile.
+    """
+    writer.submit(request)
+    paused = pause_autojump()
+    try:
+        await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
+    finally:
+        resume_autojump(paused)
+    return outcome_of(request)
+
+
+def outcome_of(request: WriteRequest) -> Any:
+    """A done request's result; raises its error, or the ``LeaseLost`` a fenced write returned (returned, so
+    that the rest of its batch still commits)."""
+    if request.error is not None:
+        raise request.error
+    if isinstance(request.result, LeaseLost):
+        raise request.result
+    return request.result

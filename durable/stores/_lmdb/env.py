@@ -23,10 +23,8 @@ from typing import Any, NamedTuple, TypeVar, final
 import lmdb
 import trio
 
-from ..._model.clock import pause_autojump, resume_autojump
 from ...errors import StoreError
-from .._lease import LeaseLost
-from .._writer import WriteRequest, Writer, superseded
+from .._writer import WriteRequest, Writer, committed, outcome_of, superseded
 from .sharedlock import SharedLock
 
 __all__ = ["FORMAT_VERSION", "LMDBEnv", "Tables"]
@@ -87,10 +85,6 @@ def _index_events(txn: Any, t: Tables) -> None:
     for key, _ in txn.cursor(db=t.events):
         key = bytes(key)
         txn.put(key[-8:], key[:-9], db=t.eventorder)
-
-
-def _refuse_abort(raise_cancel: Callable[[], Any]) -> trio.lowlevel.Abort:
-    return trio.lowlevel.Abort.FAILED
 
 
 @final
@@ -302,25 +296,12 @@ class LMDBEnv:
             # No writer thread (the store is used outside an engine): write inline.
             request = WriteRequest(fn, durable, None, key, args, note=note)
             self.run_batch([request])
-        elif not durable:
+            return outcome_of(request)  # type: ignore[no-any-return]
+        if not durable:
             self.write_later(fn, key, args, note)
             return None  # type: ignore[return-value]
-        else:
-            request = WriteRequest(fn, True, trio.lowlevel.current_task(), key, args, note=note)
-            writer.submit(request)
-            # Uncancellable, like a shielded wait but cheaper (no cancel scope
-            # per checkpoint): once queued the write will land, and the caller
-            # must not move on (or be told it failed) before knowing that it has.
-            paused = pause_autojump()  # a mock clock must not leap ahead during the fsync
-            try:
-                await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
-            finally:
-                resume_autojump(paused)
-        if request.error is not None:
-            raise request.error
-        if isinstance(request.result, LeaseLost):
-            raise request.result  # a fenced write refused (returned, so the batch still commits)
-        return request.result  # type: ignore[no-any-return]
+        request = WriteRequest(fn, True, trio.lowlevel.current_task(), key, args, note=note)
+        return await committed(writer, request)  # type: ignore[no-any-return]
 
     def write_later(self, fn: Callable[..., Any], key: bytes | None = None, args: tuple[Any, ...] = (),
                     note: bytes | None = None) -> None:
@@ -336,10 +317,7 @@ class LMDBEnv:
             writer.submit(request)
             return
         self.run_batch([request])
-        if request.error is not None:
-            raise request.error
-        if isinstance(request.result, LeaseLost):
-            raise request.result  # written inline: the caller can be told, as write() tells it
+        outcome_of(request)  # written inline: the caller can be told, as write() tells it
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -65,8 +65,8 @@ from ..._model.serde import (
 )
 from ...errors import StoreError
 from .._base import step_key_bytes
-from .._lease import LeaseLost, Owner
-from .._writer import WriteRequest, Writer, superseded
+from .._lease import Owner
+from .._writer import WriteRequest, Writer, committed, outcome_of, superseded
 from . import eventlog, jobs, owners, queues, tables
 from .batch import Tx, run as run_writes
 from .listen import PostgresListener, channel_of, payloads
@@ -82,9 +82,6 @@ _RETRIES = 5  # runs of a batch that a deadlock or serialization failure rolled 
 _BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # seconds between connection attempts of one batch
 _READERS = 4  # reads at once (each on its own connection)
 
-
-def _refuse_abort(raise_cancel: Callable[[], Any]) -> trio.lowlevel.Abort:
-    return trio.lowlevel.Abort.FAILED
 
 
 @final
@@ -386,23 +383,17 @@ class PostgresStore:
         if writer is not None and not durable:
             writer.submit(WriteRequest(fn, False, None, key, args, note=note))
             return None  # type: ignore[return-value]
+        if writer is not None:
+            done: _T = await committed(writer, WriteRequest(fn, True, trio.lowlevel.current_task(), key, args,
+                                                            note=note))
+            return done
+        request = WriteRequest(fn, True, None, key, args, note=note)
         paused = pause_autojump()  # a mock clock must not leap ahead while the database commits
         try:
-            if writer is None:
-                request = WriteRequest(fn, True, None, key, args, note=note)
-                batch = [*self._take_later(), request]
-                await trio.to_thread.run_sync(self.run_batch, batch)
-            else:
-                request = WriteRequest(fn, True, trio.lowlevel.current_task(), key, args, note=note)
-                writer.submit(request)
-                await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
+            await trio.to_thread.run_sync(self.run_batch, [*self._take_later(), request])
         finally:
             resume_autojump(paused)
-        if request.error is not None:
-            raise request.error
-        if isinstance(request.result, LeaseLost):
-            raise request.result
-        return request.result  # type: ignore[no-any-return]
+        return outcome_of(request)  # type: ignore[no-any-return]
 
     def _write_later(self, fn: Callable[..., Any], args: tuple[Any, ...] = (), key: bytes | None = None,
                      note: bytes | None = None) -> None:
