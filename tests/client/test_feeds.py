@@ -474,3 +474,28 @@ async def test_sharing_takes_an_engine_or_a_store(tmp_path: Path) -> None:
         pass
     with pytest.raises(RuntimeError, match="closed"):
         await client.get("x")
+
+
+@pytest.mark.parametrize("suspend_after", [1000.0, 0.0])
+async def test_a_bare_wake_up_makes_every_waiter_look_again(tmp_path: Path, suspend_after: float) -> None:
+    """A wake-up naming no instance (one naming it was dropped on a full socket queue) makes the engine look at
+    every signal wait and lease, and a client's waits look again: written straight to the store (no wake-up
+    sent), a signal and a cancel are noticed at once, with every poll 30 s away."""
+    async with serving(tmp_path, suspend_after=suspend_after) as (engine, client):
+        iid = await client.start(held, "h")
+        other = await client.start(held, "o")
+        for each in (iid, other):
+            await _until(lambda each=each: each in (engine.workflows.running_ids() if suspend_after
+                                                    else engine.workflows.suspended_ids()))
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        await engine.store.send_signal(iid, "go", "quiet")  # no wake-up for it
+        engine.wake("signal", "")
+        with trio.fail_after(PROMPT):
+            done = await client.wait(iid)
+        assert done.output == "h: quiet"
+        await durable.client._ops.cancel(engine.store, other)  # recorded with no wake-up to this engine
+        engine.wake("end", "")
+        with trio.fail_after(PROMPT):
+            await _until(lambda: other not in engine.workflows.running_ids()
+                         and other not in engine.workflows.suspended_ids())
+        assert (await client.get(other)).status == InstanceStatus.CANCELLED  # type: ignore[union-attr]
