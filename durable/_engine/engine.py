@@ -291,8 +291,13 @@ class Engine:
 
     async def _flush_queues(self) -> None:
         """Write the queues declared since the last flush to the store."""
-        for queue in self.queues.take_pending():
-            await self.store.register_queue(queue)
+        pending = self.queues.take_pending()
+        for i, queue in enumerate(pending):
+            try:
+                await self.store.register_queue(queue)
+            except BaseException:
+                self.queues.put_back(pending[i:])  # not lost: the next flush (a serving worker's retry) writes them
+                raise
 
     def _recording(self, on: bool) -> None:
         """Start (or stop) appending events to the store's log (a store of before 0.2.0 has none)."""

@@ -45,5 +45,9 @@ class QueueRegistry:
         pending, self._pending = self._pending, []
         return pending
 
+    def put_back(self, unwritten: list[Queue]) -> None:
+        """Queues taken by :meth:`take_pending` whose write failed: written at the next flush."""
+        self._pending[:0] = unwritten
+
     def __contains__(self, name: object) -> bool:
         return name == DEFAULT_QUEUE or name in self._queues

@@ -148,10 +148,20 @@ async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: in
     names = sorted(set(queues)) if queues is not None else _default_queues(engine)
     state = _Serving(engine, names, concurrency, workflows, jobs, job_concurrency)
     store = engine.store
-    await engine._flush_queues()
     own = {n: q for n in engine.workflows.names() if (q := getattr(driver.definitions[n], "queue", None))}
-    await store.register_worker(engine.owner, engine.workflows.names() if workflows else [],
-                                names if workflows else [], names if jobs else [], own)
+    failures = 0
+    while True:
+        try:
+            await engine._flush_queues()
+            await store.register_worker(engine.owner, engine.workflows.names() if workflows else [],
+                                        names if workflows else [], names if jobs else [], own)
+            break
+        except StoreError as exc:
+            # A database that is down when the worker starts: wait for it, as a serving worker does.
+            failures += 1
+            backoff = min(engine.poll_interval * 2 ** (failures - 1), _MAX_BACKOFF)
+            log.warning("worker: cannot register with the store (%s); trying again in %.2g s", exc, backoff)
+            await trio.sleep(backoff)
     previous = driver.on_run_end
     driver.on_run_end = state.run_ended
     recording = engine.record_events is None  # the default: a serving engine logs its events for clients

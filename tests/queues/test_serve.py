@@ -401,7 +401,7 @@ class _Flaky:
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._inner, name)
-        if name in ("claim_queued", "put_step") and callable(value):
+        if name in ("claim_queued", "put_step", "register_worker", "register_queue") and callable(value):
             async def maybe_fail(*args: Any, **kwargs: Any) -> Any:
                 if self.failing:
                     self.failures += 1
@@ -435,4 +435,29 @@ async def test_a_worker_outlives_a_failing_store_and_continues_what_a_failed_wri
             with trio.fail_after(120):
                 done = await engine.workflows.wait(iid)
             assert done.status == InstanceStatus.COMPLETED and done.output == 3
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_worker_started_while_the_store_fails_waits_for_it_and_registers_every_queue(
+        autojump_clock: MockClock) -> None:
+    flaky = _Flaky()
+    async with Engine(flaky) as engine:  # type: ignore[arg-type]
+        engine.workflows.register(two_steps)
+        flaky.failing = True  # the database is down as the worker starts
+        engine.queues.register(durable.Queue("slow", concurrency=2))
+        engine.queues.register(durable.Queue("fast"))
+        async with trio.open_nursery() as nursery:
+            async def answer_later() -> None:
+                await trio.sleep(10)
+                flaky.failing = False
+
+            nursery.start_soon(answer_later)
+            with trio.fail_after(120):
+                await nursery.start(engine.serve)  # started once it is registered, not failed
+            assert flaky.failures >= 3
+            assert set(await flaky.get_queues()) >= {"slow", "fast"}  # no queue lost to a failed flush
+            assert "two_steps" in await flaky.known_workflows()
+            iid = await engine.workflows.start(two_steps, 2, queue="default")
+            with trio.fail_after(120):
+                assert (await engine.workflows.wait(iid)).output == 4
             nursery.cancel_scope.cancel()
