@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -82,6 +82,7 @@ class Writer:
     lazy_delay: float = 0.1
     _queue: deque[WriteRequest] = attrs.field(factory=deque)
     _wake: threading.Lock = attrs.field(factory=_held_lock)
+    _busy: threading.Lock = attrs.field(factory=threading.Lock)  # held while a batch is taken and run
     _stopping: bool = False
     _thread: threading.Thread | None = None
     batches: int = 0
@@ -122,14 +123,35 @@ class Writer:
         if self._thread is not None:
             self._thread.join()
 
+    def claim_idle(self) -> list[WriteRequest] | None:
+        """(The trio thread) If the writer thread is neither taking nor running a batch, keep it from starting
+        one and take what is queued (to write it some other way, in order, before anything queued later);
+        ``None`` if it is busy. Every successful call must be followed by :meth:`release_idle`."""
+        if not self._busy.acquire(blocking=False):
+            return None
+        queue = self._queue
+        return [queue.popleft() for _ in range(len(queue))]
+
+    def release_idle(self, unwritten: Sequence[WriteRequest] = ()) -> None:
+        """End a :meth:`claim_idle`: ``unwritten`` (taken, not written) go back to the front of the queue, in
+        order, and the writer thread may run again (woken if a durable write waits)."""
+        self._queue.extendleft(reversed(unwritten))
+        waiting = any(r.durable for r in self._queue)  # read before the writer thread may take from it
+        self._busy.release()
+        if waiting:
+            self._signal()
+
     def _take(self) -> list[WriteRequest] | None:
-        """The next batch: waits for a durable write, ``lazy_delay``, or a stop; ``None`` to end."""
+        """The next batch: waits for a durable write, ``lazy_delay``, or a stop; ``None`` to end. Returns
+        holding ``_busy`` (unless ``None``)."""
         queue = self._queue
         while True:
             if not self._stopping:
                 self._wake.acquire(timeout=self.lazy_delay)
+            self._busy.acquire()
             if queue:
                 return [queue.popleft() for _ in range(len(queue))]
+            self._busy.release()
             if self._stopping:
                 return None
 
@@ -143,6 +165,8 @@ class Writer:
             except BaseException as exc:  # never let the thread die silently
                 for r in batch:
                     r.error = exc
+            finally:
+                self._busy.release()
             self.batches += 1
             self.writes += len(batch)
             waiters = [r.waiter for r in batch if r.waiter is not None]

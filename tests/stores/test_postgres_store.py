@@ -92,6 +92,30 @@ def _kill_connections(pg_url: str, schema: str) -> int:
 
 
 @pytest.mark.parametrize("mode", ["inline", "writer"])
+async def test_a_workers_startup_writes_outlive_a_dropped_connection(pg_store_factory: Make, pg_url: str,
+                                                                     mode: str) -> None:
+    # A worker started while the database restarts: its registration (idempotent upserts) is written again
+    # after a backoff instead of failing in doubt and ending the worker.
+    from durable import Queue
+    from durable.stores._lease import Owner
+
+    store = pg_store_factory()
+    async with trio.open_nursery() as nursery:
+        if mode == "writer":
+            await nursery.start(store.run)
+        await store.create_instance(WorkflowInstance(id="a", workflow_name="wf", status=InstanceStatus.PENDING))
+        owner = Owner.this_process(5.0)
+        assert _kill_connections(pg_url, store.schema) >= 1
+        await store.register_queue(Queue("q", concurrency=3))
+        _kill_connections(pg_url, store.schema)
+        await store.register_worker(owner, ["wf"], ["q"], [], {"wf": "q"})
+        assert (await store.get_queues())["q"].concurrency == 3
+        assert await store.known_workflows() == ["wf"]
+        assert await store.workflow_queues() == {"wf": "q"}
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("mode", ["inline", "writer"])
 async def test_a_dropped_connection_fails_the_write_then_the_store_reconnects(
         pg_store_factory: Make, pg_url: str, mode: str) -> None:
     store = pg_store_factory()
@@ -108,4 +132,103 @@ async def test_a_dropped_connection_fails_the_write_then_the_store_reconnects(
         got = await store.get_instance("c")  # a read retries once on a fresh connection
         assert got is not None
         assert {i.id for i in await store.get_all_instances()} <= {"a", "b", "c"}
+        nursery.cancel_scope.cancel()
+
+
+# -- a lone checkpoint, written from the trio thread (lone.py) -------------------------------------------------
+
+
+def _done(output: object) -> Any:
+    from durable import StepResult, StepStatus
+
+    return StepResult(step_name="s", status=StepStatus.COMPLETED, key="s#0", output=output)
+
+
+async def test_a_lone_checkpoint_is_written_by_the_trio_thread_and_still_fenced(pg_store_factory: Make) -> None:
+    from durable.stores._lease import LeaseLost, Owner
+
+    store = pg_store_factory()
+    a, b = Owner.this_process(), Owner.this_process()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await store.create_instance(WorkflowInstance(id="i", workflow_name="wf", status=InstanceStatus.RUNNING),
+                                    owner=a)
+        writes = store._writer.writes
+        await store.put_step("i", _done(1), owner=a.id)
+        assert store._writer.writes == writes  # not handed to the writer thread
+        assert (await store.get_steps("i"))["s#0"].output == 1
+        await store.release(a.id)
+        assert await store.claim(["i"], b) == ["i"]
+        with pytest.raises(LeaseLost, match="no longer held by this engine"):
+            await store.put_step("i", _done(2), owner=a.id)  # refused, then run by the writer to say why
+        assert (await store.get_steps("i"))["s#0"].output == 1
+        await store.put_step("i", _done(3), owner=b.id)
+        assert (await store.get_steps("i"))["s#0"].output == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_writes_queued_during_a_lone_checkpoint_commit_after_it(pg_store_factory: Make,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from durable.stores._lease import Owner
+    from durable.stores._postgres import lone
+
+    store = pg_store_factory()
+    a = Owner.this_process()
+    entered, gate = trio.Event(), trio.Event()
+    real_send = lone.send
+
+    async def held_send(*args: Any) -> bool:
+        entered.set()
+        await gate.wait()
+        return await real_send(*args)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await store.create_instance(WorkflowInstance(id="i", workflow_name="wf", status=InstanceStatus.RUNNING),
+                                    owner=a)
+        await store.put_step("i", _done(0), owner=a.id)  # prepares the statement on the connection
+        monkeypatch.setattr(lone, "send", held_send)
+        first_done = trio.Event()
+
+        async def first() -> None:
+            await store.put_step("i", _done(1), owner=a.id)
+            first_done.set()
+
+        nursery.start_soon(first)
+        await entered.wait()
+        later = trio.Event()
+
+        async def second() -> None:
+            await store.put_step("i", _done(2), owner=a.id)  # the writer thread is held off: queued
+            later.set()
+
+        nursery.start_soon(second)
+        with trio.move_on_after(0.3):
+            await later.wait()
+        assert not later.is_set()  # not committed before the lone write it follows
+        gate.set()
+        with trio.fail_after(10):
+            await first_done.wait()
+            await later.wait()
+        assert (await store.get_steps("i"))["s#0"].output == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_dropped_under_a_lone_checkpoint_is_a_write_in_doubt(pg_store_factory: Make,
+                                                                               pg_url: str) -> None:
+    from durable.stores._lease import Owner
+
+    store = pg_store_factory()
+    a = Owner.this_process()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await store.create_instance(WorkflowInstance(id="i", workflow_name="wf", status=InstanceStatus.RUNNING),
+                                    owner=a)
+        await store.put_step("i", _done(1), owner=a.id)
+        assert _kill_connections(pg_url, store.schema) >= 1
+        with pytest.raises(StoreError, match="may or may not have committed"):
+            await store.put_step("i", _done(2), owner=a.id)
+        await store.put_step("i", _done(3), owner=a.id)  # a new connection (the writer's), then lone again
+        await store.put_step("i", _done(4), owner=a.id)
+        assert (await store.get_steps("i"))["s#0"].output == 4
         nursery.cancel_scope.cancel()

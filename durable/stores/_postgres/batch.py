@@ -45,7 +45,7 @@ from .._lease import LeaseLost
 from .._writer import WriteRequest
 from . import eventlog, owners, tables
 
-__all__ = ["Tx", "run"]
+__all__ = ["FENCED_STEP", "Tx", "run"]
 
 Rows = list[tuple[Any, ...]]
 _Statement = tuple[str, Any, Callable[[Rows], None] | None]
@@ -241,7 +241,7 @@ _FENCED_STEPS = (
     "ON f.instance_id = u.iid WHERE u.owner IS NULL OR (f.owner_id = u.owner AND (f.status IS NULL "
     "OR f.status <> ALL(%s::text[]))) ON CONFLICT (instance_id, key) DO UPDATE SET record = EXCLUDED.record) "
     "SELECT instance_id, owner_id, status FROM f")
-_FENCED_STEP = ("INSERT INTO steps (instance_id, key, record) SELECT %s, %s, %s FROM leases l LEFT JOIN instances i "
+FENCED_STEP = ("INSERT INTO steps (instance_id, key, record) SELECT %s, %s, %s FROM leases l LEFT JOIN instances i "
                 "ON i.id = l.instance_id WHERE l.instance_id = %s AND l.owner_id = %s AND (i.status IS NULL OR "
                 "i.status <> ALL(%s::text[])) FOR UPDATE OF l ON CONFLICT (instance_id, key) DO UPDATE SET "
                 "record = EXCLUDED.record RETURNING 1")
@@ -313,7 +313,7 @@ def _segment(tx: Tx, where: str, writes: list[WriteRequest],
             def landed(rows: Rows, r: WriteRequest = r1) -> None:
                 r.result = None if rows else _why_lost(tx, r.args[0], r.args[4])
 
-            tx.defer(_FENCED_STEP, (r1.args[0], r1.args[1], data1, r1.args[0], r1.args[4], tables.FINISHED), landed)
+            tx.defer(FENCED_STEP, (r1.args[0], r1.args[1], data1, r1.args[0], r1.args[4], tables.FINISHED), landed)
         elif fenced:
             tx.defer(_FENCED_STEPS, ([r.args[0] for r, _ in steps], [r.args[1] for r, _ in steps],
                                      [d for _, d in steps], [r.args[4] for r, _ in steps], fenced, tables.FINISHED),

@@ -67,8 +67,8 @@ from ...errors import StoreError
 from .._base import step_key_bytes
 from .._lease import Owner
 from .._writer import WriteRequest, Writer, committed, outcome_of, superseded
-from . import eventlog, jobs, owners, queues, tables
-from .batch import Tx, run as run_writes
+from . import eventlog, jobs, lone, owners, queues, tables
+from .batch import FENCED_STEP, Tx, run as run_writes
 from .listen import PostgresListener, channel_of, payloads
 from .owners import OwnerRow
 from .schema import SCHEMA_VERSION, migrate, schema_version
@@ -81,6 +81,7 @@ _log = logging.getLogger("durable.store")
 _RETRIES = 5  # runs of a batch that a deadlock or serialization failure rolled back
 _BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # seconds between connection attempts of one batch
 _READERS = 4  # reads at once (each on its own connection)
+_LONE_STEP = lone.lone_query(FENCED_STEP)  # a lone checkpoint, written from the trio thread (lone.py)
 
 
 
@@ -143,6 +144,8 @@ class PostgresStore:
         self._wconn: psycopg.Connection[Any] | None = None
         self._wlock = threading.RLock()  # the write connection: the writer thread, or an inline write
         self._writer: Writer | None = None
+        self._lone_prepared: psycopg.Connection[Any] | None = None  # the connection its statement is prepared on
+        self._lone_off: psycopg.Connection[Any] | None = None  # a connection that could not prepare it
         self._later: list[WriteRequest] = []  # non-durable writes queued with no writer thread running
         self._later_lock = threading.Lock()
         self._readers: list[psycopg.Connection[Any]] = []  # idle reader connections
@@ -250,10 +253,7 @@ class PostgresStore:
                 continue
             except psycopg.OperationalError as exc:
                 if conn.closed or conn.broken:
-                    _close(conn)
-                    self._wconn = None
-                    err = self.fail(f"the connection failed during a write, which may or may not have committed "
-                                    f"(the store reconnects on the next write): {_message(exc)}")
+                    err = self._in_doubt(conn, exc)
                     for r in batch:
                         r.error = err
                     return False
@@ -264,6 +264,13 @@ class PostgresStore:
         for r in batch:
             r.error = err
         return False
+
+    def _in_doubt(self, conn: psycopg.Connection[Any], exc: BaseException) -> StoreError:
+        """The write connection broke during a write: drop it, and the error of every write it carried."""
+        _close(conn)
+        self._wconn = None
+        return self.fail(f"the connection failed during a write, which may or may not have committed "
+                         f"(the store reconnects on the next write): {_message(exc)}")
 
     def _failed(self, conn: psycopg.Connection[Any], batch: list[WriteRequest], exc: BaseException) -> bool:
         _rollback(conn)
@@ -394,6 +401,22 @@ class PostgresStore:
         finally:
             resume_autojump(paused)
         return outcome_of(request)  # type: ignore[no-any-return]
+
+    async def _write_again(self, fn: Callable[..., _T], args: Callable[[], tuple[Any, ...]], *,
+                           note: bytes | None = None) -> _T:
+        """:meth:`_write` for an idempotent ``fn`` (an upsert): a write that failed, in doubt or for want of a
+        connection (a restarting server), is made again after a backoff, ``len(_BACKOFF)`` times at most.
+        Startup writes (a queue's limits, a worker's record) use it, so that a worker started while the
+        database restarts comes up instead of exiting. ``args()`` gives each attempt its arguments."""
+        for pause in (*_BACKOFF, None):
+            try:
+                return await self._write(fn, args(), note=note)
+            except StoreError as exc:
+                if pause is None or self._closed or "newer than this durable" in str(exc):
+                    raise
+                _log.info("%s; writing again in %.2g s", exc, pause)
+                await trio.sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _write_later(self, fn: Callable[..., Any], args: tuple[Any, ...] = (), key: bytes | None = None,
                      note: bytes | None = None) -> None:
@@ -585,7 +608,43 @@ class PostgresStore:
         key = step_key_bytes(instance_id, step.key)
         data = encode_step(step, instance_id=instance_id, limit=self.max_payload_bytes)
         column = key[len(instance_id.encode()) + 1:]
+        if owner is not None and await self._lone_step(instance_id, column, data, owner, key):
+            return
         await self._write(tables.put_step, (instance_id, column, step, data, owner), key=key)
+
+    async def _lone_step(self, instance_id: str, column: bytes, data: bytes, owner: str, key: bytes) -> bool:
+        """Write a fenced checkpoint from this (the trio) thread if it is the only write to make and the writer
+        thread is idle (see ``lone.py``); whether it was written. ``False``: the caller queues it as usual."""
+        writer, conn = self._writer, self._wconn
+        if writer is None or conn is None or conn.closed or conn.broken or conn is self._lone_off:
+            return False
+        taken = writer.claim_idle()
+        if taken is None:
+            return False
+        unwritten = taken
+        try:
+            if any(r.durable or r.key != key for r in taken) or not self._wlock.acquire(blocking=False):
+                return False  # other writes to make first (or the connection in use): one batch for all
+            unwritten = []  # what was taken: this step's "running" marker, superseded by its result
+            paused = pause_autojump()  # a mock clock must not leap ahead while the database commits
+            try:
+                with trio.CancelScope(shield=True):  # sent: the caller must know whether it landed
+                    if self._lone_prepared is not conn:
+                        if not await lone.prepare(conn, _LONE_STEP):
+                            self._lone_off = conn
+                            return False
+                        self._lone_prepared = conn
+                    written = await lone.send(conn, instance_id, column, data, owner)
+            except psycopg.OperationalError as exc:
+                raise self._in_doubt(conn, exc) from None
+            finally:
+                resume_autojump(paused)
+                self._wlock.release()
+        finally:
+            writer.release_idle(unwritten)
+        if written:
+            self.batches += 1
+        return written
 
     def put_step_later(self, instance_id: str, step: StepResult, *, owner: str | None = None) -> None:
         """Queue a non-durable checkpoint (a step's "running" marker) without waiting for it; a later
@@ -681,7 +740,7 @@ class PostgresStore:
 
     async def register_queue(self, queue: Queue) -> None:
         """Durably record a queue's limits (every worker reads them from here)."""
-        await self._write(queues.register_queue, (queue.name, queue.encode().decode()))
+        await self._write_again(queues.register_queue, lambda: (queue.name, queue.encode().decode()))
 
     async def get_queues(self) -> dict[str, Queue]:
         """The queues registered on this store, by name."""
@@ -702,9 +761,9 @@ class PostgresStore:
     async def register_worker(self, owner: Owner, workflows: list[str], queue_names: list[str],
                               job_queues: list[str], workflow_queues: Mapping[str, str] | None = None) -> None:
         """Durably record what an engine serves (its workflows are known to clients from then on)."""
-        await self._write(owners.put_owner, self._owner_record(owner))
-        await self._write(queues.put_worker, (owner.id, list(workflows), list(queue_names), list(job_queues),
-                                              dict(workflow_queues or {})))
+        await self._write_again(owners.put_owner, lambda: self._owner_record(owner))
+        row = (owner.id, list(workflows), list(queue_names), list(job_queues), dict(workflow_queues or {}))
+        await self._write_again(queues.put_worker, lambda: row)
 
     async def known_workflows(self) -> list[str]:
         """Every workflow name an engine on this store has registered."""
