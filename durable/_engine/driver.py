@@ -275,21 +275,53 @@ class RunDriver:
                 resumed.append(instance_id)
         return resumed
 
-    async def continue_instance(self, instance_id: str) -> bool:
+    async def read_for_continue(self, instance_ids: list[str]) -> dict[str, tuple[WorkflowInstance | None,
+                                                                                   dict[str, StepResult]]]:
+        """Read what :meth:`continue_instance` needs of each of ``instance_ids`` (leased to this engine), the
+        reads made at once (a worker that claimed a batch). Raises the first ``StoreError`` of them."""
+        out: dict[str, tuple[WorkflowInstance | None, dict[str, StepResult]]] = {}
+        errors: list[StoreError] = []
+
+        async def read(instance_id: str) -> None:
+            try:
+                out[instance_id] = await self._read_for_continue(instance_id)
+            except StoreError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for instance_id in instance_ids:
+                nursery.start_soon(read, instance_id)
+        if errors:
+            raise errors[0]
+        return out
+
+    async def _read_for_continue(self, instance_id: str) -> tuple[WorkflowInstance | None, dict[str, StepResult]]:
+        both = getattr(self.store, "get_instance_and_steps", None)  # one read where a store has it (PostgreSQL)
+        if both is not None:
+            found: tuple[WorkflowInstance | None, dict[str, StepResult]] = await both(instance_id)
+            return found
+        bare = await self.store.get_instance(instance_id, steps=False)
+        if bare is None or bare.finished or bare.workflow_name not in self.definitions:
+            return bare, {}
+        return bare, await self.store.get_steps(instance_id)
+
+    async def continue_instance(
+        self, instance_id: str, read: tuple[WorkflowInstance | None, dict[str, StepResult]] | None = None
+    ) -> bool:
         """Continue an unfinished instance this engine holds the lease of, replaying its checkpoints.
 
         ``False`` if there is nothing to run: it finished meanwhile (a cancel),
         runs here already, its workflow is not registered, or its deadline had
-        passed (it is then recorded ``timed_out``).
+        passed (it is then recorded ``timed_out``). ``read``: what
+        :meth:`read_for_continue` read of it, if it did.
         """
         # This engine holds the lease, so no other engine writes the checkpoints read next.
-        bare = await self.store.get_instance(instance_id, steps=False)
+        bare, checkpoints = read if read is not None else await self._read_for_continue(instance_id)
         if bare is None or bare.finished or instance_id in self.runs:
             return False
         definition = self.definitions.get(bare.workflow_name)
         if definition is None:
             return False  # not registered here (start() checked the name; a store edited meanwhile)
-        checkpoints = await self.store.get_steps(instance_id)
         if bare.status == InstanceStatus.PENDING and bare.queue is not None and bare.started_at is None:
             # Queued, never started (perhaps by name, by a client without the workflow's code): its
             # arguments are bound to the workflow here, and its time limit runs from now.

@@ -245,8 +245,9 @@ async def _look(engine: Engine, state: _Serving, names: list[str], workflows: bo
             # A look takes a batch at most, so that other workers get their share of a backlog.
             take = min(free, CLAIM_BATCH) if free is not None else CLAIM_BATCH
             ids, due = await store.claim_queued(engine.owner, state.served(), wanted, take, engine.now())
+            read = await driver.read_for_continue(ids)  # read at once; started in the order claimed
             for instance_id in ids:
-                if await driver.continue_instance(instance_id):
+                if await driver.continue_instance(instance_id, read[instance_id]):
                     _announce(engine, "running", instance_id)
             if len(ids) >= take:
                 state.poke()  # there may be more: look again at once

@@ -71,8 +71,8 @@ class Tx:
             rows = list(self.owners.values())
             self.owners = {}
             self.defer("INSERT INTO owners (id, record, ttl, heartbeat) SELECT u.id, u.record, u.ttl, "
-                       "now() - make_interval(secs => u.age) FROM unnest(%s::text[], %s::text[], "
-                       "%s::float8[], %s::float8[]) AS u(id, record, ttl, age) ON CONFLICT (id) DO UPDATE SET "
+                       "now() - make_interval(secs => u.age) FROM unnest(%b::text[], %b::text[], "
+                       "%b::float8[], %b::float8[]) AS u(id, record, ttl, age) ON CONFLICT (id) DO UPDATE SET "
                        "record = EXCLUDED.record, ttl = EXCLUDED.ttl, heartbeat = EXCLUDED.heartbeat",
                        ([r[0] for r in rows], [r[1] for r in rows], [float(r[2]) for r in rows],
                         [float(r[3]) for r in rows]))
@@ -234,28 +234,28 @@ def _why_lost(tx: Tx, instance_id: str, owner: str) -> LeaseLost:
 
 
 _FENCED_STEPS = (
-    "WITH u AS (SELECT * FROM unnest(%s::text[], %s::bytea[], %s::bytea[], %s::text[]) AS u(iid, key, rec, owner)), "
+    "WITH u AS (SELECT * FROM unnest(%b::text[], %b::bytea[], %b::bytea[], %b::text[]) AS u(iid, key, rec, owner)), "
     "f AS MATERIALIZED (SELECT l.instance_id, l.owner_id, i.status FROM leases l LEFT JOIN instances i "
     "ON i.id = l.instance_id WHERE l.instance_id = ANY(%s) ORDER BY l.instance_id FOR UPDATE OF l), "
     "w AS (INSERT INTO steps (instance_id, key, record) SELECT u.iid, u.key, u.rec FROM u LEFT JOIN f "
     "ON f.instance_id = u.iid WHERE u.owner IS NULL OR (f.owner_id = u.owner AND (f.status IS NULL "
-    "OR f.status <> ALL(%s::text[]))) ON CONFLICT (instance_id, key) DO UPDATE SET record = EXCLUDED.record) "
+    "OR f.status <> ALL(%b::text[]))) ON CONFLICT (instance_id, key) DO UPDATE SET record = EXCLUDED.record) "
     "SELECT instance_id, owner_id, status FROM f")
 FENCED_STEP = ("INSERT INTO steps (instance_id, key, record) SELECT %s, %s, %s FROM leases l LEFT JOIN instances i "
                 "ON i.id = l.instance_id WHERE l.instance_id = %s AND l.owner_id = %s AND (i.status IS NULL OR "
-                "i.status <> ALL(%s::text[])) FOR UPDATE OF l ON CONFLICT (instance_id, key) DO UPDATE SET "
+                "i.status <> ALL(%b::text[])) FOR UPDATE OF l ON CONFLICT (instance_id, key) DO UPDATE SET "
                 "record = EXCLUDED.record RETURNING 1")
-_STEPS = ("INSERT INTO steps (instance_id, key, record) SELECT * FROM unnest(%s::text[], %s::bytea[], %s::bytea[]) "
+_STEPS = ("INSERT INTO steps (instance_id, key, record) SELECT * FROM unnest(%b::text[], %b::bytea[], %b::bytea[]) "
           "ON CONFLICT (instance_id, key) DO UPDATE SET record = EXCLUDED.record")
 _COLUMNS = tables.COLUMNS.split(", ")
 _TYPES = ["text", "text", "text", "text", "int4", "text", "text", "timestamptz", "timestamptz", "timestamptz",
           "timestamptz", "timestamptz", "text", "bytea"]
-_UNNEST = "unnest(" + ", ".join(f"%s::{t}[]" for t in _TYPES) + ")"
+_UNNEST = "unnest(" + ", ".join(f"%b::{t}[]" for t in _TYPES) + ")"
 _UPSERT = (f"INSERT INTO instances ({tables.COLUMNS}) SELECT * FROM {_UNNEST} ON CONFLICT (id) DO UPDATE SET "
            + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS[1:]))
 _CREATE = (f"WITH ins AS (INSERT INTO instances ({tables.COLUMNS}) SELECT * FROM {_UNNEST} ON CONFLICT (id) DO NOTHING "
            "RETURNING id), lz AS (INSERT INTO leases (instance_id, owner_id) SELECT ins.id, o.owner FROM ins JOIN "
-           "unnest(%s::text[], %s::text[]) AS o(id, owner) ON o.id = ins.id WHERE o.owner IS NOT NULL "
+           "unnest(%b::text[], %b::text[]) AS o(id, owner) ON o.id = ins.id WHERE o.owner IS NOT NULL "
            "ON CONFLICT (instance_id) DO UPDATE SET owner_id = EXCLUDED.owner_id, epoch = leases.epoch + 1) "
            "SELECT id FROM ins")
 

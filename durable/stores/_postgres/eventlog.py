@@ -77,7 +77,7 @@ def append_statement(events: list[tuple[str, bytes]]) -> tuple[str, tuple[Any, .
     n = len(events)
     return ("WITH s AS (UPDATE meta SET value = value + %s WHERE key = 'event_seq' RETURNING value) "
             "INSERT INTO events (id, instance_id, data) SELECT s.value - %s + u.n, u.iid, u.data FROM s, "
-            "unnest(%s::text[], %s::bytea[]) WITH ORDINALITY AS u(iid, data, n)",
+            "unnest(%b::text[], %b::bytea[]) WITH ORDINALITY AS u(iid, data, n)",
             (n, n, [i for i, _ in events], [d for _, d in events]))
 
 
@@ -95,8 +95,8 @@ def append_many(cur: Cur, take: Callable[[], list[tuple[str, bytes | Callable[[]
         ready.append((iid, data))
     if ready:
         first = _take_ids(cur, len(ready))
-        cur.execute("INSERT INTO events (id, instance_id, data) SELECT * FROM unnest(%s::bigint[], %s::text[], "
-                    "%s::bytea[])", (list(range(first, first + len(ready))), [i for i, _ in ready],
+        cur.execute("INSERT INTO events (id, instance_id, data) SELECT * FROM unnest(%b::bigint[], %b::text[], "
+                    "%b::bytea[])", (list(range(first, first + len(ready))), [i for i, _ in ready],
                                      [d for _, d in ready]))
     return [iid for iid, _ in events]
 

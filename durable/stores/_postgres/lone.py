@@ -33,9 +33,9 @@ _TEXT, _BYTEA, _TEXT_ARRAY = 25, 17, 1009
 
 
 def _numbered(query: str, numbers: list[int]) -> bytes:
-    """``query`` with its ``%s`` placeholders replaced by ``$n``, in order."""
+    """``query`` with its ``%s`` and ``%b`` placeholders replaced by ``$n``, in order."""
     it = iter(numbers)
-    return re.sub(r"%s", lambda _: f"${next(it)}", query).encode()
+    return re.sub(r"%[sb]", lambda _: f"${next(it)}", query).encode()
 
 
 def lone_query(fenced_step: str) -> bytes:

@@ -141,7 +141,7 @@ def claim(cur: Cur, owner: OwnerRow, served: list[tuple[str, int | None]],
         cur.execute(query, params)
         picked = [r[0] for r in sorted(cur.fetchall(), key=lambda r: (-r[1], r[2]))]
         if picked:
-            cur.execute("INSERT INTO leases (instance_id, owner_id) SELECT unnest(%s::text[]), %s "
+            cur.execute("INSERT INTO leases (instance_id, owner_id) SELECT unnest(%b::text[]), %s "
                         "ON CONFLICT (instance_id) DO UPDATE SET owner_id = EXCLUDED.owner_id, "
                         "epoch = leases.epoch + 1", (picked, owner_id))
         taken.extend(picked)

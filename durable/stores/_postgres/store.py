@@ -300,7 +300,7 @@ class PostgresStore:
                 notes.append(r.note)
         if not notes:
             return []
-        return [("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (self.channel, payloads(notes, self._sender)))]
+        return [("SELECT pg_notify(%s, p) FROM unnest(%b::text[]) AS p", (self.channel, payloads(notes, self._sender)))]
 
     def listener(self, kinds: list[str] | tuple[str, ...]) -> PostgresListener:
         """A listener for this store's wake-ups of ``kinds`` (``work``, ``signal``, ``end``, ``events``), on a
@@ -516,6 +516,13 @@ class PostgresStore:
         if not is_valid_id(instance_id):
             return None
         return await self._read(tables.load, self._where, instance_id, steps)
+
+    async def get_instance_and_steps(self, instance_id: str) -> tuple[WorkflowInstance | None,
+                                                                      dict[str, StepResult]]:
+        """``(get_instance(id, steps=False), get_steps(id))`` in one read (the engine's, to continue a run)."""
+        if not is_valid_id(instance_id):
+            return None, {}
+        return await self._read(tables.load_with_checkpoints, self._where, instance_id)
 
     async def get_steps(self, instance_id: str) -> dict[str, StepResult]:
         """Every checkpoint of an instance, keyed by checkpoint key."""

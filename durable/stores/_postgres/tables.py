@@ -82,6 +82,18 @@ def load(cur: Cur, where: str, instance_id: str, with_steps: bool) -> WorkflowIn
     return found[0] if found else None
 
 
+def load_with_checkpoints(cur: Cur, where: str, instance_id: str) -> tuple[WorkflowInstance | None,
+                                                                          dict[str, StepResult]]:
+    """The instance (without step results) and its checkpoints keyed by checkpoint key, in one statement."""
+    cur.execute(_WITH_STEPS + "WHERE i.id = %s", (instance_id,))
+    rows = cur.fetchall()
+    if not rows:
+        return None, {}
+    iid, record, keys, records = rows[0]
+    inst = _instances(where, [(iid, record, None, None)], False)[0]
+    return inst, decode_steps(where, iid, keys, records)
+
+
 def load_steps(cur: Cur, where: str, instance_id: str) -> dict[str, StepResult]:
     """Every checkpoint of an instance (whether or not the instance exists), keyed by checkpoint key."""
     cur.execute("SELECT key, record FROM steps WHERE instance_id = %s ORDER BY key", (instance_id,))
