@@ -89,9 +89,10 @@ def worker_cmd(modules: tuple[str, ...], queues: tuple[str, ...], jobs_only: boo
     objects), records in the store what it serves, then claims the instances
     and external jobs waiting on its queues, honouring every queue's limits
     (concurrency across all workers, per-worker concurrency, rate limit,
-    priority), and runs them. New work wakes it at once (on this host);
-    every --poll seconds it also takes over unfinished instances whose
-    process is gone. Several workers may share one store: none runs an
+    priority), and runs them. New work wakes it at once (LMDB: from this
+    host; PostgreSQL: from any host); every --poll seconds it also takes
+    over unfinished instances whose process is gone. A worker started while
+    its store is down waits for it. Several workers may share one store: none runs an
     instance another runs. Creates the store if it does not exist.
 
     Ctrl-C or SIGTERM stops it cleanly (exit 0): steps in flight are
