@@ -275,10 +275,11 @@ class RunDriver:
                 resumed.append(instance_id)
         return resumed
 
-    async def read_for_continue(self, instance_ids: list[str]) -> dict[str, tuple[WorkflowInstance | None,
-                                                                                   dict[str, StepResult]]]:
+    async def read_for_continue(self, instance_ids: list[str]) -> tuple[
+            dict[str, tuple[WorkflowInstance | None, dict[str, StepResult]]], list[StoreError]]:
         """Read what :meth:`continue_instance` needs of each of ``instance_ids`` (leased to this engine), the
-        reads made at once (a worker that claimed a batch). Raises the first ``StoreError`` of them."""
+        reads made at once (a worker that claimed a batch): what was read, by id, and the ``StoreError`` of
+        each read that failed."""
         out: dict[str, tuple[WorkflowInstance | None, dict[str, StepResult]]] = {}
         errors: list[StoreError] = []
 
@@ -291,9 +292,7 @@ class RunDriver:
         async with trio.open_nursery() as nursery:
             for instance_id in instance_ids:
                 nursery.start_soon(read, instance_id)
-        if errors:
-            raise errors[0]
-        return out
+        return out, errors
 
     async def _read_for_continue(self, instance_id: str) -> tuple[WorkflowInstance | None, dict[str, StepResult]]:
         both = getattr(self.store, "get_instance_and_steps", None)  # one read where a store has it (PostgreSQL)

@@ -46,8 +46,9 @@ class QueueRegistry:
         return pending
 
     def put_back(self, unwritten: list[Queue]) -> None:
-        """Queues taken by :meth:`take_pending` whose write failed: written at the next flush."""
-        self._pending[:0] = unwritten
+        """Queues taken by :meth:`take_pending` whose write failed: written at the next flush (unless declared
+        again meanwhile: the newer declaration is the one to write)."""
+        self._pending[:0] = [q for q in unwritten if self._queues.get(q.name) is q and q not in self._pending]
 
     def __contains__(self, name: object) -> bool:
         return name == DEFAULT_QUEUE or name in self._queues

@@ -39,6 +39,7 @@ from .jobs import JobRegistry
 from .queues import QueueRegistry
 from .service import WorkflowService
 from ..stores import Owner, Store
+from ..stores._base import StoreTooNew
 
 __all__ = ["serve"]
 
@@ -156,6 +157,8 @@ async def serve(engine: Engine, *, queues: Iterable[str] | None, concurrency: in
             await store.register_worker(engine.owner, engine.workflows.names() if workflows else [],
                                         names if workflows else [], names if jobs else [], own)
             break
+        except StoreTooNew:
+            raise  # no wait makes it readable
         except StoreError as exc:
             # A database that is down when the worker starts: wait for it, as a serving worker does.
             failures += 1
@@ -245,10 +248,13 @@ async def _look(engine: Engine, state: _Serving, names: list[str], workflows: bo
             # A look takes a batch at most, so that other workers get their share of a backlog.
             take = min(free, CLAIM_BATCH) if free is not None else CLAIM_BATCH
             ids, due = await store.claim_queued(engine.owner, state.served(), wanted, take, engine.now())
-            read = await driver.read_for_continue(ids)  # read at once; started in the order claimed
+            read, failed = await driver.read_for_continue(ids)  # read at once; started in the order claimed
             for instance_id in ids:
-                if await driver.continue_instance(instance_id, read[instance_id]):
+                if instance_id in read and await driver.continue_instance(instance_id, read[instance_id]):
                     _announce(engine, "running", instance_id)
+            if failed:
+                # Those left are leased here: the look after the backoff reads every unfinished instance.
+                raise failed[0]
             if len(ids) >= take:
                 state.poke()  # there may be more: look again at once
         if orphans_due:

@@ -26,9 +26,14 @@ from .._model.jobs import JobRecord
 from .._model.queues import Queue
 from .._model.records import InstanceStatus, StepResult, WorkflowInstance
 from .._model.serde import DEFAULT_MAX_PAYLOAD_BYTES
+from ..errors import StoreError
 from ._lease import Owner
 
-__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "Store", "signal_key_prefix", "step_key_bytes"]
+
+class StoreTooNew(StoreError):
+    """A store written by a newer durable than this one: no retry will open it (upgrade durable)."""
+
+__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "Store", "StoreTooNew", "signal_key_prefix", "step_key_bytes"]
 
 _MAX_KEY = 480
 

@@ -47,6 +47,32 @@ def _worker(host: str, url: str, log: Path, err: Path) -> subprocess.Popen[bytes
                                 env=env, stdout=subprocess.DEVNULL, stderr=errf)
 
 
+def _registered(pg_url: str, schema: str) -> int:
+    """How many workers have recorded what they serve."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        try:
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {}.servers").format(sql.Identifier(schema))).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return 0
+    return int(row[0]) if row else 0
+
+
+def _heartbeat(pg_url: str, schema: str, host: str) -> float:
+    """The time of the last heartbeat of the engine on ``host`` (seconds since the epoch)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        row = conn.execute(sql.SQL("SELECT max(extract(epoch FROM heartbeat))::float8 FROM {}.owners "
+                                   "WHERE record::json->>'host' = %s").format(sql.Identifier(schema)),
+                           (host,)).fetchone()
+    assert row is not None and row[0] is not None, f"no heartbeat of {host}"
+    return float(row[0])
+
+
 def _lines(log: Path) -> list[list[str]]:
     """``[time, host, pid, start|end, instance, key]`` per complete line."""
     if not log.exists():
@@ -66,13 +92,17 @@ def test_workers_on_two_hosts_share_the_work_and_one_takes_over_the_others(
     store.migrate()  # type: ignore[attr-defined]  # (a client never creates a store)
     url = f"{pg_url}{'&' if '?' in pg_url else '?'}schema={schema}"
     log = tmp_path / "steps.log"
-    with Client(url) as client:
-        ids = [client.start("hosts", i, id=f"h{i:02d}", queue="default", allow_unknown=True) for i in range(N)]
     a = _worker("host-a", url, log, tmp_path / "a.err")
     b = _worker("host-b", url, log, tmp_path / "b.err")
     killed_at = 0.0
     try:
         deadline = time.monotonic() + 60
+        while _registered(pg_url, schema) < 2:  # both serve before anything is queued: both get work
+            assert a.poll() is None and b.poll() is None, (tmp_path / "a.err").read_text() + (tmp_path / "b.err").read_text()
+            assert time.monotonic() < deadline, "the workers never registered"
+            time.sleep(0.02)
+        with Client(url) as client:
+            ids = [client.start("hosts", i, id=f"h{i:02d}", queue="default") for i in range(N)]
         while sum(1 for ln in _lines(log) if ln[1] == "host-b" and ln[3] == "end") < 8:
             assert a.poll() is None and b.poll() is None, (tmp_path / "a.err").read_text() + (tmp_path / "b.err").read_text()
             assert time.monotonic() < deadline, f"host-b ran too little: {_lines(log)[-5:]}"
@@ -80,6 +110,7 @@ def test_workers_on_two_hosts_share_the_work_and_one_takes_over_the_others(
         os.kill(b.pid, signal.SIGKILL)
         killed_at = time.time()
         b.wait()
+        b_beat = _heartbeat(pg_url, schema, "host-b")  # its last, on the database's clock (this machine's)
 
         async def finished() -> list[object]:
             insts = [await store.get_instance(i) for i in ids]  # type: ignore[attr-defined]
@@ -102,11 +133,11 @@ def test_workers_on_two_hosts_share_the_work_and_one_takes_over_the_others(
     # A step runs at most once on each host; twice in all only if host-b was killed with it unsaved.
     runs = Counter((ln[1], ln[4], ln[5]) for ln in starts)
     assert max(runs.values()) == 1, [k for k, c in runs.items() if c > 1]
-    # host-a ran steps of instances host-b had begun (taken over), and only after host-b was gone long
-    # enough for its lease to expire (its last heartbeat was at most TTL / 3 before the kill).
-    taken = [ln for ln in starts if ln[1] == "host-a" and ln[4] in by_b]
+    # host-a ran steps of instances host-b had begun (taken over), and only once host-b's last heartbeat was
+    # older than its lease_ttl.
+    taken = [ln for ln in starts if ln[1] == "host-a" and ln[4] in by_b and float(ln[0]) > killed_at]
     assert taken, "host-a took over none of host-b's instances"
-    assert min(float(ln[0]) for ln in taken) > killed_at + TTL * 2 / 3 - 0.1
+    assert b_beat <= killed_at and min(float(ln[0]) for ln in taken) >= b_beat + TTL - 0.05
 
     async def outcome() -> dict[str, tuple[object, dict[str, object]]]:
         out = {}

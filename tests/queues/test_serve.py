@@ -461,3 +461,44 @@ async def test_a_worker_started_while_the_store_fails_waits_for_it_and_registers
             with trio.fail_after(120):
                 assert (await engine.workflows.wait(iid)).output == 4
             nursery.cancel_scope.cancel()
+
+
+async def test_a_worker_does_not_wait_for_a_store_too_new_for_it(autojump_clock: MockClock) -> None:
+    from durable.stores._base import StoreTooNew
+
+    flaky = _Flaky()
+    async with Engine(flaky) as engine:  # type: ignore[arg-type]
+        engine.workflows.register(two_steps)
+
+        async def too_new(*args: Any, **kwargs: Any) -> None:
+            raise StoreTooNew("schema of version 99, newer than this durable knows (test)")
+
+        flaky._inner.register_worker = too_new  # type: ignore[method-assign]
+        with trio.fail_after(5), pytest.RaisesGroup(pytest.RaisesExc(StoreTooNew, match="newer than this durable"),
+                                                    flatten_subgroups=True):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(engine.serve)
+
+
+async def test_a_failed_read_of_one_claimed_instance_does_not_hold_back_the_others(
+        autojump_clock: MockClock) -> None:
+    store = durable.MemoryStore()
+    failing = {"q1"}
+    real_get_steps = store.get_steps
+
+    async def get_steps(instance_id: str) -> Any:
+        if instance_id in failing:
+            failing.discard(instance_id)
+            raise durable.StoreError("the read failed (test)")
+        return await real_get_steps(instance_id)
+
+    store.get_steps = get_steps  # type: ignore[method-assign]
+    async with Engine(store) as engine:
+        engine.workflows.register(two_steps)
+        ids = [await engine.workflows.start(two_steps, i, id=f"q{i}", queue="default") for i in range(3)]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.serve)
+            with trio.fail_after(120):
+                done = [await engine.workflows.wait(i) for i in ids]
+            assert [d.output for d in done] == [2, 3, 4] and not failing  # q1 read again, then run
+            nursery.cancel_scope.cancel()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import psycopg
 import pytest
 import trio
@@ -231,4 +232,65 @@ async def test_a_connection_dropped_under_a_lone_checkpoint_is_a_write_in_doubt(
         await store.put_step("i", _done(3), owner=a.id)  # a new connection (the writer's), then lone again
         await store.put_step("i", _done(4), owner=a.id)
         assert (await store.get_steps("i"))["s#0"].output == 4
+        nursery.cancel_scope.cancel()
+
+
+async def test_step_keys_and_records_are_paired_whatever_plan_reads_them(pg_store_factory: Make,
+                                                                       pg_url: str) -> None:
+    # Keys and records are read by two aggregates: once the table is analyzed, the keys may come from an
+    # index-only scan (key order) and the records from the heap (the order written). Both must be ordered.
+    from datetime import timedelta
+
+    from durable import StepResult, StepStatus
+    from durable._model.clock import EPOCH
+
+    store = pg_store_factory()
+    ids = ["i", *[f"o{m}" for m in range(250)]]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        for iid in ids:
+            await store.create_instance(WorkflowInstance(id=iid, workflow_name="wf", status=InstanceStatus.RUNNING))
+
+        async def steps_of(iid: str, n: int) -> None:
+            for x in range(n):  # s#0, s#1, ..., s#10 (which sorts before s#2), ...
+                await store.put_step(iid, StepResult(step_name="s", status=StepStatus.COMPLETED, key=f"s#{x}",
+                                                     output=f"{iid}:{x}", started_at=EPOCH + timedelta(seconds=x)))
+
+        await steps_of("i", 30)
+        async with trio.open_nursery() as writers:
+            for iid in ids[1:]:
+                writers.start_soon(steps_of, iid, 20)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("VACUUM ANALYZE {}.steps").format(sql.Identifier(store.schema)))
+        inst, steps = await store.get_instance_and_steps("i")
+        assert inst is not None and {k: s.output for k, s in steps.items()} == {f"s#{x}": f"i:{x}" for x in range(30)}
+        full = await store.get_instance("i")
+        assert full is not None and full.step_results["s"].output == "i:29"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_lone_checkpoint_prepares_again_after_psycopg_deallocated_it(pg_store_factory: Make) -> None:
+    # psycopg auto-prepares the writer's repeated statements, and after a rollback sends DEALLOCATE ALL:
+    # the lone statement goes too, and must be prepared again rather than fall back to the writer for good.
+    from durable.stores._lease import Owner
+
+    def boom(cur: Any) -> None:
+        cur.execute("SELECT 1/0")
+
+    store = pg_store_factory()
+    a = Owner.this_process()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await store.create_instance(WorkflowInstance(id="i", workflow_name="wf", status=InstanceStatus.RUNNING),
+                                    owner=a)
+        await store.put_step("i", _done(0), owner=a.id)
+        for j in range(8):  # the same statement again and again: psycopg prepares it
+            await store.put_step("i", attrs.evolve(_done(j), key=f"u#{j}"))
+        with pytest.raises(StoreError, match="division by zero"):
+            await store._write(boom)  # a failing write: rolled back
+        writes = store._writer.writes
+        for j in range(5):
+            await store.put_step("i", _done(j + 1), owner=a.id)
+        assert store._writer.writes == writes  # every one written from the trio thread
+        assert (await store.get_steps("i"))["s#0"].output == 5
         nursery.cancel_scope.cancel()

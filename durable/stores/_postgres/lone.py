@@ -30,6 +30,7 @@ __all__ = ["lone_query", "prepare", "send"]
 
 _NAME = b"durable_lone_step"
 _TEXT, _BYTEA, _TEXT_ARRAY = 25, 17, 1009
+_NOT_PREPARED = b"26000"  # invalid_sql_statement_name
 
 
 def _numbered(query: str, numbers: list[int]) -> bytes:
@@ -48,19 +49,21 @@ _FINISHED = ("{" + ",".join(tables.FINISHED) + "}").encode()
 
 
 async def _roundtrip(pgconn: pq.abc.PGconn) -> list[pq.abc.PGresult]:
-    """Flush what was sent and wait (on the trio loop) for every result of it."""
+    """Flush what was sent and wait (on the trio loop) for every result of it: ``get_result`` is only called
+    when it will not block (``is_busy`` false), as psycopg does."""
     fd = pgconn.socket
     while pgconn.flush():
         await trio.lowlevel.wait_writable(fd)
+    results: list[pq.abc.PGresult] = []
     while True:
         pgconn.consume_input()
-        if not pgconn.is_busy():
-            break
-        await trio.lowlevel.wait_readable(fd)
-    results = []
-    while (res := pgconn.get_result()) is not None:
+        if pgconn.is_busy():
+            await trio.lowlevel.wait_readable(fd)
+            continue
+        res = pgconn.get_result()
+        if res is None:
+            return results
         results.append(res)
-    return results
 
 
 async def prepare(conn: psycopg.Connection[object], query: bytes) -> bool:
@@ -72,11 +75,12 @@ async def prepare(conn: psycopg.Connection[object], query: bytes) -> bool:
 
 
 async def send(conn: psycopg.Connection[object], instance_id: str, key: bytes, record: bytes,
-               owner: str) -> bool:
+               owner: str) -> bool | None:
     """Run the prepared lone checkpoint on ``conn`` (autocommit: its own transaction): ``True`` if it was
     written and committed, ``False`` if nothing was (a fence that refused it, a statement that failed on a
-    working connection: the writer runs it again, and says why). Raises ``psycopg.OperationalError`` if the
-    connection broke (in doubt)."""
+    working connection: the writer runs it again, and says why), ``None`` if the statement is not prepared
+    on the connection any more (psycopg deallocates every prepared statement after a rollback: prepare it
+    again). Raises ``psycopg.OperationalError`` if the connection broke (in doubt)."""
     pgconn = conn.pgconn
     iid = instance_id.encode()
     pgconn.send_query_prepared(_NAME, [iid, key, record, owner.encode(), _FINISHED], param_formats=[0, 1, 1, 0, 0])
@@ -85,4 +89,6 @@ async def send(conn: psycopg.Connection[object], instance_id: str, key: bytes, r
         raise psycopg.OperationalError("the connection broke during the write")
     if len(results) == 1 and results[0].status == pq.ExecStatus.TUPLES_OK and results[0].ntuples == 1:
         return True
+    if any(r.error_field(pq.DiagnosticField.SQLSTATE) == _NOT_PREPARED for r in results):
+        return None
     return False

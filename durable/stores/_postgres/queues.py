@@ -92,6 +92,14 @@ def save_starts(cur: Cur, name: str, adm: Admission, count: int, now_us: int, du
         due_at(due)
 
 
+STEP_ARRAYS = ("(SELECT array_agg(s.key ORDER BY s.key) FROM steps s WHERE s.instance_id = {i}.id), "
+               "(SELECT array_agg(s.record ORDER BY s.key) FROM steps s WHERE s.instance_id = {i}.id)")
+"""An instance's step keys and records, as two arrays in the same order (``{i}``: the instances table's name
+or alias). Both are ordered by key: two aggregates over two scans are otherwise free to read the rows in
+different orders (an index-only scan for the keys, a heap scan for the records), pairing keys with the wrong
+records."""
+
+
 def anything_waiting(cur: Cur, names: list[str]) -> bool:
     """Whether an instance waits in one of the queues ``names`` (due or not)."""
     cur.execute("SELECT EXISTS (SELECT 1 FROM instances WHERE queue_state = 'waiting' AND queue = ANY(%s))",
@@ -102,15 +110,17 @@ def anything_waiting(cur: Cur, names: list[str]) -> bool:
 
 def claim(cur: Cur, owner: OwnerRow, served: list[tuple[str, int | None]],
           workflows: frozenset[str] | None, limit: int | None, now: datetime,
-          now_us: int) -> tuple[list[str], int | None]:
+          now_us: int) -> tuple[list[str], int | None, dict[str, tuple[Any, ...]]]:
     """Take waiting instances of the ``served`` queues (each with this worker's free slots, ``None``: any),
     under each queue's limits, only of ``workflows`` (``None``: any), due at ``now``, at most ``limit`` in all.
-    Returns the ids taken (leased to the owner, in flight) and the earliest time (µs) a skipped instance or a
-    rate limit lets one more be taken, if any."""
+    Returns the ids taken (leased to the owner, in flight), the earliest time (µs) a skipped instance or a
+    rate limit lets one more be taken, if any, and what the worker reads next of each instance taken, read
+    by the claim itself: ``(id, record, step keys, step records)`` (see ``tables.load_with_checkpoints``)."""
     owner_id = owner[0]
     put_owner(cur, *owner)
     next_due: list[int] = []
     taken: list[str] = []
+    rows: dict[str, tuple[Any, ...]] = {}
     names = [name for name, _ in served]
     cur.execute("SELECT min(queue_due) FROM instances WHERE queue_state = 'waiting' AND queue = ANY(%s) "
                 "AND queue_due > %s", (names, now))
@@ -136,17 +146,19 @@ def claim(cur: Cur, owner: OwnerRow, served: list[tuple[str, int | None]],
             query += " AND workflow = ANY(%s)"
             params.append(sorted(workflows))
         query += (" ORDER BY queue_priority DESC, queue_seq LIMIT %s FOR UPDATE SKIP LOCKED) "
-                  "RETURNING id, queue_priority, queue_seq")
+                  "RETURNING id, queue_priority, queue_seq, record, " + STEP_ARRAYS.format(i="instances"))
         params.append(adm.allowed)
         cur.execute(query, params)
-        picked = [r[0] for r in sorted(cur.fetchall(), key=lambda r: (-r[1], r[2]))]
+        found = sorted(cur.fetchall(), key=lambda r: (-r[1], r[2]))
+        picked = [r[0] for r in found]
+        rows.update((r[0], (r[0], r[3], r[4], r[5])) for r in found)
         if picked:
             cur.execute("INSERT INTO leases (instance_id, owner_id) SELECT unnest(%b::text[]), %s "
                         "ON CONFLICT (instance_id) DO UPDATE SET owner_id = EXCLUDED.owner_id, "
                         "epoch = leases.epoch + 1", (picked, owner_id))
         taken.extend(picked)
         save_starts(cur, name, adm, len(picked), now_us, next_due.append)
-    return taken, min(next_due) if next_due else None
+    return taken, min(next_due) if next_due else None, rows
 
 
 def _micros(when: datetime) -> int:

@@ -33,6 +33,7 @@ import psycopg
 from psycopg import sql
 
 from ...errors import StoreError
+from .._base import StoreTooNew
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "schema_version"]
 
@@ -156,7 +157,7 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], schema: str, where: st
         row = conn.execute("SELECT version FROM schema_version").fetchone()
         current = int(str(row[0])) if row is not None else 0
         if current > SCHEMA_VERSION:
-            raise StoreError(f"{where}: schema {schema!r} is of version {current}, newer than this durable "
+            raise StoreTooNew(f"{where}: schema {schema!r} is of version {current}, newer than this durable "
                              f"knows ({SCHEMA_VERSION}): upgrade durable to use it", path=None)
         for version, script in MIGRATIONS:
             if version > current:

@@ -64,7 +64,7 @@ from ..._model.serde import (
     encode_value,
 )
 from ...errors import StoreError
-from .._base import step_key_bytes
+from .._base import StoreTooNew, step_key_bytes
 from .._lease import Owner
 from .._writer import WriteRequest, Writer, committed, outcome_of, superseded
 from . import eventlog, jobs, lone, owners, queues, tables
@@ -146,6 +146,7 @@ class PostgresStore:
         self._writer: Writer | None = None
         self._lone_prepared: psycopg.Connection[Any] | None = None  # the connection its statement is prepared on
         self._lone_off: psycopg.Connection[Any] | None = None  # a connection that could not prepare it
+        self._claimed: dict[str, tuple[Any, ...]] = {}  # rows the last claim_queued read (see there)
         self._later: list[WriteRequest] = []  # non-durable writes queued with no writer thread running
         self._later_lock = threading.Lock()
         self._readers: list[psycopg.Connection[Any]] = []  # idle reader connections
@@ -210,7 +211,7 @@ class PostgresStore:
                 return self._wconn
             except StoreError as exc:
                 error = exc
-                if "newer than this durable" in str(exc):
+                if isinstance(exc, StoreTooNew):
                     break
         assert error is not None
         raise error
@@ -268,7 +269,8 @@ class PostgresStore:
     def _in_doubt(self, conn: psycopg.Connection[Any], exc: BaseException) -> StoreError:
         """The write connection broke during a write: drop it, and the error of every write it carried."""
         _close(conn)
-        self._wconn = None
+        if self._wconn is conn:
+            self._wconn = None
         return self.fail(f"the connection failed during a write, which may or may not have committed "
                          f"(the store reconnects on the next write): {_message(exc)}")
 
@@ -412,7 +414,7 @@ class PostgresStore:
             try:
                 return await self._write(fn, args(), note=note)
             except StoreError as exc:
-                if pause is None or self._closed or "newer than this durable" in str(exc):
+                if pause is None or self._closed or isinstance(exc, StoreTooNew):
                     raise
                 _log.info("%s; writing again in %.2g s", exc, pause)
                 await trio.sleep(pause)
@@ -470,7 +472,7 @@ class PostgresStore:
                 return self._connect(autocommit=True)
             except StoreError as exc:
                 error = exc
-                if "newer than this durable" in str(exc):
+                if isinstance(exc, StoreTooNew):
                     break
         assert error is not None
         raise error
@@ -522,6 +524,9 @@ class PostgresStore:
         """``(get_instance(id, steps=False), get_steps(id))`` in one read (the engine's, to continue a run)."""
         if not is_valid_id(instance_id):
             return None, {}
+        claimed = self._claimed.pop(instance_id, None)
+        if claimed is not None:
+            return tables.with_checkpoints(self._where, claimed)
         return await self._read(tables.load_with_checkpoints, self._where, instance_id)
 
     async def get_steps(self, instance_id: str) -> dict[str, StepResult]:
@@ -622,8 +627,8 @@ class PostgresStore:
     async def _lone_step(self, instance_id: str, column: bytes, data: bytes, owner: str, key: bytes) -> bool:
         """Write a fenced checkpoint from this (the trio) thread if it is the only write to make and the writer
         thread is idle (see ``lone.py``); whether it was written. ``False``: the caller queues it as usual."""
-        writer, conn = self._writer, self._wconn
-        if writer is None or conn is None or conn.closed or conn.broken or conn is self._lone_off:
+        writer = self._writer
+        if writer is None:
             return False
         taken = writer.claim_idle()
         if taken is None:
@@ -632,26 +637,41 @@ class PostgresStore:
         try:
             if any(r.durable or r.key != key for r in taken) or not self._wlock.acquire(blocking=False):
                 return False  # other writes to make first (or the connection in use): one batch for all
-            unwritten = []  # what was taken: this step's "running" marker, superseded by its result
-            paused = pause_autojump()  # a mock clock must not leap ahead while the database commits
             try:
-                with trio.CancelScope(shield=True):  # sent: the caller must know whether it landed
-                    if self._lone_prepared is not conn:
-                        if not await lone.prepare(conn, _LONE_STEP):
-                            self._lone_off = conn
-                            return False
-                        self._lone_prepared = conn
-                    written = await lone.send(conn, instance_id, column, data, owner)
-            except psycopg.OperationalError as exc:
-                raise self._in_doubt(conn, exc) from None
+                conn = self._wconn  # read holding both locks: the writer may have replaced it before
+                if conn is None or conn.closed or conn.broken or conn is self._lone_off:
+                    return False
+                unwritten = []  # what was taken: this step's "running" marker, superseded by its result
+                paused = pause_autojump()  # a mock clock must not leap ahead while the database commits
+                try:
+                    with trio.CancelScope(shield=True):  # sent: the caller must know whether it landed
+                        written = await self._lone_send(conn, instance_id, column, data, owner)
+                except psycopg.OperationalError as exc:
+                    raise self._in_doubt(conn, exc) from None
+                finally:
+                    resume_autojump(paused)
             finally:
-                resume_autojump(paused)
                 self._wlock.release()
         finally:
             writer.release_idle(unwritten)
         if written:
             self.batches += 1
         return written
+
+    async def _lone_send(self, conn: psycopg.Connection[Any], instance_id: str, column: bytes, data: bytes,
+                         owner: str) -> bool:
+        """``lone.send``, preparing the statement on ``conn`` first if it is not (or no longer) prepared there."""
+        for _ in range(2):
+            if self._lone_prepared is not conn:
+                if not await lone.prepare(conn, _LONE_STEP):
+                    self._lone_off = conn  # the writer writes them on this connection
+                    return False
+                self._lone_prepared = conn
+            written = await lone.send(conn, instance_id, column, data, owner)
+            if written is not None:
+                return written
+            self._lone_prepared = None  # deallocated (psycopg does after a rollback): prepare it again
+        return False
 
     def put_step_later(self, instance_id: str, step: StepResult, *, owner: str | None = None) -> None:
         """Queue a non-durable checkpoint (a step's "running" marker) without waiting for it; a later
@@ -794,8 +814,11 @@ class PostgresStore:
         if not names or not await self._read(queues.anything_waiting, names):
             return [], None
         now_us = (now - EPOCH) // timedelta(microseconds=1)
-        taken, due = await self._write(queues.claim, (self._owner_record(owner), list(served), workflows, limit,
-                                                      now, now_us))
+        taken, due, rows = await self._write(queues.claim, (self._owner_record(owner), list(served), workflows,
+                                                            limit, now, now_us))
+        # What the worker reads next of each (get_instance_and_steps), as the claim read it: kept until this
+        # worker's next claim, no longer (only this engine writes the instances it holds).
+        self._claimed = rows
         return taken, (EPOCH + timedelta(microseconds=due) if due is not None else None)
 
     async def requeue(self, instance_id: str) -> bool:

@@ -39,8 +39,7 @@ def step_column(instance_id: str, key: str) -> bytes:
 
 # -- reads -----------------------------------------------------------------------------
 
-_WITH_STEPS = ("SELECT i.id, i.record, (SELECT array_agg(s.key) FROM steps s WHERE s.instance_id = i.id), "
-               "(SELECT array_agg(s.record) FROM steps s WHERE s.instance_id = i.id) FROM instances i ")
+_WITH_STEPS = "SELECT i.id, i.record, " + queues.STEP_ARRAYS.format(i="i") + " FROM instances i "
 _WITHOUT_STEPS = "SELECT i.id, i.record, NULL, NULL FROM instances i "
 _ORDER = " ORDER BY i.created_at NULLS LAST, i.id"
 
@@ -87,9 +86,13 @@ def load_with_checkpoints(cur: Cur, where: str, instance_id: str) -> tuple[Workf
     """The instance (without step results) and its checkpoints keyed by checkpoint key, in one statement."""
     cur.execute(_WITH_STEPS + "WHERE i.id = %s", (instance_id,))
     rows = cur.fetchall()
-    if not rows:
-        return None, {}
-    iid, record, keys, records = rows[0]
+    return with_checkpoints(where, rows[0]) if rows else (None, {})
+
+
+def with_checkpoints(where: str, row: tuple[Any, ...]) -> tuple[WorkflowInstance, dict[str, StepResult]]:
+    """An instance row read with its step arrays (``id, record, keys, records``): the instance (without step
+    results) and its checkpoints keyed by checkpoint key."""
+    iid, record, keys, records = row
     inst = _instances(where, [(iid, record, None, None)], False)[0]
     return inst, decode_steps(where, iid, keys, records)
 
