@@ -3,7 +3,8 @@ and a server that restarts under a running store."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
@@ -13,6 +14,7 @@ import trio
 from psycopg import sql
 
 from durable import Engine, InstanceStatus, StoreError, WorkflowInstance, step, workflow
+from durable.stores._lease import Owner
 from durable.stores._postgres.url import redact
 
 pytestmark = pytest.mark.usefixtures("pg_url")
@@ -98,7 +100,6 @@ async def test_a_workers_startup_writes_outlive_a_dropped_connection(pg_store_fa
     # A worker started while the database restarts: its registration (idempotent upserts) is written again
     # after a backoff instead of failing in doubt and ending the worker.
     from durable import Queue
-    from durable.stores._lease import Owner
 
     store = pg_store_factory()
     async with trio.open_nursery() as nursery:
@@ -145,15 +146,23 @@ def _done(output: object) -> Any:
     return StepResult(step_name="s", status=StepStatus.COMPLETED, key="s#0", output=output)
 
 
-async def test_a_lone_checkpoint_is_written_by_the_trio_thread_and_still_fenced(pg_store_factory: Make) -> None:
-    from durable.stores._lease import LeaseLost, Owner
-
-    store = pg_store_factory()
-    a, b = Owner.this_process(), Owner.this_process()
+@asynccontextmanager
+async def _leased(make: Make) -> AsyncIterator[tuple[Any, Owner, trio.Nursery]]:
+    """A store with its writer thread running, holding instance ``i`` (running) leased to a new owner."""
+    store, owner = make(), Owner.this_process()
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
         await store.create_instance(WorkflowInstance(id="i", workflow_name="wf", status=InstanceStatus.RUNNING),
-                                    owner=a)
+                                    owner=owner)
+        yield store, owner, nursery
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_lone_checkpoint_is_written_by_the_trio_thread_and_still_fenced(pg_store_factory: Make) -> None:
+    from durable.stores._lease import LeaseLost
+
+    b = Owner.this_process()
+    async with _leased(pg_store_factory) as (store, a, nursery):
         writes = store._writer.writes
         await store.put_step("i", _done(1), owner=a.id)
         assert store._writer.writes == writes  # not handed to the writer thread
@@ -165,16 +174,12 @@ async def test_a_lone_checkpoint_is_written_by_the_trio_thread_and_still_fenced(
         assert (await store.get_steps("i"))["s#0"].output == 1
         await store.put_step("i", _done(3), owner=b.id)
         assert (await store.get_steps("i"))["s#0"].output == 3
-        nursery.cancel_scope.cancel()
 
 
 async def test_writes_queued_during_a_lone_checkpoint_commit_after_it(pg_store_factory: Make,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from durable.stores._lease import Owner
     from durable.stores._postgres import lone
 
-    store = pg_store_factory()
-    a = Owner.this_process()
     entered, gate = trio.Event(), trio.Event()
     real_send = lone.send
 
@@ -183,10 +188,7 @@ async def test_writes_queued_during_a_lone_checkpoint_commit_after_it(pg_store_f
         await gate.wait()
         return await real_send(*args)
 
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        await store.create_instance(WorkflowInstance(id="i", workflow_name="wf", status=InstanceStatus.RUNNING),
-                                    owner=a)
+    async with _leased(pg_store_factory) as (store, a, nursery):
         await store.put_step("i", _done(0), owner=a.id)  # prepares the statement on the connection
         monkeypatch.setattr(lone, "send", held_send)
         first_done = trio.Event()
@@ -212,19 +214,11 @@ async def test_writes_queued_during_a_lone_checkpoint_commit_after_it(pg_store_f
             await first_done.wait()
             await later.wait()
         assert (await store.get_steps("i"))["s#0"].output == 2
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_connection_dropped_under_a_lone_checkpoint_is_a_write_in_doubt(pg_store_factory: Make,
                                                                                pg_url: str) -> None:
-    from durable.stores._lease import Owner
-
-    store = pg_store_factory()
-    a = Owner.this_process()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        await store.create_instance(WorkflowInstance(id="i", workflow_name="wf", status=InstanceStatus.RUNNING),
-                                    owner=a)
+    async with _leased(pg_store_factory) as (store, a, nursery):
         await store.put_step("i", _done(1), owner=a.id)
         assert _kill_connections(pg_url, store.schema) >= 1
         with pytest.raises(StoreError, match="may or may not have committed"):
@@ -232,7 +226,6 @@ async def test_a_connection_dropped_under_a_lone_checkpoint_is_a_write_in_doubt(
         await store.put_step("i", _done(3), owner=a.id)  # a new connection (the writer's), then lone again
         await store.put_step("i", _done(4), owner=a.id)
         assert (await store.get_steps("i"))["s#0"].output == 4
-        nursery.cancel_scope.cancel()
 
 
 async def test_step_keys_and_records_are_paired_whatever_plan_reads_them(pg_store_factory: Make,
@@ -272,17 +265,10 @@ async def test_step_keys_and_records_are_paired_whatever_plan_reads_them(pg_stor
 async def test_a_lone_checkpoint_prepares_again_after_psycopg_deallocated_it(pg_store_factory: Make) -> None:
     # psycopg auto-prepares the writer's repeated statements, and after a rollback sends DEALLOCATE ALL:
     # the lone statement goes too, and must be prepared again rather than fall back to the writer for good.
-    from durable.stores._lease import Owner
-
     def boom(cur: Any) -> None:
         cur.execute("SELECT 1/0")
 
-    store = pg_store_factory()
-    a = Owner.this_process()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        await store.create_instance(WorkflowInstance(id="i", workflow_name="wf", status=InstanceStatus.RUNNING),
-                                    owner=a)
+    async with _leased(pg_store_factory) as (store, a, nursery):
         await store.put_step("i", _done(0), owner=a.id)
         for j in range(8):  # the same statement again and again: psycopg prepares it
             await store.put_step("i", attrs.evolve(_done(j), key=f"u#{j}"))
@@ -293,4 +279,35 @@ async def test_a_lone_checkpoint_prepares_again_after_psycopg_deallocated_it(pg_
             await store.put_step("i", _done(j + 1), owner=a.id)
         assert store._writer.writes == writes  # every one written from the trio thread
         assert (await store.get_steps("i"))["s#0"].output == 5
+
+
+async def test_a_claim_hands_the_worker_what_it_took_with_its_checkpoints(pg_store_factory: Make,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A queued instance that already has checkpoints (requeued after its engine died): the claim's own rows
+    # give the worker its record and every checkpoint, with no read of its own; only once.
+    from datetime import UTC, datetime
+
+    from durable import StepResult, StepStatus
+
+    store = pg_store_factory()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await store.create_instance(WorkflowInstance(id="q", workflow_name="wf", status=InstanceStatus.PENDING,
+                                                     queue="default"))
+        for x in range(12):  # keys that sort apart from the order written
+            await store.put_step("q", StepResult(step_name="s", status=StepStatus.COMPLETED, key=f"s#{x}",
+                                                 output=x))
+        taken, _ = await store.claim_queued(Owner.this_process(), [("default", None)], None, 10,
+                                            datetime.now(UTC))
+        assert taken == ["q"]
+
+        async def no_read(*args: Any) -> Any:
+            raise AssertionError("read from the database")
+
+        monkeypatch.setattr(store, "_read", no_read)
+        inst, steps = await store.get_instance_and_steps("q")
+        assert inst is not None and inst.id == "q" and not inst.step_results
+        assert {k: r.output for k, r in steps.items()} == {f"s#{x}": x for x in range(12)}
+        with pytest.raises(AssertionError, match="read from the database"):
+            await store.get_instance_and_steps("q")  # handed over once: later calls read
         nursery.cancel_scope.cancel()

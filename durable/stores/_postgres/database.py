@@ -155,13 +155,18 @@ class Database:
         if conn is not None and not conn.closed and not conn.broken:
             return conn
         self._wconn = None
+        self._wconn = self._connect_with_backoff()  # autocommit: batch.Tx sends BEGIN (or not: one statement)
+        return self._wconn
+
+    def _connect_with_backoff(self) -> psycopg.Connection[Any]:
+        """A new autocommit connection, tried again after each pause of ``_BACKOFF`` (a restarting server is
+        waited for); a store too new for this code is not tried again."""
         error: StoreError | None = None
         for pause in (0.0, *_BACKOFF):
             if pause:
                 time.sleep(pause)
             try:
-                self._wconn = self._connect(autocommit=True)  # batch.Tx sends BEGIN (or not: one statement)
-                return self._wconn
+                return self._connect(autocommit=True)
             except StoreError as exc:
                 error = exc
                 if isinstance(exc, StoreTooNew):
@@ -417,18 +422,7 @@ class Database:
     def _read_conn(self) -> psycopg.Connection[Any]:
         """A new reader connection, with the write connection's backoff (a restarting server: a read waits
         for it, as a write does, instead of failing its caller at once)."""
-        error: StoreError | None = None
-        for pause in (0.0, *_BACKOFF):
-            if pause:
-                time.sleep(pause)
-            try:
-                return self._connect(autocommit=True)
-            except StoreError as exc:
-                error = exc
-                if isinstance(exc, StoreTooNew):
-                    break
-        assert error is not None
-        raise error
+        return self._connect_with_backoff()
 
     def _read_sync(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
         if self._later:
