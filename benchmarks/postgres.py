@@ -239,6 +239,7 @@ def drain(url: str, n: int, workers: int, postmaster: int) -> Sample:
 
         ids, enqueue_rate = trio.run(enqueue)
         with psycopg.connect(url, autocommit=True) as conn:
+            before = conn.execute("SELECT count(*) FROM durable.instances WHERE status = 'completed'").fetchone()[0]
             cpu_w0 = sum(_cpu_s(p.pid) for p in procs)
             cpu_s0 = _server_cpu_s(postmaster) if postmaster else 0.0
             t0 = time.time()
@@ -248,14 +249,16 @@ def drain(url: str, n: int, workers: int, postmaster: int) -> Sample:
                 p.stdin.flush()
             deadline = time.monotonic() + 150
             while True:
-                done = conn.execute("SELECT count(*) FROM durable.instances WHERE id = ANY(%s) AND status = "
-                                    "'completed'", (ids,)).fetchone()[0]
-                if done == n:
+                # A cheap poll (the index on status; no array of n ids sent each time): the cores it would take
+                # are the ones the workers need. Its period does not blur the figure, which is read from the
+                # instances' completed_at; only the CPU window ends up to 20 ms late.
+                done = conn.execute("SELECT count(*) FROM durable.instances WHERE status = 'completed'").fetchone()[0]
+                if done == n + before:
                     break
-                assert time.monotonic() < deadline, f"{done} of {n} completed"
+                assert time.monotonic() < deadline, f"{done - before} of {n} completed"
                 for p in procs:
                     assert p.poll() is None, f"a worker exited with {p.returncode}"
-                time.sleep(0.01)
+                time.sleep(0.02)
             cpu_w1 = sum(_cpu_s(p.pid) for p in procs)
             cpu_s1 = _server_cpu_s(postmaster) if postmaster else float("nan")
             last = conn.execute("SELECT extract(epoch FROM max(completed_at))::float8 FROM durable.instances "

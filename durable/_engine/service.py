@@ -201,13 +201,25 @@ class WorkflowService:
             candidates.sort(key=lambda i: (i.created_at is None, i.created_at or 0, i.id))
         else:
             candidates = await driver.store.get_running_instances(steps=False)
+        # Those queued and never started wait in their queue for a claim (no lease), or were claimed. A backlog
+        # can be long: who holds them is read in two reads for all (held here, by an in-doubt claim; held by an
+        # engine that is gone), not one per instance. Only the others are read one by one.
+        queued_orphans: set[str] = set()
+        fresh = [inst.id for inst in candidates if _never_started(inst)]
+        if fresh and not leased_only:
+            mine = set(fresh).difference(await driver.store.lost_leases(driver.owner_id, fresh))
+            queued_orphans = mine | set(await driver.store.orphaned(driver.owner_id))
         for inst in candidates:
             if inst.id in driver.runs or driver.sleepers.holds(inst.id):
                 continue  # runs here, or sleeps here unloaded (woken by its timer or signal)
-            holder = await driver.store.get_lease(inst.id)
-            if inst.status == InstanceStatus.PENDING and inst.queue is not None and inst.started_at is None \
-                    and holder is None:
-                continue  # waiting in its queue, for a worker's claim (not a take-over)
+            if _never_started(inst) and not leased_only:
+                if inst.id not in queued_orphans:
+                    continue  # waiting in its queue for a worker's claim (not a take-over), or a live one's
+                holder = None  # held here, or by an engine that is gone: taken over
+            else:
+                holder = await driver.store.get_lease(inst.id)
+                if _never_started(inst) and holder is None:
+                    continue  # waiting in its queue, for a worker's claim (not a take-over)
             if inst.workflow_name not in driver.definitions:
                 if inst.id not in self._unregistered:  # once per instance: workers call resume() in a loop
                     self._unregistered.add(inst.id)
@@ -317,3 +329,8 @@ class WorkflowService:
     async def stop(self) -> None:
         """Stop every instance running here; they stay unfinished in the store, for ``resume()``."""
         await self._driver.stop()
+
+
+def _never_started(inst: WorkflowInstance) -> bool:
+    """Queued and not started yet: waiting for a worker's claim, or claimed and about to start."""
+    return inst.status == InstanceStatus.PENDING and inst.queue is not None and inst.started_at is None

@@ -391,3 +391,44 @@ async def test_claim_takes_at_most_limit_oldest_first(store: Store) -> None:
         await store.create_instance(_instance(f"i{i}"))
     assert await store.claim([f"i{i}" for i in range(5)], me, limit=2) == ["i0", "i1"]
     assert await store.claim([f"i{i}" for i in range(5)], me, limit=0) == []
+
+
+@workflow
+async def queued_wf(x: int) -> int:
+    return x
+
+
+async def test_a_full_look_at_a_queued_backlog_reads_who_holds_it_in_bulk(store: Store) -> None:
+    """orphans() over a queued backlog: those waiting in their queue are skipped without reading each one's
+    lease (a worker's first look, or resume(), with thousands queued, made a read per instance); one claimed by
+    an engine that is gone, and one claimed here by a claim in doubt, are found, and taken over by resume()."""
+    from durable._model.queues import Queue
+
+    me = Owner.this_process()
+    pid, _ = _dead_pid()
+    dead = attrs.evolve(me, id="dead", pid=pid, pid_started=None)
+    live = attrs.evolve(_other_host(me, age=1), id="live")
+    async with Engine(store) as engine:
+        engine.workflows.register(queued_wf)
+        engine.queues.register(Queue("bulk"))
+        ids = [await engine.workflows.start(queued_wf, i, queue="bulk") for i in range(40)]
+        now = engine.now()
+        for owner in (dead, live, engine.owner):  # each claims one, the oldest waiting
+            await store.heartbeat(owner)
+            assert len((await store.claim_queued(owner, [("bulk", None)], None, 1, now))[0]) == 1
+        reads: list[str] = []
+        get_lease = store.get_lease
+
+        async def counted(instance_id: str) -> Owner | None:
+            reads.append(instance_id)
+            return await get_lease(instance_id)
+
+        store.get_lease = counted  # type: ignore[method-assign]
+        found = await engine.workflows.orphans()
+        assert [i.id for i in found] == [ids[0], ids[2]]  # the dead engine's, and this engine's own
+        assert reads == []
+        assert await engine.workflows.resume() == [ids[0], ids[2]]
+        for iid in (ids[0], ids[2]):
+            assert (await engine.workflows.wait(iid, timeout=10)).output == ids.index(iid)
+        assert (await store.get_lease(ids[1])) == live  # a live engine's: left alone
+        assert await store.queue_depths("bulk") == (37, 1)
