@@ -54,6 +54,25 @@ async def test_a_schema_of_a_newer_version_is_refused(pg_store_factory: Make, pg
         await other.get_instance("x")
 
 
+async def test_a_store_of_version_1_is_migrated_to_the_newest(pg_store_factory: Make, pg_url: str) -> None:
+    """Version 2 added the index of delayed queued instances: a version-1 store gets it when opened, and
+    keeps what it held."""
+    from durable.stores._postgres.schema import SCHEMA_VERSION
+
+    store = pg_store_factory()
+    await store.create_instance(WorkflowInstance(id="kept", workflow_name="wf", status=InstanceStatus.PENDING))
+    schema = sql.Identifier(store.schema)
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # back to what version 1 created
+        conn.execute(sql.SQL("DROP INDEX {}.instances_due").format(schema))
+        conn.execute(sql.SQL("UPDATE {}.schema_version SET version = 1").format(schema))
+    other = pg_store_factory()
+    assert other.migrate() == (1, SCHEMA_VERSION) == (1, 2)
+    assert (await other.get_instance("kept", steps=False)) is not None
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass(format('%%I.instances_due', %s::text)) IS NOT NULL",
+                            (store.schema,)).fetchone() == (True,)
+
+
 @step
 async def double(x: int) -> int:
     return 2 * x

@@ -416,3 +416,11 @@ async def test_a_delayed_instance_waits_apart_until_due_and_leaves_when_cancelle
     await s.update_instance(attrs.evolve(inst, status=InstanceStatus.CANCELLED))
     assert await s.queue_depths("q") == (0, 1)
     assert await take(s, a, at=300) == ([], None)
+
+
+async def test_the_earliest_due_time_is_over_every_queue_served(s: Store, a: Owner) -> None:
+    await s.create_instance(make_instance("q-late", not_before=ts(300)))
+    await s.create_instance(make_instance("r-late", queue="r", not_before=ts(200)))
+    await s.create_instance(make_instance("r-now", queue="r"))
+    assert await s.claim_queued(a, [("q", None), ("r", None)], None, None, ts(100)) == (["r-now"], ts(200))
+    assert await s.claim_queued(a, [("q", None), ("r", None)], None, None, ts(250)) == (["r-late"], ts(300))

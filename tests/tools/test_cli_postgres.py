@@ -21,6 +21,7 @@ from psycopg import sql
 
 from durable import Client, StoreError
 from durable.cli._app import cli
+from durable.stores._postgres.schema import SCHEMA_VERSION
 
 FLOWS = str(Path(__file__).with_name("cli_flows.py"))
 BIN = Path(sys.executable).parent
@@ -89,9 +90,9 @@ def test_migrate_creates_then_finds_nothing_to_do_and_reads_create_nothing(url: 
     with pytest.raises(StoreError, match=r"no durable store here \(schema .* missing.*nothing was created"):
         Client(url)
     created = invoke("migrate", "-s", url)
-    assert "schema version none (created) -> 1" in created.stdout and "***" in created.stdout
+    assert f"schema version none (created) -> {SCHEMA_VERSION}" in created.stdout and "***" in created.stdout
     again = invoke("migrate", "--store", url)
-    assert "schema version 1, up to date; nothing to migrate" in again.stdout
+    assert f"schema version {SCHEMA_VERSION}, up to date; nothing to migrate" in again.stdout
     assert invoke("list", "-s", url).stdout.strip() == "no instances"
     with Client(url) as client:  # there now
         assert client.list().instances == []

@@ -251,8 +251,12 @@ _COLUMNS = tables.COLUMNS.split(", ")
 _TYPES = ["text", "text", "text", "text", "int4", "text", "text", "timestamptz", "timestamptz", "timestamptz",
           "timestamptz", "timestamptz", "text", "bytea"]
 _UNNEST = "unnest(" + ", ".join(f"%b::{t}[]" for t in _TYPES) + ")"
+# A record of a finished status also takes the instance out of its queue (queue_state NULL), in the same row
+# version: one update of the row where a second statement made two, each writing every index.
 _UPSERT = (f"INSERT INTO instances ({tables.COLUMNS}) SELECT * FROM {_UNNEST} ON CONFLICT (id) DO UPDATE SET "
-           + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS[1:]))
+           + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS[1:])
+           + ", queue_state = CASE WHEN EXCLUDED.status IN (" + ", ".join(f"'{s}'" for s in tables.FINISHED)
+           + ") THEN NULL ELSE instances.queue_state END")
 _CREATE = (f"WITH ins AS (INSERT INTO instances ({tables.COLUMNS}) SELECT * FROM {_UNNEST} ON CONFLICT (id) DO NOTHING "
            "RETURNING id), lz AS (INSERT INTO leases (instance_id, owner_id) SELECT ins.id, o.owner FROM ins JOIN "
            "unnest(%b::text[], %b::text[]) AS o(id, owner) ON o.id = ins.id WHERE o.owner IS NOT NULL "
@@ -408,8 +412,7 @@ def _decided(tx: Tx, where: str, writes: list[WriteRequest], kinds: list[str | N
     if deleted:
         tx.defer("DELETE FROM leases WHERE instance_id = ANY(%s)", (sorted(set(deleted)),))
     if ended:
-        ids = sorted({inst.id for inst in ended})
-        tx.defer("UPDATE instances SET queue_state = NULL WHERE id = ANY(%s) AND queue_state IS NOT NULL", (ids,))
+        ids = sorted({inst.id for inst in ended})  # (out of their queues already: _UPSERT)
         for inst in ended:
             if inst.queue is not None and inst.dedup_id is not None:
                 tx.defer("DELETE FROM dedup WHERE queue = %s AND dedup_id = %s AND instance_id = %s",

@@ -122,8 +122,9 @@ def claim(cur: Cur, owner: OwnerRow, served: list[tuple[str, int | None]],
     taken: list[str] = []
     rows: dict[str, tuple[Any, ...]] = {}
     names = [name for name, _ in served]
-    cur.execute("SELECT min(queue_due) FROM instances WHERE queue_state = 'waiting' AND queue = ANY(%s) "
-                "AND queue_due > %s", (names, now))
+    cur.execute("SELECT min(d.queue_due) FROM unnest(%s::text[]) AS q(name), LATERAL (SELECT queue_due "
+                "FROM instances WHERE queue_state = 'waiting' AND queue_due IS NOT NULL AND queue = q.name "
+                "AND queue_due > %s ORDER BY queue_due LIMIT 1) AS d", (names, now))  # one probe per queue
     row = cur.fetchone()
     if row is not None and row[0] is not None:
         next_due.append(_micros(row[0]))

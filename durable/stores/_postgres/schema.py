@@ -12,7 +12,8 @@ come out in the order the other stores give.
                     the record format of :mod:`durable._model.serde`, step results stored apart);
                     ``queue_state`` is ``waiting`` (in its queue, for a worker), ``inflight`` (taken by a
                     worker, not finished) or NULL; ``queue_seq`` and ``queue_priority`` order the waiting,
-                    ``queue_due`` is when a waiting one may be taken
+                    ``queue_due`` is when a waiting one may be taken (``NULL``: now; those with a time are
+                    indexed by queue and time, ``instances_due``, since version 2)
 ``steps``           ``(instance id, key)`` -> an encoded :class:`~durable.StepResult`; the key is the
                     step's checkpoint key (hashed past about 400 bytes, as LMDB's)
 ``signals``         queued signals: ``seq`` (from ``signal_clock``), instance, name, encoded payload
@@ -119,6 +120,11 @@ CREATE TABLE events (
     data bytea NOT NULL
 );
 CREATE INDEX events_by_instance ON events (instance_id, id);
+"""),
+    # 2: the earliest time a delayed instance may be taken, per queue, from an index (a claim read it by
+    # scanning every waiting instance of its queues, the whole backlog, each time).
+    (2, """
+CREATE INDEX instances_due ON instances (queue, queue_due) WHERE queue_state = 'waiting' AND queue_due IS NOT NULL;
 """),
 ]
 
