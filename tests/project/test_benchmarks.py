@@ -91,7 +91,7 @@ def test_the_postgres_benchmark_runs_quick_and_prints_every_figure() -> None:
         "sequential steps, µs per step",
         "durable ÷ commit floor (mean ÷ mean)",
         "W1 ÷ mean floor per repeat:",
-        "2 workers ÷ 1 worker per repeat:",
+        "2 workers ÷ 1 worker per pair (1 then 2, interleaved):",
         "workflows x 3 steps at once, one process, steps/s",
         "queued, 1 worker process, steps/s",
         "queued, 2 worker processes, steps/s",
