@@ -26,6 +26,7 @@ events in ``lifecycle.py``.)
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, final
@@ -60,6 +61,9 @@ __all__ = ["RunDriver"]
 log = logging.getLogger("durable.engine")
 
 Outcome = tuple[InstanceStatus, Any, BaseException | None]
+#: How many runs that ended here :meth:`RunDriver.wait` answers from memory (their final records, what the store
+#: holds), the most recent ones: starting many instances, then waiting for each, reads none of them back.
+ENDED_KEPT = 4096
 _NOT_RUNNING = ""  # owner_id outside 'async with': no lease is held by it, so every fenced write is refused
 
 
@@ -95,6 +99,7 @@ class RunDriver:
         self._owner: Owner | None = None
         self.definitions: dict[str, Definition] = {}
         self.runs: dict[str, Run] = {}  # in flight here, by instance id
+        self.ended: OrderedDict[str, Run] = OrderedDict()  # the last ENDED_KEPT runs finished here, for wait()
         self.store_failed: dict[str, StoreError] = {}  # runs stopped by a failed write, for wait()
         self.sleepers = Sleepers(store, now, lambda: self.nursery, self.continue_instance)
         self.stopping = False
@@ -121,6 +126,7 @@ class RunDriver:
     def close(self) -> None:
         """The engine has exited."""
         self._nursery = self._owner = None
+        self.ended.clear()
         self.owner_id = _NOT_RUNNING
 
     @property
@@ -381,6 +387,10 @@ class RunDriver:
                 self.nursery.start_soon(self.cancel_children, run.id, dict(run.checkpoints))
         finally:
             self.runs.pop(run.id, None)
+            if run.instance.finished:
+                self.ended[run.id] = run
+                if len(self.ended) > ENDED_KEPT:
+                    self.ended.popitem(last=False)
             if run.stop_reason == StopReason.SUSPEND:
                 self.sleepers.suspend(run)
             run.done.set()
@@ -468,6 +478,9 @@ class RunDriver:
                     # Its final record is durable, and every write of the
                     # run before it: what the store would give back.
                     return run.snapshot()
+            ended = self.ended.get(instance_id)
+            if ended is not None:
+                return ended.snapshot()  # finished here lately: its final record, as the store holds it
             woken = self.sleepers.event(instance_id)
             if woken is not None:
                 await woken.wait()  # until it is continued (or cancelled)

@@ -117,6 +117,34 @@ async def test_wait_unknown_and_timeout(engine: Engine, autojump_clock: Any) -> 
     await engine.workflows.cancel(iid)
 
 
+async def test_waiting_for_instances_that_finished_here_reads_none_back(engine: Engine, monkeypatch: Any) -> None:
+    """Start many, then wait for each: the final records of the runs that ended here lately come from memory,
+    equal to what the store holds; past the last ENDED_KEPT, wait() reads the store."""
+    from durable._engine import driver
+
+    monkeypatch.setattr(driver, "ENDED_KEPT", 5)
+    engine.workflows.register(_three_steps())
+    for job in "abc":
+        engine.jobs.register(job, lambda x: x + 1)
+    ids = [await engine.workflows.start("three", i) for i in range(8)]
+    while engine.workflows.running_ids():
+        await trio.sleep(0.01)
+    reads: list[str] = []
+    get_instance = engine.store.get_instance
+
+    async def counted(instance_id: str, *, steps: bool = True) -> Any:
+        reads.append(instance_id)
+        return await get_instance(instance_id, steps=steps)
+
+    monkeypatch.setattr(engine.store, "get_instance", counted)
+    waited = [await engine.workflows.wait(iid) for iid in ids]
+    assert [w.output for w in waited] == [i + 1 for i in range(8)]
+    assert len(set(reads)) == len(reads) == 3  # the three that ended first were no longer kept
+    for w in waited:
+        stored = await get_instance(w.id)
+        assert stored is not None and w == stored
+
+
 async def test_unpicklable_input_is_refused_before_anything_is_stored(engine: Engine) -> None:
     """An input that cannot be pickled raises SerializationError naming the workflow; nothing is stored."""
     engine.workflows.register(_three_steps())

@@ -96,6 +96,8 @@ async def test_an_engine_runs_workflows_on_postgres(pg_store_factory: Make) -> N
     assert got is not None and got.output == 12 and set(got.step_results) == {"double"}
     assert len(await again.get_all_instances(InstanceStatus.COMPLETED)) == 20
     assert await again.get_running_instances() == []
+    # wait() answered from memory (the runs ended in that engine) what the database holds
+    assert done == [await again.get_instance(i) for i in ids]
 
 
 async def test_engine_open_takes_a_url(pg_url: str, pg_store_factory: Make) -> None:
