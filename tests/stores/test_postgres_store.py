@@ -197,6 +197,26 @@ async def test_a_lone_checkpoint_is_written_by_the_trio_thread_and_still_fenced(
         assert (await store.get_steps("i"))["s#0"].output == 3
 
 
+async def test_a_lone_checkpoint_of_an_instance_finished_elsewhere_is_refused(pg_store_factory: Make) -> None:
+    """The lone statement reads the lease alone, not the instance's status: it relies on every write that
+    finishes an instance deleting its lease, and on no finished instance getting one."""
+    from durable.stores._lease import LeaseLost
+
+    async with _leased(pg_store_factory) as (store, a, nursery):
+        await store.put_step("i", _done(1), owner=a.id)  # lone: prepared and written
+        cancelled = await store.get_instance("i", steps=False)
+        assert cancelled is not None
+        await store.update_instance(attrs.evolve(cancelled, status=InstanceStatus.CANCELLED))  # another process
+        with pytest.raises(LeaseLost):
+            await store.put_step("i", _done(2), owner=a.id)
+        done = WorkflowInstance(id="born-done", workflow_name="wf", status=InstanceStatus.COMPLETED)
+        await store.create_instance(done, owner=a)
+        assert await store.get_lease("born-done") is None
+        with pytest.raises(LeaseLost):
+            await store.put_step("born-done", _done(3), owner=a.id)
+        assert (await store.get_steps("i"))["s#0"].output == 1 and await store.get_steps("born-done") == {}
+
+
 async def test_writes_queued_during_a_lone_checkpoint_commit_after_it(pg_store_factory: Make,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from durable.stores._postgres import lone

@@ -24,12 +24,11 @@ import psycopg
 import trio
 from psycopg import pq
 
-from . import tables
 
 __all__ = ["lone_query", "prepare", "send"]
 
 _NAME = b"durable_lone_step"
-_TEXT, _BYTEA, _TEXT_ARRAY = 25, 17, 1009
+_TEXT, _BYTEA = 25, 17
 _NOT_PREPARED = b"26000"  # invalid_sql_statement_name
 
 
@@ -40,12 +39,9 @@ def _numbered(query: str, numbers: list[int]) -> bytes:
 
 
 def lone_query(fenced_step: str) -> bytes:
-    """The server-side form of the writer's lone fenced checkpoint (its parameters: instance id, key, record,
-    instance id again, owner, the finished statuses)."""
-    return _numbered(fenced_step, [1, 2, 3, 1, 4, 5])
-
-
-_FINISHED = ("{" + ",".join(tables.FINISHED) + "}").encode()
+    """The server-side form of the writer's lone fenced checkpoint (its parameters: instance id, owner, instance
+    id again, key, record), numbered as :func:`send` passes them: instance id, key, record, owner."""
+    return _numbered(fenced_step, [1, 4, 1, 2, 3])
 
 
 async def _roundtrip(pgconn: pq.abc.PGconn) -> list[pq.abc.PGresult]:
@@ -69,7 +65,7 @@ async def _roundtrip(pgconn: pq.abc.PGconn) -> list[pq.abc.PGresult]:
 async def prepare(conn: psycopg.Connection[object], query: bytes) -> bool:
     """Prepare the lone checkpoint's statement on ``conn`` (once per connection); whether it worked."""
     pgconn = conn.pgconn
-    pgconn.send_prepare(_NAME, query, param_types=[_TEXT, _BYTEA, _BYTEA, _TEXT, _TEXT_ARRAY])
+    pgconn.send_prepare(_NAME, query, param_types=[_TEXT, _BYTEA, _BYTEA, _TEXT])
     results = await _roundtrip(pgconn)
     return bool(results) and all(r.status == pq.ExecStatus.COMMAND_OK for r in results)
 
@@ -83,7 +79,7 @@ async def send(conn: psycopg.Connection[object], instance_id: str, key: bytes, r
     again). Raises ``psycopg.OperationalError`` if the connection broke (in doubt)."""
     pgconn = conn.pgconn
     iid = instance_id.encode()
-    pgconn.send_query_prepared(_NAME, [iid, key, record, owner.encode(), _FINISHED], param_formats=[0, 1, 1, 0, 0])
+    pgconn.send_query_prepared(_NAME, [iid, key, record, owner.encode()], param_formats=[0, 1, 1, 0])
     results = await _roundtrip(pgconn)
     if pgconn.status != pq.ConnStatus.OK:
         raise psycopg.OperationalError("the connection broke during the write")

@@ -207,7 +207,7 @@ def create(cur: Cur, where: str, inst: WorkflowInstance, data: bytes,
         ended(cur, where, inst)
     if queued:
         queues.enqueue(cur, inst)
-    if owner is not None:
+    if owner is not None and not InstanceStatus(inst.status).finished:  # a lease only of an unfinished one
         owner_id = owner[0]
         put_owner(cur, *owner)
         cur.execute("INSERT INTO leases (instance_id, owner_id) VALUES (%s, %s) ON CONFLICT (instance_id) "
