@@ -300,7 +300,12 @@ class WorkflowService:
         return out
 
     async def wait(self, instance_id: str, timeout: float | None = None) -> WorkflowInstance:
-        """Wait until the instance finishes; returns it.
+        """Wait until the instance finishes; returns it, with its step results.
+
+        An instance whose run ended in this engine lately (the last 4,096 to
+        end) is answered from memory: its final record, which its last write
+        stored. Any other is read from the store, and polled while it runs in
+        another process.
 
         Raises:
             InstanceNotFound: there is no such instance.
