@@ -302,10 +302,13 @@ class WorkflowService:
     async def wait(self, instance_id: str, timeout: float | None = None) -> WorkflowInstance:
         """Wait until the instance finishes; returns it, with its step results.
 
-        An instance whose run ended in this engine lately (the last 4,096 to
-        end) is answered from memory: its final record, which its last write
-        stored. Any other is read from the store, and polled while it runs in
-        another process.
+        An instance started by this engine's ``start()`` whose run ended here
+        lately (the last 4,096, up to 16 MB of records) is answered from
+        memory: its final record and checkpoints, kept encoded as its last
+        write stored them, decoded afresh for each call. One deleted from the
+        store meanwhile (``Store.delete_instance``) is still answered so. Any
+        other is read from the store, and polled while it runs in another
+        process.
 
         Raises:
             InstanceNotFound: there is no such instance.

@@ -117,15 +117,23 @@ async def test_wait_unknown_and_timeout(engine: Engine, autojump_clock: Any) -> 
     await engine.workflows.cancel(iid)
 
 
-async def test_waiting_for_instances_that_finished_here_reads_none_back(engine: Engine, monkeypatch: Any) -> None:
-    """Start many, then wait for each: the final records of the runs that ended here lately come from memory,
-    equal to what the store holds; past the last ENDED_KEPT, wait() reads the store."""
+def _steps_of(inst: Any) -> dict[str, tuple[Any, ...]]:
+    """What an instance's step results hold (``WorkflowInstance`` equality leaves them out)."""
+    return {k: (r.step_name, r.status, r.input, r.output, r.error, r.attempts, r.started_at, r.completed_at)
+            for k, r in inst.step_results.items()}
+
+
+async def test_waiting_for_instances_started_and_ended_here_reads_none_back(engine: Engine,
+                                                                           monkeypatch: Any) -> None:
+    """Start many, then wait for each: the final records of the instances started and ended here lately come
+    from memory, fresh objects equal to what the store holds, steps included; past the last ENDED_KEPT,
+    wait() reads the store."""
     from durable._engine import driver
 
     monkeypatch.setattr(driver, "ENDED_KEPT", 5)
     engine.workflows.register(_three_steps())
     for job in "abc":
-        engine.jobs.register(job, lambda x: x + 1)
+        engine.jobs.register(job, lambda x: [x])
     ids = [await engine.workflows.start("three", i) for i in range(8)]
     while engine.workflows.running_ids():
         await trio.sleep(0.01)
@@ -138,11 +146,33 @@ async def test_waiting_for_instances_that_finished_here_reads_none_back(engine: 
 
     monkeypatch.setattr(engine.store, "get_instance", counted)
     waited = [await engine.workflows.wait(iid) for iid in ids]
-    assert [w.output for w in waited] == [i + 1 for i in range(8)]
     assert len(set(reads)) == len(reads) == 3  # the three that ended first were no longer kept
     for w in waited:
         stored = await get_instance(w.id)
-        assert stored is not None and w == stored
+        assert stored is not None and w == stored and _steps_of(w) == _steps_of(stored)
+        assert set(w.step_results) == {"a", "b", "c"}
+    again = await engine.workflows.wait(ids[-1])
+    again.output.append("mine")  # a caller's changes are its own
+    assert (await engine.workflows.wait(ids[-1])).output == waited[-1].output != again.output
+
+
+async def test_a_large_or_cancelled_end_is_read_back_from_the_store(engine: Engine, monkeypatch: Any) -> None:
+    from durable._engine import driver
+
+    monkeypatch.setattr(driver, "ENDED_BYTES", 16 * 50_000)
+    counts = Counts()
+    counts.block = "b"
+    counts.register(engine, "a", "b", "c")
+    engine.workflows.register(_three_steps())
+    engine.jobs.register("big", lambda x: "x" * 100_000)
+    engine.workflows.register(workflow("big").task("a", job="big").build())
+    big = await engine.workflows.start("big", 1)
+    cancelled = await engine.workflows.start("three", 1)
+    await counts.started.wait()
+    assert await engine.workflows.cancel(cancelled)
+    assert (await engine.workflows.wait(big)).output == "x" * 100_000
+    assert (await engine.workflows.wait(cancelled)).status == InstanceStatus.CANCELLED
+    assert engine._driver.ended == {}  # neither was kept: wait() read both from the store
 
 
 async def test_unpicklable_input_is_refused_before_anything_is_stored(engine: Engine) -> None:
