@@ -252,14 +252,14 @@ def drain(url: str, n: int, workers: int, postmaster: int) -> Sample:
             while True:
                 # A cheap poll (the index on status; no array of n ids sent each time): the cores it would take
                 # are the ones the workers need. Its period does not blur the figure, which is read from the
-                # instances' completed_at; only the CPU window ends up to 20 ms late.
+                # instances' completed_at; only the CPU window ends up to 50 ms late (idle workers).
                 done = conn.execute("SELECT count(*) FROM durable.instances WHERE status = 'completed'").fetchone()[0]
                 if done == n + before:
                     break
                 assert time.monotonic() < deadline, f"{done - before} of {n} completed"
                 for p in procs:
                     assert p.poll() is None, f"a worker exited with {p.returncode}"
-                time.sleep(0.02)
+                time.sleep(0.05)
             cpu_w1 = sum(_cpu_s(p.pid) for p in procs)
             cpu_s1 = _server_cpu_s(postmaster) if postmaster else float("nan")
             last = conn.execute("SELECT extract(epoch FROM max(completed_at))::float8 FROM durable.instances "
@@ -585,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     if scaling:
         each = [b / a for a, b in scaling if a > 0]
         print("2 workers ÷ 1 worker per pair (1 then 2, interleaved): "
-              + ", ".join(fmt(r, "{:.2f}x") for r in each) + f"; median {fmt(statistics.median(each), '{:.2f}x')}")
+              + ", ".join(fmt(r, "{:.2f}x") for r in each)
+              + f"; median {fmt(statistics.median(each) if each else None, '{:.2f}x')}")
     for what in ("statements W1", "statements W2"):
         for s in samples.get(what, []):
             steps = s["steps"]
