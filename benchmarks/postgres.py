@@ -280,7 +280,9 @@ def drain(url: str, n: int, workers: int, postmaster: int) -> Sample:
     elapsed = last - t0
     return {"steps_per_s": 3 * n / elapsed, "seconds": elapsed, "enqueue_per_s": enqueue_rate,
             "busier_pct": 100 * max(claimed) / max(1, sum(claimed)),
-            "worker_cpu_us": (cpu_w1 - cpu_w0) / n * 1e6, "server_cpu_us": (cpu_s1 - cpu_s0) / n * 1e6}
+            "worker_cpu_us": (cpu_w1 - cpu_w0) / n * 1e6, "server_cpu_us": (cpu_s1 - cpu_s0) / n * 1e6,
+            # how many of the machine's cores the workers and the server kept busy over the drain
+            "cores_busy": (cpu_w1 - cpu_w0 + cpu_s1 - cpu_s0) / elapsed}
 
 
 # -- child processes: statements counted -------------------------------------------------------------
@@ -550,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
         ["W2", "2 workers: workers' CPU / server CPU per workflow, µs",
          f"{fmt(m('W2 drain 2 workers', 'worker_cpu_us'))} / {fmt(m('W2 drain 2 workers', 'server_cpu_us'))}",
          "", "", "", ""],
+        ["W2", "cores kept busy by the workers and the server, 1 worker / 2 workers",
+         f"{fmt(m('W2 drain 1 worker', 'cores_busy'), '{:.2f}')} / {fmt(m('W2 drain 2 workers', 'cores_busy'), '{:.2f}')}"
+         f" of {os.cpu_count()}", "", "", "", ""],
         ["W2", "enqueue (start with queue=, 1,000 trio tasks), starts/s",
          fmt(m("W2 drain 1 worker", "enqueue_per_s")), "", "", "", ""],
         ["W4", f"resume a {sizes['w4']:,}-step workflow, µs per finished step", fmt(w4_d, "{:,.1f}"),
