@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -73,6 +74,22 @@ def _heartbeat(pg_url: str, schema: str, host: str) -> float:
     return float(row[0])
 
 
+async def _midway_on(store: Any, pg_url: str, schema: str, host: str) -> bool:
+    """Whether an unfinished instance leased to the engine on ``host`` has a completed step and steps to run."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        held = [r[0] for r in conn.execute(sql.SQL(
+            "SELECT l.instance_id FROM {0}.leases l JOIN {0}.owners o ON o.id = l.owner_id "
+            "WHERE o.record::json->>'host' = %s").format(sql.Identifier(schema)), (host,)).fetchall()]
+    for iid in held:
+        done = [s for s in (await store.get_steps(iid)).values() if s.status == "completed"]
+        if 0 < len(done) < 3:
+            return True
+    return False
+
+
 def _lines(log: Path) -> list[list[str]]:
     """``[time, host, pid, start|end, instance, key]`` per complete line."""
     if not log.exists():
@@ -107,6 +124,11 @@ def test_workers_on_two_hosts_share_the_work_and_one_takes_over_the_others(
             assert a.poll() is None and b.poll() is None, (tmp_path / "a.err").read_text() + (tmp_path / "b.err").read_text()
             assert time.monotonic() < deadline, f"host-b ran too little: {_lines(log)[-5:]}"
             time.sleep(0.002)
+        # Killed while it runs an instance with a step checkpointed (committed) and steps left: the one host-a
+        # must continue from that checkpoint. (A step's logged end may not have committed yet.)
+        while not trio.run(_midway_on, store, pg_url, schema, "host-b"):
+            assert a.poll() is None and b.poll() is None, (tmp_path / "a.err").read_text() + (tmp_path / "b.err").read_text()
+            assert time.monotonic() < deadline, f"host-b never held an instance midway: {_lines(log)[-5:]}"
         os.kill(b.pid, signal.SIGKILL)
         killed_at = time.time()
         b.wait()
