@@ -26,7 +26,6 @@ events in ``lifecycle.py``.)
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, final
@@ -35,6 +34,7 @@ import attrs
 import trio
 
 from .children import running_children
+from .ended import Ended
 from .events import Event, EventBus
 from .jobs import JobRegistry
 from .run import Definition, PutStepLater, Run, StopReason
@@ -44,7 +44,6 @@ from .identity import IfExists, check_existing, name_taken
 from .lifecycle import error_text
 from .._model.ids import check_instance_id, new_instance_id
 from .._model.records import InstanceStatus, StepResult, WorkflowInstance, replace_instance
-from .._model.serde import decode_instance, decode_step, encode_instance, encode_step
 from ..errors import (
     DurableError,
     InstanceNotFound,
@@ -55,7 +54,6 @@ from ..errors import (
     WorkflowTimeout,
 )
 from ..stores import Owner, Store
-from ..stores._join import join_steps
 from ..stores._lease import LeaseLost
 
 __all__ = ["RunDriver"]
@@ -63,11 +61,6 @@ __all__ = ["RunDriver"]
 log = logging.getLogger("durable.engine")
 
 Outcome = tuple[InstanceStatus, Any, BaseException | None]
-#: How many instances started here (``start()``) that then ended here :meth:`RunDriver.wait` answers from memory,
-#: the most recent ones, and how many bytes of their records it keeps at most: starting many instances, then
-#: waiting for each, reads none of them back.
-ENDED_KEPT = 4096
-ENDED_BYTES = 16 * 2**20
 _NOT_RUNNING = ""  # owner_id outside 'async with': no lease is held by it, so every fenced write is refused
 
 
@@ -103,9 +96,7 @@ class RunDriver:
         self._owner: Owner | None = None
         self.definitions: dict[str, Definition] = {}
         self.runs: dict[str, Run] = {}  # in flight here, by instance id
-        # The final records (encoded, as stored) of the last instances started and ended here, for wait().
-        self.ended: OrderedDict[str, tuple[bytes, tuple[bytes, ...]]] = OrderedDict()
-        self._ended_bytes = 0
+        self.ended = Ended()  # the final records of the last instances started and ended here, for wait()
         self._keep: set[str] = set()  # running here, started by start(): their end is kept in ``ended``
         self.store_failed: dict[str, StoreError] = {}  # runs stopped by a failed write, for wait()
         self.sleepers = Sleepers(store, now, lambda: self.nursery, self.continue_instance)
@@ -134,7 +125,6 @@ class RunDriver:
         """The engine has exited."""
         self._nursery = self._owner = None
         self.ended.clear()
-        self._ended_bytes = 0
         self.owner_id = _NOT_RUNNING
 
     @property
@@ -453,7 +443,7 @@ class RunDriver:
             return
         run.instance = final
         if run.id in self._keep:
-            self._remember(final, run.checkpoints)
+            self.ended.keep(final, run.checkpoints)
         if final.status == InstanceStatus.COMPLETED:
             run.progress = 100
             run.emit("workflow.progress", progress=100, current_step=run.current_step,
@@ -461,22 +451,6 @@ class RunDriver:
             run.emit("workflow.completed", output=final.output)
         else:
             run.emit("workflow.failed", error=final.error)
-
-    def _remember(self, final: WorkflowInstance, checkpoints: dict[str, StepResult]) -> None:
-        """Keep the final record of an instance started here (written: what the store holds now), and its
-        checkpoints, encoded as the store encodes them, so that wait() gives what a read would."""
-        try:
-            record = (encode_instance(final), tuple(encode_step(s, instance_id=final.id) for s in checkpoints.values()))
-        except SerializationError:
-            return  # (not stored as it is either) wait() reads the store
-        size = len(record[0]) + sum(map(len, record[1]))
-        if size > ENDED_BYTES // 16:
-            return  # a large one is read back from the store
-        self.ended[final.id] = record
-        self._ended_bytes += size
-        while len(self.ended) > ENDED_KEPT or self._ended_bytes > ENDED_BYTES:
-            _, (inst, steps) = self.ended.popitem(last=False)
-            self._ended_bytes -= len(inst) + sum(map(len, steps))
 
     def _left_unfinished(self, run: Run, error: StoreError) -> None:
         """The store failed a write of ``run`` (disk full, I/O error, read-only): stop it, writing nothing more.
@@ -504,8 +478,7 @@ class RunDriver:
                     return run.snapshot()
             ended = self.ended.get(instance_id)
             if ended is not None:  # started and ended here lately: its final record, as a read would give it
-                where = f"instance {instance_id} kept in memory"
-                return join_steps(decode_instance(ended[0], where), [decode_step(b, where) for b in ended[1]])
+                return ended
             woken = self.sleepers.event(instance_id)
             if woken is not None:
                 await woken.wait()  # until it is continued (or cancelled)

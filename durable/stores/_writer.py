@@ -31,7 +31,7 @@ import trio
 from .._model.clock import pause_autojump, resume_autojump
 from ._lease import LeaseLost
 
-__all__ = ["WriteRequest", "Writer", "committed", "outcome_of", "superseded"]
+__all__ = ["WriteRequest", "Writer", "committed", "outcome_of", "run_writer", "superseded"]
 
 WriteFn = Callable[..., Any]  # fn(txn, *args)
 
@@ -214,3 +214,18 @@ def outcome_of(request: WriteRequest) -> Any:
     if isinstance(request.result, LeaseLost):
         raise request.result
     return request.result
+
+
+async def run_writer(writer: Writer, attach: Callable[[Writer | None], None],
+                     task_status: trio.TaskStatus[None]) -> None:
+    """A store's ``run()``: start ``writer``'s thread and ``attach`` it to the store, report started, and run
+    until cancelled; then detach it and stop it (it commits what is queued first), shielded."""
+    writer.start()
+    attach(writer)
+    task_status.started()
+    try:
+        await trio.sleep_forever()
+    finally:
+        attach(None)
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(writer.stop)

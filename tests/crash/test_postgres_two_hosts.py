@@ -129,6 +129,7 @@ def test_workers_on_two_hosts_share_the_work_and_one_takes_over_the_others(
         while not trio.run(_midway_on, store, pg_url, schema, "host-b"):
             assert a.poll() is None and b.poll() is None, (tmp_path / "a.err").read_text() + (tmp_path / "b.err").read_text()
             assert time.monotonic() < deadline, f"host-b never held an instance midway: {_lines(log)[-5:]}"
+            time.sleep(0.002)
         os.kill(b.pid, signal.SIGKILL)
         killed_at = time.time()
         b.wait()

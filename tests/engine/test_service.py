@@ -128,9 +128,9 @@ async def test_waiting_for_instances_started_and_ended_here_reads_none_back(engi
     """Start many, then wait for each: the final records of the instances started and ended here lately come
     from memory, fresh objects equal to what the store holds, steps included; past the last ENDED_KEPT,
     wait() reads the store."""
-    from durable._engine import driver
+    from durable._engine import ended
 
-    monkeypatch.setattr(driver, "ENDED_KEPT", 5)
+    monkeypatch.setattr(ended, "ENDED_KEPT", 5)
     engine.workflows.register(_three_steps())
     for job in "abc":
         engine.jobs.register(job, lambda x: [x])
@@ -157,9 +157,9 @@ async def test_waiting_for_instances_started_and_ended_here_reads_none_back(engi
 
 
 async def test_a_large_or_cancelled_end_is_read_back_from_the_store(engine: Engine, monkeypatch: Any) -> None:
-    from durable._engine import driver
+    from durable._engine import ended
 
-    monkeypatch.setattr(driver, "ENDED_BYTES", 16 * 50_000)
+    monkeypatch.setattr(ended, "ENDED_BYTES", 16 * 50_000)
     counts = Counts()
     counts.block = "b"
     counts.register(engine, "a", "b", "c")
@@ -172,7 +172,7 @@ async def test_a_large_or_cancelled_end_is_read_back_from_the_store(engine: Engi
     assert await engine.workflows.cancel(cancelled)
     assert (await engine.workflows.wait(big)).output == "x" * 100_000
     assert (await engine.workflows.wait(cancelled)).status == InstanceStatus.CANCELLED
-    assert engine._driver.ended == {}  # neither was kept: wait() read both from the store
+    assert len(engine._driver.ended) == 0  # neither was kept: wait() read both from the store
 
 
 async def test_unpicklable_input_is_refused_before_anything_is_stored(engine: Engine) -> None:
@@ -558,3 +558,19 @@ def test_graphs_differing_only_in_the_errors_they_catch_or_their_partials_are_no
     assert same_shape(build(ValueError, 1), build(ValueError, 1))
     assert not same_shape(build(ValueError, 1), build(KeyError, 1))
     assert not same_shape(build(ValueError, 1), build(ValueError, 2))
+
+
+def test_kept_final_records_stay_within_their_bytes_when_kept_again(monkeypatch: Any) -> None:
+    from durable import WorkflowInstance
+    from durable._engine import ended
+
+    monkeypatch.setattr(ended, "ENDED_BYTES", 16 * 2_000)
+    kept = ended.Ended()
+    done = WorkflowInstance(id="i", workflow_name="wf", status=InstanceStatus.COMPLETED, output="x" * 1_000)
+    for _ in range(50):
+        kept.keep(done, {})  # the same id again and again: one record's bytes, not fifty
+    assert len(kept) == 1 and kept.get("i") == done and kept.get("i") is not kept.get("i")
+    for n in range(40):  # 40 records of about 1 KB: only the newest that fit in 32 KB remain
+        kept.keep(WorkflowInstance(id=f"j{n}", workflow_name="wf", status=InstanceStatus.COMPLETED, output="x" * 1_000),
+                  {})
+    assert kept.get("i") is None and kept.get("j39") is not None and 20 < len(kept) < 40

@@ -24,7 +24,7 @@ import lmdb
 import trio
 
 from ...errors import StoreError
-from .._writer import WriteRequest, Writer, committed, outcome_of, superseded
+from .._writer import WriteRequest, Writer, committed, outcome_of, run_writer, superseded
 from .sharedlock import SharedLock
 
 __all__ = ["FORMAT_VERSION", "LMDBEnv", "Tables"]
@@ -324,15 +324,10 @@ class LMDBEnv:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the group-commit writer thread until cancelled, then flush and stop it."""
         writer = Writer(self.run_batch, trio.lowlevel.current_trio_token(), self._lazy_delay)
-        writer.start()
+        await run_writer(writer, self._attach_writer, task_status)
+
+    def _attach_writer(self, writer: Writer | None) -> None:
         self._writer = writer
-        task_status.started()
-        try:
-            await trio.sleep_forever()
-        finally:
-            self._writer = None
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(writer.stop)
 
     def stats(self) -> dict[str, Any]:
         """Map size, entries per database and the writer's batch counts."""

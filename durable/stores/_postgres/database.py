@@ -44,7 +44,7 @@ from ..._model.serde import DEFAULT_MAX_PAYLOAD_BYTES, check_limit
 from ...errors import StoreError
 from .._base import StoreTooNew
 from .._lease import Owner
-from .._writer import WriteRequest, Writer, committed, outcome_of, superseded
+from .._writer import WriteRequest, Writer, committed, outcome_of, run_writer, superseded
 from . import eventlog, lone, tables
 from .batch import FENCED_STEP, Tx, run as run_writes
 from .listen import PostgresListener, channel_of, payloads
@@ -537,15 +537,10 @@ class Database:
         writer = Writer(self.run_batch, trio.lowlevel.current_trio_token(), self._lazy_delay)
         for r in self._take_later():
             writer.submit(r)
-        writer.start()
+        await run_writer(writer, self._attach_writer, task_status)
+
+    def _attach_writer(self, writer: Writer | None) -> None:
         self._writer = writer
-        task_status.started()
-        try:
-            await trio.sleep_forever()
-        finally:
-            self._writer = None
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(writer.stop)
 
     def stats(self) -> dict[str, Any]:
         """The writer's batch counts (for benchmarks and the CLI)."""
