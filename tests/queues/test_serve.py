@@ -503,3 +503,39 @@ async def test_a_failed_read_of_one_claimed_instance_does_not_hold_back_the_othe
                 done = [await engine.workflows.wait(i) for i in ids]
             assert [d.output for d in done] == [2, 3, 4] and not failing  # q1 read again, then run
             nursery.cancel_scope.cancel()
+
+
+@workflow
+async def quick(x: int) -> int:
+    """No step: a queued instance that ends as soon as it starts."""
+    return x
+
+
+async def test_a_backlog_is_claimed_in_growing_batches_and_a_short_claim_starts_again_small(
+        autojump_clock: MockClock) -> None:
+    store = durable.MemoryStore()
+    asked: list[int | None] = []
+    real_claim = store.claim_queued
+
+    async def claim_queued(owner: Any, served: Any, workflows: Any, limit: int | None, now: Any) -> Any:
+        asked.append(limit)
+        return await real_claim(owner, served, workflows, limit, now)
+
+    store.claim_queued = claim_queued  # type: ignore[method-assign]
+    async with Engine(store) as engine:
+        engine.workflows.register(quick)
+        ids = [await engine.workflows.start(quick, i, queue="default") for i in range(1200)]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.serve)
+            with trio.fail_after(120):
+                assert [(await engine.workflows.wait(i)).output for i in ids] == list(range(1200))
+            # 32 + 64 + 128 + 256 + 512 = 992 taken in five looks; the sixth asks 512 and takes the last 208
+            assert asked[:6] == [32, 64, 128, 256, 512, 512]
+            assert asked[6] == 32  # it took fewer than it asked: the next look asks for the first size again
+            with trio.fail_after(10):
+                while await store.queue_depths("default") != (0, 0):
+                    await trio.sleep(0.1)
+            later = await engine.workflows.start(quick, 7, queue="default")  # a new one: a small claim takes it
+            assert (await engine.workflows.wait(later, timeout=10)).output == 7
+            assert set(asked[6:]) == {32}
+            nursery.cancel_scope.cancel()
