@@ -200,10 +200,13 @@ class WorkflowService:
                     candidates.append(inst)
             candidates.sort(key=lambda i: (i.created_at is None, i.created_at or 0, i.id))
         else:
-            candidates = await driver.store.get_running_instances(steps=False)
-        # Those queued and never started wait in their queue for a claim (no lease), or were claimed. A backlog
-        # can be long: who holds them is read in two reads for all (held here, by an in-doubt claim; held by an
-        # engine that is gone), not one per instance. Only the others are read one by one.
+            # Not those waiting in a queue for a claim: no one holds them, and a backlog can be long (it is
+            # not even read).
+            candidates = await driver.store.get_running_instances(steps=False, waiting=False)
+        # Those queued and never started left here were claimed (or went back to their queue since the read).
+        # Who holds them is read in two reads for all (held here, by an in-doubt claim; held by an engine that
+        # is gone), not one per instance: as many as a worker claimed may be in flight. Only the others are read
+        # one by one.
         queued_orphans: set[str] = set()
         fresh = [inst.id for inst in candidates if _never_started(inst)]
         if fresh and not leased_only:

@@ -138,8 +138,14 @@ class Store(Protocol):
         """Instances of every workflow, optionally of one status, oldest first (``steps``: as in get_instance)."""
         ...
 
-    async def get_running_instances(self, *, steps: bool = True) -> list[WorkflowInstance]:
-        """Every instance whose status is pending or running, oldest first (``steps``: as in get_instance)."""
+    async def get_running_instances(self, *, steps: bool = True, waiting: bool = True) -> list[WorkflowInstance]:
+        """Every instance whose status is pending or running, oldest first (``steps``: as in get_instance).
+
+        ``waiting=False`` leaves out those waiting in a queue for a worker's claim (or for their delay), before
+        reading them: a worker's first look at orphans then costs nothing per instance of a queued backlog.
+
+        .. versionchanged:: 0.3.0 ``waiting``.
+        """
         ...
 
     async def put_step(

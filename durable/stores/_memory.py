@@ -197,9 +197,11 @@ class MemoryStore:
         self._leases.pop(instance_id, None)
         return self._instances.pop(instance_id, None) is not None
 
-    async def _all(self, steps: bool) -> list[WorkflowInstance]:
+    async def _all(self, steps: bool, waiting: bool = True) -> list[WorkflowInstance]:
         out = []
         for iid in self._instances:
+            if not waiting and iid in self._qpos:
+                continue  # waiting in a queue: left out unread
             inst = await self.get_instance(iid, steps=steps)
             if inst is not None:
                 out.append(inst)
@@ -223,9 +225,9 @@ class MemoryStore:
         wanted = None if status is None else InstanceStatus(status)
         return [i for i in await self._all(steps) if wanted is None or i.status == wanted]
 
-    async def get_running_instances(self, *, steps: bool = True) -> list[WorkflowInstance]:
-        """Instances that are pending or running, oldest first."""
-        return [i for i in await self._all(steps) if not i.finished]
+    async def get_running_instances(self, *, steps: bool = True, waiting: bool = True) -> list[WorkflowInstance]:
+        """Instances that are pending or running, oldest first (``waiting=False``: not those waiting in a queue)."""
+        return [i for i in await self._all(steps, waiting) if not i.finished]
 
     async def put_step(
         self, instance_id: str, step: StepResult, *, durable: bool = True, owner: str | None = None

@@ -424,9 +424,19 @@ async def test_a_full_look_at_a_queued_backlog_reads_who_holds_it_in_bulk(store:
             return await get_lease(instance_id)
 
         store.get_lease = counted  # type: ignore[method-assign]
+        listed: list[list[str]] = []
+        get_running = store.get_running_instances
+
+        async def running(**kwargs: Any) -> list[WorkflowInstance]:
+            found = await get_running(**kwargs)
+            listed.append([i.id for i in found])
+            return found
+
+        store.get_running_instances = running  # type: ignore[method-assign]
         found = await engine.workflows.orphans()
         assert [i.id for i in found] == [ids[0], ids[2]]  # the dead engine's, and this engine's own
         assert reads == []
+        assert listed == [ids[:3]]  # the 37 waiting in their queue are not even read
         assert await engine.workflows.resume() == [ids[0], ids[2]]
         for iid in (ids[0], ids[2]):
             assert (await engine.workflows.wait(iid, timeout=10)).output == ids.index(iid)

@@ -424,3 +424,23 @@ async def test_the_earliest_due_time_is_over_every_queue_served(s: Store, a: Own
     await s.create_instance(make_instance("r-now", queue="r"))
     assert await s.claim_queued(a, [("q", None), ("r", None)], None, None, ts(100)) == (["r-now"], ts(200))
     assert await s.claim_queued(a, [("q", None), ("r", None)], None, None, ts(250)) == (["r-late"], ts(300))
+
+
+async def test_the_unfinished_instances_but_those_waiting_in_a_queue_are_read_without_them(
+        s: Store, a: Owner) -> None:
+    """get_running_instances(waiting=False), a worker's first look at orphans: not what waits for a claim."""
+    await s.create_instance(make_instance("waits"))
+    await s.create_instance(make_instance("delayed", not_before=ts(100)))
+    await s.create_instance(make_instance("claimed"))
+    await s.create_instance(make_instance("owned"), owner=a)  # pending with an owner: never queued
+    await s.create_instance(make_instance("direct", queue=None))
+    await s.create_instance(make_instance("running", status=InstanceStatus.RUNNING))
+    await s.create_instance(make_instance("done", queue=None, status=InstanceStatus.COMPLETED))
+    assert (await s.claim_queued(a, [("q", None)], None, 1, ts(0)))[0] == ["waits"]  # the oldest
+    every = ["waits", "delayed", "claimed", "owned", "direct", "running"]
+    assert sorted(i.id for i in await s.get_running_instances(steps=False)) == sorted(every)
+    # "waits" was claimed (in flight now); "claimed" and "delayed" wait
+    assert sorted(i.id for i in await s.get_running_instances(steps=False, waiting=False)) == \
+        ["direct", "owned", "running", "waits"]
+    await s.release(a.id)  # a leaves before it started "waits" or "owned": both go back in their queue
+    assert sorted(i.id for i in await s.get_running_instances(waiting=False)) == ["direct", "running"]

@@ -77,8 +77,9 @@ def load(txn: lmdb.Transaction, t: Tables, path: str, instance_id: str,
 
 
 def scan_index(txn: lmdb.Transaction, t: Tables, path: str, prefixes: list[bytes],
-               steps: bool) -> list[WorkflowInstance]:
-    """The instances whose ``index`` entries start with one of ``prefixes``, oldest first."""
+               steps: bool, waiting: bool = True) -> list[WorkflowInstance]:
+    """The instances whose ``index`` entries start with one of ``prefixes``, oldest first (``waiting=False``: not
+    those waiting in a queue, which are not read)."""
     out: list[WorkflowInstance] = []
     cursor = txn.cursor(db=t.index)
     for prefix in prefixes:
@@ -88,7 +89,10 @@ def scan_index(txn: lmdb.Transaction, t: Tables, path: str, prefixes: list[bytes
             k = bytes(raw)
             if not k.startswith(prefix):
                 break
-            inst = load(txn, t, path, k.rsplit(b"\0", 1)[1].decode(), steps)
+            instance_id = k.rsplit(b"\0", 1)[1]
+            if not waiting and txn.get(instance_id, db=t.qpos) is not None:
+                continue  # waiting in a queue (or for its delay)
+            inst = load(txn, t, path, instance_id.decode(), steps)
             if inst is not None:
                 out.append(inst)
     out.sort(key=lambda i: (i.created_at is None, i.created_at or 0, i.id))

@@ -117,9 +117,9 @@ class LMDBStore:
         with self._env.read() as txn:
             return instances.load_steps(txn, self._tables, self._env.path, instance_id)
 
-    def _scan(self, prefixes: list[bytes], steps: bool) -> list[WorkflowInstance]:
+    def _scan(self, prefixes: list[bytes], steps: bool, waiting: bool = True) -> list[WorkflowInstance]:
         with self._env.read() as txn:
-            return instances.scan_index(txn, self._tables, self._env.path, prefixes, steps)
+            return instances.scan_index(txn, self._tables, self._env.path, prefixes, steps, waiting)
 
     async def get_instances_by_workflow(
         self, workflow_name: str, status: InstanceStatus | str | None = None, *, steps: bool = True
@@ -135,9 +135,10 @@ class LMDBStore:
         statuses = list(InstanceStatus) if status is None else [InstanceStatus(status)]
         return self._scan([f"{s.value}\0".encode() for s in statuses], steps)
 
-    async def get_running_instances(self, *, steps: bool = True) -> list[WorkflowInstance]:
-        """Instances that are pending or running, oldest first."""
-        return self._scan([f"{s.value}\0".encode() for s in (InstanceStatus.PENDING, InstanceStatus.RUNNING)], steps)
+    async def get_running_instances(self, *, steps: bool = True, waiting: bool = True) -> list[WorkflowInstance]:
+        """Instances that are pending or running, oldest first (``waiting=False``: not those waiting in a queue)."""
+        return self._scan([f"{s.value}\0".encode() for s in (InstanceStatus.PENDING, InstanceStatus.RUNNING)], steps,
+                          waiting)
 
     # -- instances -------------------------------------------------------
 

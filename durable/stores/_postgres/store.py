@@ -98,9 +98,9 @@ class PostgresStore(Database):
         statuses = [s.value for s in InstanceStatus] if status is None else [InstanceStatus(status).value]
         return await self._read(tables.scan, self._where, statuses, None, steps)
 
-    async def get_running_instances(self, *, steps: bool = True) -> list[WorkflowInstance]:
-        """Instances that are pending or running, oldest first."""
-        return await self._read(tables.scan, self._where, tables.UNFINISHED, None, steps)
+    async def get_running_instances(self, *, steps: bool = True, waiting: bool = True) -> list[WorkflowInstance]:
+        """Instances that are pending or running, oldest first (``waiting=False``: not those waiting in a queue)."""
+        return await self._read(tables.scan, self._where, tables.UNFINISHED, None, steps, waiting)
 
     def _owner_record(self, owner: Owner) -> OwnerRow:
         """What the ``owners`` row of ``owner`` gets: its id, its JSON record (encoded once per record), its ttl

@@ -104,9 +104,13 @@ def load_steps(cur: Cur, where: str, instance_id: str) -> dict[str, StepResult]:
     return decode_steps(where, instance_id, [r[0] for r in rows], [r[1] for r in rows])
 
 
-def scan(cur: Cur, where: str, statuses: list[str], workflow: str | None, with_steps: bool) -> list[WorkflowInstance]:
-    """Instances of those statuses (of one workflow, if given), oldest first."""
+def scan(cur: Cur, where: str, statuses: list[str], workflow: str | None, with_steps: bool,
+         waiting: bool = True) -> list[WorkflowInstance]:
+    """Instances of those statuses (of one workflow, if given), oldest first (``waiting=False``: not those waiting
+    in a queue)."""
     query = (_WITH_STEPS if with_steps else _WITHOUT_STEPS) + "WHERE i.status = ANY(%s)"
+    if not waiting:
+        query += " AND i.queue_state IS DISTINCT FROM 'waiting'"
     params: list[Any] = [statuses]
     if workflow is not None:
         query += " AND i.workflow = %s"
