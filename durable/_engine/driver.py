@@ -275,9 +275,12 @@ class RunDriver:
         # Only instances whose owner is gone; the claim is one durable write.
         claimed = await (self.store.claim(candidates, self.owner, limit=limit, take_queued=True) if take_queued
                          else self.store.claim(candidates, self.owner, limit=limit))
+        read, failed = await self.read_for_continue(claimed)  # read at once; continued in the order claimed
         for instance_id in claimed:
-            if await self.continue_instance(instance_id):
+            if instance_id in read and await self.continue_instance(instance_id, read[instance_id]):
                 resumed.append(instance_id)
+        if failed:
+            raise failed[0]  # those left are leased here: a later look (resume(), a worker's) continues them
         return resumed
 
     async def read_for_continue(self, instance_ids: list[str]) -> tuple[

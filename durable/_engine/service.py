@@ -36,7 +36,7 @@ from .run import Definition
 from .._graph.states import Graph
 from .._model.queues import Queue
 from .._model.records import InstanceStatus, WorkflowInstance
-from ..errors import DurableError, InstanceNotFound, SerializationError
+from ..errors import DurableError, InstanceNotFound, SerializationError, StoreError
 
 __all__ = ["WorkflowService"]
 
@@ -192,12 +192,27 @@ class WorkflowService:
         """
         driver = self._driver
         found: list[WorkflowInstance] = []
+        # Those running here now are this engine's, even if they end while the store is read (their lease is
+        # gone then, and what was read may still say queued, or held here).
+        ran = set(driver.runs)
         if leased_only:
             candidates = []
-            for instance_id in await driver.store.orphaned(driver.owner_id):
-                inst = await driver.store.get_instance(instance_id, steps=False)
+            failed: list[StoreError] = []
+
+            async def read(instance_id: str) -> None:
+                try:
+                    inst = await driver.store.get_instance(instance_id, steps=False)
+                except StoreError as exc:
+                    failed.append(exc)
+                    return
                 if inst is not None:
                     candidates.append(inst)
+
+            async with trio.open_nursery() as nursery:  # read at once: a dead worker may have held hundreds
+                for instance_id in await driver.store.orphaned(driver.owner_id):
+                    nursery.start_soon(read, instance_id)
+            if failed:
+                raise failed[0]
             candidates.sort(key=lambda i: (i.created_at is None, i.created_at or 0, i.id))
         else:
             # Not those waiting in a queue for a claim: no one holds them, and a backlog can be long (it is
@@ -213,8 +228,8 @@ class WorkflowService:
             mine = set(fresh).difference(await driver.store.lost_leases(driver.owner_id, fresh))
             queued_orphans = mine | set(await driver.store.orphaned(driver.owner_id))
         for inst in candidates:
-            if inst.id in driver.runs or driver.sleepers.holds(inst.id):
-                continue  # runs here, or sleeps here unloaded (woken by its timer or signal)
+            if inst.id in ran or inst.id in driver.runs or driver.sleepers.holds(inst.id):
+                continue  # runs (or ran) here, or sleeps here unloaded (woken by its timer or signal)
             if _never_started(inst) and not leased_only:
                 if inst.id not in queued_orphans:
                     continue  # waiting in its queue for a worker's claim (not a take-over), or a live one's

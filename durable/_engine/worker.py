@@ -286,17 +286,25 @@ async def _look(engine: Engine, state: _Serving, names: list[str], workflows: bo
 
 
 async def _take_over_orphans(engine: Engine, state: _Serving, limit: int | None, full: bool) -> None:
-    """Take over the instances of dead engines, one at a time, while this worker's caps allow (at most
-    ``limit`` per look). ``full``: look at every unfinished instance (the first look), else at those leased to
+    """Take over the instances of dead engines, as many as this worker's caps allow (at most ``limit`` per
+    look), in one claim. ``full``: look at every unfinished instance (the first look), else at those leased to
     engines that are gone."""
-    taken = 0
+    # A dead worker may have held hundreds: each is counted against the caps as it is picked, as if it had
+    # started, and all are claimed in one write (taken one at a time, it took a commit and a read each).
+    loaded = state._loaded()
+    picked: list[str] = []
     for inst in await engine.workflows.orphans(leased_only=not full):
-        if limit is not None and taken >= limit:
-            return
-        if not state.may_start(inst.queue):
+        if limit is not None and len(picked) >= limit:
+            break
+        if state.concurrency is not None and len(loaded) >= state.concurrency:
+            break
+        slots = state.queue_slots(inst.queue, loaded)
+        if slots is not None and slots <= 0:
             continue
-        for instance_id in await engine._driver.take_over([inst.id], 1):
-            taken += 1
+        picked.append(inst.id)
+        loaded.append(inst.queue)
+    if picked:
+        for instance_id in await engine._driver.take_over(picked, None):
             _announce(engine, "running", instance_id)
 
 

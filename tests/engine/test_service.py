@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import trio
 
+import durable
 from durable import (
     Engine,
     IdConflict,
@@ -488,6 +489,36 @@ async def test_resume_never_takes_an_instance_this_engine_holds(autojump_clock: 
         await engine.workflows.signal(iid, "go", 7)
         done = await engine.workflows.wait(iid, timeout=10)
         assert done.output == 7 and entered == ["body", "body"]  # woken once, by its signal
+
+
+async def test_an_instance_that_ends_here_while_orphans_reads_the_store_is_not_an_orphan(
+        store: durable.Store) -> None:
+    """orphans() reads the unfinished instances, then who holds them: one running here that ends in between
+    (its lease gone with it, the list read still saying it runs) is this engine's, not an orphan to take over."""
+    go = trio.Event()
+
+    @durable.workflow
+    async def held() -> str:
+        await go.wait()
+        return "done"
+
+    async with Engine(store) as engine:
+        engine.workflows.register(held)
+        iid = await engine.workflows.start(held)
+        while iid not in engine.workflows.running_ids():
+            await trio.sleep(0.01)
+        real = store.get_running_instances
+
+        async def read_then_end(**kwargs: Any) -> Any:
+            found = await real(**kwargs)
+            go.set()  # it ends after the read, before the look at its lease
+            await engine.workflows.wait(iid, timeout=10)
+            return found
+
+        store.get_running_instances = read_then_end  # type: ignore[method-assign]
+        assert await engine.workflows.orphans() == []
+        store.get_running_instances = real  # type: ignore[method-assign]
+        assert (await engine.workflows.get_instance(iid)).output == "done"  # type: ignore[union-attr]
 
 
 def _make_process(tag: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -442,3 +443,49 @@ async def test_a_full_look_at_a_queued_backlog_reads_who_holds_it_in_bulk(store:
             assert (await engine.workflows.wait(iid, timeout=10)).output == ids.index(iid)
         assert (await store.get_lease(ids[1])) == live  # a live engine's: left alone
         assert await store.queue_depths("bulk") == (37, 1)
+
+
+gate_open: trio.Event | None = None
+
+
+@workflow
+async def gated_wf(x: int) -> int:
+    assert gate_open is not None
+    await gate_open.wait()
+    return x
+
+
+async def test_a_worker_takes_over_a_dead_worker_s_instances_in_one_claim_within_its_cap(store: Store) -> None:
+    """A dead worker held twenty: the next worker's look takes as many as its cap lets start (five) in one
+    claim, not one claim and one read each, then the others as its slots free."""
+    global gate_open
+    from durable._model.queues import Queue
+
+    gate_open = trio.Event()
+    pid, _ = _dead_pid()
+    dead = attrs.evolve(Owner.this_process(), id="dead", pid=pid, pid_started=None)
+    async with Engine(store, poll_interval=0.05) as engine:
+        engine.workflows.register(gated_wf)
+        engine.queues.register(Queue("held"))
+        ids = [await engine.workflows.start(gated_wf, i, queue="held") for i in range(20)]
+        await store.heartbeat(dead)
+        assert len((await store.claim_queued(dead, [("held", None)], None, 20, engine.now()))[0]) == 20
+        claims: list[list[str]] = []
+        real_claim = store.claim
+
+        async def claim(instance_ids: list[str], owner: Owner, **kwargs: Any) -> list[str]:
+            claims.append(list(instance_ids))
+            return await real_claim(instance_ids, owner, **kwargs)
+
+        store.claim = claim  # type: ignore[method-assign]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(engine.serve, queues=["held"], concurrency=5))
+            with trio.fail_after(10):
+                while len(engine.workflows.running_ids()) < 5:
+                    await trio.sleep(0.01)
+            assert claims == [ids[:5]] and sorted(engine.workflows.running_ids()) == sorted(ids[:5])
+            gate_open.set()
+            with trio.fail_after(30):
+                assert [(await engine.workflows.wait(i)).output for i in ids] == list(range(20))
+            assert all(len(c) <= 5 for c in claims) and sorted(sum(claims, [])) == sorted(ids)
+            nursery.cancel_scope.cancel()
