@@ -80,6 +80,7 @@ class Writer:
     run_batch: Callable[[list[WriteRequest]], None]
     token: trio.lowlevel.TrioToken
     lazy_delay: float = 0.1
+    name: str = "durable-writer"  # the thread's (what profilers and thread dumps show)
     _queue: deque[WriteRequest] = attrs.field(factory=deque)
     _wake: threading.Lock = attrs.field(factory=_held_lock)
     _busy: threading.Lock = attrs.field(factory=threading.Lock)  # held while a batch is taken and run
@@ -89,7 +90,7 @@ class Writer:
     writes: int = 0
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="durable-lmdb-writer", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
         self._thread.start()
 
     def submit(self, request: WriteRequest) -> None:

@@ -323,7 +323,7 @@ class LMDBEnv:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the group-commit writer thread until cancelled, then flush and stop it."""
-        writer = Writer(self.run_batch, trio.lowlevel.current_trio_token(), self._lazy_delay)
+        writer = Writer(self.run_batch, trio.lowlevel.current_trio_token(), self._lazy_delay, "durable-lmdb-writer")
         await run_writer(writer, self._attach_writer, task_status)
 
     def _attach_writer(self, writer: Writer | None) -> None:

@@ -534,7 +534,7 @@ class Database:
         """Run the group-commit writer thread until cancelled, then commit what is queued and stop it."""
         if self._closed:
             raise self.fail("the store is closed")
-        writer = Writer(self.run_batch, trio.lowlevel.current_trio_token(), self._lazy_delay)
+        writer = Writer(self.run_batch, trio.lowlevel.current_trio_token(), self._lazy_delay, "durable-postgres-writer")
         for r in self._take_later():
             writer.submit(r)
         await run_writer(writer, self._attach_writer, task_status)
