@@ -218,34 +218,34 @@ class WorkflowService:
             # Not those waiting in a queue for a claim: no one holds them, and a backlog can be long (it is
             # not even read).
             candidates = await driver.store.get_running_instances(steps=False, waiting=False)
-        # Those queued and never started left here were claimed (or went back to their queue since the read).
-        # Who holds them is read in two reads for all (held here, by an in-doubt claim; held by an engine that
-        # is gone), not one per instance: as many as a worker claimed may be in flight. Only the others are read
-        # one by one.
-        queued_orphans: set[str] = set()
-        fresh = [inst.id for inst in candidates if _never_started(inst)]
-        if fresh and not leased_only:
-            mine = set(fresh).difference(await driver.store.lost_leases(driver.owner_id, fresh))
-            queued_orphans = mine | set(await driver.store.orphaned(driver.owner_id))
+        # Who holds each is read in two reads for all, not one per instance (other workers may run thousands):
+        # the holder of each lease, and which are held by engines that are gone, by the store's rule (the one a
+        # take-over's claim applies; on the database's clock for PostgreSQL). ``orphaned()`` gave those of a
+        # periodic look: all held by engines that are gone.
+        ids = [i.id for i in candidates if not (i.id in ran or i.id in driver.runs or driver.sleepers.holds(i.id))]
+        holders: dict[str, str] = {}
+        gone: set[str] = set()
+        if ids and not leased_only:
+            holders = await driver.store.lease_holders(ids)
+            if any(holder != driver.owner_id for holder in holders.values()):
+                gone = set(await driver.store.orphaned(driver.owner_id))
         for inst in candidates:
             if inst.id in ran or inst.id in driver.runs or driver.sleepers.holds(inst.id):
                 continue  # runs (or ran) here, or sleeps here unloaded (woken by its timer or signal)
-            if _never_started(inst) and not leased_only:
-                if inst.id not in queued_orphans:
-                    continue  # waiting in its queue for a worker's claim (not a take-over), or a live one's
-                holder = None  # held here, or by an engine that is gone: taken over
-            else:
-                holder = await driver.store.get_lease(inst.id)
-                if _never_started(inst) and holder is None:
-                    continue  # waiting in its queue, for a worker's claim (not a take-over)
+            if not leased_only:
+                holder = holders.get(inst.id)
+                if holder is None and _never_started(inst):
+                    continue  # waiting in its queue (back there since the read), for a worker's claim
+                if holder is not None and holder != driver.owner_id and inst.id not in gone:
+                    continue  # another live engine runs it: no write (claim) for it
+                # else: held here (a claim in doubt, a run a failed write stopped), by an engine that is gone,
+                # or by no one (left so by durable 0.1.0): taken over
             if inst.workflow_name not in driver.definitions:
                 if inst.id not in self._unregistered:  # once per instance: workers call resume() in a loop
                     self._unregistered.add(inst.id)
                     log.warning("not resuming instance %s: workflow %r is not registered",
                                 inst.id, inst.workflow_name)
                 continue
-            if holder is not None and holder.id != driver.owner_id and holder.is_alive():
-                continue  # another live engine runs it: no write (claim) for it
             found.append(inst)
         return found
 

@@ -216,6 +216,14 @@ class Store(Protocol):
         """The owner record of whoever holds the instance's lease, if any."""
         ...
 
+    async def lease_holders(self, instance_ids: list[str]) -> dict[str, str]:
+        """The owner id holding the lease of each of ``instance_ids`` that is leased, in one read (a
+        worker's first look for orphans: the instances other workers run may be thousands).
+
+        .. versionadded:: 0.3.0
+        """
+        ...
+
     # -- queues and workers (0.2.0) -------------------------------------------
     #
     # ``create_instance`` of a *pending* instance with a ``queue`` and no

@@ -345,6 +345,10 @@ class MemoryStore:
             if self._leases.get(iid) != owner_id or InstanceStatus(self._status.get(iid, "failed")).finished
         ]
 
+    async def lease_holders(self, instance_ids: list[str]) -> dict[str, str]:
+        """The owner id holding each of ``instance_ids`` that is leased."""
+        return {iid: holder for iid in instance_ids if (holder := self._leases.get(iid)) is not None}
+
     async def get_lease(self, instance_id: str) -> Owner | None:
         """The owner holding the instance's lease, if any."""
         holder = self._leases.get(instance_id)

@@ -489,3 +489,49 @@ async def test_a_worker_takes_over_a_dead_worker_s_instances_in_one_claim_within
                 assert [(await engine.workflows.wait(i)).output for i in ids] == list(range(20))
             assert all(len(c) <= 5 for c in claims) and sorted(sum(claims, [])) == sorted(ids)
             nursery.cancel_scope.cancel()
+
+
+async def test_lease_holders_names_the_holder_of_each_leased_instance_in_one_read(store: Store) -> None:
+    me = Owner.this_process()
+    other = _other_host(me, age=1)
+    await store.create_instance(_instance("mine"), owner=me)
+    await store.create_instance(_instance("theirs"), owner=other)
+    await store.create_instance(_instance("free"))
+    assert await store.lease_holders(["mine", "theirs", "free", "missing"]) == {"mine": me.id, "theirs": other.id}
+    assert await store.lease_holders([]) == {}
+
+
+@workflow
+async def started_wf(x: int) -> int:
+    return x
+
+
+async def test_a_full_look_reads_who_holds_the_instances_other_engines_run_in_bulk(store: Store) -> None:
+    """A worker's first look with thirty instances run by a live engine on another host, one by a dead one and
+    one left with no lease: no read per instance; the dead one's and the unleased one are found."""
+    me = Owner.this_process()
+    pid, _ = _dead_pid()
+    dead = attrs.evolve(me, id="dead", pid=pid, pid_started=None)
+    live = attrs.evolve(_other_host(me, age=1), id="live")
+    for owner in (dead, live):
+        await store.heartbeat(owner)
+
+    def running(instance_id: str, x: int) -> WorkflowInstance:
+        return WorkflowInstance(id=instance_id, workflow_name="started_wf", status=InstanceStatus.RUNNING, args=(x,))
+
+    for n in range(30):
+        await store.create_instance(running(f"live-{n:02}", n), owner=live)
+    await store.create_instance(running("dead-0", 7), owner=dead)
+    await store.create_instance(running("free-0", 8))
+    async with Engine(store) as engine:
+        engine.workflows.register(started_wf)
+        reads: list[str] = []
+        get_lease = store.get_lease
+
+        async def counted(instance_id: str) -> Owner | None:
+            reads.append(instance_id)
+            return await get_lease(instance_id)
+
+        store.get_lease = counted  # type: ignore[method-assign]
+        assert sorted(i.id for i in await engine.workflows.orphans()) == ["dead-0", "free-0"]
+        assert reads == []

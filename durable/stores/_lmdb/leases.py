@@ -17,7 +17,7 @@ from .env import Tables
 from . import queues
 from .instances import finished
 
-__all__ = ["claim", "delete_owner", "lost", "orphaned", "owner_in", "put_owner", "requeue"]
+__all__ = ["claim", "delete_owner", "holders", "lost", "orphaned", "owner_in", "put_owner", "requeue"]
 
 
 def owner_in(txn: lmdb.Transaction, t: Tables, owner_id: str) -> Owner | None:
@@ -115,6 +115,16 @@ def lost(txn: lmdb.Transaction, t: Tables, owner_id: str, ids: list[str]) -> lis
         status = txn.get(key, db=t.status)
         if txn.get(key, db=t.leases) != me or status is None or finished(bytes(status)):
             out.append(iid)
+    return out
+
+
+def holders(txn: lmdb.Transaction, t: Tables, ids: list[str]) -> dict[str, str]:
+    """The owner id holding each of ``ids`` that is leased."""
+    out = {}
+    for iid in ids:
+        holder = txn.get(iid.encode(), db=t.leases)
+        if holder is not None:
+            out[iid] = bytes(holder).decode()
     return out
 
 

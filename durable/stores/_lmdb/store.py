@@ -293,6 +293,11 @@ class LMDBStore:
         with self._env.read() as txn:
             return leases.lost(txn, self._tables, owner_id, instance_ids)
 
+    async def lease_holders(self, instance_ids: list[str]) -> dict[str, str]:
+        """The owner id holding each of ``instance_ids`` that is leased."""
+        with self._env.read() as txn:
+            return leases.holders(txn, self._tables, instance_ids)
+
     async def get_lease(self, instance_id: str) -> Owner | None:
         """The owner record of whoever holds the instance's lease, if any."""
         if not is_valid_id(instance_id):

@@ -257,6 +257,12 @@ class PostgresStore(Database):
             return []
         return await self._read(tables.lost, owner_id, list(instance_ids))
 
+    async def lease_holders(self, instance_ids: list[str]) -> dict[str, str]:
+        """The owner id holding each of ``instance_ids`` that is leased."""
+        if not instance_ids:
+            return {}
+        return await self._read(tables.holders, list(instance_ids))
+
     async def get_lease(self, instance_id: str) -> Owner | None:
         """The owner record of whoever holds the instance's lease, if any."""
         if not is_valid_id(instance_id):

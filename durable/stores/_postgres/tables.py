@@ -370,6 +370,12 @@ def lost(cur: Cur, owner_id: str, ids: list[str]) -> list[str]:
     return [iid for iid in ids if iid not in held]
 
 
+def holders(cur: Cur, ids: list[str]) -> dict[str, str]:
+    """The owner id holding each of ``ids`` that is leased."""
+    cur.execute("SELECT instance_id, owner_id FROM leases WHERE instance_id = ANY(%s)", (ids,))
+    return {r[0]: r[1] for r in cur.fetchall()}
+
+
 def get_lease(cur: Cur, instance_id: str) -> Owner | None:
     """The owner record of whoever holds the instance's lease, if any."""
     cur.execute("SELECT o.record FROM leases l JOIN owners o ON o.id = l.owner_id WHERE l.instance_id = %s",
