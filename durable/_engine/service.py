@@ -208,8 +208,9 @@ class WorkflowService:
                 if inst is not None:
                     candidates.append(inst)
 
+            leased = await driver.store.orphaned(driver.owner_id)  # outside the nursery: a plain StoreError
             async with trio.open_nursery() as nursery:  # read at once: a dead worker may have held hundreds
-                for instance_id in await driver.store.orphaned(driver.owner_id):
+                for instance_id in leased:
                     nursery.start_soon(read, instance_id)
             if failed:
                 raise failed[0]

@@ -26,6 +26,7 @@ import trio
 from .._graph.context import StepInfo, step_info_var
 from .._model.jobs import JobRecord
 from .._model.queues import DEFAULT_QUEUE, Queue
+from .._model.records import WorkflowInstance
 from .._model.serde import UnpicklableError
 from ..errors import SerializationError, StepTimeout, StoreError
 from .events import Event
@@ -96,6 +97,7 @@ class _Serving:
         self.limits: dict[str, Queue] = {}  # the queues' limits, as stored when last read
         self.changed = trio.Event()
         self.claim_size = CLAIM_BATCH  # what the next look claims at most (see CLAIM_MOST)
+        self.reserved: list[str | None] = []  # the queues of instances being taken over (counted as loaded)
 
     def poke(self) -> None:
         """Something may have changed: look again."""
@@ -104,7 +106,7 @@ class _Serving:
     def _loaded(self) -> list[str | None]:
         """The queue of each instance running here, or being continued from a suspension."""
         driver = self.engine._driver
-        return [r.instance.queue for r in driver.runs.values()] + driver.sleepers.waking_queues()
+        return [r.instance.queue for r in driver.runs.values()] + driver.sleepers.waking_queues() + self.reserved
 
     def free_slots(self) -> int | None:
         """How many more instances may run here (``serve(concurrency=)``); ``None``: no cap."""
@@ -255,11 +257,22 @@ async def _look(engine: Engine, state: _Serving, names: list[str], workflows: bo
             wanted = frozenset(engine.workflows.names())
             # A look takes a batch at most, so that other workers get their share of a backlog.
             take = min(free, state.claim_size) if free is not None else state.claim_size
-            ids, due = await store.claim_queued(engine.owner, state.served(), wanted, take, engine.now())
-            read, failed = await driver.read_for_continue(ids)  # read at once; started in the order claimed
-            for instance_id in ids:
-                if instance_id in read and await driver.continue_instance(instance_id, read[instance_id]):
-                    _announce(engine, "running", instance_id)
+            served = state.served()
+            # The slots this claim may fill are held (``reserved``) until its instances run: a wake-up meanwhile
+            # would otherwise take one of them too.
+            if free is not None:
+                state.reserved.extend([None] * take)
+            for name, slots in served:
+                state.reserved.extend([name] * (slots or 0))
+            try:
+                ids, due = await store.claim_queued(engine.owner, served, wanted, take, engine.now())
+                read, failed = await driver.read_for_continue(ids)  # read at once; started in the order claimed
+                for instance_id in ids:
+                    if instance_id in read and await driver.continue_instance(instance_id, read[instance_id]):
+                        _announce(engine, "running", instance_id)
+            finally:
+                state.reserved.clear()
+                driver.sleepers.retry_deferred()  # a wake-up the reservation held back
             if failed:
                 # Those left are leased here: the look after the backoff reads every unfinished instance.
                 raise failed[0]
@@ -287,25 +300,38 @@ async def _look(engine: Engine, state: _Serving, names: list[str], workflows: bo
 
 async def _take_over_orphans(engine: Engine, state: _Serving, limit: int | None, full: bool) -> None:
     """Take over the instances of dead engines, as many as this worker's caps allow (at most ``limit`` per
-    look), in one claim. ``full``: look at every unfinished instance (the first look), else at those leased to
-    engines that are gone."""
-    # A dead worker may have held hundreds: each is counted against the caps as it is picked, as if it had
-    # started, and all are claimed in one write (taken one at a time, it took a commit and a read each).
-    loaded = state._loaded()
-    picked: list[str] = []
-    for inst in await engine.workflows.orphans(leased_only=not full):
-        if limit is not None and len(picked) >= limit:
-            break
-        if state.concurrency is not None and len(loaded) >= state.concurrency:
-            break
-        slots = state.queue_slots(inst.queue, loaded)
-        if slots is not None and slots <= 0:
-            continue
-        picked.append(inst.id)
-        loaded.append(inst.queue)
-    if picked:
-        for instance_id in await engine._driver.take_over(picked, None):
+    look), in as few claims as it can. ``full``: look at every unfinished instance (the first look), else at
+    those leased to engines that are gone."""
+    # A dead worker may have held hundreds: they are claimed in batches (taken one at a time, it took a commit
+    # and a read each). Each batch holds its slots (``reserved``) until its instances run, so no wake-up takes
+    # them meanwhile; one that another worker took first leaves its slot to the next batch.
+    orphans = await engine.workflows.orphans(leased_only=not full)
+    taken = 0
+    while orphans and (limit is None or taken < limit):
+        loaded = state._loaded()
+        picked: list[str] = []
+        rest: list[WorkflowInstance] = []
+        for inst in orphans:
+            slots = state.queue_slots(inst.queue, loaded)
+            if ((limit is not None and taken + len(picked) >= limit)
+                    or (state.concurrency is not None and len(loaded) >= state.concurrency)
+                    or (slots is not None and slots <= 0)):
+                rest.append(inst)
+                continue
+            picked.append(inst.id)
+            loaded.append(inst.queue)
+            state.reserved.append(inst.queue)
+        if not picked:
+            return
+        try:
+            resumed = await engine._driver.take_over(picked, None)
+        finally:
+            state.reserved.clear()
+            engine._driver.sleepers.retry_deferred()  # a wake-up the reservation held back
+        for instance_id in resumed:
             _announce(engine, "running", instance_id)
+        taken += len(resumed)  # fewer than picked: another worker took some first; the slots go to the rest
+        orphans = rest
 
 
 def _default_queues(engine: Engine) -> list[str]:

@@ -5,6 +5,7 @@ Over every store (``store`` fixture); time-dependent behaviour on trio's MockClo
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pytest
@@ -538,4 +539,135 @@ async def test_a_backlog_is_claimed_in_growing_batches_and_a_short_claim_starts_
             later = await engine.workflows.start(quick, 7, queue="default")  # a new one: a small claim takes it
             assert (await engine.workflows.wait(later, timeout=10)).output == 7
             assert set(asked[6:]) == {32}
+            nursery.cancel_scope.cancel()
+
+
+# -- a worker's caps hold while it reads the store and takes orphans over ------------------
+
+wake_gate: trio.Event | None = None
+
+
+@workflow
+async def held_wf(x: int) -> int:
+    assert wake_gate is not None
+    await wake_gate.wait()
+    return x
+
+
+@workflow
+async def sleepy(x: int) -> int:
+    await durable.sleep(2)
+    assert wake_gate is not None
+    await wake_gate.wait()
+    return x
+
+
+def _dead_owner() -> Any:
+    import subprocess
+    import sys
+
+    import attrs
+
+    from durable.stores import Owner
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return attrs.evolve(Owner.this_process(), id="dead", pid=proc.pid, pid_started=None)
+
+
+async def test_a_store_failure_in_a_periodic_look_for_orphans_does_not_end_the_worker(
+        autojump_clock: MockClock) -> None:
+    store = durable.MemoryStore()
+    real = store.orphaned
+    calls = {"n": 0}
+
+    async def orphaned(owner_id: str) -> list[str]:
+        calls["n"] += 1
+        if calls["n"] == 3:  # a periodic look (after the first, full one)
+            raise durable.StoreError("the database is restarting (test)")
+        return await real(owner_id)
+
+    store.orphaned = orphaned  # type: ignore[method-assign]
+    async with Engine(store, poll_interval=0.05) as engine:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.serve)
+            await trio.sleep(2)  # it logs the failure, backs off and looks again
+            assert calls["n"] > 3
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_take_over_holds_the_worker_s_cap_against_a_wake_up_while_it_reads(
+        autojump_clock: MockClock) -> None:
+    """concurrency=1: an instance unloaded in a sleep wakes while the look reads the store (slowly), and a dead
+    engine's instance waits to be taken over: at no moment do both run."""
+    global wake_gate
+    wake_gate = trio.Event()
+    store = durable.MemoryStore()
+    dead = _dead_owner()
+    real = store.orphaned
+    armed = {"on": False}
+
+    async def orphaned(owner_id: str) -> list[str]:
+        if armed["on"]:
+            armed["on"] = False
+            await trio.sleep(3)  # a slow read: the sleeper's timer fires meanwhile
+        return await real(owner_id)
+
+    store.orphaned = orphaned  # type: ignore[method-assign]
+    async with Engine(store, poll_interval=0.05) as engine:
+        engine.workflows.register(held_wf)
+        engine.workflows.register(sleepy)
+        engine.queues.register(Queue("held"))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(engine.serve, queues=["other"], concurrency=1))
+            s = await engine.workflows.start(sleepy, 1)
+            while s not in engine.workflows.suspended_ids():
+                await trio.sleep(0.01)
+            o = await engine.workflows.start(held_wf, 2, queue="held")
+            await store.heartbeat(dead)
+            armed["on"] = True
+            assert (await store.claim_queued(dead, [("held", None)], None, 5, engine.now()))[0] == [o]
+            peak = 0
+            with trio.move_on_after(6):
+                while True:
+                    peak = max(peak, len(engine.workflows.running_ids()))
+                    await trio.sleep(0.01)
+            assert peak == 1, engine.workflows.running_ids()
+            wake_gate.set()
+            assert (await engine.workflows.wait(o, timeout=30)).output == 2
+            assert (await engine.workflows.wait(s, timeout=30)).output == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_take_over_limit_counts_the_instances_taken_not_those_tried(autojump_clock: MockClock) -> None:
+    """take_over_limit=1, two orphans, and another worker takes the first meanwhile: this look takes the
+    second, not nothing."""
+    global wake_gate
+    wake_gate = trio.Event()
+    store = durable.MemoryStore()
+    dead = _dead_owner()
+    tried: list[list[str]] = []
+    real_claim = store.claim
+
+    async def claim(instance_ids: list[str], owner: Any, **kwargs: Any) -> list[str]:
+        tried.append(list(instance_ids))
+        if len(tried) == 1:
+            return []  # lost the race for it
+        return await real_claim(instance_ids, owner, **kwargs)
+
+    async with Engine(store, poll_interval=60) as engine:
+        engine.workflows.register(held_wf)
+        engine.queues.register(Queue("held"))
+        ids = [await engine.workflows.start(held_wf, i, queue="held") for i in range(2)]
+        await store.heartbeat(dead)
+        assert (await store.claim_queued(dead, [("held", None)], None, 5, engine.now()))[0] == ids
+        store.claim = claim  # type: ignore[method-assign]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(engine.serve, queues=["other"], take_over_limit=1))
+            with trio.fail_after(10):
+                while not engine.workflows.running_ids():
+                    await trio.sleep(0.01)
+            first, second = tried  # one orphan, then the other (oldest first; these two are as old)
+            assert sorted(first + second) == sorted(ids) and engine.workflows.running_ids() == second
+            wake_gate.set()
             nursery.cancel_scope.cancel()
