@@ -394,6 +394,19 @@ async def test_claim_takes_at_most_limit_oldest_first(store: Store) -> None:
     assert await store.claim([f"i{i}" for i in range(5)], me, limit=0) == []
 
 
+def _count_lease_reads(store: Store) -> list[str]:
+    """The ids of every ``get_lease`` call on ``store`` from now on (a list that grows)."""
+    reads: list[str] = []
+    get_lease = store.get_lease
+
+    async def counted(instance_id: str) -> Owner | None:
+        reads.append(instance_id)
+        return await get_lease(instance_id)
+
+    store.get_lease = counted  # type: ignore[method-assign]
+    return reads
+
+
 @workflow
 async def queued_wf(x: int) -> int:
     return x
@@ -417,14 +430,7 @@ async def test_a_full_look_at_a_queued_backlog_reads_who_holds_it_in_bulk(store:
         for owner in (dead, live, engine.owner):  # each claims one, the oldest waiting
             await store.heartbeat(owner)
             assert len((await store.claim_queued(owner, [("bulk", None)], None, 1, now))[0]) == 1
-        reads: list[str] = []
-        get_lease = store.get_lease
-
-        async def counted(instance_id: str) -> Owner | None:
-            reads.append(instance_id)
-            return await get_lease(instance_id)
-
-        store.get_lease = counted  # type: ignore[method-assign]
+        reads = _count_lease_reads(store)
         listed: list[list[str]] = []
         get_running = store.get_running_instances
 
@@ -525,13 +531,6 @@ async def test_a_full_look_reads_who_holds_the_instances_other_engines_run_in_bu
     await store.create_instance(running("free-0", 8))
     async with Engine(store) as engine:
         engine.workflows.register(started_wf)
-        reads: list[str] = []
-        get_lease = store.get_lease
-
-        async def counted(instance_id: str) -> Owner | None:
-            reads.append(instance_id)
-            return await get_lease(instance_id)
-
-        store.get_lease = counted  # type: ignore[method-assign]
+        reads = _count_lease_reads(store)
         assert sorted(i.id for i in await engine.workflows.orphans()) == ["dead-0", "free-0"]
         assert reads == []
