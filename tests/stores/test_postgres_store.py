@@ -55,8 +55,9 @@ async def test_a_schema_of_a_newer_version_is_refused(pg_store_factory: Make, pg
 
 
 async def test_a_store_of_version_1_is_migrated_to_the_newest(pg_store_factory: Make, pg_url: str) -> None:
-    """Version 2 added the index of delayed queued instances: a version-1 store gets it when opened, and
-    keeps what it held."""
+    """Version 2 added the index of delayed queued instances, version 3 the events' count per row (packed
+    events): a version-1 store gets both when opened, and keeps what it held, its events too."""
+    from durable._model.eventlog import encode_event
     from durable.stores._postgres.schema import SCHEMA_VERSION
 
     store = pg_store_factory()
@@ -64,10 +65,14 @@ async def test_a_store_of_version_1_is_migrated_to_the_newest(pg_store_factory: 
     schema = sql.Identifier(store.schema)
     with psycopg.connect(pg_url, autocommit=True) as conn:  # back to what version 1 created
         conn.execute(sql.SQL("DROP INDEX {}.instances_due").format(schema))
+        conn.execute(sql.SQL("ALTER TABLE {}.events DROP COLUMN n").format(schema))
+        conn.execute(sql.SQL("INSERT INTO {}.events VALUES (7, 'kept', %s)").format(schema),
+                     (encode_event("old", "kept", "wf", {}),))  # an event as version 1 stored it
         conn.execute(sql.SQL("UPDATE {}.schema_version SET version = 1").format(schema))
     other = pg_store_factory()
-    assert other.migrate() == (1, SCHEMA_VERSION) == (1, 2)
+    assert other.migrate() == (1, SCHEMA_VERSION) == (1, 3)
     assert (await other.get_instance("kept", steps=False)) is not None
+    assert await other.read_events("kept", 0, 10) == [(7, encode_event("old", "kept", "wf", {}))]
     with psycopg.connect(pg_url, autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass(format('%%I.instances_due', %s::text)) IS NOT NULL",
                             (store.schema,)).fetchone() == (True,)
@@ -352,3 +357,31 @@ async def test_a_claim_hands_the_worker_what_it_took_with_its_checkpoints(pg_sto
         with pytest.raises(AssertionError, match="read from the database"):
             await store.get_instance_and_steps("q")  # handed over once: later calls read
         nursery.cancel_scope.cancel()
+
+
+async def test_consecutive_events_of_one_instance_share_a_row_and_page_as_before(
+        pg_store_factory: Make, pg_url: str) -> None:
+    """Events appended together are packed, a row per run of one instance's (schema version 3): ten of
+    "a", one of "b", five of "a" make three rows; every page, from any id and of any length, is what it was."""
+    from durable._model.eventlog import encode_event
+
+    store = pg_store_factory()
+    for iid in ("a", "b"):
+        await store.create_instance(WorkflowInstance(id=iid, workflow_name="wf", status=InstanceStatus.RUNNING))
+    order = ["a"] * 10 + ["b"] + ["a"] * 5
+    for n, iid in enumerate(order):
+        store.append_event(iid, encode_event("workflow.progress", iid, "wf", {"n": n}))
+    await store.release("nobody")  # a durable write: the events ride its batch
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        rows = conn.execute(sql.SQL("SELECT instance_id, n FROM {}.events ORDER BY id").format(
+            sql.Identifier(store.schema))).fetchall()
+    assert rows == [("a", 10), ("b", 1), ("a", 5)]
+    every = await store.read_all_events(0, 100)
+    assert [iid for _, iid, _ in every] == order and [e[0] for e in every] == list(range(every[0][0],
+                                                                                          every[0][0] + 16))
+    mine = [(eid, data) for eid, iid, data in every if iid == "a"]
+    assert await store.read_events("a", 0, 100) == mine
+    for after in [0] + [eid for eid, _ in mine]:
+        for limit in (1, 3, 10, 16):
+            assert await store.read_events("a", after, limit) == [e for e in mine if e[0] > after][:limit]
+            assert await store.read_all_events(after, limit) == [e for e in every if e[0] > after][:limit]
