@@ -385,3 +385,26 @@ async def test_consecutive_events_of_one_instance_share_a_row_and_page_as_before
         for limit in (1, 3, 10, 16):
             assert await store.read_events("a", after, limit) == [e for e in mine if e[0] > after][:limit]
             assert await store.read_all_events(after, limit) == [e for e in every if e[0] > after][:limit]
+
+
+async def test_a_row_packs_64_events_at_most_and_any_limit_reads(pg_store_factory: Make, pg_url: str) -> None:
+    import sys
+
+    from durable._model.eventlog import MAX_EVENT_ID, encode_event
+    from durable.stores._postgres.eventlog import unpack
+
+    store = pg_store_factory()
+    await store.create_instance(WorkflowInstance(id="a", workflow_name="wf", status=InstanceStatus.RUNNING))
+    for n in range(150):
+        store.append_event("a", encode_event("workflow.progress", "a", "wf", {"n": n}))
+    await store.release("nobody")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        rows = conn.execute(sql.SQL("SELECT n FROM {}.events ORDER BY id").format(
+            sql.Identifier(store.schema))).fetchall()
+    assert rows == [(64,), (64,), (22,)]
+    every = await store.read_events("a", 0, 1000)
+    assert len(every) == 150
+    assert await store.read_events("a", 0, sys.maxsize) == every == await store.read_events("a", 0, MAX_EVENT_ID)
+    assert [e[:2] for e in await store.read_all_events(0, MAX_EVENT_ID)] == [(i, "a") for i, _ in every]
+    with pytest.raises(StoreError, match="corrupt record at events/9"):
+        unpack(9, 3, b"\x00\x00\x00\x01x\x00\x00\x00\x05ab")  # the lengths run past the row's bytes

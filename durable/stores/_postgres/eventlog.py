@@ -29,6 +29,8 @@ from typing import Any
 
 from psycopg import Cursor
 
+from ...errors import StoreError
+
 Cur = Cursor[Any]
 
 
@@ -80,6 +82,9 @@ def ready(events: list[tuple[str, bytes | Callable[[], bytes]]]) -> list[tuple[s
 
 _LENGTH = struct.Struct(">I")
 
+ROW_EVENTS = 64
+"""The most events one row holds (a reader paging through a row reads all of it for each page)."""
+
 
 def pack(events: list[tuple[str, bytes]]) -> tuple[list[str], list[int], list[bytes]]:
     """``events`` in rows, one per run of consecutive events of one instance (so the log keeps the order they
@@ -87,7 +92,7 @@ def pack(events: list[tuple[str, bytes]]) -> tuple[list[str], list[int], list[by
     ids: list[str] = []
     groups: list[list[bytes]] = []
     for iid, data in events:
-        if ids and ids[-1] == iid:
+        if ids and ids[-1] == iid and len(groups[-1]) < ROW_EVENTS:
             groups[-1].append(data)
         else:
             ids.append(iid)
@@ -104,9 +109,14 @@ def unpack(last: int, n: int, data: bytes) -> list[tuple[int, bytes]]:
     out: list[tuple[int, bytes]] = []
     at = 0
     for k in range(n):
-        (size,) = _LENGTH.unpack_from(data, at)
+        size = _LENGTH.unpack_from(data, at)[0] if at + 4 <= len(data) else -1
+        if size < 0 or at + 4 + size > len(data):
+            break
         out.append((last - n + 1 + k, data[at + 4:at + 4 + size]))
         at += 4 + size
+    if len(out) != n or at != len(data):
+        raise StoreError(f"corrupt record at events/{last}: {n} events packed, their lengths do not add up "
+                         f"to the row's {len(data)} bytes", path=None)
     return out
 
 
@@ -150,8 +160,8 @@ def append_many(cur: Cur, take: Callable[[], list[tuple[str, bytes | Callable[[]
     return [iid for iid, _ in events]
 
 
-# A row holds one event at least, and only the first row read can hold events at or before ``after``: so
-# ``limit + 1`` rows hold ``limit`` events after it, if there are that many.
+# A row's id is its last event's: each row read (``id > after``) holds one event after ``after`` at least, so
+# ``limit`` rows hold ``limit`` such events, if there are that many (only the first can hold some before).
 
 
 def read(cur: Cur, instance_id: str, after: int, limit: int) -> list[tuple[int, bytes]]:
@@ -159,7 +169,7 @@ def read(cur: Cur, instance_id: str, after: int, limit: int) -> list[tuple[int, 
     if limit <= 0:
         return []
     cur.execute("SELECT id, n, data FROM events WHERE instance_id = %s AND id > %s ORDER BY id LIMIT %s",
-                (instance_id, after, limit + 1))
+                (instance_id, after, limit))
     out = [e for i, n, d in cur.fetchall() for e in unpack(int(i), int(n), bytes(d)) if e[0] > after]
     return out[:limit]
 
@@ -168,7 +178,7 @@ def read_all(cur: Cur, after: int, limit: int) -> list[tuple[int, str, bytes]]:
     """Every instance's first ``limit`` events after id ``after``, in id order."""
     if limit <= 0:
         return []
-    cur.execute("SELECT id, instance_id, n, data FROM events WHERE id > %s ORDER BY id LIMIT %s", (after, limit + 1))
+    cur.execute("SELECT id, instance_id, n, data FROM events WHERE id > %s ORDER BY id LIMIT %s", (after, limit))
     out = [(eid, str(iid), data) for i, iid, n, d in cur.fetchall() for eid, data in unpack(int(i), int(n), bytes(d))
            if eid > after]
     return out[:limit]
