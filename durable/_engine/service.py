@@ -195,6 +195,11 @@ class WorkflowService:
         # Those running here now are this engine's, even if they end while the store is read (their lease is
         # gone then, and what was read may still say queued, or held here).
         ran = set(driver.runs)
+
+        def here(instance_id: str) -> bool:
+            """Runs (or ran) here, or sleeps here unloaded (woken by its timer or signal)."""
+            return instance_id in ran or instance_id in driver.runs or driver.sleepers.holds(instance_id)
+
         if leased_only:
             candidates = []
             failed: list[StoreError] = []
@@ -223,7 +228,7 @@ class WorkflowService:
         # the holder of each lease, and which are held by engines that are gone, by the store's rule (the one a
         # take-over's claim applies; on the database's clock for PostgreSQL). ``orphaned()`` gave those of a
         # periodic look: all held by engines that are gone.
-        ids = [i.id for i in candidates if not (i.id in ran or i.id in driver.runs or driver.sleepers.holds(i.id))]
+        ids = [i.id for i in candidates if not here(i.id)]
         holders: dict[str, str] = {}
         gone: set[str] = set()
         if ids and not leased_only:
@@ -231,8 +236,8 @@ class WorkflowService:
             if any(holder != driver.owner_id for holder in holders.values()):
                 gone = set(await driver.store.orphaned(driver.owner_id))
         for inst in candidates:
-            if inst.id in ran or inst.id in driver.runs or driver.sleepers.holds(inst.id):
-                continue  # runs (or ran) here, or sleeps here unloaded (woken by its timer or signal)
+            if here(inst.id):  # looked at again: it may have started here while the store was read
+                continue
             if not leased_only:
                 holder = holders.get(inst.id)
                 if holder is None and _never_started(inst):

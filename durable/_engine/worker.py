@@ -14,9 +14,10 @@ An idle worker does nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -97,7 +98,7 @@ class _Serving:
         self.limits: dict[str, Queue] = {}  # the queues' limits, as stored when last read
         self.changed = trio.Event()
         self.claim_size = CLAIM_BATCH  # what the next look claims at most (see CLAIM_MOST)
-        self.reserved: list[str | None] = []  # the queues of instances being taken over (counted as loaded)
+        self.reserved: list[str | None] = []  # slots held by a claim or a take-over in flight (see holding())
 
     def poke(self) -> None:
         """Something may have changed: look again."""
@@ -121,13 +122,25 @@ class _Serving:
             return None
         return max(0, queue.worker_concurrency - loaded.count(name))
 
-    def may_start(self, name: str | None) -> bool:
-        """Whether one more instance of queue ``name`` may start running here now (the wake-up gate)."""
-        loaded = self._loaded()
+    def may_start(self, name: str | None, loaded: list[str | None] | None = None) -> bool:
+        """Whether one more instance of queue ``name`` may start running here now (the wake-up gate);
+        ``loaded``: the queues to count as running instead of :meth:`_loaded` (a batch being picked)."""
+        loaded = self._loaded() if loaded is None else loaded
         if self.concurrency is not None and len(loaded) >= self.concurrency:
             return False
         slots = self.queue_slots(name, loaded)
         return slots is None or slots > 0
+
+    @contextlib.contextmanager
+    def holding(self, queues: list[str | None]) -> Iterator[None]:
+        """Hold slots of ``queues`` (counted as running) while a claim or take-over that may fill them is in
+        flight: a wake-up meanwhile waits, and is tried again at the end."""
+        self.reserved.extend(queues)
+        try:
+            yield
+        finally:
+            self.reserved.clear()
+            self.engine._driver.sleepers.retry_deferred()
 
     def served(self) -> list[tuple[str, int | None]]:
         """Each queue with this worker's free slots for its instances (its ``worker_concurrency``, as stored)."""
@@ -258,21 +271,17 @@ async def _look(engine: Engine, state: _Serving, names: list[str], workflows: bo
             # A look takes a batch at most, so that other workers get their share of a backlog.
             take = min(free, state.claim_size) if free is not None else state.claim_size
             served = state.served()
-            # The slots this claim may fill are held (``reserved``) until its instances run: a wake-up meanwhile
-            # would otherwise take one of them too.
-            if free is not None:
-                state.reserved.extend([None] * take)
+            # The slots this claim may fill are held until its instances run: a wake-up meanwhile would
+            # otherwise take one of them too.
+            held: list[str | None] = [None] * take if free is not None else []
             for name, slots in served:
-                state.reserved.extend([name] * (slots or 0))
-            try:
+                held += [name] * (slots or 0)
+            with state.holding(held):
                 ids, due = await store.claim_queued(engine.owner, served, wanted, take, engine.now())
                 read, failed = await driver.read_for_continue(ids)  # read at once; started in the order claimed
                 for instance_id in ids:
                     if instance_id in read and await driver.continue_instance(instance_id, read[instance_id]):
                         _announce(engine, "running", instance_id)
-            finally:
-                state.reserved.clear()
-                driver.sleepers.retry_deferred()  # a wake-up the reservation held back
             if failed:
                 # Those left are leased here: the look after the backoff reads every unfinished instance.
                 raise failed[0]
@@ -303,31 +312,24 @@ async def _take_over_orphans(engine: Engine, state: _Serving, limit: int | None,
     look), in as few claims as it can. ``full``: look at every unfinished instance (the first look), else at
     those leased to engines that are gone."""
     # A dead worker may have held hundreds: they are claimed in batches (taken one at a time, it took a commit
-    # and a read each). Each batch holds its slots (``reserved``) until its instances run, so no wake-up takes
-    # them meanwhile; one that another worker took first leaves its slot to the next batch.
+    # and a read each). Each batch holds its slots until its instances run, so no wake-up takes them meanwhile;
+    # one that another worker took first leaves its slot to the next batch.
     orphans = await engine.workflows.orphans(leased_only=not full)
     taken = 0
     while orphans and (limit is None or taken < limit):
         loaded = state._loaded()
-        picked: list[str] = []
+        picked: list[WorkflowInstance] = []
         rest: list[WorkflowInstance] = []
         for inst in orphans:
-            slots = state.queue_slots(inst.queue, loaded)
-            if ((limit is not None and taken + len(picked) >= limit)
-                    or (state.concurrency is not None and len(loaded) >= state.concurrency)
-                    or (slots is not None and slots <= 0)):
+            if (limit is not None and taken + len(picked) >= limit) or not state.may_start(inst.queue, loaded):
                 rest.append(inst)
                 continue
-            picked.append(inst.id)
-            loaded.append(inst.queue)
-            state.reserved.append(inst.queue)
+            picked.append(inst)
+            loaded.append(inst.queue)  # counted as it is picked, as if it had started
         if not picked:
             return
-        try:
-            resumed = await engine._driver.take_over(picked, None)
-        finally:
-            state.reserved.clear()
-            engine._driver.sleepers.retry_deferred()  # a wake-up the reservation held back
+        with state.holding([inst.queue for inst in picked]):
+            resumed = await engine._driver.take_over([inst.id for inst in picked], None)
         for instance_id in resumed:
             _announce(engine, "running", instance_id)
         taken += len(resumed)  # fewer than picked: another worker took some first; the slots go to the rest

@@ -508,8 +508,9 @@ class Database:
         return False
 
     def _drain_events(self, cur: tables.Cur, holder: list[list[tuple[str, bytes | Callable[[], bytes]]]]) -> None:
-        """(Writer thread; a batch runs it as :meth:`_drained_by`) append the buffered events."""
-        eventlog.append_many(cur, lambda: self._take_events(holder))
+        """The write that appends the buffered events: a marker, which a batch runs as :meth:`_drained_by` (its
+        events appended by the batch's last statement, ``eventlog.append_statement``), never by calling it."""
+        raise AssertionError("a batch appends the buffered events (batch.run, kind 'events'), not this call")
 
     _drain_events.drains_events = True  # type: ignore[attr-defined]
 

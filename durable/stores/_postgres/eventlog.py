@@ -140,26 +140,6 @@ def append_statement(events: list[tuple[str, bytes]]) -> tuple[str, tuple[Any, .
             (total, total, _ends(counts), ids, datas, counts))
 
 
-def append_many(cur: Cur, take: Callable[[], list[tuple[str, bytes | Callable[[], bytes]]]]) -> list[str]:
-    """Append the events ``take()`` hands over (``(instance id, data)`` each, in order); the instance ids."""
-    events = take()
-    ready: list[tuple[str, bytes]] = []
-    for iid, data in events:
-        if not isinstance(data, bytes):
-            try:
-                data = data()  # encoded here, on the writer's thread
-            except Exception:  # an event that cannot be stored must never fail the writes it rides with
-                logging.getLogger("durable.store").exception("an event could not be encoded; it is left out")
-                continue
-        ready.append((iid, data))
-    if ready:
-        first = _take_ids(cur, len(ready))
-        ids, counts, datas = pack(ready)
-        cur.execute("INSERT INTO events (id, instance_id, data, n) SELECT * FROM unnest(%b::bigint[], %b::text[], "
-                    "%b::bytea[], %b::int[])", ([first - 1 + e for e in _ends(counts)], ids, datas, counts))
-    return [iid for iid, _ in events]
-
-
 # A row's id is its last event's: each row read (``id > after``) holds one event after ``after`` at least, so
 # ``limit`` rows hold ``limit`` such events, if there are that many (only the first can hold some before).
 
